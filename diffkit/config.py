@@ -1,0 +1,96 @@
+"""Typed configs, one per concern, saved to and loaded from a run's config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from .errors import CheckpointError, ConfigError
+from .nn.mlp import MLPConfig
+from .prediction import check_prediction
+from .schedule import NoiseSchedule
+
+FORMAT = "diffkit-run"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    spec: str = "spiral"            # built-in name or path to a .npy/.npz/.csv [N, 2] file
+    num_points: int = 50_000        # points drawn for a built-in data set
+    normalizer: dict | None = None  # fitted Normalizer (mean, std), filled in by training
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "linear"
+    num_timesteps: int = 1000
+    zero_terminal_snr: bool = False
+
+    def build(self) -> NoiseSchedule:
+        return NoiseSchedule.from_config(asdict(self))
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05      # cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0          # max global gradient norm
+    ema_halflife: float = 50_000    # EMA half-life in training points seen (Karras et al. 2022, sec. C)
+    ema_rampup: float = 0.1         # half-life <= this fraction of points seen so far
+    p_uncond: float = 0.1           # label dropout to the null class (conditional runs only)
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    network: MLPConfig = field(default_factory=MLPConfig)
+    prediction: str = "v"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        check_prediction(self.prediction)
+        self.schedule.build()
+        t = self.train
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(t, name) <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(t, name)}")
+        if not t.lr > 0:
+            raise ConfigError(f"the learning rate must be positive, got {t.lr}")
+        self.network.num_timesteps = self.schedule.num_timesteps
+        return self
+
+    def to_dict(self) -> dict:
+        from . import __version__
+
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise CheckpointError("config.json is not a diffkit run config; expected one written by `diffkit train`")
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"config.json has format version {d.get('format_version')}; "
+                                  f"this diffkit reads up to {FORMAT_VERSION}")
+        try:
+            return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
+                       network=_build(MLPConfig, d["network"]), prediction=d["prediction"],
+                       train=_build(TrainConfig, d["train"])).validate()
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
+
+
+def _build(kind, values: dict):
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError(f"unknown {kind.__name__} keys {sorted(unknown)}")
+    return kind(**values)

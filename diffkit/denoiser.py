@@ -1,0 +1,67 @@
+"""Denoiser: the one contract between a network and a sampler.
+
+    denoiser(x_t, t, cond=None) -> (eps_hat, x0_hat)
+
+It owns the prediction-type conversion, classifier-free guidance and optional x0 clipping.
+Any callable `network(x_t, t)` or `network(x_t, t, cond)` returning its prediction can be wrapped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ConfigError
+from .prediction import check_prediction, to_eps_x0
+from .schedule import NoiseSchedule
+
+
+class Denoiser:
+    """Wraps a network predicting `prediction` under `schedule`.
+
+    Args:
+        network: callable (x_t [B, ...], t float [B], cond long [B] | None) -> prediction [B, ...].
+        schedule: the NoiseSchedule the network was trained with.
+        prediction: "epsilon", "x0" or "v".
+        null_class: label id of the learned "no class" (needed for guidance).
+        guidance_scale: w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6).
+        clip_x0: if set, clamp x0_hat to [-clip_x0, clip_x0] and recompute eps_hat from it.
+    """
+
+    def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
+                 null_class: int | None = None, guidance_scale: float = 1.0, clip_x0: float | None = None):
+        self.network = network
+        self.schedule = schedule
+        self.prediction = check_prediction(prediction)
+        self.null_class = null_class
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ConfigError(f"the guidance scale must be a finite number >= 0, got {guidance_scale}")
+        self.guidance_scale = float(guidance_scale)
+        self.clip_x0 = clip_x0
+
+    def _forward(self, x_t, t, cond):
+        if cond is None:
+            return self.network(x_t, t)
+        w = self.guidance_scale
+        if w == 1.0:
+            return self.network(x_t, t, cond)
+        null = torch.full_like(cond, self.null_class)
+        if w == 0.0:
+            return self.network(x_t, t, null)
+        # one batched forward for cond and uncond (twice the batch)
+        out = self.network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]))
+        out_cond, out_uncond = out.chunk(2)
+        return out_uncond + w * (out_cond - out_uncond)
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x_t.shape[0])
+        alpha_bar = self.schedule.alpha_bar_at(t).to(x_t.device, x_t.dtype)
+        alpha_bar = alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))  # [B, 1, ...]
+        output = self._forward(x_t, t.to(x_t.device, x_t.dtype), cond)
+        eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
+        if self.clip_x0 is not None:
+            x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)
+            eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()
+        return eps_hat, x0_hat

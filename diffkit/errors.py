@@ -1,0 +1,23 @@
+"""Errors a user can cause. Each message is one sentence: what was wrong and what is accepted."""
+
+
+class DiffkitError(Exception):
+    """Bad user input; the CLI prints `error: <message>` and exits 2."""
+
+
+class DataError(DiffkitError):
+    """A data set name or file that cannot be used."""
+
+
+class ConfigError(DiffkitError):
+    """An option or configuration value out of range."""
+
+
+class CheckpointError(DiffkitError):
+    """A run directory or checkpoint that is missing, truncated or foreign."""
+
+
+def choice_error(what: str, value, choices) -> ConfigError:
+    """The standard 'unknown X' error that lists the valid names."""
+    names = ", ".join(str(c) for c in choices)
+    return ConfigError(f"unknown {what} {value!r}; choose one of: {names}")

@@ -1,0 +1,81 @@
+"""MLP denoiser for points: residual blocks conditioned on a time (and optional class) embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .embeddings import SinusoidalEmbedding
+
+
+@dataclass
+class MLPConfig:
+    dim: int = 2               # data dimension
+    hidden: int = 64           # width of the residual stream
+    depth: int = 4             # number of residual blocks
+    embed_dim: int = 64        # sinusoidal time-embedding size
+    num_timesteps: int = 1000  # training T (sets the embedding scale)
+    num_classes: int = 0       # > 0: class-conditional, label `num_classes` is the learned null class
+    fourier_features: int = 32 # > 0: also feed cos/sin(2 pi x B) of this many random directions B (Tancik et al. 2020)
+    fourier_scale: float = 0.5 # std of the entries of B
+    norm: bool = False         # LayerNorm before each block
+
+
+class ResidualBlock(nn.Module):
+    """h + W2 silu(W1 norm(h) + e): a pre-norm MLP block with an additive embedding e."""
+
+    def __init__(self, hidden: int, norm: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden) if norm else nn.Identity()
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+
+    def forward(self, h, e):
+        return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h)) + e))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: MLPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.time_embed = SinusoidalEmbedding(cfg.embed_dim, scale=1000.0 / cfg.num_timesteps)
+        self.embed = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden))
+        # one extra row: the learned null class used for classifier-free guidance
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, cfg.hidden) if cfg.num_classes > 0 else None
+        in_dim = cfg.dim
+        if cfg.fourier_features:
+            self.register_buffer("fourier", torch.randn(cfg.dim, cfg.fourier_features) * cfg.fourier_scale)
+            in_dim += 2 * cfg.fourier_features
+        self.inp = nn.Linear(in_dim, cfg.hidden)
+        self.blocks = nn.ModuleList(ResidualBlock(cfg.hidden, cfg.norm) for _ in range(cfg.depth))
+        self.block_embed = nn.Linear(cfg.hidden, cfg.depth * cfg.hidden)  # every block's e at once
+        self.out_norm = nn.LayerNorm(cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, cfg.dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Per-block embeddings [B, depth, hidden] of time t [B] (and class cond [B])."""
+        emb = self.embed(self.time_embed(t))  # [B, hidden]
+        if self.class_embed is not None:
+            if cond is None:
+                cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
+            emb = emb + self.class_embed(cond)
+        return self.block_embed(nn.functional.silu(emb)).unflatten(1, (self.cfg.depth, self.cfg.hidden))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B = x.shape[0]
+        if B > 1 and not self.training and bool((t == t[0]).all()) and (cond is None or bool((cond == cond[0]).all())):
+            # sampling: one time (and class) for the whole batch, so embed it once and broadcast
+            e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
+        else:
+            e = self.embedding(t, cond)  # [B, depth, hidden]
+        if self.cfg.fourier_features:
+            proj = 2 * torch.pi * x @ self.fourier  # [B, F]
+            x = torch.cat([x, torch.cos(proj), torch.sin(proj)], dim=1)
+        h = self.inp(x)  # [B, hidden]
+        for i, block in enumerate(self.blocks):
+            h = block(h, e[:, i])
+        return self.out(nn.functional.silu(self.out_norm(h)))

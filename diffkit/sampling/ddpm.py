@@ -1,0 +1,38 @@
+"""DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), on any subsequence of timesteps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..errors import choice_error
+from .grids import with_final
+
+Variance = Literal["beta", "posterior"]
+
+
+@torch.no_grad()
+def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, variance: Variance = "beta"):
+    """x_{t'} ~ N(mu(x_t, x0_hat), var) with the true posterior mean (Ho et al. 2020, eq. 7).
+
+    On a skipped grid t -> t' the step's beta is 1 - alpha_bar_t / alpha_bar_t' (Nichol & Dhariwal
+    2021, sec. 4). variance="beta" uses sigma^2 = beta_t, "posterior" uses beta-tilde_t (eq. 7).
+    """
+    if variance not in ("beta", "posterior"):
+        raise choice_error("DDPM variance", variance, ("beta", "posterior"))
+    schedule = denoiser.schedule
+    for i, (t, t_prev) in enumerate(with_final(timesteps)):
+        eps_hat, x0_hat = denoiser(x, t, cond)
+        ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
+        beta = 1.0 - ab / ab_prev
+        mean = (ab_prev**0.5 * beta / (1 - ab)) * x0_hat + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x
+        if t_prev >= 0:
+            var = beta if variance == "beta" else beta * (1 - ab_prev) / (1 - ab)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = mean + var**0.5 * noise
+        else:
+            x = mean  # the last step returns the mean (no noise is added at t = 0)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+    return x

@@ -1,0 +1,125 @@
+"""Run directories: config.json + model.safetensors (EMA weights) + train_state/ for resume.
+
+Never pickle: loading must not run code. Every write is atomic (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..config import RunConfig
+from ..data.normalize import Normalizer
+from ..denoiser import Denoiser
+from ..errors import CheckpointError
+from ..nn.mlp import MLP
+
+CONFIG, MODEL, STATE_DIR, STATE = "config.json", "model.safetensors", "train_state", "state.safetensors"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_config(run_dir, config: RunConfig) -> None:
+    atomic_write(Path(run_dir) / CONFIG, json.dumps(config.to_dict(), indent=2).encode())
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(Path(path), st_save(tensors, metadata={"format": "diffkit", **(metadata or {})}))
+
+
+def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; the run directory holds no trained model") from None
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is truncated or not a safetensors file; retrain or restore the run") from None
+    if metadata.get("format") != "diffkit":
+        raise CheckpointError(f"{path} was not written by diffkit; expected a diffkit run's {path.name}")
+    return tensors, metadata
+
+
+def save_model(run_dir, state: dict[str, torch.Tensor], step: int) -> None:
+    save_tensors(Path(run_dir) / MODEL, state, {"step": str(step)})
+
+
+def read_config(run_dir) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist; train one with `diffkit train --out DIR`")
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} holds no config.json; it is not a diffkit run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is truncated or not JSON; expected a diffkit run config") from None
+    return RunConfig.from_dict(raw)
+
+
+def build_network(config: RunConfig) -> MLP:
+    return MLP(config.network)
+
+
+def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
+    expected = network.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
+        raise CheckpointError(f"{path} does not match the network in config.json; the run directory is inconsistent")
+    network.load_state_dict(tensors)
+
+
+@dataclass
+class Run:
+    """A loaded run: its config, EMA network, Denoiser and the data normalizer."""
+
+    config: RunConfig
+    network: MLP
+    denoiser: Denoiser
+    normalizer: Normalizer
+    step: int
+
+
+def load_run(run_dir, guidance_scale: float = 1.0) -> Run:
+    """Everything `sample` needs, from the run directory alone."""
+    config = read_config(run_dir)
+    if config.data.normalizer is None:
+        raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
+    network = build_network(config)
+    tensors, meta = read_tensors(Path(run_dir) / MODEL)
+    load_weights(network, tensors, Path(run_dir) / MODEL)
+    network.eval()
+    num_classes = config.network.num_classes
+    denoiser = Denoiser(network, config.schedule.build(), config.prediction,
+                        null_class=num_classes if num_classes else None, guidance_scale=guidance_scale)
+    return Run(config, network, denoiser, Normalizer(**config.data.normalizer), int(meta.get("step", 0)))

@@ -1,0 +1,189 @@
+"""Trainer: the training loop, EMA, optimizer, LR schedule, clipping, checkpoints, resume, logging.
+
+Every random draw (batch indices, t, eps) comes from one torch.Generator that the trainer owns and
+checkpoints, so a resumed run is bitwise identical to an uninterrupted one. It knows nothing of sampling.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..errors import CheckpointError
+from .checkpoint import STATE, STATE_DIR, build_network, load_weights, read_tensors, save_config, save_model, save_tensors
+from .ema import EMA
+from .loss import simple_loss
+
+LOG = "train_log.csv"
+LOG_FIELDS = ["step", "loss", "lr", "seconds"]
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (Loshchilov & Hutter 2017)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+class Trainer:
+    """Trains `config.network` on normalized points x0 [N, D] (and optional labels [N]) into run_dir.
+
+    callback(step, loss) is called after every optimizer step (for live plots).
+    """
+
+    def __init__(self, config: RunConfig, x0: torch.Tensor, run_dir, labels: torch.Tensor | None = None,
+                 progress: bool = True, callback: Callable[[int, float], None] | None = None):
+        self.config = config.validate()
+        self.cfg = config.train
+        self.run_dir = Path(run_dir)
+        self.x0 = x0.float()
+        self.labels = labels
+        self.progress = progress
+        self.callback = callback
+        self.schedule = config.schedule.build()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            self.network = build_network(config)
+        self.params = list(self.network.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay, fused=True)
+        self.ema = EMA(self.network, self.cfg.ema_halflife, self.cfg.ema_rampup)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.step = 0
+
+    # one step -------------------------------------------------------------
+    def _draw_batch(self):
+        g, B, T = self.generator, self.cfg.batch_size, self.schedule.num_timesteps
+        idx = torch.randint(0, self.x0.shape[0], (B,), generator=g)
+        t = torch.randint(0, T, (B,), generator=g)
+        eps = torch.randn((B, *self.x0.shape[1:]), generator=g)
+        cond = None
+        if self.labels is not None:
+            cond = self.labels[idx]
+            if self.cfg.p_uncond > 0:  # label dropout to the learned null class (Ho & Salimans 2022)
+                drop = torch.rand(B, generator=g) < self.cfg.p_uncond
+                cond = torch.where(drop, torch.full_like(cond, self.config.network.num_classes), cond)
+        return self.x0[idx], t, eps, cond
+
+    def train_step(self) -> torch.Tensor:
+        x0, t, eps, cond = self._draw_batch()
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.ema.update(self.params, self.step * self.cfg.batch_size, self.cfg.batch_size)
+        return loss.detach()
+
+    # the loop -------------------------------------------------------------
+    def train(self) -> dict:
+        """Run to config.train.steps, checkpointing along the way. Returns a small summary."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.run_dir, self.config)
+        log_path = self.run_dir / LOG
+        if self.step == 0:
+            _truncate_log(log_path, 0)
+        start, t0 = self.step, time.perf_counter()
+        seconds_before = _last_seconds(log_path)
+        loss_sum, n = torch.zeros(()), 0
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
+                   dynamic_ncols=True, leave=False)
+        with open(log_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                loss_sum += loss
+                n += 1
+                if self.callback is not None:
+                    self.callback(self.step, float(loss))
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    mean = float(loss_sum) / n
+                    secs = seconds_before + time.perf_counter() - t0
+                    writer.writerow([self.step, f"{mean:.6f}", f"{lr_at(self.step - 1, cfg):.6g}", f"{secs:.3f}"])
+                    f.flush()
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    loss_sum, n = torch.zeros(()), 0
+                bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+        bar.close()
+        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
+
+    # checkpoints ----------------------------------------------------------
+    def save(self) -> None:
+        """EMA weights for sampling, then the full resumable state (each file written atomically)."""
+        save_model(self.run_dir, self.ema.state_dict(self.network), self.step)
+        tensors = {f"model.{k}": v for k, v in self.network.state_dict().items()}
+        tensors.update({f"ema.{i}": p for i, p in enumerate(self.ema.params)})
+        opt = self.optimizer.state_dict()
+        for i, s in opt["state"].items():
+            tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in s.items()})
+        tensors["rng.train"] = self.generator.get_state()
+        meta = {"step": str(self.step), "param_groups": json.dumps(opt["param_groups"])}
+        save_tensors(self.run_dir / STATE_DIR / STATE, tensors, meta)
+
+    def load_state(self) -> None:
+        path = self.run_dir / STATE_DIR / STATE
+        if not path.exists():
+            raise CheckpointError(f"{self.run_dir} has no {STATE_DIR}/{STATE} to resume from; train without --resume")
+        tensors, meta = read_tensors(path)
+        try:
+            model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            load_weights(self.network, model, path)
+            self.ema.params = [tensors[f"ema.{i}"].clone() for i in range(len(self.ema.params))]
+            groups = json.loads(meta["param_groups"])
+            for g in groups:
+                g["betas"] = tuple(g["betas"])
+            state = {}
+            for k, v in tensors.items():
+                if k.startswith("opt."):
+                    _, i, name = k.split(".", 2)
+                    state.setdefault(int(i), {})[name] = v
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            self.generator.set_state(tensors["rng.train"])
+            self.step = int(meta["step"])
+        except (KeyError, ValueError, RuntimeError):
+            raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
+        _truncate_log(self.run_dir / LOG, self.step)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the header and rows up to `step` (a killed run may have logged past its checkpoint)."""
+    rows = []
+    if step > 0 and path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _last_seconds(path: Path) -> float:
+    if not path.exists():
+        return 0.0
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["seconds"]) if rows else 0.0
+
+
+def read_log(path) -> dict[str, list[float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in LOG_FIELDS}
