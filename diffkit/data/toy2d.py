@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn import datasets as skd
+
+
+def _sk():
+    from sklearn import datasets  # imported on use: it is slow to import
+
+    return datasets
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -25,16 +30,16 @@ def circle(n, rng):
 
 
 def moons(n, rng):
-    return skd.make_moons(n, noise=0.05, random_state=_seed(rng))[0]
+    return _sk().make_moons(n, noise=0.05, random_state=_seed(rng))[0]
 
 
 def circles(n, rng):
     """Two concentric rings (radius 1 and 0.5)."""
-    return skd.make_circles(n, noise=0.03, factor=0.5, random_state=_seed(rng))[0]
+    return _sk().make_circles(n, noise=0.03, factor=0.5, random_state=_seed(rng))[0]
 
 
 def swissroll(n, rng):
-    x = skd.make_swiss_roll(n, noise=0.3, random_state=_seed(rng))[0]
+    x = _sk().make_swiss_roll(n, noise=0.3, random_state=_seed(rng))[0]
     return x[:, [0, 2]] / 10.0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import wasserstein_distance
 
 
 def _t(x) -> torch.Tensor:
@@ -45,6 +44,8 @@ def mmd_rbf(x, y, scales=(0.1, 0.2, 0.5, 1.0, 2.0), bandwidth: float | None = No
 
 def sliced_wasserstein(x, y, n_projections: int = 128, seed: int = 0) -> float:
     """Mean over random directions of the 1-D Wasserstein-1 distance of the projections (Bonneel et al. 2015)."""
+    from scipy.stats import wasserstein_distance
+
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     dirs = np.random.default_rng(seed).normal(size=(n_projections, x.shape[1]))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)

@@ -103,7 +103,7 @@ class Trainer:
         seconds_before = _last_seconds(log_path)
         loss_sum, n = torch.zeros(()), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
-                   dynamic_ncols=True, leave=False)
+                   dynamic_ncols=True, leave=False, mininterval=0.5)
         with open(log_path, "a", newline="") as f:
             writer = csv.writer(f)
             while self.step < cfg.steps:

@@ -1,0 +1,197 @@
+"""Command line: parses arguments onto the config dataclasses and the runs API; maps errors to exit codes.
+
+Bad input -> `error: <one sentence>` on stderr, exit 2. A bug -> traceback, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DiffkitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one sentence instead of argparse's usage dump
+        raise DiffkitError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v}")
+        return v
+    return parse
+
+
+def _finite_float(name, minimum=None):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(v) or (minimum is not None and v < minimum):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= {minimum}, got {text}")
+        return v
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.points import DATASETS
+    from .prediction import PREDICTIONS
+    from .sampling import SAMPLERS, SPACINGS
+    from .schedule import SCHEDULE_NAMES
+
+    p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on 2-D points into a run directory")
+    t.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS)}) or a .npy/.npz/.csv [N, 2] file")
+    t.add_argument("--out", required=True, help="run directory to create")
+    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000)")
+    t.add_argument("--batch-size", type=_positive_int("--batch-size"))
+    t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear)")
+    t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
+    t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
+    t.add_argument("--lr", type=_finite_float("--lr", 0.0))
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("--run", required=True, help="run directory written by `diffkit train`")
+    s.add_argument("--n", type=_positive_int("--n"), default=1000, help="number of samples (default 1000)")
+    s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates")
+    s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
+    s.add_argument("--steps", type=int, help="sampling steps, 1..T (default: ddpm T, ddim 50)")
+    s.add_argument("--spacing", default="trailing", help=f"timestep spacing: {', '.join(SPACINGS)} (default trailing)")
+    s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="DDIM stochasticity (0 = deterministic)")
+    s.add_argument("--variance", help="DDPM variance: beta or posterior")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--plot", help="also draw the samples to this .png")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    e = sub.add_parser("eval", help="score samples against fresh data")
+    e.add_argument("--samples", required=True, help=".npy/.npz/.csv file of [N, 2] samples")
+    e.add_argument("--data", required=True, help=f"built-in dataset ({', '.join(DATASETS)}) or a data file")
+    e.add_argument("--n-ref", type=_positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    d = sub.add_parser("demo", help="train on the spiral, sample, print a table and draw pictures")
+    d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
+    d.add_argument("--steps", type=_positive_int("--steps"), help=argparse.SUPPRESS)
+    d.add_argument("--n", type=_positive_int("--n"), default=4000, help=argparse.SUPPRESS)
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def cmd_train(a) -> None:
+    from .config import DataConfig, RunConfig, ScheduleConfig
+    from .runs import train_run
+
+    if a.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
+                                                        "lr", "seed") if getattr(a, k) is not None]
+        if given:
+            raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
+                              "cannot be given; only --steps may change")
+        if a.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; give one of them")
+        summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet)
+    else:
+        config = RunConfig(data=DataConfig(spec=a.data or "spiral"))
+        if a.schedule is not None or a.timesteps is not None:
+            config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000)
+        if a.prediction is not None:
+            config.prediction = a.prediction
+        for key in ("steps", "batch_size", "lr", "seed"):
+            if getattr(a, key) is not None:
+                setattr(config.train, key, getattr(a, key))
+        summary = train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet)
+    print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
+
+
+def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise ConfigError(f"{flag} {path} must end in {suffix}")
+    if p.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; pass --overwrite to replace it")
+    if not p.parent.exists():
+        raise ConfigError(f"the folder of {flag} {path} does not exist")
+    return p
+
+
+def cmd_sample(a) -> None:
+    from .runs import sample_run
+    from .training.checkpoint import atomic_write, load_run
+
+    out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
+    plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
+    options = {k: getattr(a, k) for k in ("eta", "variance") if getattr(a, k) is not None}
+    run = load_run(a.run)
+    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, **options)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, x.astype(np.float32))
+    atomic_write(out, buf.getvalue())
+    print(f"wrote {len(x)} samples to {out}")
+    if plot:
+        from .viz.plots import scatter
+
+        scatter(x, plot, f"{a.sampler} samples")
+        print(f"wrote {plot}")
+
+
+def cmd_eval(a) -> None:
+    from .data.points import load_file
+    from .runs import eval_samples
+
+    x = load_file(a.samples)
+    m = eval_samples(x, a.data, n_reference=a.n_ref, seed=a.seed)
+    if a.json:
+        print(json.dumps(m, indent=2))
+        return
+    print(f"{'metric':<10} {'samples':>10} {'data floor':>11}")
+    for name in ("energy", "mmd", "swd"):
+        print(f"{name:<10} {m[name]:>10.5f} {m[name + '_floor']:>11.5f}")
+    if "radius_mean" in m:
+        print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
+
+
+def cmd_demo(a) -> None:
+    from .demo import run_demo
+
+    run_demo(a.out, steps=a.steps, n=a.n, progress=not a.quiet)
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except DiffkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

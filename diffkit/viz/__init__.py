@@ -1,0 +1,1 @@
+"""Pictures (matplotlib, headless) and animations (Pillow)."""
