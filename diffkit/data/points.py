@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ def _read_file(path: Path) -> np.ndarray:
                 if key is None:
                     raise DataError(f"{path} holds no arrays; expected an [N, 2] array (named 'x' or the only one)")
                 return z[key]
-        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, comments="#")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty file is reported below as such
+            return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, comments="#")
     except DataError:
         raise
     except (ValueError, OSError, EOFError) as e:
@@ -50,10 +53,10 @@ def load_file(path) -> np.ndarray:
     x = _read_file(path)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path} holds {x.dtype} values; expected numbers in an [N, 2] array")
+    if x.size == 0:
+        raise DataError(f"{path} is empty; expected at least one [x, y] row")
     if x.ndim != 2 or x.shape[1] != 2:
         raise DataError(f"{path} holds an array of shape {list(x.shape)}; expected [N, 2]")
-    if x.shape[0] == 0:
-        raise DataError(f"{path} is empty; expected at least one [x, y] row")
     if not np.isfinite(x).all():
         raise DataError(f"{path} contains NaN or Inf values; all coordinates must be finite")
     return x.astype(np.float32)

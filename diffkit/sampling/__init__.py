@@ -36,7 +36,8 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
         if key not in allowed:
             raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: {', '.join(allowed) or 'none'}")
     T = denoiser.schedule.num_timesteps
-    steps = steps or DEFAULT_STEPS[name] or T
+    if steps is None:
+        steps = DEFAULT_STEPS[name] or T
     grid = timesteps(T, steps, spacing)
     return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
 

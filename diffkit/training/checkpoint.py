@@ -51,8 +51,10 @@ def save_config(run_dir, config: RunConfig) -> None:
 
 
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file; our metadata is one JSON entry so the bytes are deterministic."""
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    atomic_write(Path(path), st_save(tensors, metadata={"format": "diffkit", **(metadata or {})}))
+    meta = json.dumps({"format": "diffkit", **(metadata or {})}, sort_keys=True)
+    atomic_write(Path(path), st_save(tensors, metadata={"diffkit": meta}))
 
 
 def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -61,7 +63,8 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         data = path.read_bytes()
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        header = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        metadata = json.loads(header["diffkit"]) if "diffkit" in header else {}
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the run directory holds no trained model") from None
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError):
