@@ -124,15 +124,17 @@ class NoiseSchedule:
         t = t.to(F64).reshape(-1).clamp(-1.0, self.num_timesteps - 1)
         table = torch.cat([torch.ones(1, dtype=F64), self.alphas_cumprod])  # index = t + 1
         u = t + 1.0
-        lo = u.floor().long().clamp(max=self.num_timesteps - 1)
+        lo = u.floor().long()
         frac = u - lo
         a_lo, a_hi = table[lo], table[(lo + 1).clamp(max=self.num_timesteps)]
-        exact = frac == 0
-        # interpolate in log-SNR (well-behaved over many orders of magnitude); logit form
+        # interpolate log-SNR (smooth over many orders of magnitude); on [-1, 0] log-SNR starts at +inf,
+        # so interpolate log alpha_bar there instead
         lam_lo = torch.log(a_lo) - torch.log1p(-a_lo)
         lam_hi = torch.log(a_hi) - torch.log1p(-a_hi)
-        lam = torch.where(exact, lam_lo, lam_lo + frac * (lam_hi - lam_lo))
-        return torch.where(exact, a_lo, torch.sigmoid(lam))
+        by_snr = torch.sigmoid(lam_lo + frac * (lam_hi - lam_lo))
+        by_log = a_hi**frac
+        out = torch.where(lo == 0, by_log, by_snr)
+        return torch.where(frac == 0, a_lo, out)
 
     # forward process ------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,8 @@ def _read_file(path: Path) -> np.ndarray:
         raise
     except (ValueError, OSError, EOFError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "pickle" in str(e).lower():
+            first = "it is not a plain numeric array file or it holds Python objects"
         raise DataError(f"cannot read {path} as {suffix[1:]} ({first}); expected a numeric [N, 2] array") from None
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import DiffkitError
+
 
 def _t(x) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise DiffkitError(f"a point-cloud metric needs an [N, D] array with N >= 2, got shape {list(x.shape)}")
+    return x
 
 
 def energy_distance(x, y) -> float:
@@ -46,7 +51,7 @@ def sliced_wasserstein(x, y, n_projections: int = 128, seed: int = 0) -> float:
     """Mean over random directions of the 1-D Wasserstein-1 distance of the projections (Bonneel et al. 2015)."""
     from scipy.stats import wasserstein_distance
 
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = _t(x).numpy(), _t(y).numpy()
     dirs = np.random.default_rng(seed).normal(size=(n_projections, x.shape[1]))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     px, py = x @ dirs.T, y @ dirs.T

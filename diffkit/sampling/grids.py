@@ -27,7 +27,7 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> torc
     if spacing == "leading":
         ts = np.arange(steps) * (T // steps)
     elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64)[::-1] - 1
+        ts = np.round(T - np.arange(steps) * (T / steps)).astype(np.int64) - 1
     elif spacing == "linspace":
         ts = np.round(np.linspace(0, T - 1, steps)).astype(np.int64)
     else:

@@ -69,7 +69,7 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CheckpointError(f"{path} is missing; the run directory holds no trained model") from None
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is truncated or not a safetensors file; retrain or restore the run") from None
-    if metadata.get("format") != "diffkit":
+    if not isinstance(metadata, dict) or metadata.get("format") != "diffkit":
         raise CheckpointError(f"{path} was not written by diffkit; expected a diffkit run's {path.name}")
     return tensors, metadata
 

@@ -1,0 +1,127 @@
+"""Point-cloud metrics: energy distance, MMD, sliced Wasserstein, radius stats, evaluate_points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from diffkit.metrics import energy_distance, evaluate_points, mmd_rbf, radius_stats, sliced_wasserstein
+from diffkit.runs import eval_samples
+
+METRICS = {"energy": energy_distance, "mmd": mmd_rbf, "swd": sliced_wasserstein}
+
+
+def gauss(n, mu=(0.0, 0.0), seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 2)) + np.asarray(mu)
+
+
+def test_energy_distance_of_identical_samples_is_tiny():
+    x = gauss(2000)
+    d = energy_distance(x, x)
+    # exactly -2 E|X - X'| / n with the unbiased within-sample terms
+    assert abs(d) < 5 * 2 * 1.8 / 2000
+    # two independent draws of the same law: O(1/n), far below a 0.25 shift
+    same = energy_distance(gauss(2000, seed=1), gauss(2000, seed=2))
+    shifted = energy_distance(gauss(2000, seed=1), gauss(2000, mu=(0.25, 0.0), seed=2))
+    assert abs(same) < 0.01 < shifted
+
+
+def test_energy_distance_point_masses():
+    a, b = np.array([1.0, 2.0]), np.array([4.0, -2.0])  # |a - b| = 5
+    x, y = np.tile(a, (30, 1)), np.tile(b, (40, 1))
+    assert energy_distance(x, y) == pytest.approx(2 * 5.0, rel=1e-12)
+
+
+def test_energy_distance_closed_form_for_gaussians():
+    """For N(0, I) vs N(mu, I) in 1-D, D^2 = 2 E|X - Y| - 2 E|X - X'| with X - Y ~ N(mu, 2), X - X' ~ N(0, 2)."""
+    rng = np.random.default_rng(5)
+    mu, n = 1.0, 3000
+    x, y = rng.normal(size=(n, 1)), rng.normal(size=(n, 1)) + mu
+    s = math.sqrt(2)
+    e_abs = s * math.sqrt(2 / math.pi) * math.exp(-mu**2 / (2 * s**2)) + mu * math.erf(mu / (s * math.sqrt(2)))
+    expected = 2 * e_abs - 2 * s * math.sqrt(2 / math.pi)
+    assert energy_distance(x, y) == pytest.approx(expected, abs=0.03)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_larger_shift_larger_distance(name):
+    fn = METRICS[name]
+    ref = gauss(1500, seed=10)
+    values = [fn(gauss(1500, mu=(s, 0.0), seed=11), ref) for s in (0.0, 0.3, 1.0, 3.0)]
+    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert abs(values[0]) < values[1] / 3
+
+
+def test_mmd_same_law_near_zero_and_symmetric_ish():
+    x, y = gauss(1500, seed=1), gauss(1500, seed=2)
+    same = mmd_rbf(x, y)
+    assert abs(same) < 5e-3
+    assert abs(mmd_rbf(y, x)) < 5e-3
+    z = gauss(1500, mu=(1.0, 0.0), seed=3)
+    a, b = mmd_rbf(x, z), mmd_rbf(z, x)  # bandwidth comes from the second argument
+    assert a > 0.05 and b > 0.05
+    assert a == pytest.approx(b, rel=0.3)
+    # with a fixed bandwidth it is exactly symmetric
+    assert mmd_rbf(x, z, bandwidth=1.0) == pytest.approx(mmd_rbf(z, x, bandwidth=1.0), rel=1e-10)
+
+
+def test_mmd_single_kernel_closed_form():
+    """Point masses: MMD^2 = k(a,a) + k(b,b) - 2 k(a,b) per kernel; the unbiased within terms are sums of k(0)."""
+    a, b = np.zeros(2), np.array([1.0, 0.0])
+    x, y = np.tile(a, (5, 1)), np.tile(b, (6, 1))
+    got = mmd_rbf(x, y, scales=(1.0,), bandwidth=1.0)
+    assert got == pytest.approx(2 - 2 * math.exp(-0.5), rel=1e-12)
+
+
+def test_sliced_wasserstein_shifted_gaussians():
+    """W1 of the projections of N(0, I) and N(mu, I) on u is |mu . u|; the mean over directions is |mu| 2 / pi."""
+    mu = np.array([1.2, -0.9])  # |mu| = 1.5
+    x, y = gauss(4000, seed=20), gauss(4000, mu=mu, seed=21)
+    got = sliced_wasserstein(x, y, n_projections=1024, seed=0)
+    assert got == pytest.approx(1.5 * 2 / math.pi, rel=0.04)
+    # the same seed gives the same directions
+    assert sliced_wasserstein(x, y, seed=3) == sliced_wasserstein(x, y, seed=3)
+    # a pure translation in 1 projection: exactly |shift|
+    one = sliced_wasserstein(x, x + mu, n_projections=1, seed=7)
+    u = np.random.default_rng(7).normal(size=(1, 2))
+    u /= np.linalg.norm(u)
+    assert one == pytest.approx(abs(float((u @ mu)[0])), rel=1e-9)
+
+
+def test_radius_stats():
+    out = radius_stats(np.array([[3.0, 4.0], [0.0, 1.0]]))
+    assert out == pytest.approx({"radius_mean": 3.0, "radius_std": 2.0})
+    theta = np.linspace(0, 2 * np.pi, 100)
+    ring = 2.5 * np.stack([np.cos(theta), np.sin(theta)], 1)
+    out = radius_stats(ring)
+    assert out["radius_mean"] == pytest.approx(2.5) and out["radius_std"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_evaluate_points_reports_floors():
+    ref, floor_ref = gauss(800, seed=1), gauss(800, seed=2)
+    bad = gauss(800, mu=(1.0, 1.0), seed=3)
+    out = evaluate_points(bad, ref, floor_ref)
+    assert set(out) == {"energy", "energy_floor", "mmd", "mmd_floor", "swd", "swd_floor", "n_samples", "n_reference"}
+    for name, fn in METRICS.items():
+        assert out[name] == pytest.approx(fn(bad, ref), rel=1e-12)
+        assert out[f"{name}_floor"] == pytest.approx(fn(floor_ref, ref), rel=1e-12)
+        assert out[name] > 5 * abs(out[f"{name}_floor"])  # a shifted model is far above the floor
+    assert out["n_samples"] == 800 and out["n_reference"] == 800
+    circ = evaluate_points(bad, ref, floor_ref, circle=True)
+    assert circ["radius_mean"] == pytest.approx(radius_stats(bad)["radius_mean"])
+
+
+def test_eval_samples_on_builtin_data():
+    from diffkit.data import make_dataset
+
+    good = make_dataset("circle", 1000, seed=123)
+    out = eval_samples(good, "circle", n_reference=1000, seed=0)
+    assert out["n_reference"] == 1000 and "radius_mean" in out
+    assert out["radius_mean"] == pytest.approx(1.0, abs=1e-6)
+    # perfect samples score like the floor; a shrunken circle does not
+    assert out["energy"] < 0.01 and out["energy_floor"] < 0.01
+    worse = eval_samples(good * 0.8, "circle", n_reference=1000, seed=0)
+    assert worse["energy"] > 5 * max(out["energy"], 1e-4)
+    assert worse["swd"] > 0.05 > out["swd"]
