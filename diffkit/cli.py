@@ -73,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates")
     s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
-    s.add_argument("--steps", type=int, help="sampling steps, 1..T (default: ddpm T, ddim 50)")
-    s.add_argument("--spacing", default="trailing", help=f"timestep spacing: {', '.join(SPACINGS)} (default trailing)")
-    s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="DDIM stochasticity (0 = deterministic)")
+    s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
+    s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
+    s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
+    s.add_argument("--snr", type=_finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
+    s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
+    s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", help="also draw the samples to this .png")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -139,9 +142,9 @@ def cmd_sample(a) -> None:
 
     out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
-    options = {k: getattr(a, k) for k in ("eta", "variance") if getattr(a, k) is not None}
+    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps") if getattr(a, k) is not None}
     run = load_run(a.run)
-    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, **options)
+    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip, **options)
     import io
 
     buf = io.BytesIO()

@@ -19,6 +19,9 @@ class DataConfig:
     spec: str = "spiral"            # built-in name or path to a .npy/.npz/.csv [N, 2] file
     num_points: int = 50_000        # points drawn for a built-in data set
     normalizer: dict | None = None  # fitted Normalizer (mean, std), filled in by training
+    # largest |coordinate| of the normalized training data, filled in by training. E[x0 | x_t] lies in the
+    # convex hull of the data, so the Denoiser may clip x0_hat to this box without moving it further away.
+    x0_bound: float | None = None
 
 
 @dataclass
@@ -59,6 +62,9 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
         self.schedule.build()
+        if self.schedule.zero_terminal_snr and self.prediction == "epsilon":
+            raise ConfigError("a zero-terminal-SNR schedule cannot be trained with epsilon prediction (x0 is not "
+                              "recoverable from eps at alpha_bar = 0); use --prediction v or x0")
         t = self.train
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(t, name) <= 0:

@@ -49,6 +49,8 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
     if config.data.normalizer is None:
         config.data.normalizer = Normalizer.fit(points).to_config()
     x0 = torch.from_numpy(Normalizer(**config.data.normalizer).apply(points))
+    if config.data.x0_bound is None:
+        config.data.x0_bound = float(x0.abs().max())
     trainer = Trainer(config, x0, out, progress=progress, callback=callback)
     if resume:
         trainer.load_state()
@@ -56,10 +58,13 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
 
 
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
-               seed: int = 0, spacing: str = "trailing", callback=None, **options) -> np.ndarray:
-    """n samples in the data's own coordinates, float32 [n, D]; same seed => bitwise identical."""
+               seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True, **options) -> np.ndarray:
+    """n samples in the data's own coordinates, float32 [n, D]; same seed => bitwise identical.
+
+    clip: clip x0_hat to the training data's bounding box (see DataConfig.x0_bound)."""
     if not isinstance(run, Run):
         run = load_run(run)
+    run.denoiser.clip_x0 = run.config.data.x0_bound if clip else None
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, run.config.network.dim), generator=g)
     x = run_sampler(run.denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, **options)

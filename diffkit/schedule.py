@@ -136,6 +136,23 @@ class NoiseSchedule:
         out = torch.where(lo == 0, by_log, by_snr)
         return torch.where(frac == 0, a_lo, out)
 
+    def t_at_log_snr(self, log_snr) -> torch.Tensor:
+        """Inverse of alpha_bar_at on [0, T-1]: the float t whose log-SNR is `log_snr` (clamped to the table)."""
+        lam_table = self.log_snr  # [T], decreasing; may end in -inf
+        lam = torch.as_tensor(log_snr, dtype=F64).reshape(-1)
+        finite = torch.isfinite(lam_table)
+        lo_lam = lam_table[finite].min()
+        lam = lam.clamp(min=float(lo_lam), max=float(lam_table[0]))
+        # index i with lam_table[i] >= lam > lam_table[i + 1]
+        i = (torch.searchsorted(-lam_table[finite].contiguous(), -lam, right=True) - 1).clamp(0, int(finite.sum()) - 2)
+        lam_i, lam_j = lam_table[i], lam_table[i + 1]
+        frac = torch.where(lam_i > lam_j, (lam_i - lam) / (lam_i - lam_j), torch.zeros_like(lam))
+        return i.to(F64) + frac
+
+    def t_at_sigma_ve(self, sigma_ve) -> torch.Tensor:
+        """t at a variance-exploding noise level sigma_ve = sigma / alpha = exp(-log_snr / 2)."""
+        return self.t_at_log_snr(-2.0 * torch.log(torch.as_tensor(sigma_ve, dtype=F64)))
+
     # forward process ------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4)."""

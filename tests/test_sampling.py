@@ -313,7 +313,7 @@ def test_grid_values_T1000_K10():
         assert g.dtype == F64
 
 
-@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("T, K", [(1000, 1), (1000, 3), (1000, 50), (1000, 250), (1000, 1000), (10, 10), (2, 1),
                                   (2, 2), (77, 5), (1000, 999)])
 def test_grid_properties(spacing, T, K):
@@ -384,9 +384,9 @@ def test_sample_rejects_foreign_option(linear, name, option, accepted):
 
 def test_unknown_sampler_lists_names(linear):
     with pytest.raises(DiffkitError) as info:
-        sample(oracle(linear), torch.zeros(2, 2, dtype=F64), "euler")
+        sample(oracle(linear), torch.zeros(2, 2, dtype=F64), "euler-x")
     msg = str(info.value)
-    assert "euler" in msg and "ddpm" in msg and "ddim" in msg
+    assert "euler-x" in msg and "ddpm" in msg and "ddim" in msg and "dpmpp-2m" in msg and "langevin" in msg
 
 
 @pytest.mark.parametrize("name, options", [("ddpm", {"variance": "learned"}), ("ddim", {"eta": -0.1}),

@@ -7,11 +7,25 @@ import inspect
 from ..errors import ConfigError, choice_error
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
-from .grids import SPACINGS, timesteps
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
+from .euler import sample_euler, sample_euler_a, sample_heun
+from .grids import SIGMA_MAX, SPACINGS, make_grid, timesteps
+from .langevin import sample_langevin
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
-# default number of steps and spacing per sampler (DDPM visits every training step)
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50}
+SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp-2m": sample_dpmpp_2m, "dpmpp-3m": sample_dpmpp_3m,
+            "dpmpp-2m-sde": sample_dpmpp_2m_sde, "euler": sample_euler, "heun": sample_heun,
+            "euler-a": sample_euler_a, "langevin": sample_langevin}
+# default number of grid steps per sampler (None: every training step)
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp-2m": 20, "dpmpp-3m": 20, "dpmpp-2m-sde": 30, "euler": 50,
+                 "heun": 25, "euler-a": 50, "langevin": 200}
+# default grid spacing: uniform log-SNR for DPM-Solver (Lu et al. 2022, sec. 3.3), Karras sigmas for the
+# Karras-style ODE / ancestral samplers, trailing for the DDPM family (measured in benchmarks/samplers.py)
+DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp-2m": "logsnr", "dpmpp-3m": "logsnr",
+                   "dpmpp-2m-sde": "logsnr", "euler": "karras", "heun": "karras", "euler-a": "karras",
+                   "langevin": "trailing"}
+# DDPM and Langevin visit the schedule's own grid uncapped: their ancestral steps stay stable at any noise
+# level, and DDPM over all T steps is the reference every other sampler is measured against.
+UNCAPPED = {"ddpm", "langevin"}
 _COMMON = {"generator", "callback", "cond"}
 
 
@@ -27,7 +41,7 @@ def sampler_options(name: str) -> tuple[str, ...]:
     return tuple(p for p, v in params.items() if v.kind is v.KEYWORD_ONLY and p not in _COMMON)
 
 
-def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: str = "trailing", *,
+def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,
            generator=None, callback=None, cond=None, **options):
     """Run sampler `name` from noise x over `steps` timesteps of the given spacing."""
     fn = get_sampler(name)
@@ -38,9 +52,19 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     T = denoiser.schedule.num_timesteps
     if steps is None:
         steps = DEFAULT_STEPS[name] or T
-    grid = timesteps(T, steps, spacing)
+    grid = make_grid(denoiser.schedule, steps, spacing or DEFAULT_SPACING[name],
+                     sigma_max=None if name in UNCAPPED else SIGMA_MAX)
     return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "get_sampler", "sample", "sampler_options", "sample_ddim", "sample_ddpm",
-           "timesteps"]
+def nfe_per_step(name: str, **options) -> float:
+    """Network evaluations per grid step (heun: 2 but 1 on the last; langevin: 1 + corrector steps)."""
+    if name == "heun":
+        return 2.0
+    if name == "langevin":
+        return 1.0 + options.get("corrector_steps", 1)
+    return 1.0
+
+
+__all__ = ["SAMPLERS", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "sample", "sampler_options",
+           "timesteps", *(f.__name__ for f in SAMPLERS.values())]

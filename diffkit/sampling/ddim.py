@@ -10,21 +10,26 @@ from ..errors import ConfigError
 from .grids import with_final
 
 
+def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=None):
+    """x_{t'} = sqrt(ab') x0_hat + sqrt(1 - ab' - sigma^2) eps_hat + sigma z (DDIM eq. 12), with
+    sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab') (eq. 16)."""
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if eta > 0 else 0.0
+    x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
+    if sigma > 0:
+        x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x
+
+
 @torch.no_grad()
 def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 0.0):
-    """x_{t'} = sqrt(ab') x0_hat + sqrt(1 - ab' - sigma^2) eps_hat + sigma z (DDIM eq. 12),
-    sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab') (eq. 16). eta = 0 is deterministic,
-    eta = 1 is DDPM's posterior variance."""
+    """eta = 0 is deterministic (the PF-ODE by Euler in sigma/alpha); eta = 1 is DDPM's posterior variance."""
     if not (math.isfinite(eta) and eta >= 0):
         raise ConfigError(f"eta must be a finite number >= 0, got {eta}")
     schedule = denoiser.schedule
     for i, (t, t_prev) in enumerate(with_final(timesteps)):
         eps_hat, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
-        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-        x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
-        if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = ddim_step(x0_hat, eps_hat, ab, ab_prev, eta, generator)
         if callback is not None:
             callback(i, t, x, x0_hat)
     return x

@@ -12,27 +12,30 @@ from .grids import with_final
 Variance = Literal["beta", "posterior"]
 
 
+def ddpm_step(x, x0_hat, ab: float, ab_prev: float, variance: str, generator=None, clip_var_min: float = 0.0):
+    """One ancestral step x_t -> x_t' with the true posterior mean (Ho et al. 2020, eq. 7).
+
+    On a skipped grid t -> t' the step's beta is 1 - alpha_bar_t / alpha_bar_t' (Nichol & Dhariwal 2021,
+    sec. 4). variance="beta" uses sigma^2 = beta, "posterior" uses beta-tilde. No noise when t' is x_0."""
+    beta = 1.0 - ab / ab_prev
+    mean = (ab_prev**0.5 * beta / (1 - ab)) * x0_hat + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x
+    if ab_prev >= 1.0:
+        return mean
+    var = beta if variance == "beta" else max(beta * (1 - ab_prev) / (1 - ab), clip_var_min)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return mean + var**0.5 * noise
+
+
 @torch.no_grad()
 def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, variance: Variance = "beta"):
-    """x_{t'} ~ N(mu(x_t, x0_hat), var) with the true posterior mean (Ho et al. 2020, eq. 7).
-
-    On a skipped grid t -> t' the step's beta is 1 - alpha_bar_t / alpha_bar_t' (Nichol & Dhariwal
-    2021, sec. 4). variance="beta" uses sigma^2 = beta_t, "posterior" uses beta-tilde_t (eq. 7).
-    """
+    """Ancestral sampling: x_{t'} ~ N(mu(x_t, x0_hat), var) at each grid step."""
     if variance not in ("beta", "posterior"):
         raise choice_error("DDPM variance", variance, ("beta", "posterior"))
     schedule = denoiser.schedule
     for i, (t, t_prev) in enumerate(with_final(timesteps)):
-        eps_hat, x0_hat = denoiser(x, t, cond)
+        _, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
-        beta = 1.0 - ab / ab_prev
-        mean = (ab_prev**0.5 * beta / (1 - ab)) * x0_hat + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x
-        if t_prev >= 0:
-            var = beta if variance == "beta" else beta * (1 - ab_prev) / (1 - ab)
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = mean + var**0.5 * noise
-        else:
-            x = mean  # the last step returns the mean (no noise is added at t = 0)
+        x = ddpm_step(x, x0_hat, ab, ab_prev, variance, generator)
         if callback is not None:
             callback(i, t, x, x0_hat)
     return x

@@ -1,13 +1,26 @@
-"""Timestep grids: which of the T training steps a sampler visits, in descending order.
+"""Grids: the descending times a sampler visits (float t on the training axis [0, T-1]).
 
-Spacings follow Lin et al. 2024, 'Common Diffusion Noise Schedules and Sample Steps are Flawed', Table 2:
+Discrete spacings follow Lin et al. 2024, 'Common Diffusion Noise Schedules and Sample Steps are
+Flawed', Table 2:
   leading:  0, T/K, 2T/K, ...           (never reaches T-1)
   trailing: T-1, T-1-T/K, ...            (always starts at the last step)
   linspace: round(linspace(0, T-1, K))   (both ends)
+Continuous grids place K noise levels and map them back to t through the schedule:
+  karras:   sigma_i = (s_max^(1/rho) + i/(K-1) (s_min^(1/rho) - s_max^(1/rho)))^rho, rho = 7,
+            sigma = VE noise level sigma_t / alpha_t (Karras et al. 2022, eq. 5)
+  logsnr:   log-SNR uniform between its values at t = T-1 and t = 0 (Lu et al. 2022, sec. 3.3)
+A sampler always ends with a final step from the last grid time to x_0 (t = -1).
+
+Noise cap: no grid time is noisier than sigma_max = 160 in VE units (x / alpha), i.e. 160 data standard
+deviations (normalized data), EDM's sigma_max / sigma_data = 80 / 0.5 (Karras et al. 2022, Table 1).
+The linear schedule (sigma at T-1 = 158) is untouched; the cosine schedule's last steps (betas clipped at
+0.999, sigma up to 2e4) are merged into one start at sigma_max, where x_T ~ N(0, I) is still exact to
+1 / 160. Zero-terminal-SNR schedules keep t = T-1 (sigma = inf) as the start.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import numpy as np
@@ -15,28 +28,68 @@ import torch
 
 from ..errors import ConfigError, choice_error
 
-Spacing = Literal["leading", "trailing", "linspace"]
+Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
+RHO = 7.0
+SIGMA_MAX = 160.0
+
+
+def check_steps(steps, num_timesteps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0 or steps > num_timesteps:
+        raise ConfigError(f"steps must be an integer from 1 to the model's {num_timesteps} timesteps, got {steps}")
+    return int(steps)
 
 
 def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> torch.Tensor:
-    """K distinct integer timesteps in [0, T-1], descending, as float64 [K]."""
+    """K distinct integer timesteps in [0, T-1], descending, as float64 [K] (discrete spacings only)."""
     T = num_timesteps
-    if not isinstance(steps, (int, np.integer)) or steps <= 0 or steps > T:
-        raise ConfigError(f"steps must be an integer from 1 to the model's {T} timesteps, got {steps}")
+    steps = check_steps(steps, T)
     if spacing == "leading":
         ts = np.arange(steps) * (T // steps)
     elif spacing == "trailing":
         ts = np.round(T - np.arange(steps) * (T / steps)).astype(np.int64) - 1
     elif spacing == "linspace":
         ts = np.round(np.linspace(0, T - 1, steps)).astype(np.int64)
+    elif spacing in SPACINGS:
+        raise ConfigError(f"spacing {spacing!r} needs the schedule; use make_grid(schedule, steps, spacing)")
     else:
         raise choice_error("timestep spacing", spacing, SPACINGS)
     ts = np.unique(ts)[::-1].copy()
     return torch.from_numpy(ts.astype(np.float64))
 
 
+def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float | None = SIGMA_MAX) -> torch.Tensor:
+    """K' <= K descending float times for any spacing (K' < K only where the noise cap merges times)."""
+    T = schedule.num_timesteps
+    if spacing not in SPACINGS:
+        raise choice_error("timestep spacing", spacing, SPACINGS)
+    steps = check_steps(steps, T)
+    lam = schedule.log_snr
+    zero_terminal = not math.isfinite(float(lam[-1]))
+    lam_floor = float(lam[-2] if zero_terminal else lam[-1])
+    if sigma_max is not None:
+        lam_floor = max(lam_floor, -2.0 * math.log(sigma_max))
+    t_cap = float(schedule.t_at_log_snr(lam_floor))
+    if spacing in ("leading", "trailing", "linspace"):
+        ts = timesteps(T, steps, spacing)
+        head = ts[:1] if zero_terminal and float(ts[0]) == T - 1 else ts[:0]
+        body = ts[len(head):].clamp(max=t_cap)
+    else:
+        head = torch.tensor([float(T - 1)] if zero_terminal else [], dtype=torch.float64)
+        k = steps - len(head)
+        u = torch.linspace(0, 1, k, dtype=torch.float64)
+        lam_max = float(lam[0])
+        if spacing == "karras":
+            s_min, s_max = math.exp(-lam_max / 2), math.exp(-lam_floor / 2)
+            sigma = (s_max ** (1 / RHO) + u * (s_min ** (1 / RHO) - s_max ** (1 / RHO))) ** RHO
+            body = schedule.t_at_sigma_ve(sigma) if k else u
+        else:  # logsnr
+            body = schedule.t_at_log_snr(lam_floor + u * (lam_max - lam_floor)) if k else u
+    return torch.unique(torch.cat([head, body])).flip(0)
+
+
 def with_final(ts: torch.Tensor) -> list[tuple[float, float]]:
     """Pairs (t, t_prev) along the grid, ending at t_prev = -1 (x_0 itself, alpha_bar = 1)."""
+    ts = torch.as_tensor(ts, dtype=torch.float64)
     nxt = torch.cat([ts[1:], torch.tensor([-1.0], dtype=ts.dtype)])
     return list(zip(ts.tolist(), nxt.tolist()))
