@@ -15,7 +15,7 @@ def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=
     sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab') (eq. 16)."""
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if eta > 0 else 0.0
     x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
-    if sigma > 0:
+    if eta > 0:  # noise is drawn whenever eta > 0 (also where sigma is 0), as diffusers does
         x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x
 

@@ -12,18 +12,26 @@ from .grids import with_final
 Variance = Literal["beta", "posterior"]
 
 
-def ddpm_step(x, x0_hat, ab: float, ab_prev: float, variance: str, generator=None, clip_var_min: float = 0.0):
-    """One ancestral step x_t -> x_t' with the true posterior mean (Ho et al. 2020, eq. 7).
-
-    On a skipped grid t -> t' the step's beta is 1 - alpha_bar_t / alpha_bar_t' (Nichol & Dhariwal 2021,
-    sec. 4). variance="beta" uses sigma^2 = beta, "posterior" uses beta-tilde. No noise when t' is x_0."""
+def ddpm_mean(x, x0_hat, ab: float, ab_prev: float):
+    """Posterior mean of q(x_t' | x_t, x0_hat) (Ho et al. 2020, eq. 7). On a skipped grid t -> t' the
+    step's beta is 1 - alpha_bar_t / alpha_bar_t' (Nichol & Dhariwal 2021, sec. 4)."""
     beta = 1.0 - ab / ab_prev
-    mean = (ab_prev**0.5 * beta / (1 - ab)) * x0_hat + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x
+    return (ab_prev**0.5 * beta / (1 - ab)) * x0_hat + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x
+
+
+def ddpm_variance(ab: float, ab_prev: float, variance: str) -> float:
+    """sigma_t^2 = beta_t ("beta") or the posterior beta-tilde_t = beta_t (1 - ab') / (1 - ab) ("posterior")."""
+    beta = 1.0 - ab / ab_prev
+    return beta if variance == "beta" else beta * (1 - ab_prev) / (1 - ab)
+
+
+def ddpm_step(x, x0_hat, ab: float, ab_prev: float, variance: str, generator=None):
+    """One ancestral step x_t -> x_t'; no noise when t' is x_0 itself."""
+    mean = ddpm_mean(x, x0_hat, ab, ab_prev)
     if ab_prev >= 1.0:
         return mean
-    var = beta if variance == "beta" else max(beta * (1 - ab_prev) / (1 - ab), clip_var_min)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return mean + var**0.5 * noise
+    return mean + ddpm_variance(ab, ab_prev, variance) ** 0.5 * noise
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .common import levels
+from .common import Level, levels
 from .grids import with_final
 
 
@@ -20,45 +20,55 @@ def _expm1_neg(h: float) -> float:
     return -1.0 if math.isinf(h) else math.expm1(-h)
 
 
+def dpmpp_update(x, x0s: list, lvs: list[Level], nxt: Level, order: int):
+    """One DPM-Solver++ multistep update from lvs[-1] to nxt, using x0_hat at the last `order` levels.
+
+    order 1 = DDIM (Lu et al. 2022, eq. 9); order 2 = DPM-Solver++(2M), Algorithm 2; order 3 = the
+    third-order multistep of the same paper's appendix (as in DPM-Solver's reference code)."""
+    now = lvs[-1]
+    h = nxt.lam - now.lam
+    phi1 = _expm1_neg(h)  # e^{-h} - 1
+    base = (nxt.sigma / now.sigma) * x if now.sigma > 0 else 0.0 * x
+    if nxt.sigma == 0.0 or order == 1:  # to the data (sigma' = 0) only first order is defined
+        return base - nxt.alpha * phi1 * x0s[-1]
+    r0 = (now.lam - lvs[-2].lam) / h
+    if order == 2:
+        D = x0s[-1] + (x0s[-1] - x0s[-2]) / (2 * r0)
+        return base - nxt.alpha * phi1 * D
+    r1 = (lvs[-2].lam - lvs[-3].lam) / h
+    d1_0 = (x0s[-1] - x0s[-2]) / r0
+    d1_1 = (x0s[-2] - x0s[-3]) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi2 = phi1 / h + 1.0  # (e^{-h} - 1) / h + 1
+    phi3 = phi2 / h - 0.5  # (e^{-h} - 1 + h) / h^2 - 1/2
+    return base - nxt.alpha * phi1 * x0s[-1] + nxt.alpha * phi2 * d1 - nxt.alpha * phi3 * d2
+
+
+def final_order(order: int, i: int, n: int, lower_order_final: bool) -> int:
+    """Lower-order final steps for few-step stability (Lu et al. 2022, sec. 4): with fewer than 15 steps the
+    last steps use order <= steps left; the step to sigma = 0 is always first order."""
+    if i == n - 1:
+        return 1
+    if lower_order_final and n < 15:
+        return min(order, n - i)
+    return order
+
+
 @torch.no_grad()
 def _multistep(denoiser, x, timesteps, order: int, callback, cond, lower_order_final: bool):
     pairs = with_final(timesteps)
-    ts = [t for t, _ in pairs] + [pairs[-1][1]]
-    lv = levels(denoiser.schedule, ts)
-    x0s: list[torch.Tensor] = []  # x0_hat at the last few steps, newest last
-    hs: list[float] = []          # step sizes in lambda of the last few steps, newest last
+    lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
+    x0s: list[torch.Tensor] = []  # x0_hat at the last few levels, newest last
     n = len(pairs)
     for i in range(n):
-        now, nxt = lv[i], lv[i + 1]
-        _, x0 = denoiser(x, now.t, cond)
+        _, x0 = denoiser(x, lv[i].t, cond)
         x0s = (x0s + [x0])[-3:]
-        h = nxt.lam - now.lam
-        if nxt.sigma == 0.0:  # final step to the data: first order, x = x0_hat
-            x = x0
-        else:
-            # lower-order warm-up (not enough history) and lower-order final steps (few-step stability)
-            k = min(order, len(x0s), (n - i) if lower_order_final else order)
-            if k == 1:  # DPM-Solver++ 1 = DDIM (eq. 9 with D = x0)
-                D = x0
-                x = (nxt.sigma / now.sigma) * x - nxt.alpha * _expm1_neg(h) * D
-            elif k == 2:  # DPM-Solver++(2M), Algorithm 2
-                r = hs[-1] / h
-                D = (1 + 1 / (2 * r)) * x0s[-1] - (1 / (2 * r)) * x0s[-2]
-                x = (nxt.sigma / now.sigma) * x - nxt.alpha * _expm1_neg(h) * D
-            else:  # third-order multistep (Lu et al. 2022, appendix; same form as DPM-Solver's 3M)
-                r0, r1 = hs[-1] / h, hs[-2] / h
-                d1_0 = (x0s[-1] - x0s[-2]) / r0
-                d1_1 = (x0s[-2] - x0s[-3]) / r1
-                d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi1 = _expm1_neg(h)                 # e^{-h} - 1
-                phi2 = phi1 / h + 1.0                # (e^{-h} - 1) / h + 1
-                phi3 = phi2 / h - 0.5                # ((e^{-h} - 1 + h) / h^2) - 1/2
-                x = (nxt.sigma / now.sigma) * x - nxt.alpha * phi1 * x0s[-1] + nxt.alpha * phi2 * d1 \
-                    - nxt.alpha * phi3 * d2
-        hs = (hs + [h])[-2:]
+        seen = lv[max(0, i + 1 - len(x0s)):i + 1]
+        k = min(len(x0s), final_order(order, i, n, lower_order_final))  # warm-up: not enough history yet
+        x = dpmpp_update(x, x0s, seen, lv[i + 1], k)
         if callback is not None:
-            callback(i, now.t, x, x0)
+            callback(i, lv[i].t, x, x0)
     return x
 
 
