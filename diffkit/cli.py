@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear)")
     t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
+    t.add_argument("--zero-terminal-snr", action="store_true",
+                   help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
     t.add_argument("--lr", type=_finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -106,6 +108,7 @@ def cmd_train(a) -> None:
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
                                                         "lr", "seed") if getattr(a, k) is not None]
+        given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
         if given:
             raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
                               "cannot be given; only --steps may change")
@@ -114,8 +117,9 @@ def cmd_train(a) -> None:
         summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet)
     else:
         config = RunConfig(data=DataConfig(spec=a.data or "spiral"))
-        if a.schedule is not None or a.timesteps is not None:
-            config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000)
+        if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
+            config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000,
+                                             zero_terminal_snr=a.zero_terminal_snr)
         if a.prediction is not None:
             config.prediction = a.prediction
         for key in ("steps", "batch_size", "lr", "seed"):

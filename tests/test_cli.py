@@ -247,3 +247,56 @@ def test_bad_argument_is_one_sentence(capsys):
     assert_user_error(code, err, "required")
     code, _, err = run(["frobnicate"], capsys)
     assert_user_error(code, err, "invalid choice")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "euler", "heun",
+                                     "euler-a", "langevin"])
+def test_every_sampler_from_the_cli(tiny_run, tmp_path, capsys, sampler):
+    out = tmp_path / "s.npy"
+    code, _, err = run(["sample", "--run", tiny_run, "--n", 64, "--out", out, "--sampler", sampler, "--steps", 6], capsys)
+    assert code == 0, err
+    x = np.load(out)
+    assert x.shape == (64, 2) and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace", "karras", "logsnr"])
+def test_every_spacing_from_the_cli(tiny_run, tmp_path, capsys, spacing):
+    code, _, err = run(["sample", "--run", tiny_run, "--n", 32, "--out", tmp_path / "s.npy", "--sampler", "dpmpp-2m",
+                        "--steps", 8, "--spacing", spacing], capsys)
+    assert code == 0, err
+
+
+def test_sampler_option_errors_list_choices(tiny_run, tmp_path, capsys):
+    code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--sampler", "heun", "--eta", 1],
+                       capsys)
+    assert_user_error(code, err, "sampler 'heun' does not take option 'eta'", "none")
+    code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--sampler", "ddim", "--snr", 0.2],
+                       capsys)
+    assert_user_error(code, err, "does not take option 'snr'", "eta")
+    code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--sampler", "langevin", "--snr", 0],
+                       capsys)
+    assert_user_error(code, err, "snr > 0")
+    code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--spacing", "cosine"], capsys)
+    assert_user_error(code, err, "unknown timestep spacing 'cosine'", "karras", "logsnr")
+
+
+def test_zero_terminal_snr_needs_v_or_x0(tmp_path, capsys):
+    from diffkit.config import RunConfig, ScheduleConfig
+    from diffkit.errors import DiffkitError
+
+    with pytest.raises(DiffkitError, match="zero-terminal-SNR .* epsilon"):
+        RunConfig(schedule=ScheduleConfig(zero_terminal_snr=True), prediction="epsilon").validate()
+    RunConfig(schedule=ScheduleConfig(zero_terminal_snr=True), prediction="v").validate()
+
+
+def test_zero_terminal_snr_run_samples_with_every_ode_sampler(tmp_path, capsys):
+    r = tmp_path / "zt"
+    code, _, err = run(["train", "--data", "moons", "--out", r, "--steps", 40, "--zero-terminal-snr", "--quiet"], capsys)
+    assert code == 0, err
+    assert '"zero_terminal_snr": true' in (r / "config.json").read_text()
+    for sampler in ("ddim", "dpmpp-2m", "heun", "euler-a"):
+        assert run(["sample", "--run", r, "--n", 50, "--out", tmp_path / f"{sampler}.npy", "--sampler", sampler,
+                    "--steps", 5], capsys)[0] == 0
+        assert np.isfinite(np.load(tmp_path / f"{sampler}.npy")).all()
+    code, _, err = run(["train", "--out", tmp_path / "zt2", "--zero-terminal-snr", "--prediction", "epsilon"], capsys)
+    assert_user_error(code, err, "zero-terminal-SNR", "--prediction v")

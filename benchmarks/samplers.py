@@ -1,0 +1,155 @@
+"""Every sampler at 5, 10, 20, 50, 100 network evaluations (and DDPM at 1000) on a trained 2-D model:
+energy distance to fresh data and wall time, as a table and a quality-vs-NFE plot; plus the cost of
+sampling 100,000 points with dpmpp-2m at 20 steps and the per-step overhead of the diffusers-style
+scheduler against diffusers' own, for the same model.
+
+    .venv/bin/python benchmarks/samplers.py [--schedule linear|cosine] [--run DIR] [--n 5000] [--plot FILE.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from diffkit.config import DataConfig, RunConfig, ScheduleConfig
+from diffkit.runs import eval_samples, sample_run, train_run
+from diffkit.sampling import DEFAULT_SPACING, SAMPLERS
+from diffkit.training.checkpoint import load_run
+
+NFES = (5, 10, 20, 50, 100)
+
+
+def steps_for(name: str, nfe: int) -> int:
+    """Grid steps that spend `nfe` network evaluations (heun: 2K - 1; langevin: 2K with one corrector step)."""
+    if name == "heun":
+        return (nfe + 1) // 2
+    if name == "langevin":
+        return max(1, nfe // 2)
+    return nfe
+
+
+def quality_table(run, n: int, seed: int):
+    rows = []
+    t0 = time.perf_counter()
+    x = sample_run(run, n, "ddpm", 1000, seed=seed)
+    rows.append({"sampler": "ddpm", "nfe": 1000, "steps": 1000, "seconds": time.perf_counter() - t0,
+                 "energy": eval_samples(x, "spiral", n_reference=n)["energy"]})
+    for name in SAMPLERS:
+        for nfe in NFES:
+            k = steps_for(name, nfe)
+            t0 = time.perf_counter()
+            x = sample_run(run, n, name, k, seed=seed)
+            secs = time.perf_counter() - t0
+            m = eval_samples(x, "spiral", n_reference=n)
+            rows.append({"sampler": name, "nfe": nfe, "steps": k, "seconds": secs, "energy": m["energy"],
+                         "floor": m["energy_floor"]})
+    return rows
+
+
+def speed(run, n_points: int = 100_000, repeats: int = 3) -> dict:
+    """dpmpp-2m at 20 steps on n_points; scheduler overhead per step vs diffusers for the same network."""
+    from diffkit import schedulers
+
+    out = {}
+    best = min(_timed(lambda: sample_run(run, n_points, "dpmpp-2m", 20, seed=0)) for _ in range(repeats))
+    out["dpmpp2m_100k_seconds"] = best
+    net, sched_cfg = run.network, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+    x0 = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model_s = min(_timed(lambda: [net(x0, torch.full((n_points,), 500.0)) for _ in range(20)]) for _ in range(repeats))
+    out["model_seconds_20_calls"] = model_s
+    try:
+        import diffusers
+    except ImportError:
+        diffusers = None
+    for label, mod in (("diffkit", schedulers), ("diffusers", diffusers)):
+        if mod is None:
+            continue
+
+        def loop(mod=mod):
+            s = mod.DPMSolverMultistepScheduler(**sched_cfg)
+            s.set_timesteps(20)
+            x = x0.clone()
+            with torch.no_grad():
+                for t in s.timesteps:
+                    x = s.step(net(s.scale_model_input(x, t), torch.full((n_points,), float(t))), t, x).prev_sample
+            return x
+
+        total = min(_timed(loop) for _ in range(repeats))
+        out[f"{label}_loop_seconds"] = total
+        out[f"{label}_overhead_ms_per_step"] = max(0.0, (total - model_s) / 20 * 1000)
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def plot(rows, path, title):
+    from diffkit.viz.plots import plt, save
+
+    p = plt()
+    fig, ax = p.subplots(figsize=(6.5, 4.2))
+    for name in SAMPLERS:
+        r = [x for x in rows if x["sampler"] == name and x["nfe"] in NFES]
+        ax.plot([x["nfe"] for x in r], [max(x["energy"], 1e-5) for x in r], marker="o", label=name)
+    ddpm = next(x for x in rows if x["nfe"] == 1000)
+    ax.axhline(max(ddpm["energy"], 1e-5), color="k", ls="--", label="ddpm, 1000 NFE")
+    floor = np.mean([x["floor"] for x in rows if "floor" in x])
+    ax.axhline(max(abs(floor), 1e-5), color="0.6", ls=":", label="data-vs-data floor (|.|)")
+    ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel="energy distance", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--schedule", default="linear")
+    ap.add_argument("--run", help="use this trained spiral run instead of training one")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot", default="sampler_quality.png")
+    ap.add_argument("--no-speed", action="store_true")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = a.run
+        if run_dir is None:
+            run_dir = f"{tmp}/spiral"
+            cfg = RunConfig(data=DataConfig(spec="spiral"), schedule=ScheduleConfig(name=a.schedule))
+            t0 = time.perf_counter()
+            train_run(cfg, run_dir, progress=False)
+            print(f"# trained spiral ({a.schedule}, v-prediction) in {time.perf_counter() - t0:.1f} s")
+        run = load_run(run_dir)
+        rows = quality_table(run, a.n, a.seed)
+        print(f"# {torch.get_num_threads()} torch threads, n = {a.n}; energy distance to fresh spiral points "
+              f"(floor {np.mean([r['floor'] for r in rows if 'floor' in r]):+.5f})")
+        print(f"{'sampler':<13} {'spacing':<9} " + " ".join(f"{'NFE ' + str(k):>12}" for k in NFES) + "   seconds@20")
+        ddpm = rows[0]
+        for name in SAMPLERS:
+            r = {x["nfe"]: x for x in rows[1:] if x["sampler"] == name}
+            print(f"{name:<13} {DEFAULT_SPACING[name]:<9} " + " ".join(f"{r[k]['energy']:>12.5f}" for k in NFES)
+                  + f"   {r[20]['seconds']:.3f}")
+        print(f"{'ddpm':<13} {'trailing':<9} NFE 1000: {ddpm['energy']:.5f} ({ddpm['seconds']:.1f} s)")
+        d2 = {x["nfe"]: x["energy"] for x in rows if x["sampler"] == "dpmpp-2m"}
+        print(f"dpmpp-2m / ddpm-1000: NFE 10 {d2[10] / ddpm['energy']:.2f}x, NFE 20 {d2[20] / ddpm['energy']:.2f}x")
+        plot(rows, a.plot, f"spiral, {a.schedule} schedule")
+        print(f"plot: {a.plot}")
+        if not a.no_speed:
+            s = speed(run)
+            print(f"dpmpp-2m, 20 steps, 100,000 points: {s['dpmpp2m_100k_seconds']:.3f} s "
+                  f"(network alone: {s['model_seconds_20_calls']:.3f} s)")
+            if "diffusers_loop_seconds" in s:
+                print(f"scheduler overhead per step, 100k points: diffkit {s['diffkit_overhead_ms_per_step']:.2f} ms, "
+                      f"diffusers {s['diffusers_overhead_ms_per_step']:.2f} ms (loops {s['diffkit_loop_seconds']:.3f} s "
+                      f"vs {s['diffusers_loop_seconds']:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()
