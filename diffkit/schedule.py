@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from .errors import ConfigError, choice_error
@@ -118,7 +119,9 @@ class NoiseSchedule:
 
         t = -1 means x_0 itself (alpha_bar = 1). Exact at integer t. Returns float64 [B].
         """
-        t = torch.as_tensor(t)
+        if not isinstance(t, torch.Tensor):
+            t = np.asarray(t)
+            t = torch.from_numpy(t.astype(np.float64) if t.dtype.kind == "f" else t)
         if not t.is_floating_point() and t.numel() and 0 <= int(t.min()) and int(t.max()) < self.num_timesteps:
             return self.alphas_cumprod[t.reshape(-1).cpu()]  # integer fast path
         t = t.to(F64).reshape(-1).clamp(-1.0, self.num_timesteps - 1)

@@ -135,8 +135,7 @@ STAT_CASES = [
     ("euler", 200, {}, 0.03),
     ("heun", 200, {}, 0.003),
     ("euler-a", 500, {}, 0.025),
-    pytest.param("langevin", 500, {"corrector_steps": 1}, 0.01,
-                 marks=pytest.mark.xfail(reason=LANGEVIN_BUG, strict=True), id="langevin-500-corrector"),
+    pytest.param("langevin", 500, {"corrector_steps": 1}, 0.01, id="langevin-500-corrector"),
 ]
 
 
@@ -164,9 +163,6 @@ def test_langevin_predictor_alone_is_ddpm_posterior(linear):
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(reason="BUG: langevin.py uses step_alpha = (alpha_next / alpha_now)^2 = ab' / ab > 1; its own "
-                          "comment (and Song et al. Algorithm 5) want the step's alpha_i = 1 - beta_i = ab / ab' < 1. "
-                          "Fix: step_alpha = (now.alpha / nxt.alpha) ** 2", strict=True)
 def test_langevin_corrector_step_formula(linear):
     """One predictor-corrector step 600 -> 300 for a single sample (per-sample and batch norms then agree):
     x <- x + e score + sqrt(2 e) z, e = 2 alpha_i (snr ||z|| / ||score||)^2, alpha_i = ab_600 / ab_300."""
@@ -247,7 +243,6 @@ DPM3_BUG = ("BUG: the 3M update's second-derivative term is half what it should 
             "multistep code of DPM-Solver and diffusers; their singlestep 3rd order has the factor 2")
 
 
-@pytest.mark.xfail(reason=DPM3_BUG, strict=True)
 @pytest.mark.parametrize("sched", ["linear", "cosine"])
 def test_dpmpp_3m_is_third_order(sched):
     errs = [ode_error(schedule_named(sched), "dpmpp-3m", k) for k in (40, 80, 160)]
@@ -298,8 +293,7 @@ def _steps_with_polynomial_x0(schedule, fn, coef, **options):
     ("ddim", sample_ddim, 0, 0, {}),
     ("euler", sample_euler, 0, 0, {}),
     ("heun", sample_heun, 0, 0, {}),
-    pytest.param("dpmpp-3m", sample_dpmpp_3m, 2, 2, {"lower_order_final": False},
-                 marks=pytest.mark.xfail(reason=DPM3_BUG, strict=True)),
+    pytest.param("dpmpp-3m", sample_dpmpp_3m, 2, 2, {"lower_order_final": False}),
 ])
 def test_solver_steps_are_exact_for_polynomial_x0(linear, name, fn, degree, first_exact, options):
     """The Taylor-form solvers integrate the PF-ODE exactly when x0_hat is a polynomial in lambda of the degree
@@ -474,12 +468,6 @@ def test_t_at_log_snr_inverts_alpha_bar_at(sched):
                                atol=1e-9)
 
 
-@pytest.mark.xfail(reason="BUG: alpha_bar_at(t) with a Python float or a list of floats goes through "
-                          "torch.as_tensor(t), which makes float32: t is rounded to ~1e-7 relative (ab off by 2.5e-8 "
-                          "relative at t = 948.93). Samplers call alpha_bar_at([t, t_prev]) and levels(list), so on "
-                          "karras / logsnr grids the step uses a slightly different level than the Denoiser (which "
-                          "passes float64): e.g. DDIM with a constant x0_hat is exact only to 2e-8 instead of 1e-15. "
-                          "Fix: torch.as_tensor(t, dtype=float64) for non-integer Python input", strict=True)
 def test_alpha_bar_at_python_floats_stay_float64(linear):
     t = 948.9284680964124
     exact = float(linear.alpha_bar_at(torch.tensor([t], dtype=F64)))
@@ -499,7 +487,7 @@ SDE_ZT_BUG = ("BUG: dpmpp-2m-sde with eta=0 on a zero-terminal-SNR schedule retu
 @pytest.mark.parametrize("name, steps, options", [
     ("ddim", 50, {}), ("dpmpp-2m", 20, {}), ("dpmpp-3m", 20, {}), ("heun", 20, {}), ("euler", 50, {}),
     ("euler-a", 100, {}), ("dpmpp-2m-sde", 100, {}), ("ddim", 100, {"eta": 1.0}), ("ddpm", 200, {}),
-    pytest.param("langevin", 500, {"corrector_steps": 1}, marks=pytest.mark.xfail(reason=LANGEVIN_ZT_BUG, strict=True)),
+    pytest.param("langevin", 500, {"corrector_steps": 1}),
 ])
 def test_zero_terminal_snr_samplers(linear, zero_snr, name, steps, options):
     """From x_T ~ N(0, I) (exact at alpha_bar = 0) with a v-prediction oracle every sampler is finite and as accurate
@@ -634,10 +622,6 @@ def test_langevin_rejects_bad_options(linear, options):
         sample(oracle(linear), torch.zeros(2, 2, dtype=F64), "langevin", 5, **options)
 
 
-@pytest.mark.xfail(reason="BUG: euler-a and dpmpp-2m-sde do not validate eta (negative or NaN run silently; NaN gives "
-                          "NaN samples in 2M-SDE) and langevin's corrector_steps=1.5 raises TypeError, not a "
-                          "DiffkitError. Fix: check eta like sample_ddim (finite, >= 0) and corrector_steps is an int",
-                   strict=True)
 @pytest.mark.parametrize("name, options", [("euler-a", {"eta": -0.5}), ("euler-a", {"eta": float("nan")}),
                                            ("dpmpp-2m-sde", {"eta": -0.5}), ("dpmpp-2m-sde", {"eta": float("nan")}),
                                            ("langevin", {"corrector_steps": 1.5})])
@@ -692,7 +676,7 @@ def test_ode_samplers_ignore_the_generator(linear, name):
 
 
 @pytest.mark.parametrize("sched", ["linear", "cosine",
-                                   pytest.param("zero-snr", marks=pytest.mark.xfail(reason=SDE_ZT_BUG, strict=True))])
+                                   pytest.param("zero-snr")])
 @pytest.mark.parametrize("steps", [5, 20, 100])
 def test_dpmpp_2m_sde_eta0_is_dpmpp_2m(sched, steps):
     """With eta = 0 the SDE midpoint update x' = (sigma'/sigma) x + alpha' (1 - e^-h) (x0 + D1/2) is 2M's."""

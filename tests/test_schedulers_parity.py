@@ -82,12 +82,32 @@ def test_ddim_eta_parity(eta, cfg):
     assert rel(a, b) < RTOL
 
 
-@pytest.mark.parametrize("order, K", [(1, 12), (3, 10), (3, 20), (2, 30)])
+@pytest.mark.parametrize("order, K", [(1, 12), (2, 10), (2, 30)])
 def test_dpm_solver_orders_parity(order, K):
     cfg = {"solver_order": order, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
     a, _, _ = loop(diffusers.DPMSolverMultistepScheduler, cfg, K)
     b, _, _ = loop(ours.DPMSolverMultistepScheduler, cfg, K)
     assert rel(a, b) < RTOL
+
+
+def test_dpm_solver_third_order_uses_the_full_second_derivative_term():
+    """solver_order=3 deliberately differs from diffusers: its multistep update uses half the x0'' term (D2), so it
+    is only second order (tests/test_fast_samplers.py shows ours converging at third order or better). Both agree
+    when the x0 history is linear in lambda (D2 = 0): here, a model whose x0 prediction is constant."""
+    cfg = {"solver_order": 3, "prediction_type": "sample", "timestep_spacing": "trailing"}
+
+    def run(cls, fn):
+        sch = cls(**cfg)
+        sch.set_timesteps(20)
+        x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        for t in sch.timesteps:
+            x = sch.step(fn(x, t), t, x).prev_sample
+        return x
+
+    const = lambda x, t: torch.full_like(x, 0.3)  # noqa: E731
+    assert rel(run(diffusers.DPMSolverMultistepScheduler, const), run(ours.DPMSolverMultistepScheduler, const)) < RTOL
+    curved = lambda x, t: torch.tanh(x) * (1 + float(t) / 500)  # noqa: E731
+    assert rel(run(diffusers.DPMSolverMultistepScheduler, curved), run(ours.DPMSolverMultistepScheduler, curved)) > 1e-4
 
 
 @pytest.mark.parametrize("name", ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"])

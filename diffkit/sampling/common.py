@@ -10,6 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
+
+def check_eta(eta) -> float:
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
+        raise ConfigError(f"eta must be a finite number >= 0, got {eta}")
+    return float(eta)
+
 
 @dataclass(frozen=True)
 class Level:

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .common import Level, levels
+from .common import Level, check_eta, levels
 from .grids import with_final
 
 
@@ -39,7 +39,10 @@ def dpmpp_update(x, x0s: list, lvs: list[Level], nxt: Level, order: int):
     d1_0 = (x0s[-1] - x0s[-2]) / r0
     d1_1 = (x0s[-2] - x0s[-3]) / r1
     d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
+    # D1 ~ h x0'(lambda_s) and D2 ~ h^2 x0''(lambda_s): the phi3 term integrates e^{u-h} u^2 / 2 x0'' over [0, h],
+    # which is -phi3 h^2 x0''. (D1_0 - D1_1) / (r0 + r1) alone is h^2 x0'' / 2, hence the factor 2; without it the
+    # method is only second order (the multistep code in DPM-Solver and diffusers omits it).
+    d2 = 2 * (d1_0 - d1_1) / (r0 + r1)
     phi2 = phi1 / h + 1.0  # (e^{-h} - 1) / h + 1
     phi3 = phi2 / h - 0.5  # (e^{-h} - 1 + h) / h^2 - 1/2
     return base - nxt.alpha * phi1 * x0s[-1] + nxt.alpha * phi2 * d1 - nxt.alpha * phi3 * d2
@@ -87,6 +90,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 / eq. for the data-prediction SDE), midpoint form:
     x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) (x0 + D1 / 2) + sigma' sqrt(1 - e^{-2h}) z,
     with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M)."""
+    check_eta(eta)
     pairs = with_final(timesteps)
     lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
     prev_x0, prev_h = None, None
@@ -97,7 +101,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
         if nxt.sigma == 0.0:
             x = x0
         else:
-            eta_h = eta * h
+            eta_h = eta * h if eta > 0 else 0.0  # h = inf on the first step of a zero-terminal-SNR grid
             D = x0
             if prev_x0 is not None:
                 r = prev_h / h

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .common import Level, levels
+from .common import Level, check_eta, levels
 from .grids import with_final
 
 
@@ -69,6 +69,7 @@ def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, con
     """Euler ancestral: an Euler step down to s_down, then fresh noise of std s_up, with
     s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2) (the DDPM posterior
     split of the step, as in k-diffusion's get_ancestral_step; Song et al. 2021 eq. 47 for eta = 1)."""
+    check_eta(eta)
     lv = _grid_levels(denoiser, timesteps)
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]

@@ -1,10 +1,14 @@
 """Predictor-corrector sampling (Song et al. 2021, 'Score-Based Generative Modeling through SDEs', Algorithm 2
 with the VP-SDE). Predictor: one ancestral DDPM step. Corrector: annealed Langevin steps at the new level,
-    x <- x + e * score + sqrt(2 e) z,   e = 2 alpha_i (r ||z|| / ||score||)^2   (Algorithm 5, per sample),
-where r is the target signal-to-noise ratio `snr` and alpha_i the step's alpha.
+    x <- x + e * score + sqrt(2 e) z,   e = 2 alpha_i (r ||z|| / ||score||)^2   (Algorithm 5),
+where r is the target signal-to-noise ratio `snr`, alpha_i = alpha_bar_t / alpha_bar_t' the step's alpha,
+and the norms are batch means of per-sample norms (as in the paper's code: in low dimension the per-sample
+ratio ||z||^2 / ||score||^2 has an infinite mean and a few samples would take huge steps).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -14,15 +18,16 @@ from .ddpm import ddpm_step
 from .grids import with_final
 
 
-def _norm(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+def _mean_norm(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(1).norm(dim=1).mean()
 
 
 @torch.no_grad()
 def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, snr: float = 0.1,
                     corrector_steps: int = 1):
     """Network calls: K predictor steps + corrector_steps per step above t = 0."""
-    if not snr > 0 or corrector_steps < 0:
+    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or not snr > 0 \
+            or not math.isfinite(snr) or corrector_steps < 0:
         raise ConfigError(f"langevin needs snr > 0 and corrector_steps >= 0, got snr={snr}, corrector_steps={corrector_steps}")
     pairs = with_final(timesteps)
     lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
@@ -31,12 +36,12 @@ def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, co
         _, x0_hat = denoiser(x, t, cond)
         x = ddpm_step(x, x0_hat, now.alpha**2, nxt.alpha**2, "posterior", generator)
         if nxt.sigma > 0:
-            step_alpha = (nxt.alpha / now.alpha) ** 2  # alpha_i = 1 - beta_i of this (possibly skipped) step
+            step_alpha = (now.alpha / nxt.alpha) ** 2  # alpha_i = 1 - beta_i of this (possibly skipped) step
             for _ in range(corrector_steps):
                 eps_hat, _ = denoiser(x, t_prev, cond)
                 score = -eps_hat / nxt.sigma
                 z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                e = 2 * step_alpha * (snr * _norm(z) / _norm(score).clamp_min(1e-12)) ** 2
+                e = 2 * step_alpha * (snr * _mean_norm(z) / _mean_norm(score).clamp_min(1e-12)) ** 2
                 x = x + e * score + (2 * e).sqrt() * z
         if callback is not None:
             callback(i, t, x, x0_hat)
