@@ -1,6 +1,16 @@
 import pytest
+import torch
 
 from diffkit.cli import main
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The suite's tensors are small: one intra-op thread is faster and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

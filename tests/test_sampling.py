@@ -20,15 +20,6 @@ S = 0.5
 N = 20_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gaussian_model(schedule: NoiseSchedule, prediction: str, m=M, s=S):
     """model(x_t, t) -> the exact prediction of the given type for x0 ~ N(m, s^2 I)."""
 

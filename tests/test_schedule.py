@@ -19,15 +19,6 @@ F64 = torch.float64
 NAMES = ("linear", "cosine", "sigmoid", "scaled_linear")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def linear():
     return NoiseSchedule.from_name("linear", 1000)

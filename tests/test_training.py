@@ -19,15 +19,6 @@ from diffkit.training import EMA, load_run
 from diffkit.training.trainer import lr_at, read_log
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """A tiny MLP: one intra-op thread is much faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(steps=60, seed=0, prediction="v", data="gaussians8", **train) -> RunConfig:
     t = dict(steps=steps, batch_size=64, warmup_steps=10, checkpoint_every=20, log_every=10, seed=seed,
              ema_halflife=500)
