@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..errors import ConfigError
+from .common import check_eta
 from .grids import with_final
 
 
@@ -23,8 +23,7 @@ def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=
 @torch.no_grad()
 def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 0.0):
     """eta = 0 is deterministic (the PF-ODE by Euler in sigma/alpha); eta = 1 is DDPM's posterior variance."""
-    if not (math.isfinite(eta) and eta >= 0):
-        raise ConfigError(f"eta must be a finite number >= 0, got {eta}")
+    check_eta(eta)
     schedule = denoiser.schedule
     for i, (t, t_prev) in enumerate(with_final(timesteps)):
         eps_hat, x0_hat = denoiser(x, t, cond)
