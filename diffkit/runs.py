@@ -5,6 +5,7 @@ The CLI and the benchmarks are thin layers over these three functions.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -64,10 +65,13 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     clip: clip x0_hat to the training data's bounding box (see DataConfig.x0_bound)."""
     if not isinstance(run, Run):
         run = load_run(run)
-    run.denoiser.clip_x0 = run.config.data.x0_bound if clip else None
+    denoiser = run.denoiser
+    if not clip:
+        denoiser = copy.copy(denoiser)
+        denoiser.clip_x0 = None
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, run.config.network.dim), generator=g)
-    x = run_sampler(run.denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, **options)
+    x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, **options)
     return run.normalizer.invert(x.numpy())
 
 
@@ -76,9 +80,5 @@ def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, see
     source = PointSource(_check_spec(spec))
     n = min(n_reference, len(samples)) if source.is_builtin else n_reference
     reference = source.fresh(n, seed)
-    floor_reference = source.fresh(n, seed + 1) if source.is_builtin else _split_floor(source, n, seed)
+    floor_reference = source.fresh(n, seed + (1 if source.is_builtin else 7))
     return evaluate_points(samples[:n_reference], reference, floor_reference, circle=spec == "circle")
-
-
-def _split_floor(source: PointSource, n: int, seed: int) -> np.ndarray:
-    return source.fresh(n, seed + 7)

@@ -24,7 +24,7 @@ from .prediction import to_eps_x0
 from .sampling.common import Level
 from .sampling.ddim import ddim_step
 from .sampling.ddpm import ddpm_mean, ddpm_variance
-from .sampling.dpm_solver import dpmpp_update
+from .sampling.dpm_solver import dpmpp_update, final_order
 from .sampling.euler import euler_step
 from .schedule import NoiseSchedule, cosine_betas, rescale_zero_terminal_snr
 
@@ -265,11 +265,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
         _, x0 = self._eps_x0(model_output, sample, now.alpha**2)
         self._x0s = (self._x0s + [x0])[-3:]
         self._levels = (self._levels + [now])[-3:]
-        order = min(self.config.solver_order, len(self._x0s))
-        if i == n - 1:
-            order = 1
-        elif i == n - 2 and self.config.lower_order_final and n < 15:
-            order = min(order, 2)
+        order = min(len(self._x0s), final_order(self.config.solver_order, i, n, self.config.lower_order_final))
         prev = dpmpp_update(sample, self._x0s, self._levels, nxt, order)
         return SchedulerOutput(prev, x0) if return_dict else (prev,)
 

@@ -44,3 +44,9 @@ def levels(schedule, ts) -> list[Level]:
     """Levels for a list of float times (use t = -1 for the clean end)."""
     abar = schedule.alpha_bar_at(list(ts)).tolist()
     return [Level(float(t), math.sqrt(a), math.sqrt(max(1.0 - a, 0.0))) for t, a in zip(ts, abar)]
+
+
+def grid_levels(schedule, timesteps) -> list[Level]:
+    """Levels of a sampler grid followed by the clean end (t = -1): K + 1 levels for K steps."""
+    ts = [float(t) for t in timesteps]
+    return levels(schedule, ts + [-1.0])

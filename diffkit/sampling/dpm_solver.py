@@ -11,8 +11,7 @@ import math
 
 import torch
 
-from .common import Level, check_eta, levels
-from .grids import with_final
+from .common import Level, check_eta, grid_levels
 
 
 def _expm1_neg(h: float) -> float:
@@ -60,10 +59,9 @@ def final_order(order: int, i: int, n: int, lower_order_final: bool) -> int:
 
 @torch.no_grad()
 def _multistep(denoiser, x, timesteps, order: int, callback, cond, lower_order_final: bool):
-    pairs = with_final(timesteps)
-    lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
+    lv = grid_levels(denoiser.schedule, timesteps)
     x0s: list[torch.Tensor] = []  # x0_hat at the last few levels, newest last
-    n = len(pairs)
+    n = len(lv) - 1
     for i in range(n):
         _, x0 = denoiser(x, lv[i].t, cond)
         x0s = (x0s + [x0])[-3:]
@@ -91,10 +89,9 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
     x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) (x0 + D1 / 2) + sigma' sqrt(1 - e^{-2h}) z,
     with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M)."""
     check_eta(eta)
-    pairs = with_final(timesteps)
-    lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
+    lv = grid_levels(denoiser.schedule, timesteps)
     prev_x0, prev_h = None, None
-    for i in range(len(pairs)):
+    for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
         _, x0 = denoiser(x, now.t, cond)
         h = nxt.lam - now.lam

@@ -12,13 +12,7 @@ import math
 
 import torch
 
-from .common import Level, check_eta, levels
-from .grids import with_final
-
-
-def _grid_levels(denoiser, timesteps):
-    pairs = with_final(timesteps)
-    return levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
+from .common import Level, check_eta, grid_levels
 
 
 def to_vp(y: torch.Tensor, level: Level) -> torch.Tensor:
@@ -33,7 +27,7 @@ def euler_step(x0_hat, eps_hat, nxt: Level) -> torch.Tensor:
 @torch.no_grad()
 def sample_euler(denoiser, x, timesteps, *, generator=None, callback=None, cond=None):
     """Euler on the probability-flow ODE: one network call per step."""
-    lv = _grid_levels(denoiser, timesteps)
+    lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         eps_hat, x0_hat = denoiser(x, lv[i].t, cond)
         x = euler_step(x0_hat, eps_hat, lv[i + 1])
@@ -47,7 +41,7 @@ def sample_heun(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
     """Heun's 2nd-order method on the PF-ODE (Karras et al. 2022, Algorithm 1): the slope is averaged with
     the slope at the Euler prediction; the last step (to s = 0) and a step from s = inf are Euler.
     Network calls: 2K - 1 for K grid times."""
-    lv = _grid_levels(denoiser, timesteps)
+    lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
         eps_hat, x0_hat = denoiser(x, now.t, cond)
@@ -70,7 +64,7 @@ def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, con
     s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2) (the DDPM posterior
     split of the step, as in k-diffusion's get_ancestral_step; Song et al. 2021 eq. 47 for eta = 1)."""
     check_eta(eta)
-    lv = _grid_levels(denoiser, timesteps)
+    lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
         eps_hat, x0_hat = denoiser(x, now.t, cond)

@@ -13,9 +13,8 @@ import math
 import torch
 
 from ..errors import ConfigError
-from .common import levels
+from .common import grid_levels
 from .ddpm import ddpm_step
-from .grids import with_final
 
 
 def _mean_norm(v: torch.Tensor) -> torch.Tensor:
@@ -29,20 +28,19 @@ def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, co
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or not snr > 0 \
             or not math.isfinite(snr) or corrector_steps < 0:
         raise ConfigError(f"langevin needs snr > 0 and corrector_steps >= 0, got snr={snr}, corrector_steps={corrector_steps}")
-    pairs = with_final(timesteps)
-    lv = levels(denoiser.schedule, [t for t, _ in pairs] + [pairs[-1][1]])
-    for i, (t, t_prev) in enumerate(pairs):
+    lv = grid_levels(denoiser.schedule, timesteps)
+    for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
-        _, x0_hat = denoiser(x, t, cond)
+        _, x0_hat = denoiser(x, now.t, cond)
         x = ddpm_step(x, x0_hat, now.alpha**2, nxt.alpha**2, "posterior", generator)
         if nxt.sigma > 0:
             step_alpha = (now.alpha / nxt.alpha) ** 2  # alpha_i = 1 - beta_i of this (possibly skipped) step
             for _ in range(corrector_steps):
-                eps_hat, _ = denoiser(x, t_prev, cond)
+                eps_hat, _ = denoiser(x, nxt.t, cond)
                 score = -eps_hat / nxt.sigma
                 z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 e = 2 * step_alpha * (snr * _mean_norm(z) / _mean_norm(score).clamp_min(1e-12)) ** 2
                 x = x + e * score + (2 * e).sqrt() * z
         if callback is not None:
-            callback(i, t, x, x0_hat)
+            callback(i, now.t, x, x0_hat)
     return x

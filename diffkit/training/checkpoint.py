@@ -124,5 +124,6 @@ def load_run(run_dir, guidance_scale: float = 1.0) -> Run:
     network.eval()
     num_classes = config.network.num_classes
     denoiser = Denoiser(network, config.schedule.build(), config.prediction,
-                        null_class=num_classes if num_classes else None, guidance_scale=guidance_scale)
+                        null_class=num_classes if num_classes else None, guidance_scale=guidance_scale,
+                        clip_x0=config.data.x0_bound)
     return Run(config, network, denoiser, Normalizer(**config.data.normalizer), int(meta.get("step", 0)))
