@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
     t.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
+    t.add_argument("--cond", action="store_true",
+                   help="class-conditional model on the data's labels (shapes3, an .npz with y, a CSV of x,y,label)")
+    t.add_argument("--p-uncond", type=_finite_float("--p-uncond", 0.0),
+                   help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
     t.add_argument("--lr", type=_finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -81,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
     s.add_argument("--snr", type=_finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
     s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
+    s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
+    s.add_argument("--guidance", type=_finite_float("--guidance", 0.0),
+                   help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
     s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", help="also draw the samples to this .png")
@@ -107,8 +114,9 @@ def cmd_train(a) -> None:
 
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
-                                                        "lr", "seed") if getattr(a, k) is not None]
+                                                        "lr", "seed", "p_uncond") if getattr(a, k) is not None]
         given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
+        given += ["--cond"] if a.cond else []
         if given:
             raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
                               "cannot be given; only --steps may change")
@@ -116,13 +124,15 @@ def cmd_train(a) -> None:
             raise ConfigError("--resume and --overwrite contradict each other; give one of them")
         summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet)
     else:
-        config = RunConfig(data=DataConfig(spec=a.data or "spiral"))
+        if a.p_uncond is not None and not a.cond:
+            raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
+        config = RunConfig(data=DataConfig(spec=a.data or "spiral", cond=a.cond))
         if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
             config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000,
                                              zero_terminal_snr=a.zero_terminal_snr)
         if a.prediction is not None:
             config.prediction = a.prediction
-        for key in ("steps", "batch_size", "lr", "seed"):
+        for key in ("steps", "batch_size", "lr", "seed", "p_uncond"):
             if getattr(a, key) is not None:
                 setattr(config.train, key, getattr(a, key))
         summary = train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet)
@@ -148,7 +158,8 @@ def cmd_sample(a) -> None:
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
     options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps") if getattr(a, k) is not None}
     run = load_run(a.run)
-    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip, **options)
+    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip,
+                   cond=a.cls, guidance=a.guidance, **options)
     import io
 
     buf = io.BytesIO()
@@ -158,7 +169,8 @@ def cmd_sample(a) -> None:
     if plot:
         from .viz.plots import scatter
 
-        scatter(x, plot, f"{a.sampler} samples")
+        title = f"{a.sampler} samples" + (f", class {a.cls}" if a.cls is not None else "")
+        scatter(x, plot, title + (f", w = {a.guidance:g}" if a.guidance is not None else ""))
         print(f"wrote {plot}")
 
 

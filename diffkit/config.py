@@ -22,6 +22,8 @@ class DataConfig:
     # largest |coordinate| of the normalized training data, filled in by training. E[x0 | x_t] lies in the
     # convex hull of the data, so the Denoiser may clip x0_hat to this box without moving it further away.
     x0_bound: float | None = None
+    cond: bool = False              # class-conditional: train on the data's labels (network.num_classes from data)
+    class_names: list | None = None # names of classes 0..C-1 where the data has them, filled in by training
 
 
 @dataclass
@@ -71,6 +73,10 @@ class RunConfig:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(t, name)}")
         if not t.lr > 0:
             raise ConfigError(f"the learning rate must be positive, got {t.lr}")
+        if not 0 <= t.p_uncond < 1:
+            raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
+        if self.network.num_classes and not self.data.cond:
+            raise ConfigError("network.num_classes > 0 is set from the data's labels; set data.cond instead")
         self.network.num_timesteps = self.schedule.num_timesteps
         return self
 

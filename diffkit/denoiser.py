@@ -44,6 +44,12 @@ class Denoiser:
         self.clip_x0 = clip_x0
         self.chunk = chunk
 
+    def replace(self, **changes) -> "Denoiser":
+        """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
+        args = {"prediction": self.prediction, "null_class": self.null_class, "guidance_scale": self.guidance_scale,
+                "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
+        return Denoiser(self.network, self.schedule, **args)
+
     def _forward(self, x_t, t, cond):
         n = x_t.shape[0]
         if self.chunk is None or n <= self.chunk:
@@ -61,7 +67,8 @@ class Denoiser:
         null = torch.full_like(cond, self.null_class)
         if w == 0.0:
             return self.network(x_t, t, null)
-        # one batched forward for cond and uncond (twice the batch)
+        # one batched forward for cond and uncond (twice the batch). Mixing network outputs equals mixing
+        # eps: eps is a x_t + b * output for every prediction type, and the two weights sum to one.
         out = self.network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]))
         out_cond, out_uncond = out.chunk(2)
         return out_uncond + w * (out_cond - out_uncond)

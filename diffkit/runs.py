@@ -5,7 +5,6 @@ The CLI and the benchmarks are thin layers over these three functions.
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import torch
 
 from .config import RunConfig
 from .data.normalize import Normalizer
+from .data.labeled import CLASS_NAMES, LABELED_MAKERS
 from .data.points import PointSource, _check_spec
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, DataError
 from .metrics.points import evaluate_points
 from .sampling import sample as run_sampler
 from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, load_run, read_config
@@ -46,33 +46,90 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     source = PointSource(_check_spec(config.data.spec))
-    points = source.train(config.data.num_points, config.train.seed)
+    points, labels = source.train_labeled(config.data.num_points, config.train.seed)
+    if config.data.cond:
+        labels = _conditional_labels(config, labels)
+    else:
+        labels = None
     if config.data.normalizer is None:
         config.data.normalizer = Normalizer.fit(points).to_config()
     x0 = torch.from_numpy(Normalizer(**config.data.normalizer).apply(points))
     if config.data.x0_bound is None:
         config.data.x0_bound = float(x0.abs().max())
-    trainer = Trainer(config, x0, out, progress=progress, callback=callback)
+    trainer = Trainer(config, x0, out, labels=labels, progress=progress, callback=callback)
     if resume:
         trainer.load_state()
     return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
 
 
+def _conditional_labels(config: RunConfig, labels) -> torch.Tensor:
+    """The labels as a tensor, after setting (or checking, on resume) the network's class count from them."""
+    if labels is None:
+        raise DataError(f"{config.data.spec} has no labels, so a conditional model cannot be trained on it; use "
+                        f"{', '.join(LABELED_MAKERS)}, an .npz with x [N, 2] and y [N], or a CSV of x, y, label rows")
+    num_classes = int(labels.max()) + 1
+    if config.network.num_classes == 0:
+        config.network.num_classes = num_classes
+        config.data.class_names = list(CLASS_NAMES.get(config.data.spec, [str(c) for c in range(num_classes)]))
+    elif config.network.num_classes != num_classes:
+        raise DataError(f"{config.data.spec} now has {num_classes} classes but the run was trained with "
+                        f"{config.network.num_classes}")
+    return torch.from_numpy(labels)
+
+
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
-               seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True, **options) -> np.ndarray:
+               seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True,
+               cond=None, guidance: float | None = None, **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D]; same seed => bitwise identical.
 
-    clip: clip x0_hat to the training data's bounding box (see DataConfig.x0_bound)."""
+    clip: clip x0_hat to the training data's bounding box (see DataConfig.x0_bound).
+    cond: for a conditional run, a class (id or name) for all n samples, or n class ids (a mixed batch);
+        None samples the unconditional model (the null class).
+    guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
+    """
     if not isinstance(run, Run):
         run = load_run(run)
-    denoiser = run.denoiser
-    if not clip:
-        denoiser = copy.copy(denoiser)
-        denoiser.clip_x0 = None
+    labels = class_labels(run.config, cond, n)
+    changes = {} if clip else {"clip_x0": None}
+    if guidance is not None:
+        if labels is None:
+            raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")
+        changes["guidance_scale"] = guidance
+    denoiser = run.denoiser.replace(**changes) if changes else run.denoiser
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, run.config.network.dim), generator=g)
-    x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, **options)
+    x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return run.normalizer.invert(x.numpy())
+
+
+def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
+    """cond (None, one class id or name, or n ids) as long [n] class ids of this run, checked."""
+    if cond is None:
+        return None
+    num_classes = config.network.num_classes
+    if not num_classes:
+        raise ConfigError("this run is unconditional (trained without --cond), so it cannot sample a class")
+    names = list(config.data.class_names or [])
+    valid = f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
+    if isinstance(cond, str):
+        if cond in names:
+            cond = names.index(cond)
+        else:
+            try:
+                cond = int(cond)
+            except ValueError:
+                raise ConfigError(f"unknown class {cond!r}; this model has classes {valid}") from None
+    labels = torch.as_tensor(np.asarray(cond))
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ConfigError(f"class ids must be integers; this model has classes {valid}")
+    if labels.ndim == 0:
+        labels = labels.expand(n)
+    if labels.shape != (n,):
+        raise ConfigError(f"give one class for all samples or one per sample ({n}), got shape {list(labels.shape)}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise ConfigError(f"class {int(bad[0])} is out of range; this model has classes {valid}")
+    return labels.long().contiguous()
 
 
 def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, seed: int = 0) -> dict:

@@ -20,7 +20,8 @@ def clouds():
 
 
 def test_dataset_names():
-    assert set(DATASETS) == {"spiral", "circle", "moons", "circles", "swissroll", "gaussians8", "checkerboard"}
+    assert set(DATASETS) == {"spiral", "circle", "moons", "circles", "swissroll", "gaussians8", "checkerboard",
+                             "shapes3"}
 
 
 @pytest.mark.parametrize("name", DATASETS)

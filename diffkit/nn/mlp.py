@@ -67,9 +67,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
-        if B > 1 and not self.training and bool((t == t[0]).all()) and (cond is None or bool((cond == cond[0]).all())):
-            # sampling: one time (and class) for the whole batch, so embed it once and broadcast
-            e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
+        if B > 1 and not self.training and bool((t == t[0]).all()):
+            # sampling: one time for the whole batch, so embed each distinct class once and broadcast / gather
+            if cond is None or bool((cond == cond[0]).all()):
+                e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
+            else:
+                classes, index = torch.unique(cond, return_inverse=True)
+                e = self.embedding(t[:1].expand(len(classes)), classes)[index]
         else:
             e = self.embedding(t, cond)  # [B, depth, hidden]
         if self.cfg.fourier_features:

@@ -112,3 +112,22 @@ def quality_table_plot(rows: list[dict], path) -> Path:
     ax.set(ylabel="energy distance", yscale="log", title="sample quality")
     ax.legend()
     return save(fig, path)
+
+
+def guidance_grid(panels: dict, data: np.ndarray, path, class_names=None, title: str = "guidance") -> Path:
+    """Rows = classes, columns = guidance scales: panels[(c, w)] are class c's samples at scale w (the same
+    seed in every column), each over the real data in grey."""
+    p = plt()
+    classes = sorted({c for c, _ in panels})
+    scales = sorted({w for _, w in panels})
+    fig, axes = p.subplots(len(classes), len(scales), figsize=(2.1 * len(scales), 2.2 * len(classes)), squeeze=False)
+    lims = _limits(data)
+    for i, c in enumerate(classes):
+        for j, w in enumerate(scales):
+            ax = axes[i, j]
+            _scatter(ax, data, lims, color="0.85", s=1)
+            _scatter(ax, panels[(c, w)], lims, f"w = {w:g}" if i == 0 else None, color=f"C{c}", s=2)
+        name = class_names[c] if class_names else str(c)
+        axes[i, 0].set_ylabel(f"class {c}: {name}", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return save(fig, path)
