@@ -54,7 +54,7 @@ def config(cond: bool, steps: int, batch_size: int) -> RunConfig:
     return cfg
 
 
-def training_ratio(root: str, steps: int, batch_size: int, repeats: int = 2) -> dict:
+def training_ratio(root: str, steps: int, batch_size: int, repeats: int = 3) -> dict:
     """Best-of-`repeats` wall time of conditional and unconditional training on the same data, steps and
     batch, interleaved so that both see the same machine state."""
     best = {"cond": float("inf"), "uncond": float("inf")}
@@ -88,7 +88,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         if not a.no_timing:
             t = training_ratio(tmp, a.timing_steps, a.batch_size)
-            print(f"# training time, shapes3, {a.timing_steps} steps of {a.batch_size} points, best of 2: conditional "
+            print(f"# training time, shapes3, {a.timing_steps} steps of {a.batch_size} points, best of 3: conditional "
                   f"{t['cond']:.1f} s, unconditional {t['uncond']:.1f} s, ratio {t['ratio']:.3f} (target <= 1.1)")
         run_dir = a.run
         if run_dir is None:

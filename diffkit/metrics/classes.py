@@ -73,7 +73,9 @@ class ClassJudge:
 
     def score_class(self, samples, c: int, k: int = 5) -> dict[str, float]:
         """Adherence of samples drawn for class c, their precision / recall / coverage and energy distance
-        against the real points of class c."""
+        against the real points of class c (a random subset the size of samples, if there are more)."""
         real = self.x[self.y == c]
+        if len(real) > len(samples):  # as many real points as samples: recall / coverage depend on both counts
+            real = real[np.random.default_rng(c).choice(len(real), len(samples), replace=False)]
         return {"adherence": float((self.predict(samples) == c).mean()),
                 **precision_recall_coverage(samples, real, k), "energy": energy_distance(samples, real)}
