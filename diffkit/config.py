@@ -38,8 +38,8 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 3000
-    batch_size: int = 256
+    steps: int = 1500               # x batch_size: 1.5M points (~12 s on 2 CPU cores)
+    batch_size: int = 1024          # a CPU runs 1024 points per step at ~2x the cost of 256: more data per second
     lr: float = 2e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05      # cosine decay ends at lr * min_lr_ratio
