@@ -19,12 +19,15 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
 from diffkit.config import DataConfig, RunConfig
+from diffkit.data.normalize import Normalizer
 from diffkit.data.points import make_labeled
 from diffkit.metrics.classes import ClassJudge
 from diffkit.runs import sample_run, train_run
 from diffkit.training.checkpoint import load_run
+from diffkit.training.trainer import Trainer
 
 SCALES = (0, 1, 2, 3, 5, 8)
 DATA = "shapes3"
@@ -54,15 +57,27 @@ def config(cond: bool, steps: int, batch_size: int) -> RunConfig:
     return cfg
 
 
-def training_ratio(root: str, steps: int, batch_size: int, repeats: int = 3) -> dict:
-    """Best-of-`repeats` wall time of conditional and unconditional training on the same data, steps and
-    batch, interleaved so that both see the same machine state."""
-    best = {"cond": float("inf"), "uncond": float("inf")}
-    for r in range(repeats):
-        for kind in ("uncond", "cond"):
-            out = train_run(config(kind == "cond", steps, batch_size), f"{root}/{kind}{r}", progress=False)
-            best[kind] = min(best[kind], out["seconds"])
-    return {**best, "ratio": best["cond"] / best["uncond"]}
+def training_ratio(root: str, batch_size: int, blocks: int = 12, steps_per_block: int = 100) -> dict:
+    """Median wall time per optimizer step of conditional and unconditional training on the same points
+    and batch: `blocks` blocks of steps, alternating which goes first, so that both see the same machine
+    state (whole runs on a shared 2-core machine vary by +-15% from one to the next)."""
+    points, labels = make_labeled(DATA, 50_000, 0)
+    x0 = torch.from_numpy(Normalizer.fit(points).apply(points))
+    trainers = {}
+    for kind in ("uncond", "cond"):
+        cfg = config(kind == "cond", 1, batch_size)
+        cfg.network.num_classes = 3 if kind == "cond" else 0
+        trainers[kind] = Trainer(cfg, x0, f"{root}/{kind}", labels=torch.from_numpy(labels) if kind == "cond" else None,
+                                 progress=False)
+    times = {"cond": [], "uncond": []}
+    for b in range(blocks):
+        for kind in (("uncond", "cond") if b % 2 == 0 else ("cond", "uncond")):
+            t0 = time.perf_counter()
+            for _ in range(steps_per_block):
+                trainers[kind].train_step()
+            times[kind].append((time.perf_counter() - t0) / steps_per_block)
+    ms = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    return {**ms, "ratio": ms["cond"] / ms["uncond"]}
 
 
 def print_table(rows, names):
@@ -81,15 +96,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=6000, help="optimizer steps of the trained model")
     ap.add_argument("--batch-size", type=int, default=1024, help="training batch of the trained model")
-    ap.add_argument("--timing-steps", type=int, default=1500, help="steps of each timed training run")
     ap.add_argument("--plot", default="guidance.png")
     ap.add_argument("--no-timing", action="store_true", help="skip the conditional-vs-unconditional training time")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not a.no_timing:
-            t = training_ratio(tmp, a.timing_steps, a.batch_size)
-            print(f"# training time, shapes3, {a.timing_steps} steps of {a.batch_size} points, best of 3: conditional "
-                  f"{t['cond']:.1f} s, unconditional {t['uncond']:.1f} s, ratio {t['ratio']:.3f} (target <= 1.1)")
+            t = training_ratio(tmp, a.batch_size)
+            print(f"# training cost per step, shapes3, batch {a.batch_size}, median of 12 interleaved blocks of 100 "
+                  f"steps: conditional {t['cond']:.2f} ms, unconditional {t['uncond']:.2f} ms, ratio {t['ratio']:.3f} "
+                  "(target <= 1.1)")
         run_dir = a.run
         if run_dir is None:
             run_dir = f"{tmp}/cond"
