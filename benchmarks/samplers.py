@@ -66,8 +66,11 @@ def headline(run, n: int, seed: int, seeds: int = 2, refs: int = 3) -> dict:
 
     out = {"floor": stats([energy_distance(make_dataset("spiral", n, 20_000 + seed + s), r)
                            for s in range(seeds) for r in references])}
-    for label, name, k in (("ddpm-1000", "ddpm", 1000), ("dpmpp-2m-10", "dpmpp-2m", 10), ("dpmpp-2m-20", "dpmpp-2m", 20)):
-        out[label] = stats([energy_distance(sample_run(run, n, name, k, seed=seed + s), r)
+    narrow = {"sigma_min": 0.05, "sigma_max": 20.0}  # see README, "Samplers and step grids"
+    for label, name, k, opt in (("ddpm-1000", "ddpm", 1000, {}), ("dpmpp-2m-10", "dpmpp-2m", 10, {}),
+                                ("dpmpp-2m-20", "dpmpp-2m", 20, {}), ("dpmpp-2m-10 sigma 0.05..20", "dpmpp-2m", 10, narrow),
+                                ("dpmpp-2m-20 sigma 0.05..20", "dpmpp-2m", 20, narrow)):
+        out[label] = stats([energy_distance(sample_run(run, n, name, k, seed=seed + s, **opt), r)
                             for s in range(seeds) for r in references])
     return out
 

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
+    s.add_argument("--sigma-min", type=_finite_float("--sigma-min", 0.0),
+                   help="narrow the grid: lowest noise level before the final step, in data standard deviations")
+    s.add_argument("--sigma-max", type=_finite_float("--sigma-max", 0.0),
+                   help="narrow the grid: highest noise level, in data standard deviations (default 160)")
     s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
     s.add_argument("--snr", type=_finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
@@ -156,7 +160,8 @@ def cmd_sample(a) -> None:
 
     out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
-    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps") if getattr(a, k) is not None}
+    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
+               if getattr(a, k) is not None}
     run = load_run(a.run)
     x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip,
                    cond=a.cls, guidance=a.guidance, **options)

@@ -300,3 +300,14 @@ def test_zero_terminal_snr_run_samples_with_every_ode_sampler(tmp_path, capsys):
         assert np.isfinite(np.load(tmp_path / f"{sampler}.npy")).all()
     code, _, err = run(["train", "--out", tmp_path / "zt2", "--zero-terminal-snr", "--prediction", "epsilon"], capsys)
     assert_user_error(code, err, "zero-terminal-SNR", "--prediction v")
+
+
+def test_sample_sigma_range_errors(tiny_run, tmp_path, capsys):
+    s = tmp_path / "s.npy"
+    for extra, fragment in ((["--sigma-min", 0], "sigma_min must be"), (["--sigma-min", 3, "--sigma-max", 2], "below"),
+                            (["--sigma-max", "inf"], "finite")):
+        assert_user_error(*run(["sample", "--run", tiny_run, "--out", s, *extra], capsys)[::2], fragment)
+    assert not s.exists()
+    code, _, err = run(["sample", "--run", tiny_run, "--out", s, "--n", 50, "--sampler", "dpmpp-2m", "--steps", 10,
+                        "--sigma-min", 0.05, "--sigma-max", 20], capsys)
+    assert code == 0 and np.load(s).shape == (50, 2), err

@@ -685,3 +685,24 @@ def test_dpmpp_2m_sde_eta1_differs_from_2m_and_is_unbiased(cosine):
     b = sample(oracle(cosine), x, "dpmpp-2m", 100)
     assert float((a - b).abs().mean()) > 0.05  # fresh noise: a different coupling of x_T and x_0
     assert_gaussian(a, mean_tol=0.002, std_tol=0.01 * S)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_sigma_range_narrows_every_grid(spacing):
+    """sigma_min / sigma_max bound the grid's noise levels; the continuous grids reach both ends exactly."""
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    g = make_grid(schedule, 10, spacing, sigma_max=20.0, sigma_min=0.05)
+    s = sigma_ve(schedule, g)
+    assert bool((s <= 20.0 * (1 + 1e-9)).all() and (s >= 0.05 * (1 - 1e-9)).all()), s
+    if spacing in ("logsnr", "karras"):
+        assert len(g) == 10
+        assert float(s[0]) == pytest.approx(20.0, rel=1e-6) and float(s[-1]) == pytest.approx(0.05, rel=1e-6)
+        wide = sigma_ve(schedule, make_grid(schedule, 10, spacing))
+        assert float(wide.min()) < 0.05 and float(wide.max()) > 20.0  # the default range is the schedule's own
+
+
+@pytest.mark.parametrize("lo, hi, fragment", [(0.0, None, "sigma_min"), (float("nan"), None, "sigma_min"),
+                                              (None, -1.0, "sigma_max"), (2.0, 1.0, "below"), (500.0, None, "misses")])
+def test_bad_sigma_range(lo, hi, fragment):
+    with pytest.raises(DiffkitError, match=fragment):
+        make_grid(NoiseSchedule.from_name("linear", 1000), 10, "logsnr", sigma_max=hi, sigma_min=lo)

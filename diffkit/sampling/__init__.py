@@ -42,8 +42,12 @@ def sampler_options(name: str) -> tuple[str, ...]:
 
 
 def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,
-           generator=None, callback=None, cond=None, **options):
-    """Run sampler `name` from noise x over `steps` timesteps of the given spacing."""
+           generator=None, callback=None, cond=None, sigma_min: float | None = None,
+           sigma_max: float | None = None, **options):
+    """Run sampler `name` from noise x over `steps` timesteps of the given spacing.
+
+    sigma_min / sigma_max narrow the grid's noise range (data standard deviations; default: the schedule's
+    range, capped at SIGMA_MAX except for ddpm / langevin)."""
     fn = get_sampler(name)
     allowed = sampler_options(name)
     for key in options:
@@ -52,8 +56,10 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     T = denoiser.schedule.num_timesteps
     if steps is None:
         steps = DEFAULT_STEPS[name] or T
-    grid = make_grid(denoiser.schedule, steps, spacing or DEFAULT_SPACING[name],
-                     sigma_max=None if name in UNCAPPED else SIGMA_MAX)
+    if sigma_max is None and name not in UNCAPPED:
+        sigma_max = SIGMA_MAX
+    grid = make_grid(denoiser.schedule, steps, spacing or DEFAULT_SPACING[name], sigma_max=sigma_max,
+                     sigma_min=sigma_min)
     return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
 
 

@@ -58,27 +58,45 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> torc
     return torch.from_numpy(ts.astype(np.float64))
 
 
-def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float | None = SIGMA_MAX) -> torch.Tensor:
-    """K' <= K descending float times for any spacing (K' < K only where the noise cap merges times)."""
+def check_sigma_range(sigma_min, sigma_max) -> None:
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+            raise ConfigError(f"{name} must be a finite noise level > 0 (in data standard deviations), got {v}")
+    if sigma_min is not None and sigma_max is not None and not sigma_min < sigma_max:
+        raise ConfigError(f"sigma_min ({sigma_min}) must be below sigma_max ({sigma_max})")
+
+
+def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float | None = SIGMA_MAX,
+              sigma_min: float | None = None) -> torch.Tensor:
+    """K' <= K descending float times for any spacing (K' < K only where a noise cap merges times).
+
+    sigma_max / sigma_min (VE units sigma_t / alpha_t, i.e. data standard deviations for normalized data)
+    narrow the grid to that noise range; None keeps the schedule's end. The final step still goes to x_0."""
     T = schedule.num_timesteps
     if spacing not in SPACINGS:
         raise choice_error("timestep spacing", spacing, SPACINGS)
     steps = check_steps(steps, T)
+    check_sigma_range(sigma_min, sigma_max)
     lam = schedule.log_snr
     zero_terminal = not math.isfinite(float(lam[-1]))
     lam_floor = float(lam[-2] if zero_terminal else lam[-1])
     if sigma_max is not None:
         lam_floor = max(lam_floor, -2.0 * math.log(sigma_max))
-    t_cap = float(schedule.t_at_log_snr(lam_floor))
+    lam_max = float(lam[0])
+    if sigma_min is not None:
+        lam_max = min(lam_max, -2.0 * math.log(sigma_min))
+    if lam_max <= lam_floor:
+        raise ConfigError(f"the noise range sigma {sigma_min}..{sigma_max} misses this schedule's "
+                          f"{math.exp(-lam[0] / 2):.3g}..{math.exp(-lam_floor / 2):.3g}")
+    t_cap, t_min = float(schedule.t_at_log_snr(lam_floor)), float(schedule.t_at_log_snr(lam_max))
     if spacing in ("leading", "trailing", "linspace"):
         ts = timesteps(T, steps, spacing)
         head = ts[:1] if zero_terminal and float(ts[0]) == T - 1 else ts[:0]
-        body = ts[len(head):].clamp(max=t_cap)
+        body = ts[len(head):].clamp(min=t_min, max=t_cap)
     else:
         head = torch.tensor([float(T - 1)] if zero_terminal else [], dtype=torch.float64)
         k = steps - len(head)
         u = torch.linspace(0, 1, k, dtype=torch.float64)
-        lam_max = float(lam[0])
         if spacing == "karras":
             s_min, s_max = math.exp(-lam_max / 2), math.exp(-lam_floor / 2)
             sigma = (s_max ** (1 / RHO) + u * (s_min ** (1 / RHO) - s_max ** (1 / RHO))) ** RHO
