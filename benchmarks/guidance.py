@@ -19,15 +19,12 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 from diffkit.config import DataConfig, RunConfig
-from diffkit.data.normalize import Normalizer
 from diffkit.data.points import make_labeled
 from diffkit.metrics.classes import ClassJudge
-from diffkit.runs import sample_run, train_run
+from diffkit.runs import make_trainer, sample_run, train_run
 from diffkit.training.checkpoint import load_run
-from diffkit.training.trainer import Trainer
 
 SCALES = (0, 1, 2, 3, 5, 8)
 DATA = "shapes3"
@@ -58,17 +55,11 @@ def config(cond: bool, steps: int, batch_size: int) -> RunConfig:
 
 
 def training_ratio(root: str, batch_size: int, blocks: int = 12, steps_per_block: int = 100) -> dict:
-    """Median wall time per optimizer step of conditional and unconditional training on the same points
+    """Median wall time per optimizer step of conditional and unconditional training on the same data
     and batch: `blocks` blocks of steps, alternating which goes first, so that both see the same machine
     state (whole runs on a shared 2-core machine vary by +-15% from one to the next)."""
-    points, labels = make_labeled(DATA, 50_000, 0)
-    x0 = torch.from_numpy(Normalizer.fit(points).apply(points))
-    trainers = {}
-    for kind in ("uncond", "cond"):
-        cfg = config(kind == "cond", 1, batch_size)
-        cfg.network.num_classes = 3 if kind == "cond" else 0
-        trainers[kind] = Trainer(cfg, x0, f"{root}/{kind}", labels=torch.from_numpy(labels) if kind == "cond" else None,
-                                 progress=False)
+    trainers = {kind: make_trainer(config(kind == "cond", 1, batch_size), f"{root}/{kind}", progress=False)
+                for kind in ("uncond", "cond")}
     times = {"cond": [], "uncond": []}
     for b in range(blocks):
         for kind in (("uncond", "cond") if b % 2 == 0 else ("cond", "uncond")):

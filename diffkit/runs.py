@@ -45,21 +45,23 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
             for name in RUN_FILES:
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    source = PointSource(_check_spec(config.data.spec))
-    points, labels = source.train_labeled(config.data.num_points, config.train.seed)
-    if config.data.cond:
-        labels = _conditional_labels(config, labels)
-    else:
-        labels = None
+    trainer = make_trainer(config, out, progress=progress, callback=callback)
+    if resume:
+        trainer.load_state()
+    return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
+
+
+def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None) -> Trainer:
+    """A Trainer on the config's data (and labels, for a conditional run), filling in what training
+    derives from the data: normalizer, x0 bound, class count and names."""
+    points, labels = PointSource(_check_spec(config.data.spec)).train_labeled(config.data.num_points, config.train.seed)
+    labels = _conditional_labels(config, labels) if config.data.cond else None
     if config.data.normalizer is None:
         config.data.normalizer = Normalizer.fit(points).to_config()
     x0 = torch.from_numpy(Normalizer(**config.data.normalizer).apply(points))
     if config.data.x0_bound is None:
         config.data.x0_bound = float(x0.abs().max())
-    trainer = Trainer(config, x0, out, labels=labels, progress=progress, callback=callback)
-    if resume:
-        trainer.load_state()
-    return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
+    return Trainer(config, x0, out, labels=labels, progress=progress, callback=callback)
 
 
 def _conditional_labels(config: RunConfig, labels) -> torch.Tensor:

@@ -191,30 +191,30 @@ def test_truncated_checkpoint(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
     data = (r / "model.safetensors").read_bytes()
     (r / "model.safetensors").write_bytes(data[: len(data) // 2])
+    _sample_fails(r, tmp_path, capsys, "truncated or not a safetensors file")
+
+
+def _sample_fails(r, tmp_path, capsys, fragment):
     code, _, err = run(["sample", "--run", r, "--out", tmp_path / "s.npy"], capsys)
-    assert_user_error(code, err, "truncated or not a safetensors file")
+    assert_user_error(code, err, fragment)
 
 
 def test_foreign_checkpoint(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
     save_file({"weight": np.zeros((3, 3), np.float32)}, str(r / "model.safetensors"))
-    code, _, err = run(["sample", "--run", r, "--out", tmp_path / "s.npy"], capsys)
-    assert_user_error(code, err, "not written by diffkit")
+    _sample_fails(r, tmp_path, capsys, "not written by diffkit")
     save_file({"weight": np.zeros((3, 3), np.float32)}, str(r / "model.safetensors"),
               metadata={"diffkit": '{"format": "diffkit"}'})
-    code, _, err = run(["sample", "--run", r, "--out", tmp_path / "s.npy"], capsys)
-    assert_user_error(code, err, "does not match the network")
+    _sample_fails(r, tmp_path, capsys, "does not match the network")
 
 
 def test_foreign_or_truncated_config(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
     (r / "config.json").write_text('{"hello": "world"}')
-    code, _, err = run(["sample", "--run", r, "--out", tmp_path / "s.npy"], capsys)
-    assert_user_error(code, err, "not a diffkit run config")
+    _sample_fails(r, tmp_path, capsys, "not a diffkit run config")
     text = (tiny_run / "config.json").read_text()
     (r / "config.json").write_text(text[: len(text) // 2])
-    code, _, err = run(["sample", "--run", r, "--out", tmp_path / "s.npy"], capsys)
-    assert_user_error(code, err, "truncated or not JSON")
+    _sample_fails(r, tmp_path, capsys, "truncated or not JSON")
 
 
 def test_train_never_overwrites_a_run(tiny_run, tmp_path, capsys):

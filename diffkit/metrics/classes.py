@@ -20,12 +20,12 @@ import torch
 from .points import energy_distance
 
 
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each point to its k-th nearest other point."""
+def _knn(x: np.ndarray, k: int):
+    """A k-NN index of x and the distance from each point of x to its k-th nearest other point."""
     from sklearn.neighbors import NearestNeighbors
 
-    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    return dist[:, k]
+    index = NearestNeighbors(n_neighbors=k + 1).fit(x)
+    return index, index.kneighbors(x)[0][:, k]
 
 
 def _in_any_ball(queries: np.ndarray, centers: np.ndarray, radii: np.ndarray, block: int = 4096) -> np.ndarray:
@@ -38,10 +38,9 @@ def _in_any_ball(queries: np.ndarray, centers: np.ndarray, radii: np.ndarray, bl
 
 def precision_recall_coverage(samples, real, k: int = 5) -> dict[str, float]:
     samples, real = np.asarray(samples, np.float64), np.asarray(real, np.float64)
-    real_r, sample_r = _knn_radii(real, k), _knn_radii(samples, k)
-    from sklearn.neighbors import NearestNeighbors
-
-    nearest_sample = NearestNeighbors(n_neighbors=1).fit(samples).kneighbors(real)[0][:, 0]
+    real_r = _knn(real, k)[1]
+    sample_index, sample_r = _knn(samples, k)
+    nearest_sample = sample_index.kneighbors(real, n_neighbors=1)[0][:, 0]
     return {"precision": float(_in_any_ball(samples, real, real_r).mean()),
             "recall": float(_in_any_ball(real, samples, sample_r).mean()),
             "coverage": float((nearest_sample <= real_r).mean())}
