@@ -82,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
     s.add_argument("--sigma-min", type=_finite_float("--sigma-min", 0.0),
-                   help="narrow the grid: lowest noise level before the final step, in data standard deviations")
+                   help="narrow the grid: lowest noise level before the final step, in data standard deviations "
+                        "(default: 0.5 / steps for dpmpp-*, else the schedule's own)")
     s.add_argument("--sigma-max", type=_finite_float("--sigma-max", 0.0),
-                   help="narrow the grid: highest noise level, in data standard deviations (default 160)")
+                   help="narrow the grid: highest noise level, in data standard deviations "
+                        "(default: 10 for dpmpp-*, else 160)")
     s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
     s.add_argument("--snr", type=_finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")

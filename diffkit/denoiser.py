@@ -75,10 +75,14 @@ class Denoiser:
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None):
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x_t.shape[0])
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        # one level for the whole batch (every sampler): one alpha_bar, broadcast as a 0-d tensor
         alpha_bar = self.schedule.alpha_bar_at(t).to(x_t.device, x_t.dtype)
-        alpha_bar = alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))  # [B, 1, ...]
-        output = self._forward(x_t, t.to(x_t.device, x_t.dtype), cond)
+        if len(t) == 1:
+            alpha_bar = alpha_bar[0]
+        else:
+            alpha_bar = alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))  # [B, 1, ...]
+        output = self._forward(x_t, t.to(x_t.device, x_t.dtype).expand(x_t.shape[0]), cond)
         eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
         if self.clip_x0 is not None:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)

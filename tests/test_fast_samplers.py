@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from diffkit import Denoiser, DiffkitError, NoiseSchedule, rescale_zero_terminal_snr
-from diffkit.sampling import (SAMPLERS, SIGMA_MAX, SPACINGS, UNCAPPED, make_grid, nfe_per_step, sample,
+from diffkit.sampling import (NARROWED, SAMPLERS, SIGMA_MAX, SPACINGS, UNCAPPED, make_grid, nfe_per_step, sample,
                               sample_ddim, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m, sample_euler,
                               sample_heun, sample_langevin, sampler_options, timesteps)
+from diffkit.sampling.grids import ODE_SIGMA_MAX
 
 F64 = torch.float64
 M = torch.tensor([0.7, -0.7], dtype=F64)
@@ -86,8 +87,11 @@ def marginal(schedule, t, n=N, seed=0):
     return math.sqrt(ab) * M + math.sqrt(ab * S**2 + 1 - ab) * z
 
 
-def start_time(schedule, capped: bool) -> float:
-    """First grid time of the documented grids: T-1, or the time at sigma_ve = SIGMA_MAX when capped and noisier."""
+def start_time(schedule, capped: bool, name: str = "") -> float:
+    """First grid time of the documented grids: T-1, or the time at sigma_ve = SIGMA_MAX when capped and noisier
+    (ODE_SIGMA_MAX for the DPM-Solver++ samplers' default grids)."""
+    if name in NARROWED:
+        return float(schedule.t_at_sigma_ve(ODE_SIGMA_MAX))
     if capped and float(sigma_ve(schedule, [T - 1])) > SIGMA_MAX:
         return float(schedule.t_at_sigma_ve(SIGMA_MAX))
     return float(T - 1)
@@ -139,7 +143,7 @@ def test_every_sampler_is_covered():
 @pytest.mark.parametrize("name, steps, options, allowance", STAT_CASES)
 def test_sampler_reproduces_gaussian(sched, name, steps, options, allowance):
     schedule = schedule_named(sched)
-    x = marginal(schedule, start_time(schedule, capped=name not in UNCAPPED))
+    x = marginal(schedule, start_time(schedule, capped=name not in UNCAPPED, name=name))
     out = sample(oracle(schedule), x, name, steps, spacing=None, generator=torch.Generator().manual_seed(1),
                  **options)
     assert out.dtype == F64 and out.shape == x.shape
@@ -549,9 +553,10 @@ def test_clip_x0_with_dpmpp_2m(cosine):
     bad = oracle(cosine, "epsilon", eps_error=0.01)
     clipped = oracle(cosine, "epsilon", eps_error=0.01)
     clipped.clip_x0 = 3.0
-    ref = sample(oracle(cosine, "epsilon"), x, "dpmpp-2m", 10)
+    start = marginal(cosine, start_time(cosine, True, "dpmpp-2m"))  # the default grid starts at sigma = 10
+    ref = sample(oracle(cosine, "epsilon"), start, "dpmpp-2m", 10)
     assert_gaussian(ref, std_tol=0.05)
-    ok, info = _close(sample(clipped, x, "dpmpp-2m", 10), ref, 0.02)
+    ok, info = _close(sample(clipped, start, "dpmpp-2m", 10), ref, 0.02)
     assert ok, info
     uncapped = make_grid(cosine, 10, "logsnr", sigma_max=None)
     first = []
@@ -680,7 +685,7 @@ def test_dpmpp_2m_sde_eta0_is_dpmpp_2m(sched, steps):
 
 
 def test_dpmpp_2m_sde_eta1_differs_from_2m_and_is_unbiased(cosine):
-    x = marginal(cosine, start_time(cosine, True))
+    x = marginal(cosine, start_time(cosine, True, "dpmpp-2m-sde"))
     a = sample(oracle(cosine), x, "dpmpp-2m-sde", 100, generator=torch.Generator().manual_seed(5))
     b = sample(oracle(cosine), x, "dpmpp-2m", 100)
     assert float((a - b).abs().mean()) > 0.05  # fresh noise: a different coupling of x_T and x_0
@@ -699,6 +704,29 @@ def test_sigma_range_narrows_every_grid(spacing):
         assert float(s[0]) == pytest.approx(20.0, rel=1e-6) and float(s[-1]) == pytest.approx(0.05, rel=1e-6)
         wide = sigma_ve(schedule, make_grid(schedule, 10, spacing))
         assert float(wide.min()) < 0.05 and float(wide.max()) > 20.0  # the default range is the schedule's own
+
+
+def _visited(schedule, name, steps, **kw):
+    ts = []
+    sample(oracle(schedule), marginal(schedule, T - 1, n=8), name, steps, generator=torch.Generator().manual_seed(0),
+           callback=lambda i, t, x, x0: ts.append(t), **kw)
+    return sigma_ve(schedule, ts)
+
+
+@pytest.mark.parametrize("name", sorted(NARROWED))
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_default_noise_range(linear, name, steps):
+    """DPM-Solver++ spends its K steps on sigma in [0.5 / K, 10] by default; each end the caller gives wins."""
+    s = _visited(linear, name, steps)
+    assert len(s) == steps
+    assert float(s[0]) == pytest.approx(10.0, rel=1e-6) and float(s[-1]) == pytest.approx(0.5 / steps, rel=1e-6)
+    top = _visited(linear, name, steps, sigma_max=40.0)
+    assert float(top[0]) == pytest.approx(40.0, rel=1e-6) and float(top[-1]) == pytest.approx(0.5 / steps, rel=1e-6)
+    karras = _visited(linear, name, steps, spacing="karras")
+    assert float(karras[0]) == pytest.approx(10.0, rel=1e-6) and float(karras[-1]) == pytest.approx(0.5 / steps, rel=1e-6)
+    # discrete spacings and the other samplers keep the schedule's range (capped at 160)
+    assert float(_visited(linear, name, steps, spacing="trailing")[0]) > 100
+    assert float(_visited(linear, "heun", steps)[0]) > 100
 
 
 @pytest.mark.parametrize("lo, hi, fragment", [(0.0, None, "sigma_min"), (float("nan"), None, "sigma_min"),

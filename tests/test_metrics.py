@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from diffkit.metrics import energy_distance, evaluate_points, mmd_rbf, radius_stats, sliced_wasserstein
+from diffkit.errors import DiffkitError
+from diffkit.metrics import energy_distance, evaluate_points, mmd_rbf, projected_energy_distance, radius_stats, sliced_wasserstein
 from diffkit.runs import eval_samples
 
 METRICS = {"energy": energy_distance, "mmd": mmd_rbf, "swd": sliced_wasserstein}
@@ -43,6 +44,27 @@ def test_energy_distance_closed_form_for_gaussians():
     e_abs = s * math.sqrt(2 / math.pi) * math.exp(-mu**2 / (2 * s**2)) + mu * math.erf(mu / (s * math.sqrt(2)))
     expected = 2 * e_abs - 2 * s * math.sqrt(2 / math.pi)
     assert energy_distance(x, y) == pytest.approx(expected, abs=0.03)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1, 1.0])
+def test_projected_energy_distance_matches_pairwise_in_2d(shift):
+    x, y = gauss(1500, seed=3), gauss(1200, mu=(shift, -shift / 2), seed=4) * np.array([1.0, 1.3])
+    assert projected_energy_distance(x, y) == pytest.approx(energy_distance(x, y), abs=1e-6)
+
+
+def test_projected_energy_distance_1d_is_exact_and_3d_close():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(700, 1)), rng.normal(size=(500, 1)) * 1.5 + 0.2
+    assert projected_energy_distance(x, y) == pytest.approx(energy_distance(x, y), rel=1e-10)
+    # random directions in 3-D: a Monte Carlo mean over u, unbiased but not exact
+    x3, y3 = rng.normal(size=(800, 3)), rng.normal(size=(800, 3)) + np.array([0.5, 0.0, 0.0])
+    exact = energy_distance(x3, y3)
+    assert projected_energy_distance(x3, y3, n_projections=2048) == pytest.approx(exact, rel=0.05)
+
+
+def test_projected_energy_distance_rejects_mismatched_dimensions():
+    with pytest.raises(DiffkitError, match="same dimension"):
+        projected_energy_distance(gauss(10), np.zeros((10, 3)))
 
 
 @pytest.mark.parametrize("name", list(METRICS))

