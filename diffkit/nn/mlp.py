@@ -76,9 +76,13 @@ class MLP(nn.Module):
         if B > 1 and not self.training and not torch.is_grad_enabled() and bool((t == t[0]).all()):
             # sampling: one time for the whole batch, so embed each distinct class once
             if cond is None or bool((cond == cond[0]).all()):
-                return self._forward_shared(x, self.embedding(t[:1], None if cond is None else cond[:1])[0])
-            classes, index = torch.unique(cond, return_inverse=True)
-            e = self.embedding(t[:1].expand(len(classes)), classes)[index]
+                e = self.embedding(t[:1], None if cond is None else cond[:1])
+                if not self.cfg.norm:  # no LayerNorm inside the blocks: the constants fold into biases
+                    return self._forward_shared(x, e[0])
+                e = e.expand(B, -1, -1)
+            else:
+                classes, index = torch.unique(cond, return_inverse=True)
+                e = self.embedding(t[:1].expand(len(classes)), classes)[index]
         else:
             e = self.embedding(t, cond)  # [B, depth, hidden]
         h = self.inp(self.features(x))  # [B, hidden]
@@ -92,12 +96,8 @@ class MLP(nn.Module):
         Every constant is folded into a bias: e_i into fc1's; fc2's biases b2_j are carried in the residual
         stream from the start (h' = h + sum_{j>=i} b2_j before block i), which fc1 compensates with
         - W1 sum_{j>=i} b2_j. Each block is then one GEMM with bias, an in-place SiLU and one GEMM accumulated
-        into h in place: a CPU forward on 25k points runs ~1.3x faster than the module-by-module one."""
-        if self.cfg.norm:  # LayerNorm inside the blocks: no folding through it
-            h = self.inp(self.features(x))
-            for i, block in enumerate(self.blocks):
-                h = block(h, e[i])
-            return self.out(nn.functional.silu(self.out_norm(h)))
+        into h in place: a CPU forward on 25k points runs ~1.3x faster than the module-by-module one.
+        Needs cfg.norm = False (no folding through a LayerNorm)."""
         carried = torch.stack([b.fc2.bias for b in self.blocks]).flip(0).cumsum(0).flip(0)  # sum_{j>=i} b2_j
         h = torch.addmm(self.inp.bias + carried[0], self.features(x), self.inp.weight.t())
         for i, block in enumerate(self.blocks):

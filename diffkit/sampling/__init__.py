@@ -9,7 +9,7 @@ from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from .euler import sample_euler, sample_euler_a, sample_heun
-from .grids import SIGMA_MAX, SPACINGS, check_steps, make_grid, ode_sigma_range, timesteps
+from .grids import CONTINUOUS_SPACINGS, SIGMA_MAX, SPACINGS, check_steps, make_grid, ode_sigma_range, timesteps
 from .langevin import sample_langevin
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp-2m": sample_dpmpp_2m, "dpmpp-3m": sample_dpmpp_3m,
@@ -28,7 +28,6 @@ DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp-2m": "logsnr",
 UNCAPPED = {"ddpm", "langevin"}
 # the DPM-Solver++ samplers default to `ode_sigma_range(steps)` on continuous grids
 NARROWED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"}
-CONTINUOUS = {"karras", "logsnr"}
 _COMMON = {"generator", "callback", "cond"}
 
 
@@ -62,7 +61,7 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
         steps = DEFAULT_STEPS[name] or T
     steps = check_steps(steps, T)
     spacing = spacing or DEFAULT_SPACING[name]
-    if name in NARROWED and spacing in CONTINUOUS:  # each end not given takes the DPM-Solver default
+    if name in NARROWED and spacing in CONTINUOUS_SPACINGS:  # each end not given takes the DPM-Solver default
         low, high = ode_sigma_range(steps)
         sigma_min = low if sigma_min is None else sigma_min
         sigma_max = high if sigma_max is None else sigma_max

@@ -30,6 +30,7 @@ from ..errors import ConfigError, choice_error
 
 Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
+CONTINUOUS_SPACINGS = ("karras", "logsnr")  # placed by noise level; the others pick training timesteps
 RHO = 7.0
 SIGMA_MAX = 160.0
 # DPM-Solver++'s default noise range in data standard deviations (see `ode_sigma_range`)
@@ -104,7 +105,7 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         raise ConfigError(f"the noise range sigma {sigma_min}..{sigma_max} misses this schedule's "
                           f"{math.exp(-lam[0] / 2):.3g}..{math.exp(-lam_floor / 2):.3g}")
     t_cap, t_min = float(schedule.t_at_log_snr(lam_floor)), float(schedule.t_at_log_snr(lam_max))
-    if spacing in ("leading", "trailing", "linspace"):
+    if spacing not in CONTINUOUS_SPACINGS:
         ts = timesteps(T, steps, spacing)
         head = ts[:1] if zero_terminal and float(ts[0]) == T - 1 else ts[:0]
         body = ts[len(head):].clamp(min=t_min, max=t_cap)
