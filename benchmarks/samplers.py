@@ -3,7 +3,8 @@ energy distance to fresh data and wall time, as a table and a quality-vs-NFE plo
 sampling 100,000 points with dpmpp-2m at 20 steps and the per-step overhead of the diffusers-style
 scheduler against diffusers' own, for the same model.
 
-    .venv/bin/python benchmarks/samplers.py [--schedule linear|cosine] [--run DIR] [--n 5000] [--plot FILE.png]
+    .venv/bin/python benchmarks/samplers.py [--schedule linear|cosine] [--run DIR] [--n 50000] [--plot FILE.png]
+        [--n-headline 200000] [--headline-seeds 2] [--headline-refs 2] [--headline-only] [--no-speed]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from diffkit.config import DataConfig, RunConfig, ScheduleConfig
-from diffkit.runs import eval_samples, sample_run, train_run
+from diffkit.runs import sample_run, train_run
 from diffkit.sampling import DEFAULT_SPACING, SAMPLERS
 from diffkit.training.checkpoint import load_run
 
@@ -33,20 +34,29 @@ def steps_for(name: str, nfe: int) -> int:
 
 
 def quality_table(run, n: int, seed: int):
+    """Energy distance (projected O(n log n) form, n samples against n fresh data points) and wall time of every
+    sampler at every NFE, plus DDPM at 1000 and the data-vs-data floor at the same n."""
+    from diffkit.data.points import make_dataset
+    from diffkit.metrics.points import projected_energy_distance
+
+    reference = make_dataset("spiral", n, 10_000 + seed)
+
+    def energy(x):
+        return projected_energy_distance(x, reference, n_projections=128)
+
+    floor = energy(make_dataset("spiral", n, 20_000 + seed))
     rows = []
     t0 = time.perf_counter()
     x = sample_run(run, n, "ddpm", 1000, seed=seed)
     rows.append({"sampler": "ddpm", "nfe": 1000, "steps": 1000, "seconds": time.perf_counter() - t0,
-                 "energy": eval_samples(x, "spiral", n_reference=n)["energy"]})
+                 "energy": energy(x), "floor": floor})
     for name in SAMPLERS:
         for nfe in NFES:
             k = steps_for(name, nfe)
             t0 = time.perf_counter()
             x = sample_run(run, n, name, k, seed=seed)
-            secs = time.perf_counter() - t0
-            m = eval_samples(x, "spiral", n_reference=n)
-            rows.append({"sampler": name, "nfe": nfe, "steps": k, "seconds": secs, "energy": m["energy"],
-                         "floor": m["energy_floor"]})
+            rows.append({"sampler": name, "nfe": nfe, "steps": k, "seconds": time.perf_counter() - t0,
+                         "energy": energy(x), "floor": floor})
     return rows
 
 
@@ -56,27 +66,28 @@ HEADLINE_SEEDS, HEADLINE_REFS = 2, 2
 def headline(run, n: int, seed: int, seeds: int = HEADLINE_SEEDS, refs: int = HEADLINE_REFS) -> dict:
     """DDPM-1000 against dpmpp-2m at 10 and 20 NFE (default noise range, and the schedule's full range capped
     at 160): energy distance with n points (the O(n log n) projected form), averaged over `seeds` sampling
-    seeds x `refs` independent reference draws. Returns mean and standard error per entry, and the
-    data-vs-data value (true value 0) for scale: at n = 200000 one estimate has a standard deviation near
-    1e-5, ten times below a good model's distance (at n = 20000 it is as large as that distance)."""
+    seeds x `refs` independent reference draws. Returns the mean and its standard error per entry (over the
+    seeds, each seed averaged over the shared references: values that share a seed are not independent), and
+    the data-vs-data value (true value 0) for scale. The spread between sampling seeds dominates: at n = 200000
+    it is near 0.2e-4 for a model at 1e-4, against 0.04e-4 for data against data."""
     from diffkit.data.points import make_dataset
     from diffkit.metrics.points import projected_energy_distance
 
     references = [make_dataset("spiral", n, 10_000 + seed + r) for r in range(refs)]
 
-    def stats(values):
-        v = np.asarray(values)
+    def stats(per_seed):
+        v = np.asarray(per_seed)
         return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
 
-    def energies(samples):
-        return [projected_energy_distance(samples, r, n_projections=128) for r in references]
+    def energy(samples):
+        return np.mean([projected_energy_distance(samples, r, n_projections=128) for r in references])
 
-    out = {"floor": stats([e for s in range(seeds) for e in energies(make_dataset("spiral", n, 20_000 + seed + s))])}
+    out = {"floor": stats([energy(make_dataset("spiral", n, 20_000 + seed + s)) for s in range(seeds)])}
     full = {"sigma_min": 1e-3, "sigma_max": 160.0}  # clamped to the schedule's own range
     for label, name, k, opt in (("ddpm-1000", "ddpm", 1000, {}), ("dpmpp-2m-10", "dpmpp-2m", 10, {}),
                                 ("dpmpp-2m-20", "dpmpp-2m", 20, {}), ("dpmpp-2m-10 full range", "dpmpp-2m", 10, full),
                                 ("dpmpp-2m-20 full range", "dpmpp-2m", 20, full)):
-        out[label] = stats([e for s in range(seeds) for e in energies(sample_run(run, n, name, k, seed=seed + s, **opt))])
+        out[label] = stats([energy(sample_run(run, n, name, k, seed=seed + s, **opt)) for s in range(seeds)])
     return out
 
 
@@ -92,6 +103,7 @@ def speed(run, n_points: int = 100_000, repeats: int = 3) -> dict:
     with torch.no_grad():
         model_s = min(_timed(lambda: [net(x0, torch.full((n_points,), 500.0)) for _ in range(20)]) for _ in range(repeats))
     out["model_seconds_20_calls"] = model_s
+    out.update(gemm_floor(net, 20 * n_points, repeats))
     try:
         import diffusers
     except ImportError:
@@ -115,6 +127,19 @@ def speed(run, n_points: int = 100_000, repeats: int = 3) -> dict:
     return out
 
 
+def gemm_floor(net, point_calls: int, repeats: int) -> dict:
+    """A lower bound on the network's time: its multiply-adds per point (every nn.Linear on the sampling path;
+    the time embedding runs once per call) times `point_calls`, at this machine's measured fp32 rate for a
+    [25000, hidden] x [hidden, hidden] product."""
+    macs = sum(m.in_features * m.out_features for name, m in net.named_modules()
+               if isinstance(m, torch.nn.Linear) and not name.startswith(("embed", "block_embed")))
+    hidden = net.cfg.hidden
+    a, w = torch.randn(25_000, hidden), torch.randn(hidden, hidden)
+    secs = min(_timed(lambda: [a @ w for _ in range(20)]) for _ in range(repeats)) / 20
+    rate = 2 * a.shape[0] * hidden * hidden / secs
+    return {"macs_per_point": macs, "gemm_gflops": rate / 1e9, "gemm_floor_seconds": 2 * macs * point_calls / rate}
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -131,7 +156,7 @@ def plot(rows, path, title):
         ax.plot([x["nfe"] for x in r], [max(x["energy"], 1e-5) for x in r], marker="o", label=name)
     ddpm = next(x for x in rows if x["nfe"] == 1000)
     ax.axhline(max(ddpm["energy"], 1e-5), color="k", ls="--", label="ddpm, 1000 NFE")
-    floor = np.mean([x["floor"] for x in rows if "floor" in x])
+    floor = rows[0]["floor"]
     ax.axhline(max(abs(floor), 1e-5), color="0.6", ls=":", label="data-vs-data floor (|.|)")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel="energy distance", title=title)
     ax.legend(fontsize=7, ncol=2)
@@ -143,11 +168,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schedule", default="linear")
     ap.add_argument("--run", help="use this trained spiral run instead of training one")
-    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--n", type=int, default=50_000, help="points per entry of the per-sampler table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", default="sampler_quality.png")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--n-headline", type=int, default=200_000, help="points for the DDPM-1000 vs dpmpp-2m comparison")
+    ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS, help="sampling seeds per headline entry")
+    ap.add_argument("--headline-refs", type=int, default=HEADLINE_REFS, help="reference draws per headline entry")
     ap.add_argument("--headline-only", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,35 +186,42 @@ def main():
             train_run(cfg, run_dir, progress=False)
             print(f"# trained spiral ({a.schedule}, v-prediction) in {time.perf_counter() - t0:.1f} s")
         run = load_run(run_dir)
-        h = headline(run, a.n_headline, a.seed)
+        h = headline(run, a.n_headline, a.seed, a.headline_seeds, a.headline_refs)
         ref, ref_se = h["ddpm-1000"]
         resolved = ref > 2 * ref_se  # a ratio to a value within noise of 0 means nothing
 
-        def note(k, m):
-            return "" if not k.startswith("dpm") else f" ({m / ref:.2f}x)" if resolved else f" (ddpm {(m - ref) * 1e4:+.2f})"
+        def note(k, m, e):
+            if not k.startswith("dpm"):
+                return ""
+            if not resolved:
+                return f" (ddpm {(m - ref) * 1e4:+.2f})"
+            ratio = m / ref  # its s.e. by the delta method: independent relative errors add in quadrature
+            return f" ({ratio:.2f}x +- {ratio * np.hypot(e / m, ref_se / ref):.2f})"
 
-        print(f"# headline, n = {a.n_headline}, mean +- s.e. over {HEADLINE_SEEDS} seeds x {HEADLINE_REFS} reference draws "
+        print(f"# headline, n = {a.n_headline}, mean +- s.e. over {a.headline_seeds} seeds (each against {a.headline_refs} reference draws) "
               "(x 1e-4): "
-              + ", ".join(f"{k} {m * 1e4:.2f} +- {e * 1e4:.2f}{note(k, m)}" for k, (m, e) in h.items())
+              + ", ".join(f"{k} {m * 1e4:.2f} +- {e * 1e4:.2f}{note(k, m, e)}" for k, (m, e) in h.items())
               + ("" if resolved else "; ddpm-1000 is within 2 s.e. of 0, so no ratio"))
         if a.headline_only:
             return
         rows = quality_table(run, a.n, a.seed)
         print(f"# {torch.get_num_threads()} torch threads, n = {a.n}; energy distance to fresh spiral points "
-              f"(floor {np.mean([r['floor'] for r in rows if 'floor' in r]):+.5f})")
-        print(f"{'sampler':<13} {'spacing':<9} " + " ".join(f"{'NFE ' + str(k):>12}" for k in NFES) + "   seconds@20")
+              f"(data-vs-data floor {rows[0]['floor']:+.6f})")
+        print(f"{'sampler':<13} {'spacing':<9} " + " ".join(f"{'NFE ' + str(k):>10}" for k in NFES) + "   seconds@20")
         ddpm = rows[0]
         for name in SAMPLERS:
             r = {x["nfe"]: x for x in rows[1:] if x["sampler"] == name}
-            print(f"{name:<13} {DEFAULT_SPACING[name]:<9} " + " ".join(f"{r[k]['energy']:>12.5f}" for k in NFES)
+            print(f"{name:<13} {DEFAULT_SPACING[name]:<9} " + " ".join(f"{r[k]['energy']:>10.6f}" for k in NFES)
                   + f"   {r[20]['seconds']:.3f}")
-        print(f"{'ddpm':<13} {'trailing':<9} NFE 1000: {ddpm['energy']:.5f} ({ddpm['seconds']:.1f} s)")
+        print(f"{'ddpm':<13} {'trailing':<9} NFE 1000: {ddpm['energy']:.6f} ({ddpm['seconds']:.1f} s)")
         plot(rows, a.plot, f"spiral, {a.schedule} schedule")
         print(f"plot: {a.plot}")
         if not a.no_speed:
             s = speed(run)
             print(f"dpmpp-2m, 20 steps, 100,000 points: {s['dpmpp2m_100k_seconds']:.3f} s "
-                  f"(network alone: {s['model_seconds_20_calls']:.3f} s)")
+                  f"(network alone: {s['model_seconds_20_calls']:.3f} s; its {s['macs_per_point']:,} multiply-adds per "
+                  f"point at this machine's fp32 matmul rate, {s['gemm_gflops']:.0f} GFLOP/s, take at least "
+                  f"{s['gemm_floor_seconds']:.3f} s)")
             if "diffusers_loop_seconds" in s:
                 print(f"scheduler overhead per step, 100k points: diffkit {s['diffkit_overhead_ms_per_step']:.2f} ms, "
                       f"diffusers {s['diffusers_overhead_ms_per_step']:.2f} ms (loops {s['diffkit_loop_seconds']:.3f} s "
