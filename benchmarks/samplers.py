@@ -92,38 +92,46 @@ def headline(run, n: int, seed: int, seeds: int = HEADLINE_SEEDS, refs: int = HE
 
 
 def speed(run, n_points: int = 100_000, repeats: int = 3) -> dict:
-    """dpmpp-2m at 20 steps on n_points; scheduler overhead per step vs diffusers for the same network."""
+    """dpmpp-2m at 20 steps on n_points; scheduler overhead per step vs diffusers for the same network.
+
+    The overhead is each loop's time outside the model calls, timed inside the same loop (a model call on 100k
+    points costs ~100 times a scheduler step, so subtracting a separately timed network would measure noise)."""
     from diffkit import schedulers
 
     out = {}
     best = min(_timed(lambda: sample_run(run, n_points, "dpmpp-2m", 20, seed=0)) for _ in range(repeats))
     out["dpmpp2m_100k_seconds"] = best
-    net, sched_cfg = run.network, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+    denoiser, net = run.denoiser, run.network
     x0 = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model_s = min(_timed(lambda: [net(x0, torch.full((n_points,), 500.0)) for _ in range(20)]) for _ in range(repeats))
-    out["model_seconds_20_calls"] = model_s
+    out["model_seconds_20_calls"] = min(_timed(lambda: [denoiser(x0, 500.0) for _ in range(20)]) for _ in range(repeats))
     out.update(gemm_floor(net, 20 * n_points, repeats))
     try:
         import diffusers
     except ImportError:
         diffusers = None
+    sched_cfg = {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}
     for label, mod in (("diffkit", schedulers), ("diffusers", diffusers)):
         if mod is None:
             continue
 
         def loop(mod=mod):
+            in_model = 0.0
+            t0 = time.perf_counter()
             s = mod.DPMSolverMultistepScheduler(**sched_cfg)
             s.set_timesteps(20)
             x = x0.clone()
             with torch.no_grad():
                 for t in s.timesteps:
-                    x = s.step(net(s.scale_model_input(x, t), torch.full((n_points,), float(t))), t, x).prev_sample
-            return x
+                    x_in = s.scale_model_input(x, t)
+                    t1 = time.perf_counter()
+                    output = net(x_in, torch.full((n_points,), float(t)))
+                    in_model += time.perf_counter() - t1
+                    x = s.step(output, t, x).prev_sample
+            return time.perf_counter() - t0, in_model
 
-        total = min(_timed(loop) for _ in range(repeats))
-        out[f"{label}_loop_seconds"] = total
-        out[f"{label}_overhead_ms_per_step"] = max(0.0, (total - model_s) / 20 * 1000)
+        timings = [loop() for _ in range(repeats)]
+        out[f"{label}_loop_seconds"] = min(total for total, _ in timings)
+        out[f"{label}_overhead_ms_per_step"] = min(total - in_model for total, in_model in timings) / 20 * 1000
     return out
 
 
@@ -164,6 +172,19 @@ def plot(rows, path, title):
     save(fig, path)
 
 
+def report_speed(run):
+    s = speed(run)
+    print(f"dpmpp-2m, 20 steps, 100,000 points: {s['dpmpp2m_100k_seconds']:.3f} s "
+          f"(20 denoiser calls alone: {s['model_seconds_20_calls']:.3f} s; its {s['macs_per_point']:,} multiply-adds per "
+          f"point at this machine's fp32 matmul rate, {s['gemm_gflops']:.0f} GFLOP/s, take at least "
+          f"{s['gemm_floor_seconds']:.3f} s)")
+    if "diffusers_loop_seconds" in s:
+        ratio = s["diffkit_overhead_ms_per_step"] / s["diffusers_overhead_ms_per_step"]
+        print(f"scheduler overhead per step (loop time outside the model calls), 100k points: diffkit "
+              f"{s['diffkit_overhead_ms_per_step']:.2f} ms, diffusers {s['diffusers_overhead_ms_per_step']:.2f} ms "
+              f"(ratio {ratio:.2f}; loops {s['diffkit_loop_seconds']:.3f} s vs {s['diffusers_loop_seconds']:.3f} s)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schedule", default="linear")
@@ -176,6 +197,7 @@ def main():
     ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS, help="sampling seeds per headline entry")
     ap.add_argument("--headline-refs", type=int, default=HEADLINE_REFS, help="reference draws per headline entry")
     ap.add_argument("--headline-only", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the 100k-point timing and the scheduler overhead")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = a.run
@@ -186,6 +208,8 @@ def main():
             train_run(cfg, run_dir, progress=False)
             print(f"# trained spiral ({a.schedule}, v-prediction) in {time.perf_counter() - t0:.1f} s")
         run = load_run(run_dir)
+        if a.speed_only:
+            return report_speed(run)
         h = headline(run, a.n_headline, a.seed, a.headline_seeds, a.headline_refs)
         ref, ref_se = h["ddpm-1000"]
         resolved = ref > 2 * ref_se  # a ratio to a value within noise of 0 means nothing
@@ -217,16 +241,7 @@ def main():
         plot(rows, a.plot, f"spiral, {a.schedule} schedule")
         print(f"plot: {a.plot}")
         if not a.no_speed:
-            s = speed(run)
-            print(f"dpmpp-2m, 20 steps, 100,000 points: {s['dpmpp2m_100k_seconds']:.3f} s "
-                  f"(network alone: {s['model_seconds_20_calls']:.3f} s; its {s['macs_per_point']:,} multiply-adds per "
-                  f"point at this machine's fp32 matmul rate, {s['gemm_gflops']:.0f} GFLOP/s, take at least "
-                  f"{s['gemm_floor_seconds']:.3f} s)")
-            if "diffusers_loop_seconds" in s:
-                print(f"scheduler overhead per step, 100k points: diffkit {s['diffkit_overhead_ms_per_step']:.2f} ms, "
-                      f"diffusers {s['diffusers_overhead_ms_per_step']:.2f} ms (loops {s['diffkit_loop_seconds']:.3f} s "
-                      f"vs {s['diffusers_loop_seconds']:.3f} s)")
-
+            report_speed(run)
 
 if __name__ == "__main__":
     main()

@@ -75,3 +75,14 @@ def to_eps_x0(prediction: Prediction, output, x_t, alpha_bar):
     if prediction == "v":
         return eps_from_v(x_t, output, alpha_bar), x0_from_v(x_t, output, alpha_bar)
     raise choice_error("prediction type", prediction, PREDICTIONS)
+
+
+def to_x0(prediction: Prediction, output, x_t, alpha_bar):
+    """x0_hat alone from a network output (what the data-prediction solvers need)."""
+    if prediction == "x0":
+        return output
+    if prediction == "epsilon":
+        return x0_from_eps(x_t, output, alpha_bar)
+    if prediction == "v":
+        return x0_from_v(x_t, output, alpha_bar)
+    raise choice_error("prediction type", prediction, PREDICTIONS)

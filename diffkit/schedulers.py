@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, choice_error
-from .prediction import to_eps_x0
+from .prediction import to_eps_x0, to_x0
 from .sampling.common import Level
 from .sampling.ddim import ddim_step
 from .sampling.ddpm import ddpm_mean, ddpm_variance
@@ -262,7 +262,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
         if i == 0:
             self._x0s, self._levels = [], []
         now, nxt = self._level(float(self.sigmas[i])), self._level(float(self.sigmas[i + 1]))
-        _, x0 = self._eps_x0(model_output, sample, now.alpha**2)
+        x0 = to_x0(self.prediction, model_output, sample, torch.tensor(now.alpha**2, dtype=sample.dtype))
         self._x0s = (self._x0s + [x0])[-3:]
         self._levels = (self._levels + [now])[-3:]
         order = min(len(self._x0s), final_order(self.config.solver_order, i, n, self.config.lower_order_final))

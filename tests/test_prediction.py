@@ -109,3 +109,12 @@ def test_denoiser_converts_each_prediction_type(prediction):
     eps_hat, x0_hat = Denoiser(network, sched, prediction)(x_t, t)
     torch.testing.assert_close(eps_hat, eps, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(x0_hat, x0, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", P.PREDICTIONS)
+def test_to_x0_is_the_x0_of_to_eps_x0(prediction):
+    g = torch.Generator().manual_seed(3)
+    x_t, out = torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
+    ab = torch.tensor(0.37, dtype=torch.float64)
+    torch.testing.assert_close(P.to_x0(prediction, out, x_t, ab), P.to_eps_x0(prediction, out, x_t, ab)[1],
+                               rtol=0, atol=1e-14)
