@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from diffkit.config import DataConfig, RunConfig, ScheduleConfig
+from diffkit.data.points import make_dataset
+from diffkit.metrics.points import projected_energy_distance
 from diffkit.runs import sample_run, train_run
 from diffkit.sampling import DEFAULT_SPACING, SAMPLERS
 from diffkit.training.checkpoint import load_run
@@ -35,29 +37,27 @@ def steps_for(name: str, nfe: int) -> int:
 
 def quality_table(run, n: int, seed: int):
     """Energy distance (projected O(n log n) form, n samples against n fresh data points) and wall time of every
-    sampler at every NFE, plus DDPM at 1000 and the data-vs-data floor at the same n."""
-    from diffkit.data.points import make_dataset
-    from diffkit.metrics.points import projected_energy_distance
-
-    reference = make_dataset("spiral", n, 10_000 + seed)
-
-    def energy(x):
-        return projected_energy_distance(x, reference, n_projections=128)
-
-    floor = energy(make_dataset("spiral", n, 20_000 + seed))
+    sampler at every NFE, plus DDPM at 1000; and the data-vs-data floor at the same n. Returns (rows, floor)."""
+    reference = [make_dataset("spiral", n, 10_000 + seed)]
+    floor = energy(make_dataset("spiral", n, 20_000 + seed), reference)
     rows = []
     t0 = time.perf_counter()
     x = sample_run(run, n, "ddpm", 1000, seed=seed)
     rows.append({"sampler": "ddpm", "nfe": 1000, "steps": 1000, "seconds": time.perf_counter() - t0,
-                 "energy": energy(x), "floor": floor})
+                 "energy": energy(x, reference)})
     for name in SAMPLERS:
         for nfe in NFES:
             k = steps_for(name, nfe)
             t0 = time.perf_counter()
             x = sample_run(run, n, name, k, seed=seed)
             rows.append({"sampler": name, "nfe": nfe, "steps": k, "seconds": time.perf_counter() - t0,
-                         "energy": energy(x), "floor": floor})
-    return rows
+                         "energy": energy(x, reference)})
+    return rows, floor
+
+
+def energy(samples, references) -> float:
+    """Mean projected energy distance of samples to each reference cloud."""
+    return float(np.mean([projected_energy_distance(samples, r, n_projections=128) for r in references]))
 
 
 HEADLINE_SEEDS, HEADLINE_REFS = 2, 2
@@ -70,24 +70,18 @@ def headline(run, n: int, seed: int, seeds: int = HEADLINE_SEEDS, refs: int = HE
     seeds, each seed averaged over the shared references: values that share a seed are not independent), and
     the data-vs-data value (true value 0) for scale. The spread between sampling seeds dominates: at n = 200000
     it is near 0.2e-4 for a model at 1e-4, against 0.04e-4 for data against data."""
-    from diffkit.data.points import make_dataset
-    from diffkit.metrics.points import projected_energy_distance
-
     references = [make_dataset("spiral", n, 10_000 + seed + r) for r in range(refs)]
 
     def stats(per_seed):
         v = np.asarray(per_seed)
         return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
 
-    def energy(samples):
-        return np.mean([projected_energy_distance(samples, r, n_projections=128) for r in references])
-
-    out = {"floor": stats([energy(make_dataset("spiral", n, 20_000 + seed + s)) for s in range(seeds)])}
+    out = {"floor": stats([energy(make_dataset("spiral", n, 20_000 + seed + s), references) for s in range(seeds)])}
     full = {"sigma_min": 1e-3, "sigma_max": 160.0}  # clamped to the schedule's own range
     for label, name, k, opt in (("ddpm-1000", "ddpm", 1000, {}), ("dpmpp-2m-10", "dpmpp-2m", 10, {}),
                                 ("dpmpp-2m-20", "dpmpp-2m", 20, {}), ("dpmpp-2m-10 full range", "dpmpp-2m", 10, full),
                                 ("dpmpp-2m-20 full range", "dpmpp-2m", 20, full)):
-        out[label] = stats([energy(sample_run(run, n, name, k, seed=seed + s, **opt)) for s in range(seeds)])
+        out[label] = stats([energy(sample_run(run, n, name, k, seed=seed + s, **opt), references) for s in range(seeds)])
     return out
 
 
@@ -154,7 +148,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def plot(rows, path, title):
+def plot(rows, floor, path, title):
     from diffkit.viz.plots import plt, save
 
     p = plt()
@@ -164,7 +158,6 @@ def plot(rows, path, title):
         ax.plot([x["nfe"] for x in r], [max(x["energy"], 1e-5) for x in r], marker="o", label=name)
     ddpm = next(x for x in rows if x["nfe"] == 1000)
     ax.axhline(max(ddpm["energy"], 1e-5), color="k", ls="--", label="ddpm, 1000 NFE")
-    floor = rows[0]["floor"]
     ax.axhline(max(abs(floor), 1e-5), color="0.6", ls=":", label="data-vs-data floor (|.|)")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)", ylabel="energy distance", title=title)
     ax.legend(fontsize=7, ncol=2)
@@ -228,9 +221,9 @@ def main():
               + ("" if resolved else "; ddpm-1000 is within 2 s.e. of 0, so no ratio"))
         if a.headline_only:
             return
-        rows = quality_table(run, a.n, a.seed)
+        rows, floor = quality_table(run, a.n, a.seed)
         print(f"# {torch.get_num_threads()} torch threads, n = {a.n}; energy distance to fresh spiral points "
-              f"(data-vs-data floor {rows[0]['floor']:+.6f})")
+              f"(data-vs-data floor {floor:+.6f})")
         print(f"{'sampler':<13} {'spacing':<9} " + " ".join(f"{'NFE ' + str(k):>10}" for k in NFES) + "   seconds@20")
         ddpm = rows[0]
         for name in SAMPLERS:
@@ -238,7 +231,7 @@ def main():
             print(f"{name:<13} {DEFAULT_SPACING[name]:<9} " + " ".join(f"{r[k]['energy']:>10.6f}" for k in NFES)
                   + f"   {r[20]['seconds']:.3f}")
         print(f"{'ddpm':<13} {'trailing':<9} NFE 1000: {ddpm['energy']:.6f} ({ddpm['seconds']:.1f} s)")
-        plot(rows, a.plot, f"spiral, {a.schedule} schedule")
+        plot(rows, floor, a.plot, f"spiral, {a.schedule} schedule")
         print(f"plot: {a.plot}")
         if not a.no_speed:
             report_speed(run)

@@ -25,22 +25,23 @@ def dpmpp_update(x, x0s: list, lvs: list[Level], nxt: Level, order: int):
     order 1 = DDIM (Lu et al. 2022, eq. 9); order 2 = DPM-Solver++(2M), Algorithm 2; order 3 = the
     third-order multistep of the same paper's appendix (as in DPM-Solver's reference code). Every order is
     linear in x and the x0_hat's, so the scalar weights are formed first and the tensors combined once."""
-    weights = dpmpp_weights([lv.lam for lv in lvs[-order:]], lvs[-1], nxt, order)
-    out = x * weights[0]
-    for w, x0 in zip(weights[1:], x0s[-order:]):
+    w_x, *w_x0 = dpmpp_weights(lvs, nxt, order)
+    out = x * w_x
+    for w, x0 in zip(w_x0, x0s[-len(w_x0):]):  # the newest x0_hat's: the step to sigma = 0 uses one
         out.add_(x0, alpha=w)
     return out
 
 
-def dpmpp_weights(lams: list[float], now: Level, nxt: Level, order: int) -> list[float]:
-    """Weights (w_x, w_1, ..., w_order) of x' = w_x x + sum_j w_j x0_j, x0_j oldest first; lams are the lambdas of
-    the levels of those x0_j (the last is `now`)."""
+def dpmpp_weights(lvs: list[Level], nxt: Level, order: int) -> list[float]:
+    """Weights (w_x, w_1, ..., w_k) of x' = w_x x + sum_j w_j x0_j over the newest k <= order x0_hat's, oldest
+    first; lvs are their levels, the last one the current level."""
+    now = lvs[-1]
     h = nxt.lam - now.lam
     phi1 = _expm1_neg(h)  # e^{-h} - 1
     w_x = nxt.sigma / now.sigma if now.sigma > 0 else 0.0
     if nxt.sigma == 0.0 or order == 1:  # to the data (sigma' = 0) only first order is defined
         return [w_x, -nxt.alpha * phi1]
-    r0 = (now.lam - lams[-2]) / h
+    r0 = (now.lam - lvs[-2].lam) / h
     if order == 2:  # D = x0_1 + (x0_1 - x0_0) / (2 r0); x' = w_x x - alpha' phi1 D
         c = 1.0 / (2 * r0)
         return [w_x, nxt.alpha * phi1 * c, -nxt.alpha * phi1 * (1 + c)]
@@ -49,7 +50,7 @@ def dpmpp_weights(lams: list[float], now: Level, nxt: Level, order: int) -> list
     # D1 ~ h x0'(lambda_s) and D2 ~ h^2 x0''(lambda_s): the phi3 term integrates e^{u-h} u^2 / 2 x0'' over [0, h],
     # which is -phi3 h^2 x0''. (D1_0 - D1_1) / (r0 + r1) alone is h^2 x0'' / 2, hence the factor 2; without it the
     # method is only second order (the multistep code in DPM-Solver and diffusers omits it).
-    r1 = (lams[-2] - lams[-3]) / h
+    r1 = (lvs[-2].lam - lvs[-3].lam) / h
     phi2 = phi1 / h + 1.0  # (e^{-h} - 1) / h + 1
     phi3 = phi2 / h - 0.5  # (e^{-h} - 1 + h) / h^2 - 1/2
     q, k = r0 / (r0 + r1), 2.0 / (r0 + r1)
