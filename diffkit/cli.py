@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on 2-D points into a run directory")
     t.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS)}) or a .npy/.npz/.csv [N, 2] file")
     t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 4000)")
+    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000)")
     t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="points per step (default 1024)")
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear)")
     t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")

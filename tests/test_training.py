@@ -288,3 +288,19 @@ def test_bad_train_config_is_rejected(tmp_path, field, value):
     with pytest.raises(DiffkitError):
         train_run(cfg, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_threads_apply_during_training_only(tmp_path):
+    """train.threads sets torch's intra-op threads for the loop and restores the caller's count after it."""
+    seen = []
+    before = torch.get_num_threads()
+    other = 2 if before != 2 else 3
+    train_run(tiny(steps=3, threads=other), tmp_path / "run", progress=False,
+              callback=lambda step, loss: seen.append(torch.get_num_threads()))
+    assert seen == [other] * 3
+    assert torch.get_num_threads() == before
+
+
+def test_negative_threads_rejected(tmp_path):
+    with pytest.raises(DiffkitError, match="threads must be >= 0"):
+        train_run(tiny(threads=-1), tmp_path / "run", progress=False)

@@ -101,6 +101,17 @@ class Trainer:
             _truncate_log(log_path, 0)
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
+        threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            self._loop(log_path, seconds_before, t0)
+        finally:
+            torch.set_num_threads(threads)
+        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
+
+    def _loop(self, log_path: Path, seconds_before: float, t0: float) -> None:
+        cfg = self.cfg
         loss_sum, n = torch.zeros(()), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
@@ -123,7 +134,6 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
         bar.close()
-        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
 
     # checkpoints ----------------------------------------------------------
     def save(self) -> None:
