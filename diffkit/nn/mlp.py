@@ -123,8 +123,8 @@ class MLP(nn.Module):
         w_blocks = [(torch.cat([b.fc1.weight, (b.fc1.bias + e[i] - b.fc1.weight @ carried[i])[:, None]], 1).t(),
                      b.fc2.weight.t()) for i, b in enumerate(self.blocks)]
         out = []
-        for x in x.split(SHARED_CHUNK):
-            x1 = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)  # [n, D + 1]
+        for part in x.split(SHARED_CHUNK):
+            x1 = torch.cat([part, part.new_ones(part.shape[0], 1)], dim=1)  # [n, D + 1]
             h = x1 @ w_in  # [n, H + 1]
             stream = h[:, :H]  # a view: the layers write here, column H stays exactly 1
             if F:
