@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import torch
 from torch import nn
@@ -78,19 +79,18 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
-        if B > 1 and not self.training and not torch.is_grad_enabled() and bool((t == t[0]).all()):
-            # sampling: one time for the whole batch, so embed each distinct class once
-            if cond is None or bool((cond == cond[0]).all()):
-                e = self.embedding(t[:1], None if cond is None else cond[:1])
-                if not self.cfg.norm:  # no LayerNorm inside the blocks: the constants fold into biases
-                    return self._forward_shared(x, e[0])
-                e = e.expand(B, -1, -1)
-            else:
-                classes, index = torch.unique(cond, return_inverse=True)
-                e = self.embedding(t[:1].expand(len(classes)), classes)[index]
-        elif B > SHARED_CHUNK and not torch.is_grad_enabled():  # no gradients kept: cache-sized passes
-            conds = [None] * B if cond is None else cond.split(SHARED_CHUNK)
+        same_t = B > 1 and not self.training and not torch.is_grad_enabled() and bool((t == t[0]).all())
+        one_class = same_t and (cond is None or bool((cond == cond[0]).all()))
+        if one_class and not self.cfg.norm:  # sampling: no LayerNorm in the blocks, constants fold
+            return self._forward_shared(x, self.embedding(t[:1], None if cond is None else cond[:1])[0])
+        if B > SHARED_CHUNK and not torch.is_grad_enabled():  # no gradients kept: cache-sized passes
+            conds = repeat(None) if cond is None else cond.split(SHARED_CHUNK)
             return torch.cat([self(*a) for a in zip(x.split(SHARED_CHUNK), t.split(SHARED_CHUNK), conds)])
+        if one_class:
+            e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
+        elif same_t:  # one time for the whole batch: embed each distinct class once
+            classes, index = torch.unique(cond, return_inverse=True)
+            e = self.embedding(t[:1].expand(len(classes)), classes)[index]
         else:
             e = self.embedding(t, cond)  # [B, depth, hidden]
         h = self.inp(self.features(x))  # [B, hidden]

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -101,21 +102,10 @@ class Trainer:
             _truncate_log(log_path, 0)
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
-        threads = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
-            self._loop(log_path, seconds_before, t0)
-        finally:
-            torch.set_num_threads(threads)
-        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
-
-    def _loop(self, log_path: Path, seconds_before: float, t0: float) -> None:
-        cfg = self.cfg
         loss_sum, n = torch.zeros(()), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
-        with open(log_path, "a", newline="") as f:
+        with _threads(cfg.threads), open(log_path, "a", newline="") as f:
             writer = csv.writer(f)
             while self.step < cfg.steps:
                 loss = self.train_step()
@@ -134,6 +124,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
         bar.close()
+        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
 
     # checkpoints ----------------------------------------------------------
     def save(self) -> None:
@@ -171,6 +162,18 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError):
             raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
         _truncate_log(self.run_dir / LOG, self.step)
+
+
+@contextmanager
+def _threads(n: int):
+    """torch's intra-op thread count set to n (0: left alone) inside the block, restored after it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _truncate_log(path: Path, step: int) -> None:
