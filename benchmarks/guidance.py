@@ -103,7 +103,7 @@ def main():
             print(f"# trained the conditional model: {a.train_steps} steps of {a.batch_size} points in "
                   f"{out['seconds']:.1f} s")
         run = load_run(run_dir)
-        names = run.config.data.class_names or [str(c) for c in range(run.config.network.num_classes)]
+        names = run.config.fitted.class_names or [str(c) for c in range(run.config.network.num_classes)]
         judge = ClassJudge(*make_labeled(DATA, 20_000, 777))
         held_out = make_labeled(DATA, 20_000, 778)
         print(f"# judge: 15-NN on 20000 fresh labeled points; accuracy on 20000 other real points "

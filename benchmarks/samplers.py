@@ -20,7 +20,7 @@ from diffkit.config import DataConfig, RunConfig, ScheduleConfig
 from diffkit.data.points import make_dataset
 from diffkit.metrics.points import projected_energy_distance
 from diffkit.runs import sample_run, train_run
-from diffkit.sampling import DEFAULT_SPACING, SAMPLERS
+from diffkit.sampling import SAMPLER_TABLE, SAMPLERS
 from diffkit.training.checkpoint import load_run
 
 NFES = (5, 10, 20, 50, 100)
@@ -228,7 +228,7 @@ def main():
         ddpm = rows[0]
         for name in SAMPLERS:
             r = {x["nfe"]: x for x in rows[1:] if x["sampler"] == name}
-            print(f"{name:<13} {DEFAULT_SPACING[name]:<9} " + " ".join(f"{r[k]['energy']:>10.6f}" for k in NFES)
+            print(f"{name:<13} {SAMPLER_TABLE[name].spacing:<9} " + " ".join(f"{r[k]['energy']:>10.6f}" for k in NFES)
                   + f"   {r[20]['seconds']:.3f}")
         print(f"{'ddpm':<13} {'trailing':<9} NFE 1000: {ddpm['energy']:.6f} ({ddpm['seconds']:.1f} s)")
         plot(rows, floor, a.plot, f"spiral, {a.schedule} schedule")

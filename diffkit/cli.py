@@ -46,6 +46,7 @@ def _finite_float(name, minimum=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.images import IMAGE_DATASETS
     from .data.points import DATASETS
     from .prediction import PREDICTIONS
     from .sampling import SAMPLERS, SPACINGS
@@ -54,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model on 2-D points into a run directory")
-    t.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS)}) or a .npy/.npz/.csv [N, 2] file")
+    t = sub.add_parser("train", help="train a model on 2-D points or images into a run directory")
+    t.add_argument("--data", help=f"points: {', '.join(DATASETS)} or a .npy/.npz/.csv [N, 2] file; images: "
+                                  f"{', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
     t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000)")
+    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
     t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="points per step (default 1024)")
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear)")
     t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
@@ -68,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class-conditional model on the data's labels (shapes3, an .npz with y, a CSV of x,y,label)")
     t.add_argument("--p-uncond", type=_finite_float("--p-uncond", 0.0),
                    help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
+    t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
+    t.add_argument("--channels", type=_positive_int("--channels"), help="images: U-Net width of the first level")
+    t.add_argument("--channel-mult", type=_int_tuple("--channel-mult"),
+                   help="images: width multiplier per U-Net level, e.g. 1,2,2 (the resolution halves per level)")
+    t.add_argument("--res-blocks", type=_positive_int("--res-blocks"), help="images: residual blocks per level")
+    t.add_argument("--attention", type=_int_tuple("--attention", allow_empty=True),
+                   help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
+    t.add_argument("--dropout", type=_finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
     t.add_argument("--lr", type=_finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -115,14 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a) -> None:
-    from .config import DataConfig, RunConfig, ScheduleConfig
-    from .runs import train_run
+    from .config import ScheduleConfig
+    from .runs import default_config, train_run
 
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
                                                         "lr", "seed", "p_uncond") if getattr(a, k) is not None]
         given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
         given += ["--cond"] if a.cond else []
+        given += ["--flip"] if a.flip else []
+        given += [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(a, k) is not None]
         if given:
             raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
                               "cannot be given; only --steps may change")
@@ -132,7 +144,8 @@ def cmd_train(a) -> None:
     else:
         if a.p_uncond is not None and not a.cond:
             raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
-        config = RunConfig(data=DataConfig(spec=a.data or "spiral", cond=a.cond))
+        config = default_config(a.data or "spiral", cond=a.cond)
+        _apply_network_flags(config, a)
         if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
             config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000,
                                              zero_terminal_snr=a.zero_terminal_snr)
@@ -143,6 +156,38 @@ def cmd_train(a) -> None:
                 setattr(config.train, key, getattr(a, key))
         summary = train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet)
     print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
+
+
+NETWORK_FLAGS = {"channels": "channels", "channel_mult": "channel_mult", "res_blocks": "num_res_blocks",
+                 "attention": "attention_levels", "dropout": "dropout"}
+
+
+def _apply_network_flags(config, a) -> None:
+    """--flip and the U-Net flags onto an image run's config (refused for points)."""
+    from .nn.unet import UNetConfig
+
+    given = [k for k in NETWORK_FLAGS if getattr(a, k) is not None]
+    if (given or a.flip) and not isinstance(config.network, UNetConfig):
+        flags = [f"--{k.replace('_', '-')}" for k in given] + (["--flip"] if a.flip else [])
+        raise ConfigError(f"{', '.join(flags)} shape the image U-Net; {config.data.spec} holds points")
+    for key in given:
+        setattr(config.network, NETWORK_FLAGS[key], getattr(a, key))
+    config.data.flip = a.flip
+    if given and max(config.network.attention_levels, default=0) >= config.network.levels:
+        raise ConfigError(f"--attention levels must be below the U-Net's {config.network.levels} levels "
+                          f"(0..{config.network.levels - 1}), got {list(config.network.attention_levels)}")
+
+
+def _int_tuple(name, allow_empty=False):
+    def parse(text):
+        try:
+            v = tuple(int(p) for p in text.split(",") if p.strip() != "")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes comma-separated integers, e.g. 1,2,2; got {text!r}") from None
+        if (not v and not allow_empty) or any(p < 0 for p in v) or (not allow_empty and any(p == 0 for p in v)):
+            raise argparse.ArgumentTypeError(f"{name} takes comma-separated positive integers, got {text!r}")
+        return v
+    return parse
 
 
 def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:

@@ -7,23 +7,35 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import CheckpointError, ConfigError
 from .nn.mlp import MLPConfig
+from .nn.registry import network_from_dict, network_to_dict
 from .prediction import check_prediction
 from .schedule import NoiseSchedule
 
 FORMAT = "diffkit-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fitted statistics apart from the data request; tagged network config
 
 
 @dataclass
 class DataConfig:
-    spec: str = "spiral"            # built-in name or path to a .npy/.npz/.csv [N, 2] file
-    num_points: int = 50_000        # points drawn for a built-in data set
-    normalizer: dict | None = None  # fitted Normalizer (mean, std), filled in by training
-    # largest |coordinate| of the normalized training data, filled in by training. E[x0 | x_t] lies in the
-    # convex hull of the data, so the Denoiser may clip x0_hat to this box without moving it further away.
-    x0_bound: float | None = None
+    """What the user asked for."""
+
+    spec: str = "spiral"            # built-in name, a point file (.npy/.npz/.csv), an image folder or an image .npz
+    num_points: int = 50_000        # points drawn for a built-in point data set
     cond: bool = False              # class-conditional: train on the data's labels (network.num_classes from data)
-    class_names: list | None = None # names of classes 0..C-1 where the data has them, filled in by training
+    flip: bool = False              # images: random horizontal flips (opt-in: wrong for digits and text)
+
+
+@dataclass
+class FittedStats:
+    """What training measured on the data (filled in by training, kept for sampling and resume)."""
+
+    kind: str = "points"            # "points" or "images"
+    shape: list | None = None       # one sample's shape: [D] or [C, H, W]
+    normalizer: dict | None = None  # Normalizer (mean, std): data -> x0 in the standard range
+    # largest |x0| of the normalized training data. E[x0 | x_t] lies in the convex hull of the data, so the
+    # Denoiser may clip x0_hat to this box without moving it further away (images: 1, the pixel range).
+    x0_bound: float | None = None
+    class_names: list | None = None # names of classes 0..C-1 where the data has them
 
 
 @dataclass
@@ -60,9 +72,10 @@ class TrainConfig:
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    network: MLPConfig = field(default_factory=MLPConfig)
+    network: object = field(default_factory=MLPConfig)  # any registered network config (nn/registry.py)
     prediction: str = "v"
     train: TrainConfig = field(default_factory=TrainConfig)
+    fitted: FittedStats = field(default_factory=FittedStats)
 
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
@@ -88,7 +101,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         from . import __version__
 
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, **asdict(self)}
+        d = asdict(self)
+        d["network"] = network_to_dict(self.network)
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -98,9 +113,13 @@ class RunConfig:
             raise CheckpointError(f"config.json has format version {d.get('format_version')}; "
                                   f"this diffkit reads up to {FORMAT_VERSION}")
         try:
+            if d.get("format_version", 0) < 2:  # version 1 kept the fitted statistics inside "data"
+                data = dict(d["data"])
+                fitted = {k: data.pop(k) for k in ("normalizer", "x0_bound", "class_names") if k in data}
+                d = {**d, "data": data, "fitted": {"kind": "points", **fitted}}
             return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
-                       network=_build(MLPConfig, d["network"]), prediction=d["prediction"],
-                       train=_build(TrainConfig, d["train"])).validate()
+                       network=network_from_dict(d["network"]), prediction=d["prediction"],
+                       train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"])).validate()
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
 

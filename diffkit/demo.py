@@ -57,13 +57,13 @@ def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: 
     keep = {T - 1, 700, 400, 200, 100, 50, 0}
     reverse, gif_frames = [], []
 
-    def grab(i, t, x, x0_hat):
+    def grab(step):
         """Record the DDPM reverse process: a strip of t values and GIF frames."""
-        t = int(t)
+        t = int(step.t)
         if t in keep:
-            reverse.append((f"t = {t}", run.normalizer.invert(x.numpy())))
-        if i % 25 == 0 or t == 0:
-            gif_frames.append((f"reverse process, t = {t}", run.normalizer.invert(x.numpy())))
+            reverse.append((f"t = {t}", run.normalizer.invert(step.x.numpy())))
+        if step.i % 25 == 0 or t == 0:
+            gif_frames.append((f"reverse process, t = {t}", run.normalizer.invert(step.x.numpy())))
 
     rows, results = [], {}
     for sampler, k in (("ddpm", T), ("ddim", 50)):

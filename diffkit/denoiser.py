@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from .cond import cat_conds, slice_cond
 from .errors import ConfigError
 from .prediction import check_prediction, to_eps_x0
 from .schedule import NoiseSchedule
@@ -21,41 +22,48 @@ class Denoiser:
     """Wraps a network predicting `prediction` under `schedule`.
 
     Args:
-        network: callable (x_t [B, ...], t float [B], cond long [B] | None) -> prediction [B, ...].
+        network: callable (x_t [B, ...], t float [B], cond | None) -> prediction [B, ...].
         schedule: the NoiseSchedule the network was trained with.
         prediction: "epsilon", "x0" or "v".
-        null_class: label id of the learned "no class" (needed for guidance).
+        conditioning: the cond kind (diffkit.cond.ClassConditioning, TokenConditioning) that owns the null
+            condition; needed for guidance.
         guidance_scale: w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6).
         clip_x0: if set, clamp x0_hat to [-clip_x0, clip_x0] and recompute eps_hat from it.
-        chunk: largest batch sent to the network in one call; bigger batches are split (e.g. to bound memory).
-            None (default): never split; the MLP chunks its own sampling passes to stay in cache.
+        chunk: largest batch sent to the network in one call; bigger batches are split (to bound memory or
+            keep activations in cache). None: never split.
+
+    It decides nothing about gradients (samplers run under no_grad; likelihoods and gradient guidance need
+    them) and keeps everything on x_t's device. Time reaches the network as float32 (float64 for float64 x):
+    bf16 cannot hold t = 999.
     """
 
     def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
-                 null_class: int | None = None, guidance_scale: float = 1.0, clip_x0: float | None = None,
+                 conditioning=None, guidance_scale: float = 1.0, clip_x0: float | None = None,
                  chunk: int | None = None):
         self.network = network
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
-        self.null_class = null_class
+        self.conditioning = conditioning
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise ConfigError(f"the guidance scale must be a finite number >= 0, got {guidance_scale}")
         self.guidance_scale = float(guidance_scale)
         self.clip_x0 = clip_x0
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
+            raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
         self.chunk = chunk
 
     def replace(self, **changes) -> "Denoiser":
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
-        args = {"prediction": self.prediction, "null_class": self.null_class, "guidance_scale": self.guidance_scale,
-                "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
-        return Denoiser(self.network, self.schedule, **args)
+        args = {"network": self.network, "prediction": self.prediction, "conditioning": self.conditioning,
+                "guidance_scale": self.guidance_scale, "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
+        return Denoiser(args.pop("network"), self.schedule, **args)
 
     def _forward(self, x_t, t, cond):
         n = x_t.shape[0]
         if self.chunk is None or n <= self.chunk:
             return self._forward_batch(x_t, t, cond)
-        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk],
-                                     None if cond is None else cond[i:i + self.chunk]) for i in range(0, n, self.chunk)]
+        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk], slice_cond(cond, i, i + self.chunk))
+                 for i in range(0, n, self.chunk)]
         return torch.cat(parts)
 
     def _forward_batch(self, x_t, t, cond):
@@ -64,25 +72,28 @@ class Denoiser:
         w = self.guidance_scale
         if w == 1.0:
             return self.network(x_t, t, cond)
-        null = torch.full_like(cond, self.null_class)
+        if self.conditioning is None:
+            raise ConfigError("guidance needs the model's null condition; this Denoiser was built without a conditioning")
+        null = self.conditioning.null(cond)
         if w == 0.0:
             return self.network(x_t, t, null)
         # one batched forward for cond and uncond (twice the batch). Mixing network outputs equals mixing
         # eps: eps is a x_t + b * output for every prediction type, and the two weights sum to one.
-        out = self.network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]))
+        out = self.network(torch.cat([x_t, x_t]), torch.cat([t, t]), cat_conds(cond, null))
         out_cond, out_uncond = out.chunk(2)
         return out_uncond + w * (out_cond - out_uncond)
 
-    @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, t, cond: torch.Tensor | None = None):
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    def __call__(self, x_t: torch.Tensor, t, cond=None):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)  # schedule arithmetic on the CPU in float64
         # one level for the whole batch (every sampler): one alpha_bar, broadcast as a 0-d tensor
         alpha_bar = self.schedule.alpha_bar_at(t).to(x_t.device, x_t.dtype)
         if len(t) == 1:
             alpha_bar = alpha_bar[0]
         else:
             alpha_bar = alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))  # [B, 1, ...]
-        output = self._forward(x_t, t.to(x_t.device, x_t.dtype).expand(x_t.shape[0]), cond)
+        time_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
+        # a shared time is expanded (stride 0): networks may read that as "one time for the batch" with no sync
+        output = self._forward(x_t, t.to(x_t.device, time_dtype).expand(x_t.shape[0]), cond)
         eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
         if self.clip_x0 is not None:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)

@@ -21,3 +21,10 @@ def choice_error(what: str, value, choices) -> ConfigError:
     """The standard 'unknown X' error that lists the valid names."""
     names = ", ".join(str(c) for c in choices)
     return ConfigError(f"unknown {what} {value!r}; choose one of: {names}")
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr about something diffkit adjusted for the user (not an error)."""
+    import sys
+
+    print(f"notice: {message}", file=sys.stderr)

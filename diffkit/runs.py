@@ -5,16 +5,22 @@ The CLI and the benchmarks are thin layers over these three functions.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import RunConfig
-from .data.normalize import Normalizer
+from .config import DataConfig, RunConfig
+from .data.images import is_image_spec, load_images
 from .data.labeled import CLASS_NAMES, LABELED_MAKERS
+from .data.normalize import Normalizer
 from .data.points import PointSource, _check_spec
+from .data.source import TensorSource
+from .nn.mlp import MLPConfig
+from .nn.unet import UNetConfig
+from .presets import image_config
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics.points import evaluate_points
 from .sampling import sample as run_sampler
@@ -51,28 +57,73 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
     return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
 
 
+def default_config(spec: str, *, cond: bool = False) -> RunConfig:
+    """The default run for a data set: the MLP for points, a measured U-Net preset for images."""
+    if is_image_spec(spec):
+        data = load_images(spec)
+        return image_config(spec, data.shape, cond=cond)
+    return RunConfig(data=DataConfig(spec=spec, cond=cond))
+
+
 def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None) -> Trainer:
     """A Trainer on the config's data (and labels, for a conditional run), filling in what training
-    derives from the data: normalizer, x0 bound, class count and names."""
-    points, labels = PointSource(_check_spec(config.data.spec)).train_labeled(config.data.num_points, config.train.seed)
-    labels = _conditional_labels(config, labels) if config.data.cond else None
-    if config.data.normalizer is None:
-        config.data.normalizer = Normalizer.fit(points).to_config()
-    x0 = torch.from_numpy(Normalizer(**config.data.normalizer).apply(points))
-    if config.data.x0_bound is None:
-        config.data.x0_bound = float(x0.abs().max())
-    return Trainer(config, x0, out, labels=labels, progress=progress, callback=callback)
+    measures on the data (config.fitted: kind, shape, normalizer, x0 bound, class names)."""
+    return Trainer(config, make_source(config), out, progress=progress, callback=callback)
 
 
-def _conditional_labels(config: RunConfig, labels) -> torch.Tensor:
+def make_source(config: RunConfig) -> TensorSource:
+    """The training source of a run, after filling in (or, on resume, checking) config.fitted."""
+    spec, fitted = config.data.spec, config.fitted
+    if is_image_spec(spec):
+        data = load_images(spec, seed=config.train.seed)
+        x, labels, kind, names = data.train, data.train_labels, "images", data.class_names
+        normalizer, x0_bound = Normalizer(mean=[0.5], std=[0.5]), 1.0  # pixels [0, 1] -> [-1, 1]
+    else:
+        x, labels = PointSource(_check_spec(spec)).train_labeled(config.data.num_points, config.train.seed)
+        kind, names = "points", CLASS_NAMES.get(spec)
+        normalizer = Normalizer(**fitted.normalizer) if fitted.normalizer else Normalizer.fit(x)
+        x0_bound = None
+    shape = list(x.shape[1:])
+    if fitted.shape is not None and (fitted.kind, fitted.shape) != (kind, shape):
+        raise DataError(f"{spec} now holds {kind} of shape {shape} but the run was trained on "
+                        f"{fitted.kind} of shape {fitted.shape}")
+    _check_network(config, kind, shape)
+    labels = _conditional_labels(config, labels, names) if config.data.cond else None
+    if fitted.normalizer is None:
+        fitted.kind, fitted.shape, fitted.normalizer = kind, shape, normalizer.to_config()
+    x0 = torch.from_numpy(Normalizer(**fitted.normalizer).apply(x))
+    if fitted.x0_bound is None:
+        fitted.x0_bound = x0_bound if x0_bound is not None else float(x0.abs().max())
+    return TensorSource(x0, labels, flip=config.data.flip)
+
+
+def _check_network(config: RunConfig, kind: str, shape: list) -> None:
+    net = config.network
+    if kind == "images":
+        if not isinstance(net, UNetConfig):
+            raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net (runs.default_config "
+                              f"picks one), not a {type(net).__name__}")
+        if net.in_channels != shape[0]:
+            raise ConfigError(f"the U-Net takes {net.in_channels} channels but {config.data.spec} has {shape[0]}")
+    else:
+        if not isinstance(net, MLPConfig):
+            raise ConfigError(f"{config.data.spec} holds points; train them with the MLP, not a {type(net).__name__}")
+        if net.dim != shape[0]:
+            raise ConfigError(f"the MLP takes {net.dim}-D points but {config.data.spec} has {shape[0]}-D points")
+    if config.data.flip and kind != "images":
+        raise ConfigError("flip mirrors images; it does not apply to point data")
+
+
+def _conditional_labels(config: RunConfig, labels, names) -> torch.Tensor:
     """The labels as a tensor, after setting (or checking, on resume) the network's class count from them."""
     if labels is None:
         raise DataError(f"{config.data.spec} has no labels, so a conditional model cannot be trained on it; use "
-                        f"{', '.join(LABELED_MAKERS)}, an .npz with x [N, 2] and y [N], or a CSV of x, y, label rows")
+                        f"labeled data ({', '.join(LABELED_MAKERS)}, digits, mnist5k, shapes, an .npz with y, "
+                        "a CSV of x, y, label rows, or a folder with one subfolder per class)")
     num_classes = int(labels.max()) + 1
     if config.network.num_classes == 0:
         config.network.num_classes = num_classes
-        config.data.class_names = list(CLASS_NAMES.get(config.data.spec, [str(c) for c in range(num_classes)]))
+        config.fitted.class_names = list(names or [str(c) for c in range(num_classes)])
     elif config.network.num_classes != num_classes:
         raise DataError(f"{config.data.spec} now has {num_classes} classes but the run was trained with "
                         f"{config.network.num_classes}")
@@ -82,9 +133,11 @@ def _conditional_labels(config: RunConfig, labels) -> torch.Tensor:
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True,
                cond=None, guidance: float | None = None, **options) -> np.ndarray:
-    """n samples in the data's own coordinates, float32 [n, D]; same seed => bitwise identical.
+    """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
+    same seed => bitwise identical.
 
-    clip: clip x0_hat to the training data's bounding box (see DataConfig.x0_bound).
+    clip: clip x0_hat to the training data's bounding box (see FittedStats.x0_bound; images: the pixel range).
+    callback: receives each sampler step's StepRecord (normalized coordinates) and may stop the loop.
     cond: for a conditional run, a class (id or name) for all n samples, or n class ids (a mixed batch);
         None samples the unconditional model (the null class).
     guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
@@ -98,10 +151,46 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
             raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")
         changes["guidance_scale"] = guidance
     denoiser = run.denoiser.replace(**changes) if changes else run.denoiser
+    shape = tuple(run.config.fitted.shape)
+    check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((n, run.config.network.dim), generator=g)
+    x_T = torch.randn((n, *shape), generator=g)
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
-    return run.normalizer.invert(x.numpy())
+    return to_data(run, x)
+
+
+def to_data(run: Run, x: torch.Tensor) -> np.ndarray:
+    """Normalized samples back in the data's coordinates (images: pixels clipped to [0, 1])."""
+    out = run.normalizer.invert(x.detach().cpu().numpy())
+    return np.clip(out, 0.0, 1.0) if run.config.fitted.kind == "images" else out
+
+
+# sampling holds about this many copies of the batch at once (x_T, x, x0_hat, eps_hat, the multistep history,
+# the result in the data's coordinates)
+SAMPLE_COPIES = 8
+
+
+def check_sample_memory(n: int, shape) -> None:
+    """Refuse, before any work, a sample count whose arrays would not fit in the memory available now."""
+    need = n * int(np.prod(shape)) * 4 * SAMPLE_COPIES
+    free = _available_memory()
+    if free is not None and need > free:
+        raise ConfigError(f"{n} samples of shape {list(shape)} need about {need / 2**30:.1f} GiB but "
+                          f"{free / 2**30:.1f} GiB are available; ask for fewer (--n) or sample in parts")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
@@ -111,7 +200,7 @@ def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
     num_classes = config.network.num_classes
     if not num_classes:
         raise ConfigError("this run is unconditional (trained without --cond), so it cannot sample a class")
-    names = list(config.data.class_names or [])
+    names = list(config.fitted.class_names or [])
     valid = f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
     if isinstance(cond, str):
         if cond in names:
@@ -124,14 +213,14 @@ def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
     labels = torch.as_tensor(np.asarray(cond))
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ConfigError(f"class ids must be integers; this model has classes {valid}")
-    if labels.ndim == 0:
-        labels = labels.expand(n)
+    if labels.ndim == 0:  # one class for all: kept expanded (stride 0), which a network may read as shared
+        labels = labels.reshape(1).long().expand(n)
     if labels.shape != (n,):
         raise ConfigError(f"give one class for all samples or one per sample ({n}), got shape {list(labels.shape)}")
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if len(bad):
         raise ConfigError(f"class {int(bad[0])} is out of range; this model has classes {valid}")
-    return labels.long().contiguous()
+    return labels.long() if labels.stride(0) == 0 else labels.long().contiguous()
 
 
 def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, seed: int = 0) -> dict:

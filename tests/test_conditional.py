@@ -13,6 +13,7 @@ from diffkit.data.points import PointSource, load_file, load_labeled_file, make_
 from diffkit.denoiser import Denoiser
 from diffkit.errors import ConfigError, DataError
 from diffkit.metrics.classes import ClassJudge, precision_recall_coverage
+from diffkit.cond import ClassConditioning
 from diffkit.nn.mlp import MLP, MLPConfig
 from diffkit.runs import sample_run, train_run
 from diffkit.schedule import NoiseSchedule
@@ -96,7 +97,7 @@ class CountingNet:
 def test_guidance_is_one_batched_call_and_mixes_eps(w):
     net = CountingNet()
     sched = NoiseSchedule.from_name("linear", 1000)
-    d = Denoiser(net, sched, "v", null_class=3, guidance_scale=w)
+    d = Denoiser(net, sched, "v", conditioning=ClassConditioning(3), guidance_scale=w)
     x = torch.randn(7, 2, dtype=torch.float64)
     cond = torch.tensor([0, 1, 2, 0, 1, 2, 1])
     eps, x0 = d(x, 400.0, cond)
@@ -109,7 +110,7 @@ def test_guidance_is_one_batched_call_and_mixes_eps(w):
 
 
 def test_denoiser_replace_checks_guidance():
-    d = Denoiser(CountingNet(), NoiseSchedule.from_name("linear", 1000), "v", null_class=3)
+    d = Denoiser(CountingNet(), NoiseSchedule.from_name("linear", 1000), "v", conditioning=ClassConditioning(3))
     assert d.replace(guidance_scale=2.0).guidance_scale == 2.0 and d.guidance_scale == 1.0
     for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="guidance scale"):
@@ -168,8 +169,8 @@ def cond_run(tmp_path_factory):
 
 def test_conditional_run_config(cond_run):
     cfg = cond_run.config
-    assert cfg.network.num_classes == 3 and cfg.data.class_names == ["spiral", "circles", "moons"]
-    assert cond_run.denoiser.null_class == 3
+    assert cfg.network.num_classes == 3 and cfg.fitted.class_names == ["spiral", "circles", "moons"]
+    assert cond_run.denoiser.conditioning == ClassConditioning(3)
 
 
 def test_guidance_steers_samples(cond_run):

@@ -166,7 +166,7 @@ def test_langevin_corrector_step_formula(linear):
     x = marginal(linear, t, n=1, seed=7)
     seen = []
     sample_langevin(den, x, torch.tensor([t, tp], dtype=F64), generator=torch.Generator().manual_seed(8), snr=snr,
-                    corrector_steps=1, callback=lambda i, tt, xx, x0: seen.append(xx.clone()))
+                    corrector_steps=1, callback=lambda r: seen.append(r.x.clone()))
     g = torch.Generator().manual_seed(8)
     noise, z = (torch.randn(x.shape, generator=g, dtype=F64) for _ in range(2))  # predictor's draw, then corrector's
     ab, abp = abar(linear, t), abar(linear, tp)
@@ -280,7 +280,7 @@ def _steps_with_polynomial_x0(schedule, fn, coef, **options):
     grid = make_grid(schedule, 12, "karras").float().double()
     x = marginal(schedule, float(grid[0]), n=4, seed=5)
     xs = [x]
-    fn(polynomial_x0(schedule, coef), x, grid, callback=lambda i, t, xx, x0: xs.append(xx.clone()), **options)
+    fn(polynomial_x0(schedule, coef), x, grid, callback=lambda r: xs.append(r.x.clone()), **options)
     return grid.tolist(), xs
 
 
@@ -501,7 +501,7 @@ def test_zero_terminal_snr_first_step_uses_x0_only(zero_snr):
     """At alpha_bar = 0, x_t carries no information: x0_hat = E[x0] = m for every sample."""
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     seen = []
-    sample(oracle(zero_snr, "v"), x, "dpmpp-2m", 10, callback=lambda i, t, xx, x0: seen.append((t, x0.clone())))
+    sample(oracle(zero_snr, "v"), x, "dpmpp-2m", 10, callback=lambda r: seen.append((r.t, r.x0_hat.clone())))
     assert seen[0][0] == T - 1
     torch.testing.assert_close(seen[0][1], M.expand(64, 2), rtol=0, atol=1e-12)
 
@@ -527,14 +527,14 @@ def test_clip_x0_rescues_ddim_from_the_terminal_snr_blowup(cosine):
 
     bad = oracle(cosine, "epsilon", eps_error=0.01)
     first = []
-    out = sample_ddim(bad, x, uncapped, callback=lambda i, t, xx, x0: first.append((xx.std(), x0.std())) if i == 0 else None)
+    out = sample_ddim(bad, x, uncapped, callback=lambda r: first.append((r.x.std(), r.x0_hat.std())) if r.i == 0 else None)
     assert float(first[0][1]) > 100 and float(first[0][0]) > 10  # x0_hat ~ 150 std, x after one step ~ 20 std
     assert float(out.std()) > 10 * S
 
     clipped = oracle(cosine, "epsilon", eps_error=0.01)
     clipped.clip_x0 = 3.0
     x0s = []
-    out = sample_ddim(clipped, x, uncapped, callback=lambda i, t, xx, x0: x0s.append(x0))
+    out = sample_ddim(clipped, x, uncapped, callback=lambda r: x0s.append(r.x0_hat))
     assert max(float(v.abs().max()) for v in x0s) <= 3.0
     ok, info = _close(out, ref, 0.05)
     assert ok and bool(torch.isfinite(out).all()), info
@@ -560,7 +560,7 @@ def test_clip_x0_with_dpmpp_2m(cosine):
     assert ok, info
     uncapped = make_grid(cosine, 10, "logsnr", sigma_max=None)
     first = []
-    out = sample_dpmpp_2m(bad, x, uncapped, callback=lambda i, t, xx, x0: first.append(x0.std()) if i == 0 else None)
+    out = sample_dpmpp_2m(bad, x, uncapped, callback=lambda r: first.append(r.x0_hat.std()) if r.i == 0 else None)
     assert float(first[0]) > 100
     ok, info = _close(out, sample_dpmpp_2m(oracle(cosine, "epsilon"), x, uncapped), 0.05)
     assert ok, info
@@ -709,7 +709,7 @@ def test_sigma_range_narrows_every_grid(spacing):
 def _visited(schedule, name, steps, **kw):
     ts = []
     sample(oracle(schedule), marginal(schedule, T - 1, n=8), name, steps, generator=torch.Generator().manual_seed(0),
-           callback=lambda i, t, x, x0: ts.append(t), **kw)
+           callback=lambda r: ts.append(r.t), **kw)
     return sigma_ve(schedule, ts)
 
 

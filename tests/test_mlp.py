@@ -1,48 +1,77 @@
-"""The MLP's sampling path (one time for the whole batch, biases folded) computes the same function."""
+"""The MLP's sampling fast path (fold_for_sampling: one time for the whole batch, biases folded) computes the
+same function as MLP.forward, and the front door's chunking changes nothing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from diffkit import Denoiser, NoiseSchedule
 from diffkit.nn.mlp import MLP, MLPConfig
+from diffkit.nn.mlp_fast import FoldedMLP, fold_for_sampling, shares_one_time
+from diffkit.nn.registry import for_sampling
+
+
+def _random_mlp(cfg, seed=0):
+    torch.manual_seed(seed)
+    net = MLP(cfg)
+    for p in net.parameters():  # non-zero everywhere, including the zero-initialised output layer
+        torch.nn.init.normal_(p, std=0.3)
+    return net.eval()
 
 
 @pytest.mark.parametrize("cfg", [MLPConfig(), MLPConfig(norm=True), MLPConfig(num_classes=3),
                                  MLPConfig(fourier_features=0, depth=2)], ids=["default", "norm", "classes", "plain"])
-def test_shared_time_path_matches_module_by_module(cfg):
-    torch.manual_seed(0)
-    net = MLP(cfg)
-    for p in net.parameters():  # non-zero everywhere, including the zero-initialised output layer
-        torch.nn.init.normal_(p, std=0.3)
-    net.eval()
-    x, t = torch.randn(300, 2), torch.full((300,), 321.5)
-    cond = torch.full((300,), 1) if cfg.num_classes else None
+@pytest.mark.parametrize("classes", ["one", "mixed"])
+def test_folded_path_matches_plain_forward(cfg, classes):
+    net = _random_mlp(cfg)
+    folded = fold_for_sampling(net)
+    x, t = torch.randn(300, 2), torch.tensor([321.5]).expand(300)  # shared time, stride 0
+    cond = None
+    if cfg.num_classes:
+        cond = torch.tensor([1]).expand(300) if classes == "one" else torch.randint(0, 4, (300,))
     with torch.no_grad():
-        fast = net(x, t, cond)
-    reference = net(x, t, cond)  # autograd on: the generic path
-    assert reference.requires_grad and not fast.requires_grad
-    assert reference.abs().max() > 0.1
-    torch.testing.assert_close(fast, reference.detach(), rtol=1e-5, atol=1e-5)
-    # and a different time gives a different output (the embedding reaches the folded biases)
+        fast = folded(x, t, cond)
+        plain = net(x, t.contiguous(), None if cond is None else cond.contiguous())
+    assert plain.abs().max() > 0.1
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    # a different time gives a different output (the embedding reaches the folded biases)
     with torch.no_grad():
-        assert (net(x, torch.full((300,), 20.0), cond) - fast).abs().max() > 1e-3
+        assert (folded(x, torch.tensor([20.0]).expand(300), cond) - fast).abs().max() > 1e-3
+
+
+def test_folded_path_is_taken_only_for_a_shared_time(monkeypatch):
+    net = _random_mlp(MLPConfig())
+    folded = fold_for_sampling(net)
+    calls = []
+    monkeypatch.setattr(MLP, "forward", lambda self, *a: calls.append(1) or torch.zeros(len(a[0]), 2))
+    with torch.no_grad():
+        folded(torch.randn(10, 2), torch.tensor([5.0]).expand(10))  # expanded: folded, no plain call
+        assert calls == []
+        folded(torch.randn(10, 2), torch.linspace(0, 999, 10))  # per-row times: the plain forward
+        assert calls == [1]
+    assert shares_one_time(torch.tensor([3.0]).expand(4)) and not shares_one_time(torch.full((4,), 3.0))
+
+
+def test_folded_path_is_a_snapshot_without_gradients():
+    net = _random_mlp(MLPConfig())
+    folded = FoldedMLP(net)
+    x = torch.randn(50, 2, requires_grad=True)
+    out = folded(x, torch.tensor([10.0]).expand(50))  # gradients on: falls back to the plain forward
+    assert out.requires_grad
 
 
 @pytest.mark.parametrize("same_time", [True, False], ids=["shared", "per-point-time"])
-def test_chunked_passes_match_one_pass(monkeypatch, same_time):
-    """Without gradients a batch runs in chunks of SHARED_CHUNK points; the chunk seams change nothing."""
-    from diffkit.nn import mlp
-
-    torch.manual_seed(1)
-    net = MLP(MLPConfig()).eval()
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+def test_front_door_chunks_match_one_pass(same_time):
+    """The sampling front door runs the folded MLP in chunks; the chunk seams change nothing."""
+    net = _random_mlp(MLPConfig(), seed=1)
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    plain = Denoiser(net, schedule, "v")
+    fast_net, chunk = for_sampling(net, fast=True)
+    assert isinstance(fast_net, FoldedMLP) and chunk == 25_000
+    fast = Denoiser(fast_net, schedule, "v", chunk=128)  # 300 = 128 + 128 + 44
     x = torch.randn(300, 2)
-    t = torch.full((300,), 77.0) if same_time else torch.linspace(0, 999, 300)
-    reference = net(x, t).detach()  # autograd on: one generic pass
-    monkeypatch.setattr(mlp, "SHARED_CHUNK", 128)  # 300 = 128 + 128 + 44
+    t = 77.0 if same_time else torch.linspace(0, 999, 300)
     with torch.no_grad():
-        chunked = net(x, t)
-    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
-    assert chunked.shape == (300, 2)
+        for a, b in zip(fast(x, t), plain(x, t)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

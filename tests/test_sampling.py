@@ -196,7 +196,7 @@ def test_ddpm_single_step_formula(linear, variance, t, t_prev):
     den = Denoiser(lambda xx, tt: c.expand_as(xx), linear, "x0")
     seen = []
     sample_ddpm(den, x, torch.tensor([float(t), float(t_prev)], dtype=F64), generator=torch.Generator().manual_seed(9),
-                variance=variance, callback=lambda i, tt, xx, x0: seen.append(xx.clone()))
+                variance=variance, callback=lambda r: seen.append(r.x.clone()))
     ab, abp = float(linear.alphas_cumprod[t]), float(linear.alphas_cumprod[t_prev])
     beta = 1 - ab / abp
     mean = math.sqrt(abp) * beta / (1 - ab) * c + math.sqrt(1 - beta) * (1 - abp) / (1 - ab) * x
@@ -220,7 +220,7 @@ def test_ddim_single_step_formula(linear, t, t_prev, eta):
     eps_hat, x0_hat = den(x, torch.tensor(float(t)))
     seen = []
     sample_ddim(den, x, torch.tensor([float(t), float(t_prev)], dtype=F64), generator=torch.Generator().manual_seed(9),
-                eta=eta, callback=lambda i, tt, xx, x0: seen.append(xx.clone()))
+                eta=eta, callback=lambda r: seen.append(r.x.clone()))
     ab, abp = float(linear.alphas_cumprod[t]), float(linear.alphas_cumprod[t_prev])
     sigma = eta * math.sqrt((1 - abp) / (1 - ab) * (1 - ab / abp))  # DDIM eq. 16
     expected = math.sqrt(abp) * x0_hat + math.sqrt(1 - abp - sigma**2) * eps_hat  # DDIM eq. 12
@@ -283,7 +283,7 @@ def test_callback_once_per_step(name, steps, expected):
     sched = NoiseSchedule.from_name("cosine", 100)
     calls = []
     out = sample(oracle(sched), x_T(sched, n=16), name, steps=steps, generator=torch.Generator().manual_seed(0),
-                 callback=lambda i, t, x, x0: calls.append((i, t, x.clone(), x0.clone())))
+                 callback=lambda r: calls.append((r.i, r.t, r.x.clone(), r.x0_hat.clone())))
     assert len(calls) == expected
     assert [c[0] for c in calls] == list(range(expected))
     from diffkit.sampling.grids import SIGMA_MAX, make_grid

@@ -96,9 +96,9 @@ def test_resume_is_bitwise_identical(run60, tmp_path):
     out = tmp_path / "b"
     seen = []
 
-    def stop_at_41(step, loss):
-        seen.append(step)
-        if step == 41:
+    def stop_at_41(rec):
+        seen.append(rec.step)
+        if rec.step == 41:
             raise Interrupt
 
     with pytest.raises(Interrupt):
@@ -185,7 +185,7 @@ def test_checkpoints_are_safetensors_not_pickle(run60):
     meta = json.loads(_header(run60 / "model.safetensors")["__metadata__"]["diffkit"])
     assert meta["step"] == "60"
     config = json.loads((run60 / "config.json").read_text())
-    assert config["format"] == "diffkit-run" and config["data"]["normalizer"] is not None
+    assert config["format"] == "diffkit-run" and config["fitted"]["normalizer"] is not None and config["network"]["kind"] == "mlp"
     # the EMA weights load into a Denoiser that samples finite points
     run = load_run(run60)
     assert run.step == 60
@@ -296,7 +296,7 @@ def test_threads_apply_during_training_only(tmp_path):
     before = torch.get_num_threads()
     other = 2 if before != 2 else 3
     train_run(tiny(steps=3, threads=other), tmp_path / "run", progress=False,
-              callback=lambda step, loss: seen.append(torch.get_num_threads()))
+              callback=lambda rec: seen.append(torch.get_num_threads()))
     assert seen == [other] * 3
     assert torch.get_num_threads() == before
 

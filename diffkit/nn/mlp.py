@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import repeat
-
 import torch
 from torch import nn
 
@@ -22,11 +20,6 @@ class MLPConfig:
     fourier_features: int = 32 # > 0: also feed cos/sin(2 pi x B) of this many random directions B (Tancik et al. 2020)
     fourier_scale: float = 0.5 # std of the entries of B
     norm: bool = False         # LayerNorm before each block
-
-
-# points per pass of the sampling path: 25k x hidden floats stay in a CPU's cache (a 100k-point batch in one pass
-# runs ~1.9x slower)
-SHARED_CHUNK = 25_000
 
 
 class ResidualBlock(nn.Module):
@@ -78,59 +71,9 @@ class MLP(nn.Module):
         return torch.cat([x, torch.cos(proj), torch.sin(proj)], dim=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        B = x.shape[0]
-        same_t = B > 1 and not self.training and not torch.is_grad_enabled() and bool((t == t[0]).all())
-        one_class = same_t and (cond is None or bool((cond == cond[0]).all()))
-        if one_class and not self.cfg.norm:  # sampling: no LayerNorm in the blocks, constants fold
-            return self._forward_shared(x, self.embedding(t[:1], None if cond is None else cond[:1])[0])
-        if B > SHARED_CHUNK and not torch.is_grad_enabled():  # no gradients kept: cache-sized passes
-            conds = repeat(None) if cond is None else cond.split(SHARED_CHUNK)
-            return torch.cat([self(*a) for a in zip(x.split(SHARED_CHUNK), t.split(SHARED_CHUNK), conds)])
-        if one_class:
-            e = self.embedding(t[:1], None if cond is None else cond[:1]).expand(B, -1, -1)
-        elif same_t:  # one time for the whole batch: embed each distinct class once
-            classes, index = torch.unique(cond, return_inverse=True)
-            e = self.embedding(t[:1].expand(len(classes)), classes)[index]
-        else:
-            e = self.embedding(t, cond)  # [B, depth, hidden]
+        e = self.embedding(t, cond)  # [B, depth, hidden]
         h = self.inp(self.features(x))  # [B, hidden]
         # unbind, not e[:, i]: indexing's backward zero-fills a full [B, depth, hidden] gradient per block
         for block, e_i in zip(self.blocks, e.unbind(1)):
             h = block(h, e_i)
         return self.out(nn.functional.silu(self.out_norm(h)))
-
-    def _forward_shared(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """forward() for a batch sharing one embedding e [depth, hidden], with the same arithmetic in fewer passes.
-
-        Every constant becomes a weight: x and the residual stream h carry a constant-1 last column
-        (homogeneous coordinates), so each bias is one more weight column and each layer a plain GEMM
-        (addmm with a bias first copies the broadcast bias into its output: one more pass over memory).
-        e_i joins fc1's bias; fc2's biases b2_j are carried in h from the start (h' = h + sum_{j>=i} b2_j
-        before block i), which fc1 compensates with - W1 sum_{j>=i} b2_j. Each block is then one GEMM, an
-        in-place SiLU and one GEMM accumulated into h in place. The weights are folded once per call, then
-        the batch runs in chunks of SHARED_CHUNK points whose activations stay in cache. Needs cfg.norm =
-        False (nothing folds through a LayerNorm)."""
-        H, D, F = self.cfg.hidden, self.cfg.dim, self.cfg.fourier_features
-        carried = torch.stack([b.fc2.bias for b in self.blocks]).flip(0).cumsum(0).flip(0)  # sum_{j>=i} b2_j
-        W = self.inp.weight  # columns: x, then the cos and sin features
-        w_in = W.new_zeros(D + 1, H + 1)  # transposed: x1 @ w_in
-        w_in[:D, :H], w_in[D, :H], w_in[D, H] = W[:, :D].t(), self.inp.bias + carried[0], 1.0  # column H keeps the 1
-        w_proj = w_feat = None
-        if F:  # cos(a) = sin(a + pi/2): every feature from one GEMM and one in-place sin
-            phase = torch.cat([torch.full((F,), torch.pi / 2), torch.zeros(F)]).to(W)
-            w_proj = torch.cat([(2 * torch.pi * self.fourier).repeat(1, 2), phase[None]])  # [D + 1, 2F]
-            w_feat = W[:, D:].t()
-        w_blocks = [(torch.cat([b.fc1.weight, (b.fc1.bias + e[i] - b.fc1.weight @ carried[i])[:, None]], 1).t(),
-                     b.fc2.weight.t()) for i, b in enumerate(self.blocks)]
-        out = []
-        for part in x.split(SHARED_CHUNK):
-            x1 = torch.cat([part, part.new_ones(part.shape[0], 1)], dim=1)  # [n, D + 1]
-            h = x1 @ w_in  # [n, H + 1]
-            stream = h[:, :H]  # a view: the layers write here, column H stays exactly 1
-            if F:
-                stream.addmm_((x1 @ w_proj).sin_(), w_feat)
-            for w1, w2 in w_blocks:
-                stream.addmm_(nn.functional.silu(h @ w1, inplace=True), w2)
-            z = self.out_norm(stream.contiguous())  # LayerNorm runs ~1.4x faster on contiguous rows
-            out.append(self.out(nn.functional.silu(z, inplace=True)))
-        return out[0] if len(out) == 1 else torch.cat(out)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import ConfigError, choice_error
 from .ddim import sample_ddim
@@ -11,23 +13,40 @@ from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from .euler import sample_euler, sample_euler_a, sample_heun
 from .grids import CONTINUOUS_SPACINGS, SIGMA_MAX, SPACINGS, check_steps, make_grid, ode_sigma_range, timesteps
 from .langevin import sample_langevin
+from .record import StepRecord
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp-2m": sample_dpmpp_2m, "dpmpp-3m": sample_dpmpp_3m,
-            "dpmpp-2m-sde": sample_dpmpp_2m_sde, "euler": sample_euler, "heun": sample_heun,
-            "euler-a": sample_euler_a, "langevin": sample_langevin}
-# default number of grid steps per sampler (None: every training step)
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp-2m": 20, "dpmpp-3m": 20, "dpmpp-2m-sde": 30, "euler": 50,
-                 "heun": 25, "euler-a": 50, "langevin": 200}
-# default grid spacing: uniform log-SNR for DPM-Solver (Lu et al. 2022, sec. 3.3), Karras sigmas for the
-# Karras-style ODE / ancestral samplers, trailing for the DDPM family (measured in benchmarks/samplers.py)
-DEFAULT_SPACING = {"ddpm": "trailing", "ddim": "trailing", "dpmpp-2m": "logsnr", "dpmpp-3m": "logsnr",
-                   "dpmpp-2m-sde": "logsnr", "euler": "karras", "heun": "karras", "euler-a": "karras",
-                   "langevin": "trailing"}
-# DDPM and Langevin visit the schedule's own grid uncapped: their ancestral steps stay stable at any noise
-# level, and DDPM over all T steps is the reference every other sampler is measured against.
-UNCAPPED = {"ddpm", "langevin"}
-# the DPM-Solver++ samplers default to `ode_sigma_range(steps)` on continuous grids
-NARROWED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler: its function and defaults (measured in benchmarks/samplers.py)."""
+
+    fn: Callable
+    steps: int | None           # default grid steps (None: every training step)
+    spacing: str                # default grid spacing
+    capped: bool = True         # grid capped at SIGMA_MAX (ancestral DDPM / Langevin stay stable uncapped, and
+                                # DDPM over all T steps is the reference every other sampler is measured against)
+    narrowed: bool = False      # on continuous grids, default noise range `ode_sigma_range(steps)` (DPM-Solver++)
+    nfe: Callable[..., float] = lambda **options: 1.0  # network evaluations per grid step
+
+
+# uniform log-SNR for DPM-Solver (Lu et al. 2022, sec. 3.3), Karras sigmas for the Karras-style ODE /
+# ancestral samplers, trailing for the DDPM family
+SAMPLER_TABLE: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(sample_ddpm, None, "trailing", capped=False),
+    "ddim": SamplerSpec(sample_ddim, 50, "trailing"),
+    "dpmpp-2m": SamplerSpec(sample_dpmpp_2m, 20, "logsnr", narrowed=True),
+    "dpmpp-3m": SamplerSpec(sample_dpmpp_3m, 20, "logsnr", narrowed=True),
+    "dpmpp-2m-sde": SamplerSpec(sample_dpmpp_2m_sde, 30, "logsnr", narrowed=True),
+    "euler": SamplerSpec(sample_euler, 50, "karras"),
+    "heun": SamplerSpec(sample_heun, 25, "karras", nfe=lambda **o: 2.0),  # 2 per step, 1 on the last
+    "euler-a": SamplerSpec(sample_euler_a, 50, "karras"),
+    "langevin": SamplerSpec(sample_langevin, 200, "trailing", capped=False,
+                            nfe=lambda **o: 1.0 + o.get("corrector_steps", 1)),
+}
+SAMPLERS = {name: spec.fn for name, spec in SAMPLER_TABLE.items()}
+UNCAPPED = tuple(name for name, spec in SAMPLER_TABLE.items() if not spec.capped)
+NARROWED = tuple(name for name, spec in SAMPLER_TABLE.items() if spec.narrowed)
 _COMMON = {"generator", "callback", "cond"}
 
 
@@ -56,16 +75,15 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     for key in options:
         if key not in allowed:
             raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: {', '.join(allowed) or 'none'}")
+    spec = SAMPLER_TABLE[name]
     T = denoiser.schedule.num_timesteps
-    if steps is None:
-        steps = DEFAULT_STEPS[name] or T
-    steps = check_steps(steps, T)
-    spacing = spacing or DEFAULT_SPACING[name]
-    if name in NARROWED and spacing in CONTINUOUS_SPACINGS:  # each end not given takes the DPM-Solver default
+    steps = check_steps(spec.steps or T if steps is None else steps, T)
+    spacing = spacing or spec.spacing
+    if spec.narrowed and spacing in CONTINUOUS_SPACINGS:  # each end not given takes the DPM-Solver default
         low, high = ode_sigma_range(steps)
         sigma_min = low if sigma_min is None else sigma_min
         sigma_max = high if sigma_max is None else sigma_max
-    if sigma_max is None and name not in UNCAPPED:
+    if sigma_max is None and spec.capped:
         sigma_max = SIGMA_MAX
     grid = make_grid(denoiser.schedule, steps, spacing, sigma_max=sigma_max, sigma_min=sigma_min)
     return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
@@ -73,12 +91,10 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
 
 def nfe_per_step(name: str, **options) -> float:
     """Network evaluations per grid step (heun: 2 but 1 on the last; langevin: 1 + corrector steps)."""
-    if name == "heun":
-        return 2.0
-    if name == "langevin":
-        return 1.0 + options.get("corrector_steps", 1)
-    return 1.0
+    if name not in SAMPLER_TABLE:
+        raise choice_error("sampler", name, SAMPLER_TABLE)
+    return SAMPLER_TABLE[name].nfe(**options)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_options",
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_options",
            "timesteps", *(f.__name__ for f in SAMPLERS.values())]

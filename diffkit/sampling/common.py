@@ -3,6 +3,12 @@
 VP form: x_t = alpha_t x0 + sigma_t eps with alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t),
 lambda_t = log(alpha_t / sigma_t) (half log-SNR, as in DPM-Solver). The VE view used by Euler / Heun is
 x / alpha_t with noise level sigma_t / alpha_t (Karras et al. 2022, sec. 2). t = -1 is x0 itself.
+
+Three sigmas appear in samplers, each under its own name (DESIGN.md glossary):
+  Level.sigma     VP noise scale sqrt(1 - alpha_bar_t) (the schedule's `sigma` table)
+  Level.sigma_ve  VE noise level sigma_t / alpha_t, in data standard deviations; grids' sigma_min / sigma_max
+  std             the noise injected by one stochastic step (DDIM's sigma_t of eq. 16, ancestral s_up)
+Level.alpha is sqrt(alpha_bar_t), the VP signal scale; the schedule's per-step alpha_t = 1 - beta_t is `alphas`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ def check_eta(eta) -> float:
 
 @dataclass(frozen=True)
 class Level:
-    """One noise level: alpha, sigma, lambda and the VE sigma (all Python floats)."""
+    """One noise level: alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), lam = log(alpha / sigma) (half the
+    log-SNR) and sigma_ve = sigma / alpha (all Python floats)."""
 
     t: float
     alpha: float

@@ -8,15 +8,16 @@ import torch
 
 from .common import check_eta
 from .grids import with_final
+from .record import report
 
 
 def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=None):
-    """x_{t'} = sqrt(ab') x0_hat + sqrt(1 - ab' - sigma^2) eps_hat + sigma z (DDIM eq. 12), with
-    sigma = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab') (eq. 16)."""
-    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if eta > 0 else 0.0
-    x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps_hat
-    if eta > 0:  # noise is drawn whenever eta > 0 (also where sigma is 0), as diffusers does
-        x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    """x_{t'} = sqrt(ab') x0_hat + sqrt(1 - ab' - std^2) eps_hat + std z (DDIM eq. 12), with the step's noise
+    std = eta sqrt((1 - ab') / (1 - ab)) sqrt(1 - ab / ab') (eq. 16; the paper's sigma_t, not a noise level)."""
+    std = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if eta > 0 else 0.0
+    x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - std**2, 0.0) ** 0.5 * eps_hat
+    if eta > 0:  # noise is drawn whenever eta > 0 (also where std is 0), as diffusers does
+        x = x + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x
 
 
@@ -29,6 +30,6 @@ def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
         eps_hat, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
         x = ddim_step(x0_hat, eps_hat, ab, ab_prev, eta, generator)
-        if callback is not None:
-            callback(i, t, x, x0_hat)
+        if report(callback, i, t, x, x0_hat, eps_hat):
+            break
     return x

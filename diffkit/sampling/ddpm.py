@@ -8,6 +8,7 @@ import torch
 
 from ..errors import choice_error
 from .grids import with_final
+from .record import report
 
 Variance = Literal["beta", "posterior"]
 
@@ -41,9 +42,9 @@ def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
         raise choice_error("DDPM variance", variance, ("beta", "posterior"))
     schedule = denoiser.schedule
     for i, (t, t_prev) in enumerate(with_final(timesteps)):
-        _, x0_hat = denoiser(x, t, cond)
+        eps_hat, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
         x = ddpm_step(x, x0_hat, ab, ab_prev, variance, generator)
-        if callback is not None:
-            callback(i, t, x, x0_hat)
+        if report(callback, i, t, x, x0_hat, eps_hat):
+            break
     return x

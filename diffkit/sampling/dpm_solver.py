@@ -12,6 +12,7 @@ import math
 import torch
 
 from .common import Level, check_eta, grid_levels
+from .record import report
 
 
 def _expm1_neg(h: float) -> float:
@@ -75,13 +76,13 @@ def _multistep(denoiser, x, timesteps, order: int, callback, cond, lower_order_f
     x0s: list[torch.Tensor] = []  # x0_hat at the last few levels, newest last
     n = len(lv) - 1
     for i in range(n):
-        _, x0 = denoiser(x, lv[i].t, cond)
+        eps, x0 = denoiser(x, lv[i].t, cond)
         x0s = (x0s + [x0])[-3:]
         seen = lv[max(0, i + 1 - len(x0s)):i + 1]
         k = min(len(x0s), final_order(order, i, n, lower_order_final))  # warm-up: not enough history yet
         x = dpmpp_update(x, x0s, seen, lv[i + 1], k)
-        if callback is not None:
-            callback(i, lv[i].t, x, x0)
+        if report(callback, i, lv[i].t, x, x0, eps):
+            break
     return x
 
 
@@ -105,7 +106,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
     prev_x0, prev_h = None, None
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
-        _, x0 = denoiser(x, now.t, cond)
+        eps, x0 = denoiser(x, now.t, cond)
         h = nxt.lam - now.lam
         if nxt.sigma == 0.0:
             x = x0
@@ -120,6 +121,6 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 x = x + nxt.sigma * math.sqrt(-math.expm1(-2 * eta_h)) * noise
         prev_x0, prev_h = x0, h
-        if callback is not None:
-            callback(i, now.t, x, x0)
+        if report(callback, i, now.t, x, x0, eps):
+            break
     return x

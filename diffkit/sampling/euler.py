@@ -13,6 +13,7 @@ import math
 import torch
 
 from .common import Level, check_eta, grid_levels
+from .record import report
 
 
 def to_vp(y: torch.Tensor, level: Level) -> torch.Tensor:
@@ -31,8 +32,8 @@ def sample_euler(denoiser, x, timesteps, *, generator=None, callback=None, cond=
     for i in range(len(lv) - 1):
         eps_hat, x0_hat = denoiser(x, lv[i].t, cond)
         x = euler_step(x0_hat, eps_hat, lv[i + 1])
-        if callback is not None:
-            callback(i, lv[i].t, x, x0_hat)
+        if report(callback, i, lv[i].t, x, x0_hat, eps_hat):
+            break
     return x
 
 
@@ -53,8 +54,8 @@ def sample_heun(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
             # y' = y + (s' - s) (d + d') / 2 with d = eps_hat, y = x / alpha (eq. in Algorithm 1, line 8)
             y = x / now.alpha + (nxt.sigma_ve - now.sigma_ve) * 0.5 * (eps_hat + eps_2)
             x = to_vp(y, nxt)
-        if callback is not None:
-            callback(i, now.t, x, x0_hat)
+        if report(callback, i, now.t, x, x0_hat, eps_hat):
+            break
     return x
 
 
@@ -77,6 +78,6 @@ def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, con
             y = x0_hat + s_down * eps_hat  # Euler from s to s_down, written without y = x / alpha
             y = y + s_up * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = to_vp(y, nxt)
-        if callback is not None:
-            callback(i, now.t, x, x0_hat)
+        if report(callback, i, now.t, x, x0_hat, eps_hat):
+            break
     return x

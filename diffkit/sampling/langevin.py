@@ -15,6 +15,7 @@ import torch
 from ..errors import ConfigError
 from .common import grid_levels
 from .ddpm import ddpm_step
+from .record import report
 
 
 def _mean_norm(v: torch.Tensor) -> torch.Tensor:
@@ -31,16 +32,16 @@ def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, co
     lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
-        _, x0_hat = denoiser(x, now.t, cond)
+        eps_hat, x0_hat = denoiser(x, now.t, cond)
         x = ddpm_step(x, x0_hat, now.alpha**2, nxt.alpha**2, "posterior", generator)
         if nxt.sigma > 0:
             step_alpha = (now.alpha / nxt.alpha) ** 2  # alpha_i = 1 - beta_i of this (possibly skipped) step
             for _ in range(corrector_steps):
-                eps_hat, _ = denoiser(x, nxt.t, cond)
-                score = -eps_hat / nxt.sigma
+                eps_c, _ = denoiser(x, nxt.t, cond)
+                score = -eps_c / nxt.sigma
                 z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 e = 2 * step_alpha * (snr * _mean_norm(z) / _mean_norm(score).clamp_min(1e-12)) ** 2
                 x = x + e * score + (2 * e).sqrt() * z
-        if callback is not None:
-            callback(i, now.t, x, x0_hat)
+        if report(callback, i, now.t, x, x0_hat, eps_hat):
+            break
     return x

@@ -16,11 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..cond import ClassConditioning
 from ..config import RunConfig
 from ..data.normalize import Normalizer
 from ..denoiser import Denoiser
 from ..errors import CheckpointError
-from ..nn.mlp import MLP
+from ..nn import registry
 
 CONFIG, MODEL, STATE_DIR, STATE = "config.json", "model.safetensors", "train_state", "state.safetensors"
 
@@ -91,8 +92,8 @@ def read_config(run_dir) -> RunConfig:
     return RunConfig.from_dict(raw)
 
 
-def build_network(config: RunConfig) -> MLP:
-    return MLP(config.network)
+def build_network(config: RunConfig) -> torch.nn.Module:
+    return registry.build_network(config.network)
 
 
 def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
@@ -107,23 +108,26 @@ class Run:
     """A loaded run: its config, EMA network, Denoiser and the data normalizer."""
 
     config: RunConfig
-    network: MLP
+    network: torch.nn.Module
     denoiser: Denoiser
     normalizer: Normalizer
     step: int
 
 
-def load_run(run_dir, guidance_scale: float = 1.0) -> Run:
-    """Everything `sample` needs, from the run directory alone."""
+def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True) -> Run:
+    """Everything `sample` needs, from the run directory alone.
+
+    fast: the Denoiser calls the network kind's sampling fast path (e.g. the folded MLP) in its sampling
+    chunks; False calls the plain network in one piece (the reference the fast path is tested against)."""
     config = read_config(run_dir)
-    if config.data.normalizer is None:
+    if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
     network = build_network(config)
     tensors, meta = read_tensors(Path(run_dir) / MODEL)
     load_weights(network, tensors, Path(run_dir) / MODEL)
-    network.eval()
+    sampling_net, chunk = registry.for_sampling(network, fast)
     num_classes = config.network.num_classes
-    denoiser = Denoiser(network, config.schedule.build(), config.prediction,
-                        null_class=num_classes if num_classes else None, guidance_scale=guidance_scale,
-                        clip_x0=config.data.x0_bound)
-    return Run(config, network, denoiser, Normalizer(**config.data.normalizer), int(meta.get("step", 0)))
+    denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction,
+                        conditioning=ClassConditioning(num_classes) if num_classes else None,
+                        guidance_scale=guidance_scale, clip_x0=config.fitted.x0_bound, chunk=chunk if fast else None)
+    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)))

@@ -11,12 +11,14 @@ import json
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from ..cond import ClassConditioning, drop_conds
 from ..config import RunConfig
 from ..errors import CheckpointError
 from .checkpoint import STATE, STATE_DIR, build_network, load_weights, read_tensors, save_config, save_model, save_tensors
@@ -36,19 +38,31 @@ def lr_at(step: int, cfg) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-class Trainer:
-    """Trains `config.network` on normalized points x0 [N, D] (and optional labels [N]) into run_dir.
+@dataclass(frozen=True)
+class TrainStep:
+    """What a training callback receives after each optimizer step. `loss` is a detached 0-d tensor (reading
+    it with float() syncs a device: a viewer reads it every few steps, not every step)."""
 
-    callback(step, loss) is called after every optimizer step (for live plots).
+    step: int
+    loss: torch.Tensor
+    lr: float
+
+
+class Trainer:
+    """Trains `config.network` on batches drawn from `source` (draw(B, generator) -> (x0, cond)) into run_dir.
+
+    callback(TrainStep) is called after every optimizer step (for live plots); returning True stops training
+    after a checkpoint.
     """
 
-    def __init__(self, config: RunConfig, x0: torch.Tensor, run_dir, labels: torch.Tensor | None = None,
-                 progress: bool = True, callback: Callable[[int, float], None] | None = None):
+    def __init__(self, config: RunConfig, source, run_dir, progress: bool = True,
+                 callback: Callable[[TrainStep], bool | None] | None = None):
         self.config = config.validate()
         self.cfg = config.train
         self.run_dir = Path(run_dir)
-        self.x0 = x0.float()
-        self.labels = labels
+        self.source = source
+        num_classes = config.network.num_classes
+        self.conditioning = ClassConditioning(num_classes) if num_classes else None
         self.progress = progress
         self.callback = callback
         self.schedule = config.schedule.build()
@@ -65,16 +79,14 @@ class Trainer:
     # one step -------------------------------------------------------------
     def _draw_batch(self):
         g, B, T = self.generator, self.cfg.batch_size, self.schedule.num_timesteps
-        idx = torch.randint(0, self.x0.shape[0], (B,), generator=g)
+        x0, cond = self.source.draw(B, g)
         t = torch.randint(0, T, (B,), generator=g)
-        eps = torch.randn((B, *self.x0.shape[1:]), generator=g)
-        cond = None
-        if self.labels is not None:
-            cond = self.labels[idx]
-            if self.cfg.p_uncond > 0:  # label dropout to the learned null class (Ho & Salimans 2022)
-                drop = torch.rand(B, generator=g) < self.cfg.p_uncond
-                cond = torch.where(drop, torch.full_like(cond, self.config.network.num_classes), cond)
-        return self.x0[idx], t, eps, cond
+        eps = torch.randn(x0.shape, generator=g)
+        if self.conditioning is None:
+            cond = None  # an unconditional run ignores the data's labels
+        else:  # label dropout to the null condition (Ho & Salimans 2022)
+            cond = drop_conds(self.conditioning, cond, self.cfg.p_uncond, g)
+        return x0, t, eps, cond
 
     def train_step(self) -> torch.Tensor:
         x0, t, eps, cond = self._draw_batch()
@@ -111,9 +123,8 @@ class Trainer:
                 loss = self.train_step()
                 loss_sum += loss
                 n += 1
-                if self.callback is not None:
-                    self.callback(self.step, float(loss))
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr_at(self.step - 1, cfg))))
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                     mean = float(loss_sum) / n
                     secs = seconds_before + time.perf_counter() - t0
                     writer.writerow([self.step, f"{mean:.6f}", f"{lr_at(self.step - 1, cfg):.6g}", f"{secs:.3f}"])
@@ -121,8 +132,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{mean:.4f}")
                     loss_sum, n = torch.zeros(()), 0
                 bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
                     self.save()
+                if stop:
+                    break
         bar.close()
         return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
 

@@ -1,0 +1,172 @@
+"""U-Net denoiser for images (Ronneberger et al. 2015, as adapted by Ho et al. 2020, appendix B, and
+Dhariwal & Nichol 2021, sec. 3): residual blocks at several resolutions, skip connections from the
+down path to the up path, self-attention at chosen resolutions, and the time (and class) embedding
+entering every residual block as a per-channel scale and shift of its normalized features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .embeddings import SinusoidalEmbedding
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 1            # 1 (grayscale) or 3 (RGB)
+    channels: int = 32              # width of the first level
+    channel_mult: tuple = (1, 2)    # width of level l = channels * channel_mult[l]; resolution halves per level
+    num_res_blocks: int = 1         # residual blocks per level on the way down (one more on the way up)
+    attention_levels: tuple = ()    # levels with self-attention after each residual block (mid block: always)
+    head_channels: int = 32         # channels per attention head
+    dropout: float = 0.0
+    groups: int = 8                 # GroupNorm groups (Wu & He 2018)
+    embed_mult: int = 4             # time-embedding width = channels * embed_mult
+    num_classes: int = 0            # > 0: class-conditional, label `num_classes` is the learned null class
+    num_timesteps: int = 1000       # training T (sets the embedding scale)
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mult)
+
+
+def _norm(cfg: UNetConfig, ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(cfg.groups, ch), ch)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero-initialised output layer: each residual branch starts as the identity (Goyal et al. 2017)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """h = conv(silu(norm(x))); h = norm(h) (1 + scale) + shift; out = x' + conv(dropout(silu(h)))
+    with (scale, shift) a linear map of the embedding (Dhariwal & Nichol 2021, 'adaptive group norm')."""
+
+    def __init__(self, cfg: UNetConfig, c_in: int, c_out: int, embed_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cfg, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.embed = nn.Linear(embed_dim, 2 * c_out)
+        self.norm2, self.drop = _norm(cfg, c_out), nn.Dropout(cfg.dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb):  # x [B, c_in, H, W], emb [B, E] (already through SiLU)
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.embed(emb)[:, :, None, None].chunk(2, dim=1)  # [B, c_out, 1, 1] each
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(self.drop(F.silu(h)))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H x W positions (Vaswani et al. 2017), pre-norm, residual."""
+
+    def __init__(self, cfg: UNetConfig, ch: int):
+        super().__init__()
+        self.heads = max(1, ch // cfg.head_channels)
+        self.norm, self.qkv = _norm(cfg, ch), nn.Conv2d(ch, 3 * ch, 1)
+        self.out = _zero(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x, emb=None):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C / heads]
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x, emb=None):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x, emb=None):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """network(x_t [B, C, H, W], t float [B], cond long [B] | None) -> prediction [B, C, H, W].
+
+    Any H, W: inputs that 2^(levels - 1) does not divide are zero-padded at the bottom / right and the
+    output cropped back."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch0, E = cfg.channels, cfg.channels * cfg.embed_mult
+        self.time_embed = SinusoidalEmbedding(ch0, scale=1000.0 / cfg.num_timesteps)
+        self.embed = nn.Sequential(nn.Linear(ch0, E), nn.SiLU(), nn.Linear(E, E))
+        # one extra row: the learned null class used for classifier-free guidance
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, E) if cfg.num_classes > 0 else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
+        self.down, skips, ch = nn.ModuleList(), [ch0], ch0
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(self._stage(cfg, level, ch, ch0 * mult, E))
+                ch = ch0 * mult
+                skips.append(ch)
+            if level < cfg.levels - 1:
+                self.down.append(nn.ModuleList([Downsample(ch)]))
+                skips.append(ch)
+        self.mid = nn.ModuleList([ResBlock(cfg, ch, ch, E), SelfAttention(cfg, ch), ResBlock(cfg, ch, ch, E)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                stage = self._stage(cfg, level, ch + skips.pop(), ch0 * mult, E)
+                ch = ch0 * mult
+                if level > 0 and i == cfg.num_res_blocks:
+                    stage.append(Upsample(ch))
+                self.up.append(stage)
+        self.out = nn.Sequential(_norm(cfg, ch), nn.SiLU(), _zero(nn.Conv2d(ch, cfg.in_channels, 3, padding=1)))
+
+    @staticmethod
+    def _stage(cfg, level, c_in, c_out, E) -> nn.ModuleList:
+        stage = nn.ModuleList([ResBlock(cfg, c_in, c_out, E)])
+        if level in cfg.attention_levels:
+            stage.append(SelfAttention(cfg, c_out))
+        return stage
+
+    def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """SiLU of the time (+ class) embedding [B, E]: what every residual block reads."""
+        emb = self.embed(self.time_embed(t))
+        if self.class_embed is not None:
+            if cond is None:
+                cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
+            emb = emb + self.class_embed(cond)
+        return F.silu(emb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        m = 2 ** (self.cfg.levels - 1)
+        pad_h, pad_w = -H % m, -W % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        emb = self.embedding(t, cond).to(x.dtype)
+        h = self.conv_in(x)
+        skips = [h]
+        for stage in self.down:
+            for layer in stage:
+                h = layer(h, emb)
+            skips.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for stage in self.up:
+            h = torch.cat([h, skips.pop()], dim=1)
+            for layer in stage:
+                h = layer(h, emb)
+        return self.out(h)[..., :H, :W]

@@ -1,0 +1,39 @@
+"""Default configurations per kind of data, chosen by measurement on a 2-core CPU (benchmarks/images.py).
+
+Points get the MLP and TrainConfig's own defaults. Images get a U-Net sized for their resolution and
+image training settings; every value can still be overridden (CLI flags or the dataclasses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .config import DataConfig, RunConfig, TrainConfig
+from .nn.unet import UNetConfig
+
+
+def unet_preset(shape, num_classes: int = 0) -> UNetConfig:
+    """A U-Net for images of shape [C, H, W]: two levels up to 16 px, three above, attention at the lowest."""
+    C, H, W = shape
+    side = min(H, W)
+    if side <= 16:  # digits (8x8)
+        return UNetConfig(in_channels=C, channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_levels=(), num_classes=num_classes)
+    return UNetConfig(in_channels=C, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                      attention_levels=(2,), num_classes=num_classes)
+
+
+def image_train_preset(shape) -> TrainConfig:
+    """Training settings for images of shape [C, H, W]."""
+    C, H, W = shape
+    base = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, ema_halflife=20_000, threads=0,
+                       checkpoint_every=500, log_every=25)
+    if max(H, W) <= 16:
+        return replace(base, steps=2000)
+    return replace(base, steps=4000)
+
+
+def image_config(spec: str, shape, *, cond: bool = False, num_classes: int = 0) -> RunConfig:
+    """The default run of an image data set of this sample shape."""
+    return RunConfig(data=DataConfig(spec=spec, cond=cond), network=unet_preset(shape, num_classes if cond else 0),
+                     train=image_train_preset(shape))
