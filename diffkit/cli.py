@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run directory written by `diffkit train`")
     s.add_argument("--n", type=_positive_int("--n"), default=1000, help="number of samples (default 1000)")
-    s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates")
+    s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
+                                                "(images: [N, C, H, W] in [0, 1])")
     s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
@@ -106,20 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
     s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--plot", help="also draw the samples to this .png")
+    s.add_argument("--plot", help="points: also draw the samples to this .png")
+    s.add_argument("--grid", help="images: also draw the first 100 samples as a grid to this .png")
+    s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     e = sub.add_parser("eval", help="score samples against fresh data")
-    e.add_argument("--samples", required=True, help=".npy/.npz/.csv file of [N, 2] samples")
-    e.add_argument("--data", required=True, help=f"built-in dataset ({', '.join(DATASETS)}) or a data file")
+    e.add_argument("--samples", required=True, help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
+    e.add_argument("--data", required=True, help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
+                                                 "a data file or an image folder")
+    e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
     e.add_argument("--n-ref", type=_positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    d = sub.add_parser("demo", help="train on the spiral, sample, print a table and draw pictures")
+    d = sub.add_parser("demo", help="train on the spiral (or an image set), sample, print a table and draw pictures")
     d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
+    d.add_argument("--data", default="spiral", help=f"spiral (default) or an image set: {', '.join(IMAGE_DATASETS)}")
     d.add_argument("--steps", type=_positive_int("--steps"), help=argparse.SUPPRESS)
-    d.add_argument("--n", type=_positive_int("--n"), default=4000, help=argparse.SUPPRESS)
+    d.add_argument("--n", type=_positive_int("--n"), help=argparse.SUPPRESS)
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -201,17 +207,32 @@ def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
     return p
 
 
+GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
+
+
 def cmd_sample(a) -> None:
-    from .runs import sample_run
+    from .runs import sample_run, to_data
     from .training.checkpoint import atomic_write, load_run
 
     out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
+    grid = _check_new_file(a.grid, ".png", a.overwrite, "--grid") if a.grid else None
+    gif = _check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None
     options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
                if getattr(a, k) is not None}
     run = load_run(a.run)
+    images = run.config.fitted.kind == "images"
+    if (grid or gif) and not images:
+        raise ConfigError("--grid and --gif draw image runs; for points use --plot")
+    if plot and images:
+        raise ConfigError("--plot draws point runs; for images use --grid and --gif")
+    frames, shown = [], min(a.n, GRID_MAX)
+
+    def record(step):  # the grid's images at every step, for the GIF
+        frames.append(to_data(run, step.x[:shown]))
+
     x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip,
-                   cond=a.cls, guidance=a.guidance, **options)
+                   cond=a.cls, guidance=a.guidance, callback=record if gif else None, **options)
     import io
 
     buf = io.BytesIO()
@@ -224,12 +245,38 @@ def cmd_sample(a) -> None:
         title = f"{a.sampler} samples" + (f", class {a.cls}" if a.cls is not None else "")
         scatter(x, plot, title + (f", w = {a.guidance:g}" if a.guidance is not None else ""))
         print(f"wrote {plot}")
+    if grid:
+        from .viz.images import image_grid
+
+        image_grid(x[:shown], grid)
+        print(f"wrote {grid}")
+    if gif:
+        from .viz.images import reverse_gif
+
+        reverse_gif(frames, gif, captions=[f"step {i + 1}/{len(frames)}" for i in range(len(frames))])
+        print(f"wrote {gif}")
 
 
 def cmd_eval(a) -> None:
+    from .data.images import is_image_spec
     from .data.points import load_file
-    from .runs import eval_samples
+    from .runs import eval_image_samples, eval_samples
 
+    if is_image_spec(a.data):
+        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed)
+        if a.json:
+            print(json.dumps(m, indent=2))
+            return
+        print(f"{'metric':<16} {'samples':>10} {'data floor':>11}")
+        for name in ("fd", "precision", "recall"):
+            print(f"{name:<16} {m[name]:>10.4f} {m[name + '_floor']:>11.4f}")
+        if "class_accuracy" in m:
+            print(f"{'class accuracy':<16} {m['class_accuracy']:>10.4f} {m['judge_accuracy']:>11.4f}  (floor: the judge's test accuracy)")
+        print("fd: Frechet distance on the judge CNN's penultimate features (a classifier-feature FD, not Inception FID); "
+              "floor: train vs test images")
+        return
+    if a.cls is not None:
+        raise ConfigError("--class applies to image samples; point samples are scored against the whole data set")
     x = load_file(a.samples)
     m = eval_samples(x, a.data, n_reference=a.n_ref, seed=a.seed)
     if a.json:
@@ -243,9 +290,18 @@ def cmd_eval(a) -> None:
 
 
 def cmd_demo(a) -> None:
-    from .demo import run_demo
+    from .data.images import IMAGE_DATASETS
 
-    run_demo(a.out, steps=a.steps, n=a.n, progress=not a.quiet)
+    if a.data in IMAGE_DATASETS:
+        from .demo_images import run_image_demo
+
+        run_image_demo(a.out, a.data, steps=a.steps, n=a.n or 1000, progress=not a.quiet)
+    elif a.data == "spiral":
+        from .demo import run_demo
+
+        run_demo(a.out, steps=a.steps, n=a.n or 4000, progress=not a.quiet)
+    else:
+        raise ConfigError(f"the demo runs on spiral or an image set ({', '.join(IMAGE_DATASETS)}), got {a.data!r}")
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, choice_error
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
 from .prediction import check_prediction
 from .schedule import NoiseSchedule
 
+PRECISIONS = ("fp32", "bf16")
 FORMAT = "diffkit-run"
 FORMAT_VERSION = 2  # 2: fitted statistics apart from the data request; tagged network config
 
@@ -64,6 +65,7 @@ class TrainConfig:
     # intra-op CPU threads while training (0: torch's default). The 2-D MLP's ops (1024 x 32) are too small
     # to split: one thread ran a default step in 4.4 ms against 5.2 ms on two (2-core machine)
     threads: int = 1
+    precision: str = "fp32"         # "fp32" or "bf16" (autocast of the network; see Trainer.train_step)
     checkpoint_every: int = 1000
     log_every: int = 50
 
@@ -87,6 +89,8 @@ class RunConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(t, name)}")
+        if t.precision not in PRECISIONS:
+            raise choice_error("training precision", t.precision, PRECISIONS)
         if t.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0: torch's default), got {t.threads}")
         if not t.lr > 0:

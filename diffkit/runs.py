@@ -21,7 +21,7 @@ from .data.source import TensorSource
 from .nn.mlp import MLPConfig
 from .nn.unet import UNetConfig
 from .presets import image_config
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, notice
 from .metrics.points import evaluate_points
 from .sampling import sample as run_sampler
 from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, load_run, read_config
@@ -105,6 +105,11 @@ def _check_network(config: RunConfig, kind: str, shape: list) -> None:
                               f"picks one), not a {type(net).__name__}")
         if net.in_channels != shape[0]:
             raise ConfigError(f"the U-Net takes {net.in_channels} channels but {config.data.spec} has {shape[0]}")
+        m = 2 ** (net.levels - 1)
+        if shape[1] % m or shape[2] % m:
+            padded = [-(-side // m) * m for side in shape[1:]]
+            notice(f"{shape[1]}x{shape[2]} images are zero-padded to {padded[0]}x{padded[1]} inside the U-Net "
+                   f"(its {net.levels} levels need sides divisible by {m}) and cropped back")
     else:
         if not isinstance(net, MLPConfig):
             raise ConfigError(f"{config.data.spec} holds points; train them with the MLP, not a {type(net).__name__}")
@@ -230,3 +235,36 @@ def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, see
     reference = source.fresh(n, seed)
     floor_reference = source.fresh(n, seed + (1 if source.is_builtin else 7))
     return evaluate_points(samples[:n_reference], reference, floor_reference, circle=spec == "circle")
+
+
+def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True) -> dict:
+    """Image samples (an .npy path or an array [N, C, H, W] in [0, 1]) scored by the data's judge against its
+    held-out test split; cls: the class (id or name) every sample was drawn for, or labels: one per sample."""
+    from .metrics.images import evaluate_images
+    from .metrics.judge import load_or_train_judge
+
+    data = load_images(spec)
+    x = _read_image_samples(samples) if isinstance(samples, (str, Path)) else np.asarray(samples)
+    if cls is not None:
+        names = list(data.class_names or [])
+        valid = f"0..{data.num_classes - 1}" + (f" ({', '.join(names)})" if names else "")
+        if not data.num_classes:
+            raise ConfigError(f"{spec} has no labels, so class accuracy cannot be measured; drop --class")
+        c = names.index(cls) if cls in names else (int(cls) if str(cls).lstrip("-").isdigit() else None)
+        if c is None or not 0 <= c < data.num_classes:
+            raise ConfigError(f"unknown class {cls!r}; {spec} has classes {valid}")
+        labels = np.full(len(x), c)
+    judge = load_or_train_judge(data, progress=progress)
+    return evaluate_images(x, data, judge, labels=labels, seed=seed)
+
+
+def _read_image_samples(path) -> np.ndarray:
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise DataError(f"image samples are read from the .npy file `diffkit sample` writes, got {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"sample file {path} does not exist") from None
+    except (ValueError, OSError, EOFError):
+        raise DataError(f"cannot read {path} as a numeric .npy array of images [N, C, H, W]") from None

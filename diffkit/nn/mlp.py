@@ -57,7 +57,7 @@ class MLP(nn.Module):
 
     def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Per-block embeddings [B, depth, hidden] of time t [B] (and class cond [B])."""
-        emb = self.embed(self.time_embed(t))  # [B, hidden]
+        emb = self.embed(self.time_embed(t).to(self.inp.weight.dtype))  # [B, hidden]
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)

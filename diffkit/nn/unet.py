@@ -143,7 +143,7 @@ class UNet(nn.Module):
 
     def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """SiLU of the time (+ class) embedding [B, E]: what every residual block reads."""
-        emb = self.embed(self.time_embed(t))
+        emb = self.embed(self.time_embed(t).to(self.conv_in.weight.dtype))  # features in float32, then the weights' dtype
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)

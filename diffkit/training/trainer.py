@@ -93,7 +93,10 @@ class Trainer:
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond).mean()
+        # bf16: autocast runs the network's matmuls and convolutions in bfloat16 (weights, optimizer and the
+        # loss stay float32: the output is compared with a float32 target)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
