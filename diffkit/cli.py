@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
     s.add_argument("--guidance", type=_finite_float("--guidance", 0.0),
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
+    s.add_argument("--guidance-interval", type=_interval,
+                   help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
+                        "images 0.2,1)")
     s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", help="points: also draw the samples to this .png")
@@ -196,6 +199,18 @@ def _int_tuple(name, allow_empty=False):
     return parse
 
 
+def _interval(text):
+    if text.strip().lower() == "all":
+        return ()
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI (e.g. 0.2,1) or 'all', got {text!r}") from None
+    if not (0 <= lo < hi and math.isfinite(lo)) or math.isnan(hi):
+        raise argparse.ArgumentTypeError(f"--guidance-interval needs 0 <= LO < HI, got {text!r}")
+    return (lo, hi)
+
+
 def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
     p = Path(path)
     if p.suffix.lower() != suffix:
@@ -232,7 +247,8 @@ def cmd_sample(a) -> None:
         frames.append(to_data(run, step.x[:shown]))
 
     x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip,
-                   cond=a.cls, guidance=a.guidance, callback=record if gif else None, **options)
+                   cond=a.cls, guidance=a.guidance, callback=record if gif else None,
+                   guidance_interval="run" if a.guidance_interval is None else (a.guidance_interval or None), **options)
     import io
 
     buf = io.BytesIO()

@@ -71,6 +71,15 @@ class TrainConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Sampling defaults of a run (every one can be overridden when sampling)."""
+
+    # noise levels (sigma_lo, sigma_hi], VE units, where classifier-free guidance applies; w = 1 elsewhere
+    # (Kynkaanniemi et al. 2024). None: at every level. Image presets set a measured interval.
+    guidance_interval: list | None = None
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -78,6 +87,7 @@ class RunConfig:
     prediction: str = "v"
     train: TrainConfig = field(default_factory=TrainConfig)
     fitted: FittedStats = field(default_factory=FittedStats)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
@@ -123,7 +133,8 @@ class RunConfig:
                 d = {**d, "data": data, "fitted": {"kind": "points", **fitted}}
             return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
                        network=network_from_dict(d["network"]), prediction=d["prediction"],
-                       train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"])).validate()
+                       train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"]),
+                       sampling=_build(SamplingConfig, d.get("sampling", {}))).validate()
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
 

@@ -28,6 +28,10 @@ class Denoiser:
         conditioning: the cond kind (diffkit.cond.ClassConditioning, TokenConditioning) that owns the null
             condition; needed for guidance.
         guidance_scale: w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6).
+        guidance_interval: (sigma_lo, sigma_hi): apply the guidance scale only at noise levels sigma_lo < sigma_ve
+            <= sigma_hi (VE units, data standard deviations) and the plain conditional model (w = 1) elsewhere
+            (Kynkaanniemi et al. 2024, 'Applying Guidance in a Limited Interval Improves Sample and Distribution
+            Quality'). None: everywhere.
         clip_x0: if set, clamp x0_hat to [-clip_x0, clip_x0] and recompute eps_hat from it.
         chunk: largest batch sent to the network in one call; bigger batches are split (to bound memory or
             keep activations in cache). None: never split.
@@ -38,8 +42,8 @@ class Denoiser:
     """
 
     def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
-                 conditioning=None, guidance_scale: float = 1.0, clip_x0: float | None = None,
-                 chunk: int | None = None):
+                 conditioning=None, guidance_scale: float = 1.0, guidance_interval: tuple | None = None,
+                 clip_x0: float | None = None, chunk: int | None = None):
         self.network = network
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
@@ -47,6 +51,12 @@ class Denoiser:
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise ConfigError(f"the guidance scale must be a finite number >= 0, got {guidance_scale}")
         self.guidance_scale = float(guidance_scale)
+        if guidance_interval is not None:
+            lo, hi = (float(v) for v in guidance_interval)
+            if not (0 <= lo < hi) or math.isnan(hi):
+                raise ConfigError(f"the guidance interval must be two noise levels 0 <= low < high, got {guidance_interval}")
+            guidance_interval = (lo, hi)
+        self.guidance_interval = guidance_interval
         self.clip_x0 = clip_x0
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
@@ -55,27 +65,35 @@ class Denoiser:
     def replace(self, **changes) -> "Denoiser":
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
         args = {"network": self.network, "prediction": self.prediction, "conditioning": self.conditioning,
-                "guidance_scale": self.guidance_scale, "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
+                "guidance_scale": self.guidance_scale, "guidance_interval": self.guidance_interval,
+                "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
         return Denoiser(args.pop("network"), self.schedule, **args)
 
-    def _forward(self, x_t, t, cond):
+    def _forward(self, x_t, t, cond, w):
         n = x_t.shape[0]
         if self.chunk is None or n <= self.chunk:
-            return self._forward_batch(x_t, t, cond)
-        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk], slice_cond(cond, i, i + self.chunk))
+            return self._forward_batch(x_t, t, cond, w)
+        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk], slice_cond(cond, i, i + self.chunk), w)
                  for i in range(0, n, self.chunk)]
         return torch.cat(parts)
 
-    def _forward_batch(self, x_t, t, cond):
+    def scale_at(self, alpha_bar: float) -> float:
+        """The guidance scale in effect at a noise level (1 outside the guidance interval)."""
+        if self.guidance_interval is None:
+            return self.guidance_scale
+        sigma_ve = math.sqrt((1 - alpha_bar) / alpha_bar) if alpha_bar > 0 else math.inf
+        lo, hi = self.guidance_interval
+        return self.guidance_scale if lo < sigma_ve <= hi else 1.0
+
+    def _forward_batch(self, x_t, t, cond, w):
         if cond is None:
             return self.network(x_t, t)
-        w = self.guidance_scale
-        if w == 1.0:
+        if isinstance(w, float) and w == 1.0:
             return self.network(x_t, t, cond)
         if self.conditioning is None:
             raise ConfigError("guidance needs the model's null condition; this Denoiser was built without a conditioning")
         null = self.conditioning.null(cond)
-        if w == 0.0:
+        if isinstance(w, float) and w == 0.0:
             return self.network(x_t, t, null)
         # one batched forward for cond and uncond (twice the batch). Mixing network outputs equals mixing
         # eps: eps is a x_t + b * output for every prediction type, and the two weights sum to one.
@@ -86,14 +104,20 @@ class Denoiser:
     def __call__(self, x_t: torch.Tensor, t, cond=None):
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)  # schedule arithmetic on the CPU in float64
         # one level for the whole batch (every sampler): one alpha_bar, broadcast as a 0-d tensor
-        alpha_bar = self.schedule.alpha_bar_at(t).to(x_t.device, x_t.dtype)
+        alpha_bar64 = self.schedule.alpha_bar_at(t)
+        alpha_bar = alpha_bar64.to(x_t.device, x_t.dtype)
         if len(t) == 1:
             alpha_bar = alpha_bar[0]
+            w = self.scale_at(float(alpha_bar64[0]))
         else:
             alpha_bar = alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))  # [B, 1, ...]
+            w = self.guidance_scale
+            if self.guidance_interval is not None:  # per-row times: per-row scales
+                scales = torch.tensor([self.scale_at(a) for a in alpha_bar64.tolist()], dtype=x_t.dtype)
+                w = scales.to(x_t.device).reshape(alpha_bar.shape)
         time_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
         # a shared time is expanded (stride 0): networks may read that as "one time for the batch" with no sync
-        output = self._forward(x_t, t.to(x_t.device, time_dtype).expand(x_t.shape[0]), cond)
+        output = self._forward(x_t, t.to(x_t.device, time_dtype).expand(x_t.shape[0]), cond, w)
         eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
         if self.clip_x0 is not None:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)

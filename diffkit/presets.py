@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import DataConfig, RunConfig, TrainConfig
+from .config import DataConfig, RunConfig, SamplingConfig, TrainConfig
 from .nn.unet import UNetConfig
 
 
@@ -26,14 +26,20 @@ def unet_preset(shape, num_classes: int = 0) -> UNetConfig:
 def image_train_preset(shape) -> TrainConfig:
     """Training settings for images of shape [C, H, W]."""
     C, H, W = shape
+    # bf16 autocast: 1.38x the fp32 training speed of the digits U-Net on 2 cores (80 -> 58 ms per step of 128)
     base = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, ema_halflife=20_000, threads=0,
-                       checkpoint_every=500, log_every=25)
+                       precision="bf16", checkpoint_every=500, log_every=25)
     if max(H, W) <= 16:
-        return replace(base, steps=2000)
+        return replace(base, steps=2500)
     return replace(base, steps=4000)
+
+
+# guidance only at noise levels sigma_ve in (0.2, 1] (pixels in [-1, 1]); measured on digits (benchmarks/images.py):
+# at w = 3 the classifier-feature FD fell from 3.2x to 1.7x the data floor, class accuracy stayed at 100%
+IMAGE_GUIDANCE_INTERVAL = [0.2, 1.0]
 
 
 def image_config(spec: str, shape, *, cond: bool = False, num_classes: int = 0) -> RunConfig:
     """The default run of an image data set of this sample shape."""
     return RunConfig(data=DataConfig(spec=spec, cond=cond), network=unet_preset(shape, num_classes if cond else 0),
-                     train=image_train_preset(shape))
+                     train=image_train_preset(shape), sampling=SamplingConfig(list(IMAGE_GUIDANCE_INTERVAL)))

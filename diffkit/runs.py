@@ -137,7 +137,7 @@ def _conditional_labels(config: RunConfig, labels, names) -> torch.Tensor:
 
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True,
-               cond=None, guidance: float | None = None, **options) -> np.ndarray:
+               cond=None, guidance: float | None = None, guidance_interval="run", **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical.
 
@@ -146,6 +146,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     cond: for a conditional run, a class (id or name) for all n samples, or n class ids (a mixed batch);
         None samples the unconditional model (the null class).
     guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
+    guidance_interval: (sigma_lo, sigma_hi) where guidance applies, None for every level; "run": the run's default.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -155,6 +156,8 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
         if labels is None:
             raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")
         changes["guidance_scale"] = guidance
+    if guidance_interval != "run":
+        changes["guidance_interval"] = guidance_interval
     denoiser = run.denoiser.replace(**changes) if changes else run.denoiser
     shape = tuple(run.config.fitted.shape)
     check_sample_memory(n, shape)

@@ -169,3 +169,29 @@ def test_sampling_path_runs_on_the_meta_device_and_in_bfloat16():
     with torch.no_grad():
         out = sample(d, torch.randn(2, 1, 8, 8, dtype=torch.bfloat16), "ddim", 4)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_guidance_interval_guides_only_inside_it():
+    """Kynkaanniemi et al. 2024: w applies for sigma_ve in (lo, hi]; the plain conditional model elsewhere."""
+    from diffkit.cond import ClassConditioning
+
+    def net(x, t, cond):
+        return x * 0.1 + cond[:, None, None, None].to(x.dtype)
+
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    base = Denoiser(net, schedule, "epsilon", conditioning=ClassConditioning(3))
+    guided = base.replace(guidance_scale=4.0)
+    limited = guided.replace(guidance_interval=(0.2, 1.0))
+    x, cond = torch.randn(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    sigma = lambda t: float(((1 - schedule.alpha_bar_at([t])) / schedule.alpha_bar_at([t])).sqrt())
+    inside = next(t for t in range(1000) if 0.2 < sigma(t) <= 1.0)
+    for t, expect in ((inside, guided), (999, base), (0, base)):
+        torch.testing.assert_close(limited(x, float(t), cond)[0], expect(x, float(t), cond)[0])
+    assert (guided(x, 999.0, cond)[0] - base(x, 999.0, cond)[0]).abs().max() > 0.1
+    # per-row times: per-row scales
+    ts = torch.tensor([float(inside), 999.0, 0.0])
+    eps = limited(x, ts, cond)[0]
+    for i, expect in enumerate((guided, base, base)):
+        torch.testing.assert_close(eps[i], expect(x[i:i + 1], ts[i:i + 1], cond[i:i + 1])[0][0])
+    with pytest.raises(Exception, match="guidance interval"):
+        guided.replace(guidance_interval=(1.0, 0.5))

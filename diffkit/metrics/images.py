@@ -41,9 +41,13 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise DataError(f"the Frechet distance needs two feature sets [N, F] with the same F and N >= 2; "
                         f"got {a.shape} and {b.shape}")
-    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(1, user_api="blas"):  # F x F is small: threaded BLAS on a busy machine is 100x slower
+        s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+        root = _sqrtm_product(s_a, s_b, eps)
     d_mu = a.mean(0) - b.mean(0)
-    fd = d_mu @ d_mu + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(_sqrtm_product(s_a, s_b, eps))
+    fd = d_mu @ d_mu + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(root)
     return float(max(fd, 0.0))
 
 

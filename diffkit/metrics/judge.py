@@ -10,7 +10,7 @@ between models judged by the same judge (same data set, same fingerprint).
   H, W >= 4 work), global average pooling to the `widths[-1]` = 128 features (`features`), a linear head.
   The features are pooled conv maps, as Inception's pool3 is for FID, not a fully connected layer: such
   a layer (or a conv on 1x1 maps) folds away what the classes do not need, and measured on digits it put
-  uniform noise inside the real images' k-NN balls (precision 0.6 against 0.0x here).
+  uniform noise inside the real images' k-NN balls (precision 0.6, against 0.1 here).
 - Training: AdamW with a one-cycle learning rate, label smoothing 0.1, random shifts of up to
   max(1, round(H / 14)) pixels (zero padding + crop; no flips: digits are not mirror-symmetric). Every
   draw comes from one seeded torch generator: a seed and a data set give the same judge on one machine.
@@ -47,10 +47,10 @@ class ImageJudge(nn.Module):
         self.config = {"in_channels": int(in_channels), "num_classes": int(num_classes),
                        "widths": [int(w) for w in widths]}
         sides = [in_channels, *widths]
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
-                                    for a, b in zip(sides, sides[1:]))
-        c = widths[-1]
-        self.head = nn.Linear(c, num_classes)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+            for a, b in zip(sides, sides[1:]))
+        self.head = nn.Linear(widths[-1], num_classes)
         self.test_accuracy: float | None = None  # set by load_or_train_judge: the ceiling of class adherence
         self.train_seconds: float | None = None  # how long training took (kept in the cache)
 
