@@ -182,9 +182,6 @@ def _apply_network_flags(config, a) -> None:
     for key in given:
         setattr(config.network, NETWORK_FLAGS[key], getattr(a, key))
     config.data.flip = a.flip
-    if given and max(config.network.attention_levels, default=0) >= config.network.levels:
-        raise ConfigError(f"--attention levels must be below the U-Net's {config.network.levels} levels "
-                          f"(0..{config.network.levels - 1}), got {list(config.network.attention_levels)}")
 
 
 def _int_tuple(name, allow_empty=False):

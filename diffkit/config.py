@@ -109,6 +109,8 @@ class RunConfig:
             raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
         if self.network.num_classes and not self.data.cond:
             raise ConfigError("network.num_classes > 0 is set from the data's labels; set data.cond instead")
+        if hasattr(self.network, "check"):
+            self.network.check()
         self.network.num_timesteps = self.schedule.num_timesteps
         return self
 

@@ -167,3 +167,11 @@ def test_bad_sampling_requests_on_an_image_run(digits_run, tmp_path, capsys):
     assert_user_error(code, err, "--grid")
     code, _, err = run(["train", "--data", "spiral", "--out", tmp_path / "r", "--channels", 8], capsys)
     assert_user_error(code, err, "U-Net", "points")
+
+
+@pytest.mark.parametrize("flags, fragment", [(["--dropout", "1.5"], "dropout"), (["--attention", "5"], "attention"),
+                                              (["--channel-mult", "1,x"], "comma-separated")])
+def test_bad_unet_flags_are_one_sentence(tmp_path, capsys, flags, fragment):
+    code, _, err = run(["train", "--data", "digits", "--out", tmp_path / "r", "--steps", 2, *flags], capsys)
+    assert_user_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()

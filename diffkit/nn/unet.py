@@ -34,6 +34,20 @@ class UNetConfig:
     def levels(self) -> int:
         return len(self.channel_mult)
 
+    def check(self) -> "UNetConfig":
+        """Raise a ConfigError naming the first value out of range."""
+        from ..errors import ConfigError
+
+        if self.in_channels not in (1, 3):
+            raise ConfigError(f"the U-Net takes 1 (grayscale) or 3 (RGB) channels, got {self.in_channels}")
+        if self.channels <= 0 or not self.channel_mult or min(self.channel_mult) <= 0 or self.num_res_blocks <= 0:
+            raise ConfigError("U-Net channels, channel multipliers and residual blocks must be positive integers")
+        if any(not 0 <= a < self.levels for a in self.attention_levels):
+            raise ConfigError(f"attention levels must be in 0..{self.levels - 1}, got {list(self.attention_levels)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
+
 
 def _norm(cfg: UNetConfig, ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(cfg.groups, ch), ch)
