@@ -34,9 +34,9 @@ def image_train_preset(shape) -> TrainConfig:
                        precision="bf16", checkpoint_every=500, log_every=25)
     if max(H, W) <= 16:  # digits: 2000 steps ~ 2.4 min
         return replace(base, steps=2000)
-    if C == 1:  # mnist5k (28x28): 2600 steps ~ 18 min
-        return replace(base, steps=2600)
-    return replace(base, steps=2000, batch_size=64)  # shapes (32x32 RGB): ~ 9 min
+    if C == 1:  # mnist5k (28x28): 2300 steps ~ 17 min
+        return replace(base, steps=2300)
+    return replace(base, steps=1800, batch_size=64)  # shapes (32x32 RGB): ~ 9 min
 
 
 # guidance only at noise levels sigma_ve in (0.2, 1] (pixels in [-1, 1]); measured on digits (benchmarks/images.py):

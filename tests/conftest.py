@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -11,6 +13,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _judge_cache(tmp_path_factory):
+    """Judges trained by tests are cached in a temporary folder, never in the user's ~/.cache."""
+    before = os.environ.get("DIFFKIT_CACHE")
+    os.environ["DIFFKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("DIFFKIT_CACHE", None)
+    else:
+        os.environ["DIFFKIT_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
