@@ -109,6 +109,12 @@ class RunConfig:
             raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
         if self.network.num_classes and not self.data.cond:
             raise ConfigError("network.num_classes > 0 is set from the data's labels; set data.cond instead")
+        gi = self.sampling.guidance_interval
+        if gi is not None and (not isinstance(gi, (list, tuple)) or len(gi) != 2
+                               or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in gi)
+                               or not 0 <= gi[0] < gi[1]):
+            raise ConfigError(f"sampling.guidance_interval must be two noise levels [low, high] with 0 <= low < high "
+                              f"or null, got {gi!r}")
         if hasattr(self.network, "check"):
             self.network.check()
         self.network.num_timesteps = self.schedule.num_timesteps
@@ -132,7 +138,8 @@ class RunConfig:
             if d.get("format_version", 0) < 2:  # version 1 kept the fitted statistics inside "data"
                 data = dict(d["data"])
                 fitted = {k: data.pop(k) for k in ("normalizer", "x0_bound", "class_names") if k in data}
-                d = {**d, "data": data, "fitted": {"kind": "points", **fitted}}
+                shape = [d["network"].get("dim", 2)] if fitted.get("normalizer") else None
+                d = {**d, "data": data, "fitted": {"kind": "points", "shape": shape, **fitted}}
             return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
                        network=network_from_dict(d["network"]), prediction=d["prediction"],
                        train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"]),

@@ -73,7 +73,8 @@ class Denoiser:
         n = x_t.shape[0]
         if self.chunk is None or n <= self.chunk:
             return self._forward_batch(x_t, t, cond, w)
-        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk], slice_cond(cond, i, i + self.chunk), w)
+        parts = [self._forward_batch(x_t[i:i + self.chunk], t[i:i + self.chunk], slice_cond(cond, i, i + self.chunk),
+                                     w[i:i + self.chunk] if isinstance(w, torch.Tensor) else w)
                  for i in range(0, n, self.chunk)]
         return torch.cat(parts)
 

@@ -5,6 +5,7 @@ The CLI and the benchmarks are thin layers over these three functions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -90,7 +91,9 @@ def make_source(config: RunConfig) -> TensorSource:
     _check_network(config, kind, shape)
     labels = _conditional_labels(config, labels, names) if config.data.cond else None
     if fitted.normalizer is None:
-        fitted.kind, fitted.shape, fitted.normalizer = kind, shape, normalizer.to_config()
+        fitted.kind, fitted.normalizer = kind, normalizer.to_config()
+    if fitted.shape is None:
+        fitted.shape = shape
     x0 = torch.from_numpy(Normalizer(**fitted.normalizer).apply(x))
     if fitted.x0_bound is None:
         fitted.x0_bound = x0_bound if x0_bound is not None else float(x0.abs().max())
@@ -258,6 +261,10 @@ def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int =
             raise ConfigError(f"unknown class {cls!r}; {spec} has classes {valid}")
         labels = np.full(len(x), c)
     judge = load_or_train_judge(data, progress=progress)
+    if cls is not None:  # samples of one class are compared with that class's images (FD, P/R and their floor)
+        data = dataclasses.replace(data, train=data.train[data.train_labels == c], test=data.test[data.test_labels == c],
+                                   train_labels=data.train_labels[data.train_labels == c],
+                                   test_labels=data.test_labels[data.test_labels == c])
     return evaluate_images(x, data, judge, labels=labels, seed=seed)
 
 

@@ -195,3 +195,27 @@ def test_guidance_interval_guides_only_inside_it():
         torch.testing.assert_close(eps[i], expect(x[i:i + 1], ts[i:i + 1], cond[i:i + 1])[0][0])
     with pytest.raises(Exception, match="guidance interval"):
         guided.replace(guidance_interval=(1.0, 0.5))
+
+
+def test_per_row_guidance_scales_follow_the_chunks():
+    from diffkit.cond import ClassConditioning
+
+    def net(x, t, cond):
+        return x * 0.1 + cond[:, None, None, None].to(x.dtype)
+
+    d = Denoiser(net, NoiseSchedule.from_name("linear", 1000), "epsilon", conditioning=ClassConditioning(3),
+                 guidance_scale=4.0, guidance_interval=(0.2, 1.0))
+    x, cond = torch.randn(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    ts = torch.tensor([150.0, 999.0, 0.0, 150.0, 600.0])
+    torch.testing.assert_close(d.replace(chunk=2)(x, ts, cond)[0], d(x, ts, cond)[0])
+
+
+def test_unet_heads_divide_any_width_and_odd_widths_are_refused():
+    from diffkit.errors import ConfigError
+
+    net = UNet(UNetConfig(channels=50, channel_mult=(1, 2), attention_levels=(1,), groups=5))  # 100 channels, 3 -> 2 heads
+    assert net(torch.randn(1, 1, 8, 8), torch.tensor([3.0])).shape == (1, 1, 8, 8)
+    with pytest.raises(ConfigError, match="even"):
+        UNetConfig(channels=33).check()
+    with pytest.raises(ConfigError, match="positive"):
+        UNetConfig(head_channels=0).check()

@@ -169,9 +169,40 @@ def test_bad_sampling_requests_on_an_image_run(digits_run, tmp_path, capsys):
     assert_user_error(code, err, "U-Net", "points")
 
 
-@pytest.mark.parametrize("flags, fragment", [(["--dropout", "1.5"], "dropout"), (["--attention", "5"], "attention"),
+@pytest.mark.parametrize("flags, fragment", [(["--dropout", "1.5"], "dropout"), (["--attention", "5"], "attention"), (["--channels", "33"], "even"),
                                               (["--channel-mult", "1,x"], "comma-separated")])
 def test_bad_unet_flags_are_one_sentence(tmp_path, capsys, flags, fragment):
     code, _, err = run(["train", "--data", "digits", "--out", tmp_path / "r", "--steps", 2, *flags], capsys)
     assert_user_error(code, err, fragment)
     assert not (tmp_path / "r").exists()
+
+
+def test_version_1_point_runs_still_sample(tiny_run, tmp_path, capsys):
+    """A run directory written before the tagged network config and the fitted section (format 1) loads."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    cfg = json.loads((old / "config.json").read_text())
+    fitted = cfg.pop("fitted")
+    cfg.pop("sampling")
+    cfg["network"].pop("kind")
+    cfg["data"].update({k: fitted[k] for k in ("normalizer", "x0_bound", "class_names")})
+    cfg["format_version"] = 1
+    (old / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "s.npy"
+    code, _, err = run(["sample", "--run", old, "--n", 10, "--steps", 3, "--out", out], capsys)
+    assert code == 0, err
+    assert np.load(out).shape == (10, 2)
+
+
+def test_a_bad_guidance_interval_in_config_json_is_one_sentence(digits_run, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(digits_run, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["sampling"]["guidance_interval"] = [0.2]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(["sample", "--run", bad, "--n", 2, "--out", tmp_path / "s.npy"], capsys)
+    assert_user_error(code, err, "guidance_interval")

@@ -40,8 +40,13 @@ class UNetConfig:
 
         if self.in_channels not in (1, 3):
             raise ConfigError(f"the U-Net takes 1 (grayscale) or 3 (RGB) channels, got {self.in_channels}")
-        if self.channels <= 0 or not self.channel_mult or min(self.channel_mult) <= 0 or self.num_res_blocks <= 0:
-            raise ConfigError("U-Net channels, channel multipliers and residual blocks must be positive integers")
+        if self.channels <= 0 or not self.channel_mult or min(self.channel_mult) <= 0 or self.num_res_blocks <= 0 \
+                or self.head_channels <= 0 or self.embed_mult <= 0 or self.groups <= 0:
+            raise ConfigError("U-Net channels, channel multipliers, residual blocks, head channels, embedding "
+                              "multiplier and groups must be positive integers")
+        if self.channels % 2:
+            raise ConfigError(f"the U-Net's first width must be even (it sizes the sinusoidal time features), "
+                              f"got {self.channels}")
         if any(not 0 <= a < self.levels for a in self.attention_levels):
             raise ConfigError(f"attention levels must be in 0..{self.levels - 1}, got {list(self.attention_levels)}")
         if not 0 <= self.dropout < 1:
@@ -84,7 +89,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: UNetConfig, ch: int):
         super().__init__()
-        self.heads = max(1, ch // cfg.head_channels)
+        self.heads = math.gcd(ch, max(1, ch // cfg.head_channels))  # a divisor of ch: heads of equal width
         self.norm, self.qkv = _norm(cfg, ch), nn.Conv2d(ch, 3 * ch, 1)
         self.out = _zero(nn.Conv2d(ch, ch, 1))
 
