@@ -42,7 +42,7 @@ from diffkit.runs import default_config, make_trainer, sample_run
 from diffkit.training.checkpoint import load_run, save_config, save_model
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
-from diffkit.training.trainer import LOG, read_log
+from diffkit.training.trainer import LOG, intra_op_threads, read_log
 
 DEFAULT_SECONDS = {"digits": 150, "mnist5k": 1200, "shapes": 600}
 SCALES, GUIDED = (0.0, 1.0, 3.0), 3.0
@@ -262,7 +262,7 @@ def _alarm(signum, frame):
 
 def time_lever(make, data, spec, steps: int, threads: int, batch: int, limit: float, **levers) -> dict:
     """Median ms per step over `steps` steps after 2 warm-up ones (the first, with compile, under `limit` s)."""
-    with peer.torch_threads(threads):
+    with intra_op_threads(threads):
         step = make(data, spec, batch, **levers)
         signal.signal(signal.SIGALRM, _alarm)
         signal.alarm(int(limit))

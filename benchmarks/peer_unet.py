@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from diffkit.training.trainer import intra_op_threads
 
 T = 1000
 LR, BATCH_SIZE, P_UNCOND, WARMUP, GRAD_CLIP = 1e-3, 128, 0.1, 500, 1.0
@@ -55,18 +57,6 @@ def build_peer(shape, num_classes: int, seed: int = 0):
 
 def param_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """torch's intra-op thread count set to n (None / 0: left alone) inside the block."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Batches:
@@ -157,7 +147,7 @@ def train_peer(data, seconds: float, *, seed: int = 0, threads: int | None = Non
     past each checkpoint fraction of max(elapsed / seconds, step / planned_steps); the last one is the returned
     model's weights.
     """
-    with torch_threads(threads):
+    with intra_op_threads(threads):
         planned = max(10, int(seconds / seconds_per_step(data, batch_size, seed)))
         model, ema, step = recipe_parts(data, seed=seed, batch_size=batch_size, lr=lr, total_steps=planned,
                                         use_ema=use_ema)

@@ -199,13 +199,13 @@ def _int_tuple(name, allow_empty=False):
 def _interval(text):
     if text.strip().lower() == "all":
         return ()
+    from .denoiser import check_guidance_interval
+
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI (e.g. 0.2,1) or 'all', got {text!r}") from None
-    if not (0 <= lo < hi and math.isfinite(lo)) or math.isnan(hi):
-        raise argparse.ArgumentTypeError(f"--guidance-interval needs 0 <= LO < HI, got {text!r}")
-    return (lo, hi)
+        return check_guidance_interval(tuple(float(v) for v in text.split(",")), "--guidance-interval")
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI with 0 <= LO < HI (e.g. 0.2,1) or 'all', "
+                                         f"got {text!r}") from None
 
 
 def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
@@ -280,9 +280,7 @@ def cmd_eval(a) -> None:
         if a.json:
             print(json.dumps(m, indent=2))
             return
-        print(f"{'metric':<16} {'samples':>10} {'data floor':>11}")
-        for name in ("fd", "precision", "recall"):
-            print(f"{name:<16} {m[name]:>10.4f} {m[name + '_floor']:>11.4f}")
+        _print_metrics(m, ("fd", "precision", "recall"), 16, 4)
         if "class_accuracy" in m:
             print(f"{'class accuracy':<16} {m['class_accuracy']:>10.4f} {m['judge_accuracy']:>11.4f}  (floor: the judge's test accuracy)")
         print("fd: Frechet distance on the judge CNN's penultimate features (a classifier-feature FD, not Inception FID); "
@@ -295,11 +293,16 @@ def cmd_eval(a) -> None:
     if a.json:
         print(json.dumps(m, indent=2))
         return
-    print(f"{'metric':<10} {'samples':>10} {'data floor':>11}")
-    for name in ("energy", "mmd", "swd"):
-        print(f"{name:<10} {m[name]:>10.5f} {m[name + '_floor']:>11.5f}")
+    _print_metrics(m, ("energy", "mmd", "swd"), 10, 5)
     if "radius_mean" in m:
         print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
+
+
+def _print_metrics(m: dict, names, width: int, digits: int) -> None:
+    """A table of metrics beside their data-vs-data floors."""
+    print(f"{'metric':<{width}} {'samples':>10} {'data floor':>11}")
+    for name in names:
+        print(f"{name:<{width}} {m[name]:>10.{digits}f} {m[name + '_floor']:>11.{digits}f}")
 
 
 def cmd_demo(a) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from .denoiser import check_guidance_interval
 from .errors import CheckpointError, ConfigError, choice_error
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
@@ -109,12 +110,7 @@ class RunConfig:
             raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
         if self.network.num_classes and not self.data.cond:
             raise ConfigError("network.num_classes > 0 is set from the data's labels; set data.cond instead")
-        gi = self.sampling.guidance_interval
-        if gi is not None and (not isinstance(gi, (list, tuple)) or len(gi) != 2
-                               or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in gi)
-                               or not 0 <= gi[0] < gi[1]):
-            raise ConfigError(f"sampling.guidance_interval must be two noise levels [low, high] with 0 <= low < high "
-                              f"or null, got {gi!r}")
+        check_guidance_interval(self.sampling.guidance_interval, "sampling.guidance_interval")
         if hasattr(self.network, "check"):
             self.network.check()
         self.network.num_timesteps = self.schedule.num_timesteps

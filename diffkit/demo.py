@@ -39,6 +39,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def train_demo_run(config, run_dir, steps, what: str, progress: bool, echo) -> dict:
+    """Train the demo's run (steps overrides the default), saying what and how long."""
+    if steps is not None:
+        config.train.steps = steps
+    echo(f"training {what} on '{config.data.spec}' for {config.train.steps} steps -> {run_dir}")
+    summary = train_run(config, run_dir, overwrite=True, progress=progress)
+    echo(f"trained in {summary['seconds']:.1f} s")
+    return summary
+
+
 def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: int = N_SAMPLES,
              progress: bool = True, echo=print) -> dict:
     from .viz import animate, plots
@@ -46,11 +56,7 @@ def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: 
     out = Path(out)
     run_dir = out / "run"
     config = RunConfig(data=DataConfig(spec=data))
-    if steps is not None:
-        config.train.steps = steps
-    echo(f"training a {config.network.depth}-block MLP on '{data}' for {config.train.steps} steps -> {run_dir}")
-    summary = train_run(config, run_dir, overwrite=True, progress=progress)
-    echo(f"trained in {summary['seconds']:.1f} s")
+    summary = train_demo_run(config, run_dir, steps, f"a {config.network.depth}-block MLP", progress, echo)
 
     run = load_run(run_dir)
     T = run.config.schedule.num_timesteps

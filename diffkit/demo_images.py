@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .data.images import load_images
-from .runs import default_config, eval_image_samples, sample_run, to_data, train_run
+from .demo import train_demo_run
+from .runs import default_config, eval_image_samples, sample_run, to_data
 from .schedule import NoiseSchedule
 from .training.checkpoint import load_run
 from .training.trainer import LOG, read_log
@@ -33,12 +34,8 @@ def run_image_demo(out="demo_out", data: str = "digits", steps: int | None = Non
 
     out = Path(out)
     run_dir, pic_dir = out / "run", out / "plots"
-    config = default_config(data, cond=True)
-    if steps is not None:
-        config.train.steps = steps
-    echo(f"training a class-conditional U-Net on '{data}' for {config.train.steps} steps -> {run_dir}")
-    summary = train_run(config, run_dir, overwrite=True, progress=progress)
-    echo(f"trained in {summary['seconds']:.1f} s")
+    summary = train_demo_run(default_config(data, cond=True), run_dir, steps, "a class-conditional U-Net",
+                             progress, echo)
     run = load_run(run_dir)
     images = load_images(data)
     K = run.config.network.num_classes

@@ -18,6 +18,17 @@ from .prediction import check_prediction, to_eps_x0
 from .schedule import NoiseSchedule
 
 
+def check_guidance_interval(value, name: str = "the guidance interval") -> tuple[float, float] | None:
+    """(low, high) noise levels with 0 <= low < high, or None; a ConfigError naming `name` otherwise."""
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and 0 <= value[0] < value[1]
+    if not ok:
+        raise ConfigError(f"{name} must be two noise levels [low, high] with 0 <= low < high, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 class Denoiser:
     """Wraps a network predicting `prediction` under `schedule`.
 
@@ -51,12 +62,7 @@ class Denoiser:
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise ConfigError(f"the guidance scale must be a finite number >= 0, got {guidance_scale}")
         self.guidance_scale = float(guidance_scale)
-        if guidance_interval is not None:
-            lo, hi = (float(v) for v in guidance_interval)
-            if not (0 <= lo < hi) or math.isnan(hi):
-                raise ConfigError(f"the guidance interval must be two noise levels 0 <= low < high, got {guidance_interval}")
-            guidance_interval = (lo, hi)
-        self.guidance_interval = guidance_interval
+        self.guidance_interval = check_guidance_interval(guidance_interval)
         self.clip_x0 = clip_x0
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")

@@ -212,15 +212,9 @@ def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
     if not num_classes:
         raise ConfigError("this run is unconditional (trained without --cond), so it cannot sample a class")
     names = list(config.fitted.class_names or [])
-    valid = f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
+    valid = _valid_classes(names, num_classes)
     if isinstance(cond, str):
-        if cond in names:
-            cond = names.index(cond)
-        else:
-            try:
-                cond = int(cond)
-            except ValueError:
-                raise ConfigError(f"unknown class {cond!r}; this model has classes {valid}") from None
+        cond = class_id(cond, names, num_classes)
     labels = torch.as_tensor(np.asarray(cond))
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ConfigError(f"class ids must be integers; this model has classes {valid}")
@@ -232,6 +226,24 @@ def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
     if len(bad):
         raise ConfigError(f"class {int(bad[0])} is out of range; this model has classes {valid}")
     return labels.long() if labels.stride(0) == 0 else labels.long().contiguous()
+
+
+def _valid_classes(names, num_classes: int) -> str:
+    return f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
+
+
+def class_id(cls, names, num_classes: int, owner: str = "this model") -> int:
+    """A class given by name or id (text or int) as a checked id 0..num_classes-1."""
+    valid = _valid_classes(names, num_classes)
+    if cls in names:
+        return names.index(cls)
+    try:
+        c = int(cls)
+    except (TypeError, ValueError):
+        raise ConfigError(f"unknown class {cls!r}; {owner} has classes {valid}") from None
+    if not 0 <= c < num_classes:
+        raise ConfigError(f"class {c} is out of range; {owner} has classes {valid}")
+    return c
 
 
 def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, seed: int = 0) -> dict:
@@ -252,13 +264,9 @@ def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int =
     data = load_images(spec)
     x = _read_image_samples(samples) if isinstance(samples, (str, Path)) else np.asarray(samples)
     if cls is not None:
-        names = list(data.class_names or [])
-        valid = f"0..{data.num_classes - 1}" + (f" ({', '.join(names)})" if names else "")
         if not data.num_classes:
             raise ConfigError(f"{spec} has no labels, so class accuracy cannot be measured; drop --class")
-        c = names.index(cls) if cls in names else (int(cls) if str(cls).lstrip("-").isdigit() else None)
-        if c is None or not 0 <= c < data.num_classes:
-            raise ConfigError(f"unknown class {cls!r}; {spec} has classes {valid}")
+        c = class_id(cls, list(data.class_names or []), data.num_classes, owner=spec)
         labels = np.full(len(x), c)
     judge = load_or_train_judge(data, progress=progress)
     if cls is not None:  # samples of one class are compared with that class's images (FD, P/R and their floor)

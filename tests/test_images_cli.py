@@ -13,14 +13,9 @@ from safetensors.torch import load_file
 
 from diffkit.cli import main
 from diffkit.runs import default_config, train_run
+from test_cli import run  # noqa: E402  (tests/ is on sys.path under pytest)
 
 TINY_FLAGS = ["--channels", "8", "--quiet"]
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(code, err, *fragments):

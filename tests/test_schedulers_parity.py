@@ -4,13 +4,13 @@ same starting noise and generator => the same full sampling loop (float64, 1e-5 
 import itertools
 import math
 
+import diffusers
 import pytest
 import torch
 
 from diffkit import schedulers as ours
 from diffkit.errors import DiffkitError
 
-diffusers = pytest.importorskip("diffusers")
 
 NAMES = ["DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"]
 RTOL = 1e-5

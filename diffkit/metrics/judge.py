@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, notice
+from ..training.checkpoint import atomic_write
 
 FORMAT = "diffkit-judge-1"
 
@@ -171,26 +171,9 @@ def save_judge(judge: ImageJudge, data, path, *, seed: int = 0, epochs: int | No
     from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
     blob = save(state, metadata={"judge": json.dumps(_metadata(data, judge, seed, epochs))})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write(path, blob)
 
 
 def _load_cached(path: Path, data, seed: int, epochs: int | None) -> ImageJudge:

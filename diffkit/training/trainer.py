@@ -120,17 +120,18 @@ class Trainer:
         loss_sum, n = torch.zeros(()), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
-        with _threads(cfg.threads), open(log_path, "a", newline="") as f:
+        with intra_op_threads(cfg.threads), open(log_path, "a", newline="") as f:
             writer = csv.writer(f)
             while self.step < cfg.steps:
                 loss = self.train_step()
                 loss_sum += loss
                 n += 1
-                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr_at(self.step - 1, cfg))))
+                lr = lr_at(self.step - 1, cfg)  # the rate this step used
+                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr)))
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                     mean = float(loss_sum) / n
                     secs = seconds_before + time.perf_counter() - t0
-                    writer.writerow([self.step, f"{mean:.6f}", f"{lr_at(self.step - 1, cfg):.6g}", f"{secs:.3f}"])
+                    writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}"])
                     f.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
                     loss_sum, n = torch.zeros(()), 0
@@ -181,8 +182,8 @@ class Trainer:
 
 
 @contextmanager
-def _threads(n: int):
-    """torch's intra-op thread count set to n (0: left alone) inside the block, restored after it."""
+def intra_op_threads(n: int | None):
+    """torch's intra-op thread count set to n (0 or None: left alone) inside the block, restored after it."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
