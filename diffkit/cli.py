@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .sampling import SAMPLERS, SPACINGS
     from .schedule import SCHEDULE_NAMES
 
+    from . import __version__
+
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
+    p.add_argument("--version", action="version", version=f"diffkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on 2-D points or images into a run directory")
@@ -80,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=_finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
     t.add_argument("--lr", type=_finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint-every", type=_positive_int("--checkpoint-every"),
+                   help="steps between checkpoints (default 1000 for points, 500 for images; the first comes at a "
+                        "tenth of it, and Ctrl-C or SIGTERM writes one before stopping)")
+    t.add_argument("--keep-checkpoints", type=_positive_int("--keep-checkpoints"),
+                   help="resumable checkpoints kept in RUN/train_state (default 2)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -109,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
                         "images 0.2,1)")
     s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, help="random seed (default: a fresh one, printed and written to the "
+                                              "sidecar FILE.json, so a sample can be repeated)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--plot", help="points: also draw the samples to this .png")
     s.add_argument("--grid", help="images: also draw the first 100 samples as a grid to this .png")
     s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
@@ -139,7 +149,8 @@ def cmd_train(a) -> None:
 
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
-                                                        "lr", "seed", "p_uncond") if getattr(a, k) is not None]
+                                                        "lr", "seed", "p_uncond", "checkpoint_every",
+                                                        "keep_checkpoints") if getattr(a, k) is not None]
         given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
         given += ["--cond"] if a.cond else []
         given += ["--flip"] if a.flip else []
@@ -160,7 +171,7 @@ def cmd_train(a) -> None:
                                              zero_terminal_snr=a.zero_terminal_snr)
         if a.prediction is not None:
             config.prediction = a.prediction
-        for key in ("steps", "batch_size", "lr", "seed", "p_uncond"):
+        for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints"):
             if getattr(a, key) is not None:
                 setattr(config.train, key, getattr(a, key))
         summary = train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet)
@@ -196,6 +207,16 @@ def _int_tuple(name, allow_empty=False):
     return parse
 
 
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"--seed takes an integer in [0, 2^63), got {text!r}")
+    return v
+
+
 def _interval(text):
     if text.strip().lower() == "all":
         return ()
@@ -216,17 +237,36 @@ def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it")
     if not p.parent.exists():
         raise ConfigError(f"the folder of {flag} {path} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name ending in {suffix}")
+    check_writable(p.parent)
     return p
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse up front a folder that cannot take a new file (read-only, full), before any long work."""
+    import tempfile
+
+    from .errors import StorageError
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".diffkit-probe-"):
+            pass
+    except OSError as e:
+        raise StorageError(f"cannot write into {folder} ({e.strerror}); choose another folder") from None
 
 
 GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 
 
 def cmd_sample(a) -> None:
+    from tqdm.auto import tqdm
+
     from .runs import sample_run, to_data
     from .training.checkpoint import atomic_write, load_run
 
     out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
+    sidecar = _check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
     grid = _check_new_file(a.grid, ".png", a.overwrite, "--grid") if a.grid else None
     gif = _check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None
@@ -239,19 +279,29 @@ def cmd_sample(a) -> None:
     if plot and images:
         raise ConfigError("--plot draws point runs; for images use --grid and --gif")
     frames, shown = [], min(a.n, GRID_MAX)
+    seed = a.seed if a.seed is not None else fresh_seed()
+    interval = "run" if a.guidance_interval is None else (a.guidance_interval or None)
+    bars = []  # opened at the first step, so that an error before sampling prints no bar
 
-    def record(step):  # the grid's images at every step, for the GIF
-        frames.append(to_data(run, step.x[:shown]))
+    def record(step):  # progress, and the grid's images at every step for the GIF
+        if not bars:
+            bars.append(tqdm(desc=f"sample {a.sampler}", unit="step", disable=a.quiet, leave=False, dynamic_ncols=True))
+        bars[0].update(1)
+        if gif:
+            frames.append(to_data(run, step.x[:shown]))
 
-    x = sample_run(run, a.n, a.sampler, a.steps, seed=a.seed, spacing=a.spacing, clip=not a.no_clip,
-                   cond=a.cls, guidance=a.guidance, callback=record if gif else None,
-                   guidance_interval="run" if a.guidance_interval is None else (a.guidance_interval or None), **options)
+    x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=not a.no_clip,
+                   cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, **options)
+    steps_taken = bars[0].n if bars else 0
+    if bars:
+        bars[0].close()
     import io
 
     buf = io.BytesIO()
     np.save(buf, x.astype(np.float32))
     atomic_write(out, buf.getvalue())
-    print(f"wrote {len(x)} samples to {out}")
+    atomic_write(sidecar, json.dumps(sample_record(a, run, seed, interval, steps_taken), indent=2).encode())
+    print(f"wrote {len(x)} samples to {out} (seed {seed}; settings in {sidecar})")
     if plot:
         from .viz.plots import scatter
 
@@ -268,6 +318,27 @@ def cmd_sample(a) -> None:
 
         reverse_gif(frames, gif, captions=[f"step {i + 1}/{len(frames)}" for i in range(len(frames))])
         print(f"wrote {gif}")
+
+
+def fresh_seed() -> int:
+    """A seed from the OS's entropy, for sample calls that did not fix one."""
+    import secrets
+
+    return secrets.randbits(63)
+
+
+def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
+    """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
+    from . import __version__
+
+    return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
+            "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
+            "class": a.cls, "guidance": a.guidance,
+            "guidance_interval": run.config.sampling.guidance_interval if interval == "run" else interval,
+            "clip": not a.no_clip, "options": {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps",
+                                                                          "sigma_min", "sigma_max")
+                                               if getattr(a, k) is not None},
+            "diffkit": __version__}
 
 
 def cmd_eval(a) -> None:
@@ -300,9 +371,11 @@ def cmd_eval(a) -> None:
 
 def _print_metrics(m: dict, names, width: int, digits: int) -> None:
     """A table of metrics beside their data-vs-data floors."""
-    print(f"{'metric':<{width}} {'samples':>10} {'data floor':>11}")
+    spread = any(name + "_floor_std" in m for name in names)
+    print(f"{'metric':<{width}} {'samples':>10} {'data floor':>11}" + (f"  (mean +- sd of {m['floor_draws']} draws of real data)" if spread else ""))
     for name in names:
-        print(f"{name:<{width}} {m[name]:>10.{digits}f} {m[name + '_floor']:>11.{digits}f}")
+        sd = f" +- {m[name + '_floor_std']:.{digits}f}" if name + "_floor_std" in m else ""
+        print(f"{name:<{width}} {m[name]:>10.{digits}f} {m[name + '_floor']:>11.{digits}f}{sd}")
 
 
 def cmd_demo(a) -> None:
@@ -330,8 +403,8 @@ def main(argv=None) -> int:
     except DiffkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -38,6 +38,7 @@ class FittedStats:
     # Denoiser may clip x0_hat to this box without moving it further away (images: 1, the pixel range).
     x0_bound: float | None = None
     class_names: list | None = None # names of classes 0..C-1 where the data has them
+    data_sha256: str | None = None  # content hash of a user data file or folder (checked on resume)
 
 
 @dataclass
@@ -62,12 +63,14 @@ class TrainConfig:
     ema_halflife: float = 50_000    # EMA half-life in training points seen (Karras et al. 2022, sec. C)
     ema_rampup: float = 0.1         # half-life <= this fraction of points seen so far
     p_uncond: float = 0.1           # label dropout to the null class (conditional runs only)
+    min_snr_gamma: float = 0.0      # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: L_simple
     seed: int = 0
     # intra-op CPU threads while training (0: torch's default). The 2-D MLP's ops (1024 x 32) are too small
     # to split: one thread ran a default step in 4.4 ms against 5.2 ms on two (2-core machine)
     threads: int = 1
     precision: str = "fp32"         # "fp32" or "bf16" (autocast of the network; see Trainer.train_step)
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 1000    # steps between checkpoints (the first comes at a tenth of it)
+    keep_checkpoints: int = 2       # resumable states kept in train_state/
     log_every: int = 50
 
 
@@ -97,7 +100,7 @@ class RunConfig:
             raise ConfigError("a zero-terminal-SNR schedule cannot be trained with epsilon prediction (x0 is not "
                               "recoverable from eps at alpha_bar = 0); use --prediction v or x0")
         t = self.train
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(t, name)}")
         if t.precision not in PRECISIONS:
@@ -106,6 +109,8 @@ class RunConfig:
             raise ConfigError(f"threads must be >= 0 (0: torch's default), got {t.threads}")
         if not t.lr > 0:
             raise ConfigError(f"the learning rate must be positive, got {t.lr}")
+        if not t.min_snr_gamma >= 0:
+            raise ConfigError(f"min_snr_gamma must be >= 0 (0 turns the Min-SNR weighting off), got {t.min_snr_gamma}")
         if not 0 <= t.p_uncond < 1:
             raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
         if self.network.num_classes and not self.data.cond:

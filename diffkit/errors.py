@@ -17,6 +17,18 @@ class CheckpointError(DiffkitError):
     """A run directory or checkpoint that is missing, truncated or foreign."""
 
 
+class StorageError(DiffkitError):
+    """A file or folder that cannot be written (disk full, read-only, not a folder)."""
+
+
+class TrainingError(DiffkitError):
+    """Training that cannot go on (e.g. the loss keeps coming out non-finite)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended training at a step boundary; the message says what was kept."""
+
+
 def choice_error(what: str, value, choices) -> ConfigError:
     """The standard 'unknown X' error that lists the valid names."""
     names = ", ".join(str(c) for c in choices)

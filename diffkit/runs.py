@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import nullcontext
 import shutil
 from pathlib import Path
 
@@ -14,21 +15,24 @@ import numpy as np
 import torch
 
 from .config import DataConfig, RunConfig
-from .data.images import is_image_spec, load_images
+from .data.images import IMAGE_DATASETS, is_image_spec, load_images
 from .data.labeled import CLASS_NAMES, LABELED_MAKERS
 from .data.normalize import Normalizer
-from .data.points import PointSource, _check_spec
+from .data.points import DATASETS, PointSource, _check_spec
 from .data.source import TensorSource
 from .nn.mlp import MLPConfig
 from .nn.unet import UNetConfig
 from .presets import image_config
-from .errors import CheckpointError, ConfigError, DataError, notice
+from .data.fingerprint import absolute_spec, check_unchanged, content_hash
+from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
 from .metrics.points import evaluate_points
 from .sampling import sample as run_sampler
-from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, load_run, read_config
+from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, checkpoint_steps, load_run, read_config
+from .training.lock import RunLock
 from .training.trainer import LOG, Trainer
 
 RUN_FILES = (CONFIG, MODEL, STATE_DIR, LOG)
+BUILTIN = (*DATASETS, *IMAGE_DATASETS)  # data names that are not user paths
 
 
 def is_run_dir(path) -> bool:
@@ -37,25 +41,80 @@ def is_run_dir(path) -> bool:
 
 def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite: bool = False,
               steps: int | None = None, progress: bool = True, callback=None) -> dict:
-    """Train into `out`. resume: continue `out` from its train_state (its config.json wins; `steps`
-    may raise the total). overwrite: replace an existing run. Never silently replaces a run."""
+    """Train into `out`. resume: continue `out` from its newest checkpoint, to the steps its config.json set
+    (`steps`, when given, must agree). overwrite: train into a new folder beside `out` and swap it in at its
+    first checkpoint (the old run survives an interruption before that). Never silently replaces a run."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{out} is a file, not a folder; give --out a folder name (new, or a run to resume)")
     if resume:
+        return _resume(out, steps, progress, callback)
+    config = (config or RunConfig()).validate()
+    config.data.spec = absolute_spec(config.data.spec, BUILTIN)
+    if not is_run_dir(out):
+        trainer = make_trainer(config, out, progress=progress, callback=callback)
+        return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
+    if not overwrite:
+        if not checkpoint_steps(out) and not (out / MODEL).exists():
+            raise CheckpointError(f"{out} holds a run that stopped before its first checkpoint; pass --resume to "
+                                  "start it again from step 0 or --overwrite to replace it")
+        raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+    return _overwrite(config, out, progress, callback)
+
+
+def _resume(out: Path, steps, progress, callback) -> dict:
+    with RunLock(out) if out.is_dir() else nullcontext():  # read_config says what is wrong with a missing run
         config = read_config(out)
-        if steps is not None:
-            config.train.steps = steps
-    else:
-        config = (config or RunConfig()).validate()
-        if is_run_dir(out):
-            if not overwrite:
-                raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
-            for name in RUN_FILES:
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    trainer = make_trainer(config, out, progress=progress, callback=callback)
-    if resume:
-        trainer.load_state()
+        trainer = make_trainer(config, out, progress=progress, callback=callback)
+        trainer.lock_held = True
+        return _continue(trainer, out, steps)
+
+
+def _continue(trainer: Trainer, out: Path, steps) -> dict:
+    total = trainer.cfg.steps
+    if not trainer.load_state():
+        notice(f"{out} stopped before its first checkpoint; training starts again from step 0")
+    if steps is not None and steps != total:
+        raise ConfigError(f"--resume continues this run to its {total} steps (its learning-rate schedule ends "
+                          f"there; it has done {trainer.step}); --steps {steps} would make it a different run, so "
+                          "start a new run with --steps instead")
+    if trainer.step >= total:
+        raise ConfigError(f"{out} already finished its {total} steps; sample it, or start a new run with more --steps")
     return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
+
+
+def _overwrite(config: RunConfig, out: Path, progress, callback) -> dict:
+    """Train into .OUT.new-PID beside `out`; at the first checkpoint the new folder takes out's place."""
+    with RunLock(out):  # nobody may be training in the run being replaced
+        new = out.parent / f".{out.name}.new-{os.getpid()}"
+        shutil.rmtree(new, ignore_errors=True)
+        trainer = make_trainer(config, new, progress=progress, callback=callback)
+        swapped = []
+
+        def swap(step: int) -> None:
+            if swapped:
+                return
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            try:
+                os.rename(out, old)
+                os.rename(new, out)
+            except OSError as e:
+                raise StorageError(f"could not put the new run in place of {out} ({e.strerror}); it is in {new}") from None
+            trainer.run_dir = out
+            swapped.append(step)
+            shutil.rmtree(old, ignore_errors=True)
+
+        trainer.checkpointed = swap
+        try:
+            summary = trainer.train()
+        except KeyboardInterrupt:
+            if not swapped:
+                raise TrainingInterrupted(f"stopped before the first checkpoint; {out} still holds the previous run") from None
+            raise
+        finally:
+            if not swapped:
+                shutil.rmtree(new, ignore_errors=True)
+    return {**summary, "run_dir": str(out), "final_step": trainer.step}
 
 
 def default_config(spec: str, *, cond: bool = False) -> RunConfig:
@@ -85,6 +144,11 @@ def make_source(config: RunConfig) -> TensorSource:
         normalizer = Normalizer(**fitted.normalizer) if fitted.normalizer else Normalizer.fit(x)
         x0_bound = None
     shape = list(x.shape[1:])
+    if spec not in BUILTIN:
+        if fitted.data_sha256 is None:
+            fitted.data_sha256 = content_hash(spec)
+        else:
+            check_unchanged(spec, fitted.data_sha256)
     if fitted.shape is not None and (fitted.kind, fitted.shape) != (kind, shape):
         raise DataError(f"{spec} now holds {kind} of shape {shape} but the run was trained on "
                         f"{fitted.kind} of shape {fitted.shape}")
@@ -154,6 +218,10 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     if not isinstance(run, Run):
         run = load_run(run)
     labels = class_labels(run.config, cond, n)
+    if run.config.network.num_classes and run.config.train.p_uncond == 0 and (labels is None or guidance not in (None, 1)):
+        raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
+                          "(w != 1) or unconditional sampling would be noise; sample a class at w = 1, or train with "
+                          "--p-uncond > 0")
     changes = {} if clip else {"clip_x0": None}
     if guidance is not None:
         if labels is None:
@@ -247,12 +315,36 @@ def class_id(cls, names, num_classes: int, owner: str = "this model") -> int:
 
 
 def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, seed: int = 0) -> dict:
-    """Metrics of samples against fresh data, with the data-vs-data floor beside each."""
+    """Metrics of samples against fresh data, with the data-vs-data floor (mean and spread over FLOOR_DRAWS
+    draws) beside each. Built-in sets: every draw is new data. A data file: the reference and each floor draw
+    are disjoint subsets of the file (the floor compares real points with other real points, never with
+    themselves)."""
+    from .metrics.points import FLOOR_DRAWS, metric_memory
+
     source = PointSource(_check_spec(spec))
-    n = min(n_reference, len(samples)) if source.is_builtin else n_reference
-    reference = source.fresh(n, seed)
-    floor_reference = source.fresh(n, seed + (1 if source.is_builtin else 7))
-    return evaluate_points(samples[:n_reference], reference, floor_reference, circle=spec == "circle")
+    samples = samples[:n_reference]
+    if source.is_builtin:
+        n = min(n_reference, len(samples))
+        _check_eval_memory(len(samples), n, metric_memory(len(samples), n))
+        reference = source.fresh(n, seed)
+        floors = [source.fresh(n, seed + 1 + k) for k in range(FLOOR_DRAWS)]
+    else:
+        x = source.fresh(10**12, seed)  # the whole file, shuffled
+        if len(x) < 12:
+            raise DataError(f"{spec} holds {len(x)} points; evaluation needs at least 12 to split into a reference "
+                            "and real-data floor draws")
+        n = min(n_reference, len(samples), len(x) // 3)  # the rest holds >= 2n points, so floor draws differ
+        _check_eval_memory(len(samples), n, metric_memory(len(samples), n))
+        reference, rest = x[:n], x[n:]
+        floors = [rest[np.random.default_rng(seed + 1 + k).permutation(len(rest))[:n]] for k in range(FLOOR_DRAWS)]
+    return evaluate_points(samples, reference, floors, circle=spec == "circle")
+
+
+def _check_eval_memory(n: int, m: int, need: int) -> None:
+    free = _available_memory()
+    if free is not None and need > free:
+        raise ConfigError(f"scoring {n} samples against {m} reference points needs about {need / 2**30:.1f} GiB but "
+                          f"{free / 2**30:.1f} GiB are available; use a smaller --n-ref")
 
 
 def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True) -> dict:

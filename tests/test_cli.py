@@ -191,7 +191,7 @@ def test_truncated_checkpoint(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
     data = (r / "model.safetensors").read_bytes()
     (r / "model.safetensors").write_bytes(data[: len(data) // 2])
-    _sample_fails(r, tmp_path, capsys, "truncated or not a safetensors file")
+    _sample_fails(r, tmp_path, capsys, "model.safetensors does not match its checksum")
 
 
 def _sample_fails(r, tmp_path, capsys, fragment):
@@ -201,6 +201,7 @@ def _sample_fails(r, tmp_path, capsys, fragment):
 
 def test_foreign_checkpoint(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
+    (r / "manifest.json").unlink()  # without checksums, the file format itself is checked
     save_file({"weight": np.zeros((3, 3), np.float32)}, str(r / "model.safetensors"))
     _sample_fails(r, tmp_path, capsys, "not written by diffkit")
     save_file({"weight": np.zeros((3, 3), np.float32)}, str(r / "model.safetensors"),
@@ -210,6 +211,7 @@ def test_foreign_checkpoint(tiny_run, tmp_path, capsys):
 
 def test_foreign_or_truncated_config(tiny_run, tmp_path, capsys):
     r = _copy_run(tiny_run, tmp_path)
+    (r / "manifest.json").unlink()  # without checksums, the file format itself is checked
     (r / "config.json").write_text('{"hello": "world"}')
     _sample_fails(r, tmp_path, capsys, "not a diffkit run config")
     text = (tiny_run / "config.json").read_text()
@@ -232,14 +234,21 @@ def test_resume_continues_and_rejects_conflicts(tmp_path, capsys):
     r = tmp_path / "r"
     code, _, err = run(["train", "--out", r, "--resume"], capsys)
     assert_user_error(code, err, "does not exist")
-    assert run(["train", "--data", "circle", "--out", r, "--steps", 20, "--quiet"], capsys)[0] == 0
+    assert run(["train", "--data", "circle", "--out", r, "--steps", 30, "--checkpoint-every", 10, "--quiet"],
+               capsys)[0] == 0
+    assert sorted(p.name for p in (r / "train_state").iterdir()) == ["step-00000020", "step-00000030"]
     code, _, err = run(["train", "--out", r, "--resume", "--data", "moons"], capsys)
     assert_user_error(code, err, "--data cannot be given")
-    code, out, err = run(["train", "--out", r, "--resume", "--steps", 30, "--quiet"], capsys)
+    code, _, err = run(["train", "--out", r, "--resume", "--checkpoint-every", 5], capsys)
+    assert_user_error(code, err, "--checkpoint-every cannot be given")
+    code, _, err = run(["train", "--out", r, "--resume", "--quiet"], capsys)
+    assert_user_error(code, err, "already finished its 30 steps")
+    shutil.rmtree(r / "train_state" / "step-00000030")  # as if killed between the checkpoints at 20 and 30
+    code, out, err = run(["train", "--out", r, "--resume", "--quiet"], capsys)
     assert code == 0, err
     assert "trained 10 steps" in out and "step 30" in out
     rows = (r / "train_log.csv").read_text().strip().splitlines()
-    assert rows[0] == "step,loss,lr,seconds" and rows[-1].startswith("30,")
+    assert rows[0] == "step,loss,lr,seconds,skipped" and rows[-1].startswith("30,")
 
 
 def test_bad_argument_is_one_sentence(capsys):
@@ -275,7 +284,7 @@ def test_sampler_option_errors_list_choices(tiny_run, tmp_path, capsys):
     assert_user_error(code, err, "does not take option 'snr'", "eta")
     code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--sampler", "langevin", "--snr", 0],
                        capsys)
-    assert_user_error(code, err, "snr > 0")
+    assert_user_error(code, err, "snr in (0, 1]")
     code, _, err = run(["sample", "--run", tiny_run, "--out", tmp_path / "s.npy", "--spacing", "cosine"], capsys)
     assert_user_error(code, err, "unknown timestep spacing 'cosine'", "karras", "logsnr")
 

@@ -125,12 +125,21 @@ def test_evaluate_points_reports_floors():
     ref, floor_ref = gauss(800, seed=1), gauss(800, seed=2)
     bad = gauss(800, mu=(1.0, 1.0), seed=3)
     out = evaluate_points(bad, ref, floor_ref)
-    assert set(out) == {"energy", "energy_floor", "mmd", "mmd_floor", "swd", "swd_floor", "n_samples", "n_reference"}
+    assert set(out) == {"energy", "energy_floor", "mmd", "mmd_floor", "swd", "swd_floor", "n_samples", "n_reference",
+                        "energy_floor_std", "mmd_floor_std", "swd_floor_std", "floor_draws"}
     for name, fn in METRICS.items():
         assert out[name] == pytest.approx(fn(bad, ref), rel=1e-12)
         assert out[f"{name}_floor"] == pytest.approx(fn(floor_ref, ref), rel=1e-12)
         assert out[name] > 5 * abs(out[f"{name}_floor"])  # a shifted model is far above the floor
     assert out["n_samples"] == 800 and out["n_reference"] == 800
+    # several floor draws: their mean and sample spread
+    floors = [gauss(800, seed=s) for s in (2, 4, 5)]
+    many = evaluate_points(bad, ref, floors)
+    for name, fn in METRICS.items():
+        values = [fn(f, ref) for f in floors]
+        assert many[f"{name}_floor"] == pytest.approx(np.mean(values), rel=1e-12)
+        assert many[f"{name}_floor_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9) and many[f"{name}_floor_std"] > 0
+    assert many["floor_draws"] == 3
     circ = evaluate_points(bad, ref, floor_ref, circle=True)
     assert circ["radius_mean"] == pytest.approx(radius_stats(bad)["radius_mean"])
 
@@ -144,6 +153,30 @@ def test_eval_samples_on_builtin_data():
     assert out["radius_mean"] == pytest.approx(1.0, abs=1e-6)
     # perfect samples score like the floor; a shrunken circle does not
     assert out["energy"] < 0.01 and out["energy_floor"] < 0.01
+    assert out["floor_draws"] == 5 and 0 < out["energy_floor_std"] < out["energy_floor"] * 3
     worse = eval_samples(good * 0.8, "circle", n_reference=1000, seed=0)
     assert worse["energy"] > 5 * max(out["energy"], 1e-4)
     assert worse["swd"] > 0.05 > out["swd"]
+
+
+def test_a_data_files_floor_uses_disjoint_points(tmp_path):
+    """The reference and the floor draws never share a point of the file, so the floor is not 0."""
+    x = gauss(1200, seed=7)  # smaller than --n-ref: two draws of "4000" points used to be the same 1200 (floor 0)
+    path = tmp_path / "pts.npy"
+    np.save(path, x)
+    out = eval_samples(x[:1000], str(path), n_reference=4000, seed=0)
+    assert out["n_reference"] == 400  # a third of the file; the floor draws come from the other two thirds
+    assert all(abs(out[f"{m}_floor"]) > 1e-6 and out[f"{m}_floor_std"] > 0 for m in ("energy", "mmd", "swd"))
+    tiny = tmp_path / "tiny.npy"
+    np.save(tiny, x[:5])
+    with pytest.raises(DiffkitError, match="holds 5 points"):
+        eval_samples(x[:10], str(tiny))
+
+
+def test_large_clouds_switch_to_the_projected_energy():
+    from diffkit.metrics.points import EXACT_MAX, projected_energy_distance
+
+    a, b = gauss(EXACT_MAX + 500, seed=1), gauss(EXACT_MAX + 500, mu=(0.3, 0.0), seed=2)
+    out = evaluate_points(a, b, [gauss(EXACT_MAX + 500, seed=3)])
+    assert out["energy"] == pytest.approx(projected_energy_distance(a, b), rel=1e-12)
+    assert out["energy"] == pytest.approx(energy_distance(a, b), rel=1e-4)  # and it is the same number

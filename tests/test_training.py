@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffkit.config import DataConfig, RunConfig, TrainConfig
-from diffkit.errors import CheckpointError, DiffkitError
+from diffkit.errors import CheckpointError, ConfigError, DiffkitError
 from diffkit.nn.mlp import MLPConfig
 from diffkit.runs import sample_run, train_run
 from diffkit.training import EMA, load_run
@@ -26,6 +26,10 @@ def tiny(steps=60, seed=0, prediction="v", data="gaussians8", **train) -> RunCon
     return RunConfig(data=DataConfig(spec=data, num_points=2000), prediction=prediction,
                      network=MLPConfig(hidden=32, depth=2, embed_dim=16, fourier_features=8),
                      train=TrainConfig(**t))
+
+
+def state_file(run, step=60):
+    return run / "train_state" / f"step-{step:08d}" / "state.safetensors"
 
 
 def tensors(path) -> dict[str, torch.Tensor]:
@@ -83,8 +87,7 @@ def test_same_seed_is_bitwise_identical(run60, tmp_path):
     a, b = tensors(run60 / "model.safetensors"), tensors(tmp_path / "b" / "model.safetensors")
     assert_same_tensors(a, b)
     assert (run60 / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
-    assert_same_tensors(tensors(run60 / "train_state" / "state.safetensors"),
-                        tensors(tmp_path / "b" / "train_state" / "state.safetensors"))
+    assert_same_tensors(tensors(state_file(run60)), tensors(state_file(tmp_path / "b")))
     # a different seed trains a different model
     train_run(tiny(seed=1), tmp_path / "c", progress=False)
     c = tensors(tmp_path / "c" / "model.safetensors")
@@ -104,30 +107,36 @@ def test_resume_is_bitwise_identical(run60, tmp_path):
     with pytest.raises(Interrupt):
         train_run(tiny(), out, progress=False, callback=stop_at_41)
     assert seen == list(range(1, 42))
-    state = out / "train_state" / "state.safetensors"
+    state = state_file(out, 40)
+    assert sorted(p.name for p in (out / "train_state").iterdir()) == ["step-00000020", "step-00000040"]
     header = json.loads(state.read_bytes()[8:8 + struct.unpack("<Q", state.read_bytes()[:8])[0]])
     assert '"step": "40"' in header["__metadata__"]["diffkit"]
 
     summary = train_run(None, out, resume=True, progress=False)
     assert summary["final_step"] == 60 and summary["steps"] == 20
     assert_same_tensors(tensors(run60 / "model.safetensors"), tensors(out / "model.safetensors"))
-    assert_same_tensors(tensors(run60 / "train_state" / "state.safetensors"), tensors(state))
+    assert_same_tensors(tensors(state_file(run60)), tensors(state_file(out)))
     la, lb = read_log(run60 / "train_log.csv"), read_log(out / "train_log.csv")
     assert la["step"] == lb["step"] == [float(s) for s in range(10, 61, 10)]
     assert la["loss"] == lb["loss"] and la["lr"] == lb["lr"]
 
 
-def test_resume_can_extend_steps(run60, tmp_path):
+def test_resume_keeps_the_runs_steps(run60, tmp_path):
+    """--steps on resume would restart or cut the LR schedule of a run recorded as one: refused, as is resuming a
+    finished run (it used to print "trained 0 steps" and succeed)."""
     import shutil
 
     out = tmp_path / "ext"
     shutil.copytree(run60, out)
-    summary = train_run(None, out, resume=True, steps=80, progress=False)
-    assert summary["final_step"] == 80 and summary["steps"] == 20
-    assert read_log(out / "train_log.csv")["step"][-1] == 80
-    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 80
-    assert not torch.equal(tensors(out / "model.safetensors")["out.weight"],
-                           tensors(run60 / "model.safetensors")["out.weight"])
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="continues this run to its 60 steps"):
+        train_run(None, out, resume=True, steps=80, progress=False)
+    with pytest.raises(ConfigError, match="continues this run to its 60 steps"):
+        train_run(None, out, resume=True, steps=30, progress=False)
+    with pytest.raises(ConfigError, match="already finished its 60 steps"):
+        train_run(None, out, resume=True, progress=False)
+    assert (out / "model.safetensors").read_bytes() == before
+    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 60
 
 
 def test_resume_without_state_is_a_checkpoint_error(tmp_path):
@@ -175,7 +184,7 @@ def _header(path) -> dict:
 
 
 def test_checkpoints_are_safetensors_not_pickle(run60):
-    for path in (run60 / "model.safetensors", run60 / "train_state" / "state.safetensors"):
+    for path in (run60 / "model.safetensors", state_file(run60)):
         data = path.read_bytes()
         assert not data.startswith(b"\x80") and not data.startswith(b"PK")  # neither pickle nor torch zip
         header = _header(path)
@@ -203,6 +212,13 @@ def run_copy(run60, tmp_path):
     return out
 
 
+@pytest.fixture
+def legacy_copy(run_copy):
+    """A run without manifest.json (as written before manifests): the file-format checks alone guard it."""
+    (run_copy / "manifest.json").unlink()
+    return run_copy
+
+
 @pytest.mark.parametrize("keep", [0, 4, 8, 60, "half", "minus1"])
 def test_truncated_model_is_a_checkpoint_error(run_copy, keep):
     path = run_copy / "model.safetensors"
@@ -213,36 +229,36 @@ def test_truncated_model_is_a_checkpoint_error(run_copy, keep):
         load_run(run_copy)
 
 
-def test_foreign_safetensors_is_a_checkpoint_error(run_copy):
-    path = run_copy / "model.safetensors"
+def test_foreign_safetensors_is_a_checkpoint_error(legacy_copy):
+    path = legacy_copy / "model.safetensors"
     save_file({"weight": torch.zeros(3, 3)}, str(path))  # a valid safetensors file, not ours
     with pytest.raises(CheckpointError, match="diffkit"):
-        load_run(run_copy)
+        load_run(legacy_copy)
     # the right tensors but no diffkit metadata: still foreign
-    save_file(tensors(run_copy / "train_state" / "state.safetensors"), str(path), metadata={"format": "pt"})
+    save_file(tensors(state_file(legacy_copy)), str(path), metadata={"format": "pt"})
     with pytest.raises(CheckpointError):
-        load_run(run_copy)
+        load_run(legacy_copy)
 
 
-def test_diffkit_file_with_wrong_tensors_is_a_checkpoint_error(run_copy):
+def test_diffkit_file_with_wrong_tensors_is_a_checkpoint_error(legacy_copy):
     from diffkit.training.checkpoint import save_model
 
-    good = tensors(run_copy / "model.safetensors")
+    good = tensors(legacy_copy / "model.safetensors")
     bad = dict(good)
     bad["inp.weight"] = torch.zeros(3, 3)
-    save_model(run_copy, bad, 60)
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_run(run_copy)
-    save_model(run_copy, {k: v for k, v in good.items() if k != "out.bias"}, 60)
+    save_model(legacy_copy, bad, 60)
+    with pytest.raises(CheckpointError, match="does not match the network"):
+        load_run(legacy_copy)
+    save_model(legacy_copy, {k: v for k, v in good.items() if k != "out.bias"}, 60)
     with pytest.raises(CheckpointError):
-        load_run(run_copy)
+        load_run(legacy_copy)
 
 
-def test_foreign_metadata_that_is_not_an_object(run_copy):
-    path = run_copy / "model.safetensors"
+def test_foreign_metadata_that_is_not_an_object(legacy_copy):
+    path = legacy_copy / "model.safetensors"
     save_file(tensors(path), str(path), metadata={"diffkit": "[1, 2]"})
     with pytest.raises(CheckpointError):
-        load_run(run_copy)
+        load_run(legacy_copy)
 
 
 def test_missing_or_broken_run_files(run_copy, tmp_path):
@@ -260,10 +276,10 @@ def test_missing_or_broken_run_files(run_copy, tmp_path):
 
 
 def test_truncated_train_state_refuses_to_resume(run_copy):
-    path = run_copy / "train_state" / "state.safetensors"
+    path = state_file(run_copy)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError):
-        train_run(None, run_copy, resume=True, steps=80, progress=False)
+    with pytest.raises(CheckpointError, match="step-00000060/state.safetensors"):
+        train_run(None, run_copy, resume=True, progress=False)
 
 
 # overwrite -------------------------------------------------------------------------

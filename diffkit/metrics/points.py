@@ -103,17 +103,46 @@ def radius_stats(x) -> dict[str, float]:
 
 
 METRICS = {"energy": energy_distance, "mmd": mmd_rbf, "swd": sliced_wasserstein}
+# beyond this many points per cloud the O(N^2) metrics switch: energy to its O(N log N) projected form (equal to
+# ~1e-7 in 2-D), MMD to a random subset of this size (its N x N kernel matrices: 3 x 200 MB at 5,000 points)
+EXACT_MAX = 5000
+FLOOR_DRAWS = 5
 
 
-def evaluate_points(samples, reference, floor_reference, circle: bool = False) -> dict[str, float]:
-    """Each metric of samples vs reference, and `<name>_floor`: the same metric of floor_reference
-    (an independent draw of the data) vs reference, i.e. what a perfect model would score."""
+def _metrics_for(n: int) -> dict:
+    if n <= EXACT_MAX:
+        return METRICS
+
+    def mmd_subset(x, y):
+        rx, ry = np.random.default_rng(0).permutation(len(x))[:EXACT_MAX], np.random.default_rng(1).permutation(len(y))[:EXACT_MAX]
+        return mmd_rbf(np.asarray(x)[rx], np.asarray(y)[ry])
+
+    return {"energy": projected_energy_distance, "mmd": mmd_subset, "swd": sliced_wasserstein}
+
+
+def metric_memory(n: int, m: int) -> int:
+    """Bytes the point metrics hold at once for n samples against m reference points (float64)."""
+    if max(n, m) <= EXACT_MAX:
+        return 8 * 4 * max(n, m) ** 2  # cdist matrices and their kernels
+    return 8 * (16 * 3 * (n + m) + 2 * EXACT_MAX**2 * 4)  # 16 projections of both clouds, sorted; MMD's subset
+
+
+def evaluate_points(samples, reference, floor_references, circle: bool = False) -> dict[str, float]:
+    """Each metric of samples vs reference, and `<name>_floor` / `<name>_floor_std`: the mean and spread of the
+    same metric over independent draws of real data (floor_references, each disjoint from the reference) vs the
+    reference, i.e. what a perfect model would score and how much that varies."""
+    if isinstance(floor_references, np.ndarray):
+        floor_references = [floor_references]
     out = {}
-    for name, fn in METRICS.items():
+    metrics = _metrics_for(max(len(samples), len(reference)))
+    for name, fn in metrics.items():
         out[name] = fn(samples, reference)
-        out[f"{name}_floor"] = fn(floor_reference, reference)
+        floors = [fn(f, reference) for f in floor_references]
+        out[f"{name}_floor"] = float(np.mean(floors))
+        out[f"{name}_floor_std"] = float(np.std(floors, ddof=1)) if len(floors) > 1 else 0.0
     if circle:
         out.update(radius_stats(samples))
     out["n_samples"] = int(len(samples))
     out["n_reference"] = int(len(reference))
+    out["floor_draws"] = len(floor_references)
     return out

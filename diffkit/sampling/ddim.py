@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..errors import ConfigError
 from .common import check_eta
 from .grids import with_final
 from .record import report
@@ -25,6 +26,9 @@ def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=
 def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 0.0):
     """eta = 0 is deterministic (the PF-ODE by Euler in sigma/alpha); eta = 1 is DDPM's posterior variance."""
     check_eta(eta)
+    if eta > 1:  # std > the posterior's: max(., 0) above would hide that x_t' is noisier than q(x_t') allows
+        raise ConfigError(f"ddim's eta is in [0, 1] (0: deterministic, 1: DDPM's posterior noise); above 1 a step adds "
+                          f"more noise than the next level holds, got {eta}")
     schedule = denoiser.schedule
     for i, (t, t_prev) in enumerate(with_final(timesteps)):
         eps_hat, x0_hat = denoiser(x, t, cond)

@@ -26,9 +26,11 @@ def _mean_norm(v: torch.Tensor) -> torch.Tensor:
 def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, snr: float = 0.1,
                     corrector_steps: int = 1):
     """Network calls: K predictor steps + corrector_steps per step above t = 0."""
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or not snr > 0 \
+    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or not 0 < snr <= 1 \
             or not math.isfinite(snr) or corrector_steps < 0:
-        raise ConfigError(f"langevin needs snr > 0 and corrector_steps >= 0, got snr={snr}, corrector_steps={corrector_steps}")
+        # r > 1 asks for Langevin moves longer than the noise scale of the level: the corrector diverges
+        raise ConfigError(f"langevin needs snr in (0, 1] (0.01-0.2 is usual) and corrector_steps >= 0, got snr={snr}, "
+                          f"corrector_steps={corrector_steps}")
     lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]

@@ -1,13 +1,15 @@
-"""Run directories: config.json + model.safetensors (EMA weights) + train_state/ for resume.
+"""Run directories: config.json + model.safetensors (EMA weights) + manifest.json (their checksums) +
+train_state/step-NNNNNNNN/ (the last few resumable states, each a folder with its own manifest).
 
-Never pickle: loading must not run code. Every write is atomic (temp file, fsync, rename).
+Never pickle: loading must not run code. Every write is atomic (temp file, fsync, rename, folder fsync); a
+checkpoint folder appears all at once. Each file read is checked against its manifest.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,59 +24,46 @@ from ..data.normalize import Normalizer
 from ..denoiser import Denoiser
 from ..errors import CheckpointError
 from ..nn import registry
+from .manifest import MANIFEST, atomic_dir, atomic_write, manifest_bytes, read_manifest, sha256, verify
 
 CONFIG, MODEL, STATE_DIR, STATE = "config.json", "model.safetensors", "train_state", "state.safetensors"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the file gets what open() would give it
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+STEP_DIR = re.compile(r"step-(\d{8})")
 
 
 def save_config(run_dir, config: RunConfig) -> None:
     atomic_write(Path(run_dir) / CONFIG, json.dumps(config.to_dict(), indent=2).encode())
 
 
-def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file; our metadata is one JSON entry so the bytes are deterministic."""
+def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes; our metadata is one JSON entry so the bytes are deterministic."""
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     meta = json.dumps({"format": "diffkit", **(metadata or {})}, sort_keys=True)
-    atomic_write(Path(path), st_save(tensors, metadata={"diffkit": meta}))
+    return st_save(tensors, metadata={"diffkit": meta})
 
 
-def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    path = Path(path)
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    atomic_write(Path(path), tensor_bytes(tensors, metadata))
+
+
+def _read_bytes(path: Path, missing: str) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(missing) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror})") from None
+
+
+def read_tensors(path, *checksums: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A diffkit safetensors file, refused unless its sha256 is one of `checksums` (when any are given)."""
+    path = Path(path)
+    data = _read_bytes(path, f"{path} is missing; the run directory holds no trained model")
+    verify(path, data, *checksums)
+    try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
         metadata = json.loads(header["diffkit"]) if "diffkit" in header else {}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; the run directory holds no trained model") from None
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is truncated or not a safetensors file; retrain or restore the run") from None
     if not isinstance(metadata, dict) or metadata.get("format") != "diffkit":
@@ -83,20 +72,84 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_model(run_dir, state: dict[str, torch.Tensor], step: int) -> None:
+    """A bare model.safetensors (EMA weights), for snapshots written outside a training run."""
     save_tensors(Path(run_dir) / MODEL, state, {"step": str(step)})
+
+
+def step_dir(run_dir, step: int) -> Path:
+    return Path(run_dir) / STATE_DIR / f"step-{step:08d}"
+
+
+def checkpoint_steps(run_dir) -> list[int]:
+    """Steps of the complete checkpoint folders in train_state/, oldest first (temp folders are ignored)."""
+    folder = Path(run_dir) / STATE_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := STEP_DIR.fullmatch(p.name)) and p.is_dir())
+
+
+def save_checkpoint(run_dir, step: int, model: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                    state_meta: dict[str, str], keep: int) -> None:
+    """One checkpoint: the resumable state as a new folder train_state/step-N/ (with a manifest that also
+    records the model's checksum), then model.safetensors, then manifest.json; older folders beyond the
+    last `keep` are removed. An interruption at any point leaves a loadable run (see load_run)."""
+    run_dir = Path(run_dir)
+    model_bytes = tensor_bytes(model, {"step": str(step)})
+    state_bytes = tensor_bytes(state, {"step": str(step), **state_meta})
+    folder = step_dir(run_dir, step)
+    if not folder.exists():  # a second save at the same step (e.g. Ctrl-C right after one) holds the same state
+        atomic_dir(folder, {STATE: state_bytes, MANIFEST: manifest_bytes(
+            {STATE: sha256(state_bytes), MODEL: sha256(model_bytes)}, step=step)})
+    atomic_write(run_dir / MODEL, model_bytes)
+    config_sha = sha256((run_dir / CONFIG).read_bytes())
+    atomic_write(run_dir / MANIFEST, manifest_bytes({CONFIG: config_sha, MODEL: sha256(model_bytes)}, step=step))
+    for old in checkpoint_steps(run_dir)[:-keep]:
+        shutil.rmtree(step_dir(run_dir, old), ignore_errors=True)
+
+
+def read_state(run_dir) -> tuple[dict[str, torch.Tensor], dict[str, str], Path] | None:
+    """The newest checkpoint's state tensors, metadata and path (checked against its manifest); None when the
+    run never reached a checkpoint."""
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        legacy = Path(run_dir) / STATE_DIR / STATE  # runs written before checkpoint folders
+        return (*read_tensors(legacy), legacy) if legacy.exists() else None
+    folder = step_dir(run_dir, steps[-1])
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise CheckpointError(f"{folder} has no {MANIFEST}; the checkpoint is incomplete")
+    path = folder / STATE
+    tensors, meta = read_tensors(path, manifest["files"].get(STATE) or "missing")
+    if meta.get("step") != str(steps[-1]):
+        raise CheckpointError(f"{path} holds step {meta.get('step')}, not the {steps[-1]} its folder names; "
+                              "it was swapped with another checkpoint")
+    return tensors, meta, path
 
 
 def read_config(run_dir) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist; train one with `diffkit train --out DIR`")
+    data = _read_bytes(path, f"{run_dir} holds no config.json; it is not a diffkit run directory")
+    manifest = read_manifest(run_dir)
+    if manifest is not None:
+        verify(path, data, manifest["files"].get(CONFIG) or "missing")
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} holds no config.json; it is not a diffkit run directory") from None
+        raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is truncated or not JSON; expected a diffkit run config") from None
     return RunConfig.from_dict(raw)
+
+
+def model_checksums(run_dir) -> tuple[str | None, ...]:
+    """The checksums model.safetensors may have: the run manifest's, and the newest checkpoint's (a run
+    interrupted between writing the model and its manifest); empty for runs from before manifests."""
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return ()
+    steps = checkpoint_steps(run_dir)
+    newest = read_manifest(step_dir(run_dir, steps[-1])) if steps else None
+    return manifest["files"].get(MODEL) or "missing", (newest or {}).get("files", {}).get(MODEL)
 
 
 def build_network(config: RunConfig) -> torch.nn.Module:
@@ -130,7 +183,7 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True) -> Run:
     if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
     network = build_network(config)
-    tensors, meta = read_tensors(Path(run_dir) / MODEL)
+    tensors, meta = read_tensors(Path(run_dir) / MODEL, *model_checksums(run_dir))
     load_weights(network, tensors, Path(run_dir) / MODEL)
     sampling_net, chunk = registry.for_sampling(network, fast)
     num_classes = config.network.num_classes

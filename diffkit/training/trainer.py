@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,13 +22,15 @@ from tqdm.auto import tqdm
 
 from ..cond import ClassConditioning, drop_conds
 from ..config import RunConfig
-from ..errors import CheckpointError
-from .checkpoint import STATE, STATE_DIR, build_network, load_weights, read_tensors, save_config, save_model, save_tensors
+from ..errors import CheckpointError, TrainingError, TrainingInterrupted
+from .checkpoint import build_network, load_weights, read_state, save_checkpoint, save_config
+from .lock import RunLock
 from .ema import EMA
-from .loss import simple_loss
+from .loss import min_snr_weight, simple_loss
 
 LOG = "train_log.csv"
-LOG_FIELDS = ["step", "loss", "lr", "seconds"]
+LOG_FIELDS = ["step", "loss", "lr", "seconds", "skipped"]
+MAX_BAD_STEPS = 10  # consecutive non-finite steps that stop training
 
 
 def lr_at(step: int, cfg) -> float:
@@ -75,6 +79,10 @@ class Trainer:
         self.ema = EMA(self.network, self.cfg.ema_halflife, self.cfg.ema_rampup)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
+        self.skipped = 0       # steps skipped for a non-finite loss or gradient, over the whole run
+        self.bad_in_a_row = 0
+        self.checkpointed = None  # called with the step after each checkpoint (runs.train_run's --overwrite swap)
+        self.lock_held = False    # True: the caller holds run_dir's RunLock (train() takes it otherwise)
 
     # one step -------------------------------------------------------------
     def _draw_batch(self):
@@ -89,6 +97,8 @@ class Trainer:
         return x0, t, eps, cond
 
     def train_step(self) -> torch.Tensor:
+        """One optimizer step. A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
+        as they were; the step and its random draws still count) and is counted in self.skipped."""
         x0, t, eps, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -96,27 +106,45 @@ class Trainer:
         # bf16: autocast runs the network's matmuls and convolutions in bfloat16 (weights, optimizer and the
         # loss stay float32: the output is compared with a float32 target)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond).mean()
+            loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond)
+        if self.cfg.min_snr_gamma > 0:
+            loss = loss * min_snr_weight(self.config.prediction, self.schedule.alpha_bar_at(t),
+                                         self.cfg.min_snr_gamma).to(loss.dtype)
+        loss = loss.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
         self.step += 1
+        if not bool(torch.isfinite(norm) & torch.isfinite(loss)):  # one sync per step; see the class doc
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.bad_in_a_row += 1
+            return loss.detach()
+        self.bad_in_a_row = 0
+        self.optimizer.step()
         self.ema.update(self.params, self.step * self.cfg.batch_size, self.cfg.batch_size)
         return loss.detach()
 
     # the loop -------------------------------------------------------------
     def train(self) -> dict:
-        """Run to config.train.steps, checkpointing along the way. Returns a small summary."""
+        """Run to config.train.steps, checkpointing along the way (first at a tenth of the interval, so a short
+        run is never lost). SIGINT / SIGTERM finish the current step, checkpoint and raise KeyboardInterrupt.
+        Returns a small summary."""
+        if self.lock_held:
+            with _StopSignals() as signals:
+                return self._train(signals)
+        with RunLock(self.run_dir), _StopSignals() as signals:
+            return self._train(signals)
+
+    def _train(self, signals) -> dict:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.run_dir, self.config)
         log_path = self.run_dir / LOG
         if self.step == 0:
+            save_config(self.run_dir, self.config)
             _truncate_log(log_path, 0)
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
+        first = max(1, cfg.checkpoint_every // 10)
         loss_sum, n = torch.zeros(()), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
@@ -124,43 +152,54 @@ class Trainer:
             writer = csv.writer(f)
             while self.step < cfg.steps:
                 loss = self.train_step()
-                loss_sum += loss
-                n += 1
+                if self.bad_in_a_row >= MAX_BAD_STEPS:
+                    bar.close()
+                    raise TrainingError(f"the loss or its gradient was not finite in {MAX_BAD_STEPS} steps in a row "
+                                        f"(up to step {self.step}); the last checkpoint is kept; try a lower --lr, "
+                                        "fp32 precision or a smaller grad_clip, and check the data for NaN / inf")
+                if self.bad_in_a_row == 0:
+                    loss_sum += loss
+                    n += 1
                 lr = lr_at(self.step - 1, cfg)  # the rate this step used
-                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr)))
+                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr))) or signals.caught
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
-                    mean = float(loss_sum) / n
+                    mean = float(loss_sum) / n if n else math.nan
                     secs = seconds_before + time.perf_counter() - t0
-                    writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}"])
+                    writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}", self.skipped])
                     f.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
                     loss_sum, n = torch.zeros(()), 0
                 bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
-                    self.save()
+                if self.step % cfg.checkpoint_every == 0 or self.step in (first, cfg.steps) or stop:
+                    self.save(notify=not signals.caught)
                 if stop:
                     break
         bar.close()
-        return {"steps": self.step - start, "seconds": time.perf_counter() - t0}
+        if signals.caught:
+            raise TrainingInterrupted(f"stopped at step {self.step} with a checkpoint; continue with --resume")
+        return {"steps": self.step - start, "seconds": time.perf_counter() - t0, "skipped": self.skipped}
 
     # checkpoints ----------------------------------------------------------
-    def save(self) -> None:
-        """EMA weights for sampling, then the full resumable state (each file written atomically)."""
-        save_model(self.run_dir, self.ema.state_dict(self.network), self.step)
+    def save(self, notify: bool = True) -> None:
+        """A checkpoint (checkpoint.save_checkpoint): EMA weights for sampling and the full resumable state."""
         tensors = {f"model.{k}": v for k, v in self.network.state_dict().items()}
         tensors.update({f"ema.{i}": p for i, p in enumerate(self.ema.params)})
         opt = self.optimizer.state_dict()
         for i, s in opt["state"].items():
             tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in s.items()})
         tensors["rng.train"] = self.generator.get_state()
-        meta = {"step": str(self.step), "param_groups": json.dumps(opt["param_groups"])}
-        save_tensors(self.run_dir / STATE_DIR / STATE, tensors, meta)
+        meta = {"param_groups": json.dumps(opt["param_groups"]), "skipped": str(self.skipped)}
+        save_checkpoint(self.run_dir, self.step, self.ema.state_dict(self.network), tensors, meta,
+                        self.cfg.keep_checkpoints)
+        if notify and self.checkpointed is not None:
+            self.checkpointed(self.step)
 
-    def load_state(self) -> None:
-        path = self.run_dir / STATE_DIR / STATE
-        if not path.exists():
-            raise CheckpointError(f"{self.run_dir} has no {STATE_DIR}/{STATE} to resume from; train without --resume")
-        tensors, meta = read_tensors(path)
+    def load_state(self) -> bool:
+        """Continue from the newest checkpoint. False when the run never reached one (it starts at step 0)."""
+        found = read_state(self.run_dir)
+        if found is None:
+            return False
+        tensors, meta, path = found
         try:
             model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
             load_weights(self.network, model, path)
@@ -176,9 +215,35 @@ class Trainer:
             self.optimizer.load_state_dict({"state": state, "param_groups": groups})
             self.generator.set_state(tensors["rng.train"])
             self.step = int(meta["step"])
+            self.skipped = int(meta.get("skipped", 0))
         except (KeyError, ValueError, RuntimeError):
             raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
         _truncate_log(self.run_dir / LOG, self.step)
+        return True
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM set `caught` instead of killing the loop mid-step, so training ends at a step boundary
+    with a checkpoint. A second signal interrupts at once. Only installed in the main thread."""
+
+    def __init__(self):
+        self.caught = False
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.caught:
+            raise KeyboardInterrupt
+        self.caught = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
@@ -216,4 +281,4 @@ def _last_seconds(path: Path) -> float:
 def read_log(path) -> dict[str, list[float]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in LOG_FIELDS}
+    return {k: [float(r.get(k) or 0) for r in rows] for k in LOG_FIELDS}

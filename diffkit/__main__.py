@@ -1,0 +1,7 @@
+"""`python -m diffkit ...` is the `diffkit` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
