@@ -403,6 +403,11 @@ def main(argv=None) -> int:
     except DiffkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine refused a file operation (read-only folder, disk full, ...): not a bug
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot use{where} ({e.strerror or e}); check the path and its permissions or free space",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130

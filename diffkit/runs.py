@@ -33,6 +33,7 @@ from .training.trainer import LOG, Trainer
 
 RUN_FILES = (CONFIG, MODEL, STATE_DIR, LOG)
 BUILTIN = (*DATASETS, *IMAGE_DATASETS)  # data names that are not user paths
+FEW_POINTS = 100  # a point file smaller than this gets a notice
 
 
 def is_run_dir(path) -> bool:
@@ -140,6 +141,9 @@ def make_source(config: RunConfig) -> TensorSource:
         normalizer, x0_bound = Normalizer(mean=[0.5], std=[0.5]), 1.0  # pixels [0, 1] -> [-1, 1]
     else:
         x, labels = PointSource(_check_spec(spec)).train_labeled(config.data.num_points, config.train.seed)
+        if len(x) < FEW_POINTS and fitted.normalizer is None:
+            notice(f"{spec} holds only {len(x)} points; a model trained on so few mostly memorises them "
+                   f"(a few thousand are usual)")
         kind, names = "points", CLASS_NAMES.get(spec)
         normalizer = Normalizer(**fitted.normalizer) if fitted.normalizer else Normalizer.fit(x)
         x0_bound = None
@@ -350,11 +354,12 @@ def _check_eval_memory(n: int, m: int, need: int) -> None:
 def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True) -> dict:
     """Image samples (an .npy path or an array [N, C, H, W] in [0, 1]) scored by the data's judge against its
     held-out test split; cls: the class (id or name) every sample was drawn for, or labels: one per sample."""
-    from .metrics.images import evaluate_images
+    from .metrics.images import check_images, evaluate_images
     from .metrics.judge import load_or_train_judge
 
     data = load_images(spec)
     x = _read_image_samples(samples) if isinstance(samples, (str, Path)) else np.asarray(samples)
+    x = check_images(x, data)  # before the judge, which may take a while to train
     if cls is not None:
         if not data.num_classes:
             raise ConfigError(f"{spec} has no labels, so class accuracy cannot be measured; drop --class")

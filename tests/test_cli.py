@@ -100,7 +100,7 @@ def test_bad_data_file(case, tmp_path, capsys):
         p = tmp_path / "pts.txt"
         p.write_text("1,2\n")
     expected = {"missing": "does not exist", "shape": "shape [10, 3]; expected [N, 2]", "nan": "NaN or Inf",
-                "inf": "NaN or Inf", "empty": "is empty", "empty_csv": "is empty", "text_csv": "cannot read",
+                "inf": "NaN or Inf", "empty": "is empty", "empty_csv": "is empty", "text_csv": "x and y must be numbers",
                 "bad_suffix": ".npy/.npz/.csv"}[case]
     code, _, err = run(["train", "--data", p, "--out", tmp_path / "r", "--steps", 5], capsys)
     assert_user_error(code, err, expected)

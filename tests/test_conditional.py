@@ -219,9 +219,10 @@ def test_conditional_resume_is_bitwise(tmp_path):
     full.train.steps, full.train.checkpoint_every = 40, 20
     train_run(full, tmp_path / "full", progress=False)
     part = cfg(0)
-    part.train.steps, part.train.checkpoint_every = 20, 20
-    train_run(part, tmp_path / "part", progress=False)
-    train_run(None, tmp_path / "part", resume=True, steps=40, progress=False)
+    part.train.steps, part.train.checkpoint_every = 40, 20
+    train_run(part, tmp_path / "part", progress=False, callback=lambda rec: rec.step == 25)  # stops at 25
+    assert load_run(tmp_path / "part").step == 25
+    train_run(None, tmp_path / "part", resume=True, progress=False)
     a, b = (load_run(tmp_path / n).network.state_dict() for n in ("full", "part"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -48,9 +48,10 @@ def test_sample_writes_images_grid_and_gif(digits_run, tmp_path, capsys):
     x = np.load(out)
     assert x.dtype == np.float32 and x.shape == (12, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     assert Image.open(grid).size[0] >= 4 * 8 and Image.open(gif).n_frames >= 5
+    seed = json.loads(out.with_suffix(".json").read_text())["seed"]  # a fresh seed, recorded in the sidecar
     again = tmp_path / "again.npy"
     assert run(["sample", "--run", digits_run, "--n", 12, "--out", again, "--sampler", "dpmpp-2m", "--steps", 5,
-                "--class", 7, "--guidance", 3], capsys)[0] == 0
+                "--class", 7, "--guidance", 3, "--seed", seed], capsys)[0] == 0
     assert again.read_bytes() == out.read_bytes()  # same seed, same images, bitwise
     code, stdout, err = run(["eval", "--samples", out, "--data", "digits", "--class", 7, "--json"], capsys)
     assert code == 0, err
@@ -185,6 +186,7 @@ def test_version_1_point_runs_still_sample(tiny_run, tmp_path, capsys):
     cfg["data"].update({k: fitted[k] for k in ("normalizer", "x0_bound", "class_names")})
     cfg["format_version"] = 1
     (old / "config.json").write_text(json.dumps(cfg))
+    (old / "manifest.json").unlink()  # format-1 runs had no checksums
     out = tmp_path / "s.npy"
     code, _, err = run(["sample", "--run", old, "--n", 10, "--steps", 3, "--out", out], capsys)
     assert code == 0, err

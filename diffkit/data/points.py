@@ -7,7 +7,6 @@ third column is the label. They must be integers 0..C-1 with every class present
 from __future__ import annotations
 
 from dataclasses import dataclass
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +43,14 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return np.load(path, allow_pickle=False), None
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                key = "x" if "x" in z.files else (z.files[0] if z.files else None)
-                if key is None:
+                if not z.files:
                     raise DataError(f"{path} holds no arrays; expected an [N, 2] array (named 'x' or the only one)")
+                if "x" not in z.files and len(z.files) > 1:
+                    raise DataError(f"{path} holds arrays {', '.join(z.files)} and none is named 'x'; save the points "
+                                    "as x (and the labels as y), e.g. np.savez(path, x=points, y=labels)")
+                key = "x" if "x" in z.files else z.files[0]
                 return z[key], (z["y"] if key == "x" and "y" in z.files else None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an empty file is reported below as such
-            table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, comments="#")
-        if table.ndim == 2 and table.shape[1] == 3:  # x, y, label
-            return table[:, :2], table[:, 2]
-        return table, None
+        return _read_csv(path)
     except DataError:
         raise
     except (ValueError, OSError, EOFError) as e:
@@ -61,6 +58,53 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if "pickle" in str(e).lower():
             first = "it is not a plain numeric array file or it holds Python objects"
         raise DataError(f"cannot read {path} as {suffix[1:]} ({first}); expected a numeric [N, 2] array") from None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of x, y or x, y, label; '#' comments; a first row of column names is skipped (with a notice)."""
+    import csv
+
+    from ..errors import notice
+
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(line for line in f if not line.lstrip().startswith("#")) if any(c.strip() for c in r)]
+    header = rows[0] if rows and not _numeric(rows[0][:2]) else None
+    if header is not None:
+        rows = rows[1:]
+    xy, labels = _parse_rows(path, rows, 2 if header is not None else 1)
+    if header is not None:
+        notice(f"{path}: the first row ({', '.join(c.strip() for c in header)}) is read as column names and skipped")
+    return xy, labels
+
+
+def _parse_rows(path: Path, rows: list, first: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """x, y (and label) from CSV rows; `first` is the number of the first row, for messages."""
+    if not rows:
+        return np.zeros((0, 2)), None
+    widths = {len(r) for r in rows}
+    if len(widths) != 1 or widths.pop() not in (2, 3):
+        bad = next(i for i, r in enumerate(rows) if len(r) != len(rows[0]) or len(r) not in (2, 3))
+        raise DataError(f"{path} row {bad + first} has {len(rows[bad])} columns; every row needs x, y or x, y, label")
+    for i, r in enumerate(rows):
+        if not _numeric(r[:2]):
+            raise DataError(f"{path} row {i + first} holds {', '.join(r[:2])}; x and y must be numbers")
+    xy = np.array([[float(c) for c in r[:2]] for r in rows])
+    if len(rows[0]) == 2:
+        return xy, None
+    labels = [r[2].strip() for r in rows]
+    if not _numeric(labels):
+        word = next(v for v in labels if not _numeric([v]))
+        raise DataError(f"the labels in {path} must be class ids 0..C-1 (whole numbers), got {word!r}; map names "
+                        "to ids first")
+    return xy, np.array([float(v) for v in labels])
+
+
+def _numeric(cells) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return True
 
 
 def load_file(path) -> np.ndarray:

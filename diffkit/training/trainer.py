@@ -141,7 +141,7 @@ class Trainer:
         log_path = self.run_dir / LOG
         if self.step == 0:
             save_config(self.run_dir, self.config)
-            _truncate_log(log_path, 0)
+        _truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
         first = max(1, cfg.checkpoint_every // 10)
@@ -218,7 +218,6 @@ class Trainer:
             self.skipped = int(meta.get("skipped", 0))
         except (KeyError, ValueError, RuntimeError):
             raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
-        _truncate_log(self.run_dir / LOG, self.step)
         return True
 
 

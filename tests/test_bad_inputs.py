@@ -1,0 +1,366 @@
+"""The bad-input catalogue: every entry is something a user can get wrong, with the one sentence diffkit answers
+and the exit code. CLI entries run `diffkit` in-process; API entries call the library. Then a bounded
+property-based fuzz of CLI arguments and of data files: no traceback, no hang.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from diffkit.cli import main
+from diffkit.errors import DiffkitError
+
+TINY_UNET = ["--channels", "8", "--channel-mult", "1,2", "--attention", ""]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Runs and bad data files the catalogue refers to as {name}."""
+    root = tmp_path_factory.mktemp("bad")
+    w = {"tmp": root}
+    w["run"] = root / "run"
+    assert main(["train", "--data", "circle", "--out", str(w["run"]), "--steps", "20", "--quiet"]) == 0
+    w["crun"] = root / "crun"
+    assert main(["train", "--data", "shapes3", "--cond", "--out", str(w["crun"]), "--steps", "20", "--quiet"]) == 0
+    w["nullrun"] = root / "nullrun"
+    assert main(["train", "--data", "shapes3", "--cond", "--p-uncond", "0", "--out", str(w["nullrun"]), "--steps", "20",
+                 "--quiet"]) == 0
+    w["irun"] = root / "irun"
+    assert main(["train", "--data", "digits", "--cond", "--out", str(w["irun"]), "--steps", "4", *TINY_UNET, "--quiet"]) == 0
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(300, 2)).astype(np.float32)
+
+    def f(name, write):
+        path = root / name
+        write(path)
+        w[name.split(".")[0]] = path
+
+    f("samples.npy", lambda p: np.save(p, pts))
+    f("samples3d.npy", lambda p: np.save(p, rng.normal(size=(50, 3))))
+    f("nan.npy", lambda p: np.save(p, np.array([[0.0, np.nan]] * 20)))
+    f("objects.npy", lambda p: np.save(p, np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True))
+    f("multi.npz", lambda p: np.savez(p, a=pts, b=pts))
+    f("empty.npz", lambda p: np.savez(p))
+    f("ylen.npz", lambda p: np.savez(p, x=pts, y=np.zeros(10, int)))
+    f("yskip.npz", lambda p: np.savez(p, x=pts, y=np.where(np.arange(300) % 2, 2, 0)))
+    f("yfloat.npz", lambda p: np.savez(p, x=pts, y=np.full(300, 0.5)))
+    f("strlabels.csv", lambda p: p.write_text("x,y,label\n" + "".join(f"{a},{b},cat\n" for a, b in pts[:20])))
+    f("ragged.csv", lambda p: p.write_text("1,2\n3,4,5,6\n"))
+    f("words.csv", lambda p: p.write_text("1,2\nthree,4\n"))
+    f("emptyfile.csv", lambda p: p.write_text(""))
+    f("notes.txt", lambda p: p.write_text("hello"))
+    f("binary.npy", lambda p: p.write_bytes(b"\x00\x01garbage" * 10))
+    # images
+    def img_folder(name, sizes, corrupt=False, extra=None):
+        d = root / name
+        d.mkdir()
+        for i, s in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 255, (s, s), dtype=np.uint8)).save(d / f"{i}.png")
+        if corrupt:
+            (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        for fname, text in (extra or {}).items():
+            (d / fname).write_text(text)
+        w[name] = d
+
+    img_folder("imgmixed", [8, 8, 9, 8])
+    img_folder("imgcorrupt", [8, 8, 8], corrupt=True)
+    img_folder("imgempty", [])
+    img_folder("imgnoimages", [], extra={"readme.txt": "x", "data.csv": "1,2"})
+    img_folder("img1x1", [1, 1, 1, 1])
+    f("imgylen.npz", lambda p: np.savez(p, x=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8), y=np.zeros(5, int)))
+    f("imgsamples.npy", lambda p: np.save(p, rng.random((16, 1, 8, 8), dtype=np.float32)))
+    f("imgsampleswrong.npy", lambda p: np.save(p, rng.random((16, 3, 5, 5), dtype=np.float32)))
+    f("existing.npy", lambda p: np.save(p, pts))
+    f("afile", lambda p: p.write_text("mine"))
+    # damaged runs
+    for name in ("nomodel", "badconfig", "flipped", "foreignconfig", "flippedstate"):
+        shutil.copytree(w["run"], root / name)
+        w[name] = root / name
+    (w["nomodel"] / "model.safetensors").unlink()
+    (w["badconfig"] / "config.json").write_text('{"format": "diffkit-run", ')
+    data = bytearray((w["flipped"] / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 1
+    (w["flipped"] / "model.safetensors").write_bytes(bytes(data))
+    state = w["flippedstate"] / "train_state" / "step-00000020" / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-5] ^= 1
+    state.write_bytes(bytes(data))
+    (w["foreignconfig"] / "manifest.json").unlink()
+    (w["foreignconfig"] / "config.json").write_text('{"hello": 1}')
+    return w
+
+
+R, S, E = "train", "sample", "eval"
+# (argv with {placeholders}, message fragment, exit code)
+CLI = [
+    # train: flags
+    ([R, "--data", "nosuch", "--out", "{tmp}/r1"], "unknown dataset 'nosuch'", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--steps", "0"], "--steps must be a positive integer", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--steps", "ten"], "--steps must be a positive integer", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--batch-size", "-5"], "--batch-size must be a positive", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--lr", "nan"], "--lr must be a finite number", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--lr", "0"], "learning rate must be positive", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--schedule", "wavy"], "unknown schedule", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--prediction", "score"], "unknown prediction type", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--timesteps", "0"], "--timesteps must be a positive", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--zero-terminal-snr", "--prediction", "epsilon"],
+     "zero-terminal-SNR", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--p-uncond", "0.2"], "give --cond too", 2),
+    ([R, "--data", "shapes3", "--cond", "--out", "{tmp}/r1", "--p-uncond", "1"], "p_uncond", 2),
+    ([R, "--data", "circle", "--cond", "--out", "{tmp}/r1"], "has no labels", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--flip"], "--flip shape the image U-Net", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--channels", "16"], "--channels shape the image U-Net", 2),
+    ([R, "--data", "digits", "--out", "{tmp}/r1", "--channel-mult", "1,x"], "comma-separated integers", 2),
+    ([R, "--data", "digits", "--out", "{tmp}/r1", "--channels", "7"], "must be even", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--checkpoint-every", "0"], "--checkpoint-every must be", 2),
+    ([R, "--data", "circle", "--out", "{run}"], "already holds a run", 2),
+    ([R, "--data", "circle", "--out", "{afile}"], "is a file, not a folder", 2),
+    ([R, "--out", "{run}", "--resume", "--data", "moons"], "--data cannot be given", 2),
+    ([R, "--out", "{run}", "--resume", "--overwrite"], "contradict", 2),
+    ([R, "--out", "{run}", "--resume"], "already finished its 20 steps", 2),
+    ([R, "--out", "{run}", "--resume", "--steps", "50"], "continues this run to its 20 steps", 2),
+    ([R, "--out", "{tmp}/nothing", "--resume"], "does not exist", 2),
+    ([R, "--out", "{flippedstate}", "--resume"], "step-00000020/state.safetensors does not match its checksum", 2),
+    # train: data files (points)
+    ([R, "--data", "{nan}", "--out", "{tmp}/r1"], "NaN or Inf", 2),
+    ([R, "--data", "{samples3d}", "--out", "{tmp}/r1"], "expected [N, 2]", 2),
+    ([R, "--data", "{objects}", "--out", "{tmp}/r1"], "Python objects", 2),
+    ([R, "--data", "{multi}", "--out", "{tmp}/r1"], "none is named 'x'", 2),
+    ([R, "--data", "{empty}", "--out", "{tmp}/r1"], "holds no arrays", 2),
+    ([R, "--data", "{ylen}", "--cond", "--out", "{tmp}/r1"], "one label per point", 2),
+    ([R, "--data", "{yskip}", "--cond", "--out", "{tmp}/r1"], "skip class 1", 2),
+    ([R, "--data", "{yfloat}", "--cond", "--out", "{tmp}/r1"], "whole numbers", 2),
+    ([R, "--data", "{strlabels}", "--cond", "--out", "{tmp}/r1"], "must be class ids 0..C-1", 2),
+    ([R, "--data", "{ragged}", "--out", "{tmp}/r1"], "row 2 has 4 columns", 2),
+    ([R, "--data", "{words}", "--out", "{tmp}/r1"], "must be numbers", 2),
+    ([R, "--data", "{emptyfile}", "--out", "{tmp}/r1"], "is empty", 2),
+    ([R, "--data", "{notes}", "--out", "{tmp}/r1"], "unknown dataset", 2),
+    ([R, "--data", "{binary}", "--out", "{tmp}/r1"], "cannot read", 2),
+    ([R, "--data", "{tmp}/missing.npy", "--out", "{tmp}/r1"], "does not exist", 2),
+    # train: images
+    ([R, "--data", "{imgmixed}", "--out", "{tmp}/r1"], "images differ in size", 2),
+    ([R, "--data", "{imgcorrupt}", "--out", "{tmp}/r1"], "bad.png", 2),
+    ([R, "--data", "{imgempty}", "--out", "{tmp}/r1"], "is empty; expected PNG/JPEG images", 2),
+    ([R, "--data", "{imgnoimages}", "--out", "{tmp}/r1"], "no images", 2),
+    ([R, "--data", "{img1x1}", "--out", "{tmp}/r1"], "at least 4x4 pixels", 2),
+    ([R, "--data", "{imgylen}", "--out", "{tmp}/r1"], "y", 2),
+    # sample
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "euler-x"], "unknown sampler 'euler-x'", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--steps", "0"], "steps", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--steps", "5000"], "steps", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--spacing", "zigzag"], "unknown", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--eta", "-1"], "--eta must be a finite number >= 0", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "ddim", "--eta", "5"], "eta is in [0, 1]", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "langevin", "--snr", "100"], "snr in (0, 1]", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "ddpm", "--variance", "wide"], "DDPM variance", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "ddpm", "--eta", "0.5"], "does not take option", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--class", "1"], "--cond", 2),
+    ([S, "--run", "{crun}", "--out", "{tmp}/s.npy", "--class", "99"], "class", 2),
+    ([S, "--run", "{crun}", "--out", "{tmp}/s.npy", "--guidance", "3"], "needs a class", 2),
+    ([S, "--run", "{crun}", "--out", "{tmp}/s.npy", "--class", "0", "--guidance", "-1"], "--guidance must be", 2),
+    ([S, "--run", "{nullrun}", "--out", "{tmp}/s.npy", "--class", "0", "--guidance", "3"], "p_uncond 0", 2),
+    ([S, "--run", "{nullrun}", "--out", "{tmp}/s.npy"], "p_uncond 0", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--n", "0"], "--n must be a positive integer", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--n", "1000000000000"], "GiB", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.txt"], "must end in .npy", 2),
+    ([S, "--run", "{run}", "--out", "{existing}"], "already exists", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/no/dir/s.npy"], "does not exist", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--grid", "{tmp}/g.png"], "--grid and --gif draw image runs", 2),
+    ([S, "--run", "{irun}", "--out", "{tmp}/s.npy", "--plot", "{tmp}/p.png"], "--plot draws point runs", 2),
+    ([S, "--run", "{irun}", "--out", "{tmp}/s.npy", "--class", "10"], "class", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--seed", "-3"], "--seed takes an integer", 2),
+    ([S, "--run", "{crun}", "--out", "{tmp}/s.npy", "--class", "0", "--guidance-interval", "5,1"], "LO,HI", 2),
+    ([S, "--run", "{nomodel}", "--out", "{tmp}/s.npy"], "model.safetensors is missing", 2),
+    ([S, "--run", "{badconfig}", "--out", "{tmp}/s.npy"], "config.json", 2),
+    ([S, "--run", "{foreignconfig}", "--out", "{tmp}/s.npy"], "not a diffkit run config", 2),
+    ([S, "--run", "{flipped}", "--out", "{tmp}/s.npy"], "model.safetensors does not match its checksum", 2),
+    ([S, "--run", "{tmp}/nothing", "--out", "{tmp}/s.npy"], "does not exist", 2),
+    ([S, "--run", "{afile}", "--out", "{tmp}/s.npy"], "does not exist", 2),
+    # eval
+    ([E, "--samples", "{tmp}/missing.npy", "--data", "circle"], "does not exist", 2),
+    ([E, "--samples", "{samples3d}", "--data", "circle"], "expected [N, 2]", 2),
+    ([E, "--samples", "{samples}", "--data", "nosuch"], "unknown dataset", 2),
+    ([E, "--samples", "{samples}", "--data", "circle", "--n-ref", "0"], "--n-ref must be a positive", 2),
+    ([E, "--samples", "{samples}", "--data", "circle", "--class", "1"], "--class applies to image samples", 2),
+    ([E, "--samples", "{imgsamples}", "--data", "digits", "--class", "12"], "class", 2),
+    ([E, "--samples", "{imgsampleswrong}", "--data", "digits"], "must have shape [N, 1, 8, 8]", 2),
+    # the rest
+    (["demo", "--data", "moons"], "the demo runs on spiral or an image set", 2),
+    (["frobnicate"], "invalid choice", 2),
+    ([S], "required", 2),
+]
+
+
+def fill(argv, w):
+    return [a.format(**w) for a in argv]
+
+
+@pytest.mark.parametrize("argv, fragment, code", CLI, ids=[" ".join(c[0])[:60] for c in CLI])
+def test_cli_bad_input(world, capsys, argv, fragment, code):
+    before = {p: p.stat().st_mtime_ns for p in world["tmp"].rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main(fill(argv, world)) == code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("notice: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert fragment in err, (fragment, err)
+    after = {p: p.stat().st_mtime_ns for p in world["tmp"].rglob("*") if p.is_file() and p.name != ".lock"}
+    assert {p: t for p, t in after.items() if p in before} == before  # nothing that existed was touched
+    assert not (world["tmp"] / "r1").exists() or not (world["tmp"] / "r1" / "model.safetensors").exists()
+    assert not (world["tmp"] / "s.npy").exists()
+
+
+# --- the Python API and config files ---------------------------------------------------------------
+
+def _api_cases():
+    import torch
+
+    from diffkit import Denoiser, NoiseSchedule
+    from diffkit.config import RunConfig
+    from diffkit.data.images import load_images
+    from diffkit.data.points import load_file
+    from diffkit.runs import eval_samples, sample_run
+    from diffkit.training import load_run
+
+    base = RunConfig().to_dict()
+
+    def cfg(**changes):
+        d = json.loads(json.dumps(base))
+        for path, v in changes.items():
+            *head, last = path.split("__")
+            node = d
+            for h in head:
+                node = node[h]
+            node[last] = v
+        return RunConfig.from_dict(d).validate()
+
+    net = torch.nn.Linear(2, 2)
+    return [
+        (lambda w: cfg(train__steps=-1), "steps must be a positive integer"),
+        (lambda w: cfg(train__precision="fp8"), "unknown training precision"),
+        (lambda w: cfg(train__min_snr_gamma=-1.0), "min_snr_gamma must be >= 0"),
+        (lambda w: cfg(train__threads=-2), "threads must be >= 0"),
+        (lambda w: cfg(prediction="noise"), "unknown prediction type"),
+        (lambda w: cfg(schedule__name="nope"), "unknown schedule"),
+        (lambda w: cfg(sampling__guidance_interval=[2, 1]), "guidance_interval"),
+        (lambda w: cfg(train__keep_checkpoints=0), "keep checkpoints must be a positive integer"),
+        (lambda w: RunConfig.from_dict({"format": "diffkit-run", "version": 99}), "incomplete or malformed"),
+        (lambda w: NoiseSchedule.from_name("nope"), "unknown schedule"),
+        (lambda w: Denoiser(net, NoiseSchedule.from_name("linear"), "nope"), "unknown prediction type"),
+        (lambda w: load_file(w["multi"]), "none is named 'x'"),
+        (lambda w: load_file(w["tmp"] / "x.parquet"), "neither a dataset name"),
+        (lambda w: load_images(str(w["imgmixed"])), "images differ in size"),
+        (lambda w: load_images("nosuch-images"), "unknown"),
+        (lambda w: load_run(w["nomodel"]), "missing"),
+        (lambda w: sample_run(w["run"], 10, "nope"), "unknown sampler"),
+        (lambda w: sample_run(w["crun"], 10, cond="nosuchclass"), "class"),
+        (lambda w: eval_samples(np.zeros((10, 2)), str(w["tmp"] / "tiny.npy")), "does not exist"),
+    ]
+
+
+API = list(range(19))
+
+
+@pytest.mark.parametrize("i", API)
+def test_api_bad_input(world, i):
+    fn, fragment = _api_cases()[i]
+    with pytest.raises(DiffkitError) as e:
+        fn(world)
+    assert fragment in str(e.value), (fragment, str(e.value))
+    assert "\n" not in str(e.value)
+
+
+def test_the_catalogue_is_long_enough():
+    assert len(CLI) + len(API) >= 60 and len(_api_cases()) == len(API)
+
+
+# --- fuzz ---------------------------------------------------------------------------------------
+
+FLAGS = {
+    "train": ["--data", "--steps", "--batch-size", "--schedule", "--timesteps", "--prediction", "--cond", "--p-uncond",
+              "--lr", "--seed", "--flip", "--channels", "--channel-mult", "--attention", "--dropout", "--resume",
+              "--overwrite", "--checkpoint-every", "--keep-checkpoints", "--zero-terminal-snr"],
+    "sample": ["--n", "--sampler", "--steps", "--spacing", "--eta", "--snr", "--variance", "--class", "--guidance",
+               "--guidance-interval", "--seed", "--sigma-min", "--sigma-max", "--corrector-steps", "--no-clip"],
+    "eval": ["--samples", "--data", "--n-ref", "--class", "--seed", "--json"],
+}
+VALUES = st.one_of(st.sampled_from(["0", "-1", "1", "3", "1e309", "nan", "inf", "", "circle", "digits", "spiral",
+                                    "ddim", "dpmpp-2m", "heun", "cosine", "v", "1,2", "0.5", "a,b", "--",
+                                    "shapes3", "2,1", "all"]),
+                   st.text(max_size=8), st.integers(-10**6, 10**6).map(str))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(sorted(FLAGS)), picks=st.lists(st.tuples(st.integers(0, 30), VALUES), max_size=5))
+def test_fuzz_cli_arguments(world, capsys, command, picks):
+    """Random flags and values: the CLI answers with exit 0 or `error:` + exit 2, never a traceback. Commands
+    that would run are kept tiny (few steps / samples, a fresh output path)."""
+    flags = FLAGS[command]
+    argv = [command]
+    for i, value in picks:
+        flag = flags[i % len(flags)]
+        argv += [flag] if flag in ("--cond", "--flip", "--resume", "--overwrite", "--json", "--no-clip",
+                                   "--zero-terminal-snr") else [flag, value]
+    fresh = world["tmp"] / "fuzz"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    if command == "train":
+        argv += ["--out", str(fresh / "r"), "--steps", "2", "--timesteps", "50", "--quiet"]
+        if "--data" in argv and argv[argv.index("--data") + 1] == "digits":
+            argv += TINY_UNET
+    elif command == "sample":
+        argv += ["--run", str(world["run"]), "--out", str(fresh / "s.npy"), "--n", "4", "--quiet"]
+    else:
+        argv = [*argv, "--samples", str(world["samples"])] if "--samples" not in argv else argv
+        argv += ["--n-ref", "50"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == 0 or (code == 2 and [ln for ln in err.splitlines() if ln.startswith("error: ")]), (argv, err)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".csv", ".npy", ".npz"]), blob=st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=4),
+                                st.integers(-3, 5).map(str)), min_size=1, max_size=4), max_size=30)
+    .map(lambda rows: "\n".join(",".join(r) for r in rows).encode())))
+def test_fuzz_point_data_files(world, suffix, blob):
+    """Arbitrary bytes or CSV-ish text as a point file: loaded as points, or one DataError sentence."""
+    from diffkit.data.points import load_labeled_file
+
+    path = world["tmp"] / f"fuzz{suffix}"
+    path.write_bytes(blob)
+    try:
+        x, y = load_labeled_file(path)
+    except DiffkitError as e:
+        assert "\n" not in str(e)
+        return
+    assert x.ndim == 2 and x.shape[1] == 2 and np.isfinite(x).all() and x.dtype == np.float32
+    assert y is None or (y.shape == (len(x),) and y.min() >= 0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=200), size=st.integers(1, 12))
+def test_fuzz_image_folders(world, blob, size):
+    """A folder of one valid image and one arbitrary file named .png: a DataError sentence or images."""
+    from diffkit.data.images import load_images
+
+    d = world["tmp"] / "fuzzimg"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    for k in range(5):
+        Image.fromarray(np.full((size, size), 40 * k, np.uint8)).save(d / f"ok{k}.png")
+    (d / "x.png").write_bytes(blob)
+    try:
+        data = load_images(str(d))
+    except DiffkitError as e:
+        assert "\n" not in str(e)
+        return
+    assert data.train.ndim == 4 and 0 <= data.train.min() and data.train.max() <= 1
