@@ -281,18 +281,19 @@ def cmd_sample(a) -> None:
     frames, shown = [], min(a.n, GRID_MAX)
     seed = a.seed if a.seed is not None else fresh_seed()
     interval = "run" if a.guidance_interval is None else (a.guidance_interval or None)
-    bars = []  # opened at the first step, so that an error before sampling prints no bar
+    bars, taken = [], [0]  # the bar opens at the first step, so that an error before sampling prints none
 
     def record(step):  # progress, and the grid's images at every step for the GIF
         if not bars:
             bars.append(tqdm(desc=f"sample {a.sampler}", unit="step", disable=a.quiet, leave=False, dynamic_ncols=True))
         bars[0].update(1)
+        taken[0] += 1
         if gif:
             frames.append(to_data(run, step.x[:shown]))
 
     x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=not a.no_clip,
                    cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, **options)
-    steps_taken = bars[0].n if bars else 0
+    steps_taken = taken[0]
     if bars:
         bars[0].close()
     import io
