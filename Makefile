@@ -6,19 +6,27 @@ PY := $(VENV)/bin/python
 # local CPU build first so the resolver never pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test bench clean
+# the lab's browser tests drive Debian's Chromium (Playwright cannot download browsers here)
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.PHONY: demo test bench clean browser
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[viz,images,test]"
+	$(PY) -m pip install --quiet -e ".[viz,images,lab,test]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/diffkit demo
 
-test: $(VENV)/.installed
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Chromium for the browser tests (apt-get)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: $(VENV)/.installed browser
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
     t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="points per step (default 1024)")
-    t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear)")
+    t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear for points, cosine for images)")
     t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
     t.add_argument("--zero-terminal-snr", action="store_true",
@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=_positive_int("--steps"), help=argparse.SUPPRESS)
     d.add_argument("--n", type=_positive_int("--n"), help=argparse.SUPPRESS)
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    lb = sub.add_parser("lab", help="the interactive page: forward, schedules, reverse, guidance, train, samplers")
+    lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    lb.add_argument("--port", type=_port, default=8765, help="port (default 8765)")
+    lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
     return p
 
 
@@ -167,7 +172,7 @@ def cmd_train(a) -> None:
         config = default_config(a.data or "spiral", cond=a.cond)
         _apply_network_flags(config, a)
         if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
-            config.schedule = ScheduleConfig(name=a.schedule or "linear", num_timesteps=a.timesteps or 1000,
+            config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
                                              zero_terminal_snr=a.zero_terminal_snr)
         if a.prediction is not None:
             config.prediction = a.prediction
@@ -394,7 +399,35 @@ def cmd_demo(a) -> None:
         raise ConfigError(f"the demo runs on spiral or an image set ({', '.join(IMAGE_DATASETS)}), got {a.data!r}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+def cmd_lab(a) -> None:
+    try:
+        import uvicorn
+
+        from .lab.app import create_app
+    except ImportError:
+        raise ConfigError("the lab needs its extra: pip install 'diffkit[lab]' (FastAPI and uvicorn)") from None
+    runs = Path(a.runs)
+    if runs.exists() and not runs.is_dir():
+        raise ConfigError(f"--runs {a.runs} is a file; give a folder of run directories")
+    if a.host not in ("127.0.0.1", "localhost", "::1"):
+        from .errors import notice
+
+        notice(f"the lab listens on {a.host}: anyone who can reach this address can train and sample here")
+    print(f"diffkit lab on http://{a.host}:{a.port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
+    uvicorn.run(create_app(runs), host=a.host, port=a.port, log_level="warning")
+
+
+def _port(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"--port takes an integer in 1..65535, got {text!r}")
+    return v
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo, "lab": cmd_lab}
 
 
 def main(argv=None) -> int:

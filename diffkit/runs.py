@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from contextlib import nullcontext
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import DataConfig, RunConfig
+from .data.fingerprint import absolute_spec, check_unchanged, content_hash
 from .data.images import IMAGE_DATASETS, is_image_spec, load_images
 from .data.labeled import CLASS_NAMES, LABELED_MAKERS
 from .data.normalize import Normalizer
 from .data.points import DATASETS, PointSource, _check_spec
 from .data.source import TensorSource
+from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
+from .memory import available_memory
+from .metrics.points import evaluate_points
 from .nn.mlp import MLPConfig
 from .nn.unet import UNetConfig
 from .presets import image_config
-from .data.fingerprint import absolute_spec, check_unchanged, content_hash
-from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
-from .metrics.points import evaluate_points
 from .sampling import sample as run_sampler
 from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, checkpoint_steps, load_run, read_config
 from .training.lock import RunLock
@@ -256,24 +257,10 @@ SAMPLE_COPIES = 8
 def check_sample_memory(n: int, shape) -> None:
     """Refuse, before any work, a sample count whose arrays would not fit in the memory available now."""
     need = n * int(np.prod(shape)) * 4 * SAMPLE_COPIES
-    free = _available_memory()
+    free = available_memory()
     if free is not None and need > free:
         raise ConfigError(f"{n} samples of shape {list(shape)} need about {need / 2**30:.1f} GiB but "
                           f"{free / 2**30:.1f} GiB are available; ask for fewer (--n) or sample in parts")
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
@@ -345,7 +332,7 @@ def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, see
 
 
 def _check_eval_memory(n: int, m: int, need: int) -> None:
-    free = _available_memory()
+    free = available_memory()
     if free is not None and need > free:
         raise ConfigError(f"scoring {n} samples against {m} reference points needs about {need / 2**30:.1f} GiB but "
                           f"{free / 2**30:.1f} GiB are available; use a smaller --n-ref")

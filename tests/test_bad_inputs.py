@@ -120,6 +120,8 @@ CLI = [
     ([R, "--data", "digits", "--out", "{tmp}/r1", "--channel-mult", "1,x"], "comma-separated integers", 2),
     ([R, "--data", "digits", "--out", "{tmp}/r1", "--channels", "7"], "must be even", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--checkpoint-every", "0"], "--checkpoint-every must be", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--batch-size", "1000000000000"], "use a smaller --batch-size", 2),
+    ([R, "--data", "digits", "--out", "{tmp}/r1", "--batch-size", "100000000"], "GiB for its activations", 2),
     ([R, "--data", "circle", "--out", "{run}"], "already holds a run", 2),
     ([R, "--data", "circle", "--out", "{afile}"], "is a file, not a folder", 2),
     ([R, "--out", "{run}", "--resume", "--data", "moons"], "--data cannot be given", 2),

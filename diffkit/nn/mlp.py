@@ -21,6 +21,10 @@ class MLPConfig:
     fourier_scale: float = 0.5 # std of the entries of B
     norm: bool = False         # LayerNorm before each block
 
+    def activation_floats(self, shape) -> int:
+        """About how many floats one training sample keeps for the backward pass (~8 per hidden unit and block)."""
+        return 8 * self.hidden * (self.depth + 2) + 4 * (self.embed_dim + self.fourier_features)
+
 
 class ResidualBlock(nn.Module):
     """h + W2 silu(W1 norm(h) + e): a pre-norm MLP block with an additive embedding e."""

