@@ -195,6 +195,9 @@ CLI = [
     ([E, "--samples", "{imgsampleswrong}", "--data", "digits"], "must have shape [N, 1, 8, 8]", 2),
     # the rest
     (["demo", "--data", "moons"], "the demo runs on spiral or an image set", 2),
+    (["lab", "--port", "70000"], "--port takes an integer in 1..65535", 2),
+    (["lab", "--port", "http"], "--port takes an integer", 2),
+    (["lab", "--runs", "{afile}"], "is a file; give a folder of run directories", 2),
     (["frobnicate"], "invalid choice", 2),
     ([S], "required", 2),
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DiffkitError
 
-SAMPLE_EVERY = 100  # steps between the live samples a 2-D job shows
+SAMPLE_EVERY = 100  # steps between the live samples a job shows (from its EMA weights so far)
 
 
 @dataclass
@@ -93,8 +93,8 @@ class JobRunner:
     def _step(self, job: Job, trainer, rec) -> bool:
         if rec.step % 10 == 0 or rec.step == trainer.cfg.steps:
             job.emit("step", step=rec.step, loss=round(float(rec.loss), 6), lr=rec.lr)
-        if rec.step % SAMPLE_EVERY == 0 and trainer.config.fitted.kind == "points":
-            job.emit("samples", step=rec.step, points=_live_points(trainer))
+        if rec.step % SAMPLE_EVERY == 0:
+            job.emit("samples", step=rec.step, **_live_samples(trainer))
         return job.cancel.is_set()
 
     def cancel(self, job_id: str) -> Job:
@@ -116,22 +116,30 @@ class JobMissing(DiffkitError):
     """An unknown job id (HTTP 404)."""
 
 
-def _live_points(trainer, n: int = 400) -> list:
-    """A few samples from the EMA weights so far (DDIM, 20 steps), in the data's coordinates."""
+def _live_samples(trainer) -> dict:
+    """A few samples from the EMA weights so far (unconditional: the null class for a conditional run), in the
+    data's coordinates: 400 points (DDIM, 20 steps) or 16 images as 0..255 pixels (dpmpp-2m, 10 steps)."""
     import copy
 
+    import numpy as np
     import torch
 
     from ..data.normalize import Normalizer
     from ..denoiser import Denoiser
     from ..sampling import sample
 
+    images = trainer.config.fitted.kind == "images"
     net = copy.deepcopy(trainer.network)
     net.load_state_dict(trainer.ema.state_dict(trainer.network))
     net.eval()
     den = Denoiser(net, trainer.schedule, trainer.config.prediction, clip_x0=trainer.config.fitted.x0_bound)
     g = torch.Generator().manual_seed(0)
+    shape = trainer.config.fitted.shape
     with torch.no_grad():
-        x = sample(den, torch.randn((n, *trainer.config.fitted.shape), generator=g), "ddim", 20, generator=g)
-    pts = Normalizer(**trainer.config.fitted.normalizer).invert(x.numpy())
-    return [[round(float(a), 4), round(float(b), 4)] for a, b in pts]
+        x = sample(den, torch.randn((16 if images else 400, *shape), generator=g),
+                   "dpmpp-2m" if images else "ddim", 10 if images else 20, generator=g)
+    x = Normalizer(**trainer.config.fitted.normalizer).invert(x.numpy())
+    if images:
+        pixels = (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1)
+        return {"images": pixels.tolist(), "shape": list(shape)}
+    return {"points": np.round(x, 4).tolist()}

@@ -117,7 +117,7 @@ class Trainer:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
         self.step += 1
-        if not bool(torch.isfinite(norm) & torch.isfinite(loss)):  # one sync per step; see the class doc
+        if not bool(torch.isfinite(norm) & torch.isfinite(loss)):  # one device sync per step (free on a CPU)
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.bad_in_a_row += 1

@@ -247,8 +247,10 @@ async function startTraining() {
     plotCurves($("tr-loss"), [{ values: lab.job.losses, color: "#1f77b4" }], [Math.floor(lo * 100) / 100, Math.ceil(hi * 100) / 100 || 1], undefined, "loss");
   });
   es.addEventListener("samples", (m) => {
-    const pts = JSON.parse(m.data).points;
-    drawPoints($("tr-samples"), pts, Math.max(...pts.flat().map(Math.abs)) * 1.1, "#1f77b4");
+    const e = JSON.parse(m.data);
+    if (e.points) drawPoints($("tr-samples"), e.points, Math.max(...e.points.flat().map(Math.abs)) * 1.1, "#1f77b4");
+    else drawImages($("tr-samples"), e.images, e.shape);
+    lab.job.samples = (lab.job.samples || 0) + 1;
   });
   const finish = async (state, text) => {
     es.close();
