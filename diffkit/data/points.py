@@ -17,6 +17,7 @@ from .toy2d import MAKERS
 
 DATASETS: tuple[str, ...] = tuple(MAKERS) + tuple(LABELED_MAKERS)
 FILE_SUFFIXES = (".npy", ".npz", ".csv")
+MAX_CLASSES = 10_000  # class ids beyond this are refused (every class 0..C-1 must be present)
 
 
 def make_labeled(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -128,6 +129,8 @@ def load_labeled_file(path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"{path} holds an array of shape {list(x.shape)}; expected [N, 2]")
     if not np.isfinite(x).all():
         raise DataError(f"{path} contains NaN or Inf values; all coordinates must be finite")
+    if np.abs(x).max() > np.finfo(np.float32).max:
+        raise DataError(f"{path} holds coordinates beyond float32's range (|x| > 3.4e38); rescale the data")
     return x.astype(np.float32), (None if y is None else check_labels(y, len(x), str(path)))
 
 
@@ -138,6 +141,8 @@ def check_labels(y, n: int, where: str) -> np.ndarray:
         raise DataError(f"the labels in {where} have shape {list(y.shape)}; expected one label per point, [{n}]")
     if y.dtype.kind not in "biuf" or not np.isfinite(y).all() or (y != np.round(y)).any() or (y < 0).any():
         raise DataError(f"the labels in {where} must be whole numbers 0, 1, 2, ... (one class id per point)")
+    if y.max() >= MAX_CLASSES:
+        raise DataError(f"the labels in {where} go up to {y.max():.0f}; class ids must be 0..C-1 with C <= {MAX_CLASSES}")
     y = y.astype(np.int64)
     missing = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
     if missing:
