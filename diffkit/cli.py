@@ -7,42 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .cli_args import finite_float, int_tuple, interval_arg, port_arg, positive_int, seed_arg
 from .errors import ConfigError, DiffkitError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one sentence instead of argparse's usage dump
         raise DiffkitError(f"{message} (see `{self.prog} --help`)")
-
-
-def _positive_int(name):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v}")
-        return v
-    return parse
-
-
-def _finite_float(name, minimum=None):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(v) or (minimum is not None and v < minimum):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= {minimum}, got {text}")
-        return v
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,31 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help=f"points: {', '.join(DATASETS)} or a .npy/.npz/.csv [N, 2] file; images: "
                                   f"{', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
     t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
-    t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="points per step (default 1024)")
+    t.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
+    t.add_argument("--batch-size", type=positive_int("--batch-size"), help="points per step (default 1024)")
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear for points, cosine for images)")
-    t.add_argument("--timesteps", type=_positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
+    t.add_argument("--timesteps", type=positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
     t.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
     t.add_argument("--cond", action="store_true",
                    help="class-conditional model on the data's labels (shapes3, an .npz with y, a CSV of x,y,label)")
-    t.add_argument("--p-uncond", type=_finite_float("--p-uncond", 0.0),
+    t.add_argument("--p-uncond", type=finite_float("--p-uncond", 0.0),
                    help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
     t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
-    t.add_argument("--channels", type=_positive_int("--channels"), help="images: U-Net width of the first level")
-    t.add_argument("--channel-mult", type=_int_tuple("--channel-mult"),
+    t.add_argument("--channels", type=positive_int("--channels"), help="images: U-Net width of the first level")
+    t.add_argument("--channel-mult", type=int_tuple("--channel-mult"),
                    help="images: width multiplier per U-Net level, e.g. 1,2,2 (the resolution halves per level)")
-    t.add_argument("--res-blocks", type=_positive_int("--res-blocks"), help="images: residual blocks per level")
-    t.add_argument("--attention", type=_int_tuple("--attention", allow_empty=True),
+    t.add_argument("--res-blocks", type=positive_int("--res-blocks"), help="images: residual blocks per level")
+    t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
                    help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
-    t.add_argument("--dropout", type=_finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
-    t.add_argument("--lr", type=_finite_float("--lr", 0.0))
+    t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
+    t.add_argument("--lr", type=finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
-    t.add_argument("--checkpoint-every", type=_positive_int("--checkpoint-every"),
+    t.add_argument("--checkpoint-every", type=positive_int("--checkpoint-every"),
                    help="steps between checkpoints (default 1000 for points, 500 for images; the first comes at a "
                         "tenth of it, and Ctrl-C or SIGTERM writes one before stopping)")
-    t.add_argument("--keep-checkpoints", type=_positive_int("--keep-checkpoints"),
+    t.add_argument("--keep-checkpoints", type=positive_int("--keep-checkpoints"),
                    help="resumable checkpoints kept in RUN/train_state (default 2)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -94,30 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run directory written by `diffkit train`")
-    s.add_argument("--n", type=_positive_int("--n"), default=1000, help="number of samples (default 1000)")
+    s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
                                                 "(images: [N, C, H, W] in [0, 1])")
     s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
-    s.add_argument("--sigma-min", type=_finite_float("--sigma-min", 0.0),
+    s.add_argument("--sigma-min", type=finite_float("--sigma-min", 0.0),
                    help="narrow the grid: lowest noise level before the final step, in data standard deviations "
                         "(default: 0.5 / steps for dpmpp-*, else the schedule's own)")
-    s.add_argument("--sigma-max", type=_finite_float("--sigma-max", 0.0),
+    s.add_argument("--sigma-max", type=finite_float("--sigma-max", 0.0),
                    help="narrow the grid: highest noise level, in data standard deviations "
                         "(default: 10 for dpmpp-*, else 160)")
-    s.add_argument("--eta", type=_finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
+    s.add_argument("--eta", type=finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
-    s.add_argument("--snr", type=_finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
+    s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
     s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
     s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
-    s.add_argument("--guidance", type=_finite_float("--guidance", 0.0),
+    s.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
-    s.add_argument("--guidance-interval", type=_interval,
+    s.add_argument("--guidance-interval", type=interval_arg,
                    help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
                         "images 0.2,1)")
     s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
-    s.add_argument("--seed", type=_seed, help="random seed (default: a fresh one, printed and written to the "
+    s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the "
                                               "sidecar FILE.json, so a sample can be repeated)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--plot", help="points: also draw the samples to this .png")
@@ -130,20 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
                                                  "a data file or an image folder")
     e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
-    e.add_argument("--n-ref", type=_positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
+    e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     d = sub.add_parser("demo", help="train on the spiral (or an image set), sample, print a table and draw pictures")
     d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
     d.add_argument("--data", default="spiral", help=f"spiral (default) or an image set: {', '.join(IMAGE_DATASETS)}")
-    d.add_argument("--steps", type=_positive_int("--steps"), help=argparse.SUPPRESS)
-    d.add_argument("--n", type=_positive_int("--n"), help=argparse.SUPPRESS)
+    d.add_argument("--steps", type=positive_int("--steps"), help=argparse.SUPPRESS)
+    d.add_argument("--n", type=positive_int("--n"), help=argparse.SUPPRESS)
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
     lb = sub.add_parser("lab", help="the interactive page: forward, schedules, reverse, guidance, train, samplers")
     lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    lb.add_argument("--port", type=_port, default=8765, help="port (default 8765)")
+    lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
     lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
     return p
 
@@ -198,40 +174,6 @@ def _apply_network_flags(config, a) -> None:
     for key in given:
         setattr(config.network, NETWORK_FLAGS[key], getattr(a, key))
     config.data.flip = a.flip
-
-
-def _int_tuple(name, allow_empty=False):
-    def parse(text):
-        try:
-            v = tuple(int(p) for p in text.split(",") if p.strip() != "")
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} takes comma-separated integers, e.g. 1,2,2; got {text!r}") from None
-        if (not v and not allow_empty) or any(p < 0 for p in v) or (not allow_empty and any(p == 0 for p in v)):
-            raise argparse.ArgumentTypeError(f"{name} takes comma-separated positive integers, got {text!r}")
-        return v
-    return parse
-
-
-def _seed(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**63:
-        raise argparse.ArgumentTypeError(f"--seed takes an integer in [0, 2^63), got {text!r}")
-    return v
-
-
-def _interval(text):
-    if text.strip().lower() == "all":
-        return ()
-    from .denoiser import check_guidance_interval
-
-    try:
-        return check_guidance_interval(tuple(float(v) for v in text.split(",")), "--guidance-interval")
-    except (ValueError, ConfigError) as e:
-        raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI with 0 <= LO < HI (e.g. 0.2,1) or 'all', "
-                                         f"got {text!r}") from None
 
 
 def _check_new_file(path: str, suffix: str, overwrite: bool, flag: str) -> Path:
@@ -415,16 +357,6 @@ def cmd_lab(a) -> None:
         notice(f"the lab listens on {a.host}: anyone who can reach this address can train and sample here")
     print(f"diffkit lab on http://{a.host}:{a.port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
     uvicorn.run(create_app(runs), host=a.host, port=a.port, log_level="warning")
-
-
-def _port(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"--port takes an integer in 1..65535, got {text!r}")
-    return v
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo, "lab": cmd_lab}

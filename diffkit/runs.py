@@ -22,7 +22,7 @@ from .data.normalize import Normalizer
 from .data.points import DATASETS, PointSource, _check_spec
 from .data.source import TensorSource
 from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
-from .memory import available_memory
+from .memory import require_memory
 from .metrics.points import evaluate_points
 from .nn.mlp import MLPConfig
 from .nn.unet import UNetConfig
@@ -256,11 +256,9 @@ SAMPLE_COPIES = 8
 
 def check_sample_memory(n: int, shape) -> None:
     """Refuse, before any work, a sample count whose arrays would not fit in the memory available now."""
-    need = n * int(np.prod(shape)) * 4 * SAMPLE_COPIES
-    free = available_memory()
-    if free is not None and need > free:
-        raise ConfigError(f"{n} samples of shape {list(shape)} need about {need / 2**30:.1f} GiB but "
-                          f"{free / 2**30:.1f} GiB are available; ask for fewer (--n) or sample in parts")
+    require_memory(n * int(np.prod(shape)) * 4 * SAMPLE_COPIES,
+                   f"{n} samples of shape {list(shape)} need about {{need}} GiB but {{free}} GiB are available; "
+                   "ask for fewer (--n) or sample in parts")
 
 
 def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
@@ -332,10 +330,8 @@ def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, see
 
 
 def _check_eval_memory(n: int, m: int, need: int) -> None:
-    free = available_memory()
-    if free is not None and need > free:
-        raise ConfigError(f"scoring {n} samples against {m} reference points needs about {need / 2**30:.1f} GiB but "
-                          f"{free / 2**30:.1f} GiB are available; use a smaller --n-ref")
+    require_memory(need, f"scoring {n} samples against {m} reference points needs about {{need}} GiB but {{free}} "
+                         "GiB are available; use a smaller --n-ref")
 
 
 def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True) -> dict:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError, StorageError
@@ -45,48 +46,51 @@ def storage_error(path, err: OSError) -> StorageError:
     return StorageError(f"could not write {path}: {err.strerror or err}; nothing that was there before was changed")
 
 
+@contextmanager
+def _storing(path: Path):
+    """A failed file operation (disk full, read-only folder) as one StorageError sentence naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise storage_error(path, e) from None
+
+
 def atomic_write(path, data: bytes) -> None:
     """Temp file in the same folder, fsync, chmod to what open() would give (mkstemp makes 0600), rename,
     fsync of the folder. A failure (disk full, read-only folder) leaves the old file as it was."""
     path = Path(path)
-    tmp = None
-    try:
+    with _storing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        _write_synced(Path(tmp), data)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-        tmp = None
+        try:
+            _write_synced(Path(tmp), data)
+            os.chmod(tmp, 0o666 & ~umask())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         fsync_dir(path.parent)
-    except OSError as e:
-        raise storage_error(path, e) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def atomic_dir(path, files: dict[str, bytes]) -> None:
-    """Create folder `path` holding `files` (name -> bytes) and a manifest of their checksums, all at once:
-    written under a temp name, synced, then renamed into place."""
+    """Create folder `path` holding `files` (name -> bytes) all at once: written under a temp name, synced,
+    then renamed into place."""
     path = Path(path)
-    tmp = None
-    try:
+    with _storing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-        os.chmod(tmp, 0o777 & ~umask())
-        for name, data in files.items():
-            _write_synced(tmp / name, data)
-            os.chmod(tmp / name, 0o666 & ~umask())
-        fsync_dir(tmp)
-        os.rename(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
-    except OSError as e:
-        raise storage_error(path, e) from None
-    finally:
-        if tmp is not None and tmp.exists():
+        try:
+            os.chmod(tmp, 0o777 & ~umask())
+            for name, data in files.items():
+                _write_synced(tmp / name, data)
+                os.chmod(tmp / name, 0o666 & ~umask())
+            fsync_dir(tmp)
+            os.rename(tmp, path)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(path.parent)
 
 
 def manifest_bytes(files: dict[str, str], **fields) -> bytes:

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from ..cond import ClassConditioning, drop_conds
 from ..config import RunConfig
-from ..errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from ..memory import available_memory
+from ..errors import CheckpointError, TrainingError, TrainingInterrupted
+from ..memory import require_memory
 from .checkpoint import build_network, load_weights, read_state, save_checkpoint, save_config
 from .ema import EMA
 from .lock import RunLock
@@ -252,11 +252,9 @@ def check_train_memory(config: RunConfig, batch_size: int) -> None:
     shape = config.fitted.shape
     if not shape or not hasattr(config.network, "activation_floats"):
         return
-    need = 4 * batch_size * config.network.activation_floats(shape)
-    free = available_memory()
-    if free is not None and need > free:
-        raise ConfigError(f"a training batch of {batch_size} needs about {need / 2**30:.1f} GiB for its activations "
-                          f"but {free / 2**30:.1f} GiB are available; use a smaller --batch-size")
+    require_memory(4 * batch_size * config.network.activation_floats(shape),
+                   f"a training batch of {batch_size} needs about {{need}} GiB for its activations but {{free}} GiB "
+                   "are available; use a smaller --batch-size")
 
 
 @contextmanager
