@@ -301,7 +301,7 @@ VALUES = st.one_of(st.sampled_from(["0", "-1", "1", "3", "1e309", "nan", "inf", 
                    st.text(max_size=8), st.integers(-10**6, 10**6).map(str))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(command=st.sampled_from(sorted(FLAGS)), picks=st.lists(st.tuples(st.integers(0, 30), VALUES), max_size=5))
 def test_fuzz_cli_arguments(world, capsys, command, picks):
     """Random flags and values: the CLI answers with exit 0 or `error:` + exit 2, never a traceback. Commands
@@ -330,7 +330,7 @@ def test_fuzz_cli_arguments(world, capsys, command, picks):
     assert code == 0 or (code == 2 and [ln for ln in err.splitlines() if ln.startswith("error: ")]), (argv, err)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(suffix=st.sampled_from([".csv", ".npy", ".npz"]), blob=st.one_of(
     st.binary(max_size=300),
     st.lists(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=4),
@@ -351,7 +351,7 @@ def test_fuzz_point_data_files(world, suffix, blob):
     assert y is None or (y.shape == (len(x),) and y.min() >= 0)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(blob=st.binary(max_size=200), size=st.integers(1, 12))
 def test_fuzz_image_folders(world, blob, size):
     """A folder of one valid image and one arbitrary file named .png: a DataError sentence or images."""
