@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
-    s.add_argument("--run", required=True, help="run directory written by `diffkit train`")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by `diffkit train`")
+    src.add_argument("--oracle", help="sample the exact denoiser of a Gaussian mixture instead of a model: gaussians8 "
+                                      "or a mixture .json (weights, means, covariances, optional labels)")
+    s.add_argument("--schedule", help=f"--oracle: its noise schedule, {', '.join(SCHEDULE_NAMES)} (default linear)")
+    s.add_argument("--timesteps", type=positive_int("--timesteps"), help="--oracle: T (default 1000)")
     s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
                                                 "(images: [N, C, H, W] in [0, 1])")
@@ -102,8 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     e = sub.add_parser("eval", help="score samples against fresh data")
-    e.add_argument("--samples", required=True, help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
-    e.add_argument("--data", required=True, help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
+    e.add_argument("--samples", help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
+    e.add_argument("--nll", action="store_true", help="instead of samples: the likelihood of held-out --data under "
+                   "--run (probability-flow ODE and ELBO; nats per point, bits/dim for images)")
+    e.add_argument("--run", help="--nll: the run directory to score")
+    e.add_argument("--n", type=positive_int("--n"), help="--nll: held-out points or test images (default 2000 / 500)")
+    e.add_argument("--tol", type=finite_float("--tol", 0.0), default=1e-5, help="--nll: ODE solver tolerance (default 1e-5)")
+    e.add_argument("--elbo-strata", type=positive_int("--elbo-strata"),
+                   help="--nll: ELBO timesteps per point, one per stratum (default T - 1 for points, 100 for images)")
+    e.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
                                                  "a data file or an image folder")
     e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
     e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
@@ -212,6 +224,11 @@ def cmd_sample(a) -> None:
     from .runs import sample_run, to_data
     from .training.checkpoint import atomic_write, load_run
 
+    if a.oracle is not None:
+        return cmd_sample_oracle(a)
+    for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps)):
+        if value is not None:
+            raise ConfigError(f"{flag} applies to --oracle; a run samples with the schedule it was trained with")
     out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
     sidecar = _check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
@@ -268,6 +285,42 @@ def cmd_sample(a) -> None:
         print(f"wrote {gif}")
 
 
+def cmd_sample_oracle(a) -> None:
+    from . import __version__
+    from .score_view import sample_oracle
+    from .training.checkpoint import atomic_write
+    from .viz.plots import scatter
+
+    for flag, value in (("--grid", a.grid), ("--gif", a.gif), ("--guidance-interval", a.guidance_interval)):
+        if value is not None:
+            raise ConfigError(f"{flag} does not apply to --oracle (points of a mixture, guided at every level)")
+    out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
+    sidecar = _check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
+    plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
+    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
+               if getattr(a, k) is not None}
+    seed = a.seed if a.seed is not None else fresh_seed()
+    x = sample_oracle(a.oracle, a.n, a.sampler, a.steps, schedule=a.schedule or "linear",
+                      num_timesteps=a.timesteps or 1000, seed=seed, spacing=a.spacing, cls=a.cls,
+                      guidance=a.guidance, **options)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, x.astype(np.float32))
+    atomic_write(out, buf.getvalue())
+    record = {"oracle": a.oracle if a.oracle == "gaussians8" else str(Path(a.oracle).resolve()), "n": a.n,
+              "sampler": a.sampler, "steps": a.steps, "spacing": a.spacing, "schedule": a.schedule or "linear",
+              "timesteps": a.timesteps or 1000, "seed": seed, "class": a.cls, "guidance": a.guidance,
+              "options": options, "diffkit": __version__}
+    atomic_write(sidecar, json.dumps(record, indent=2).encode())
+    print(f"wrote {len(x)} samples of the {a.oracle} oracle to {out} (seed {seed}; settings in {sidecar})")
+    if plot:
+        if x.shape[1] != 2:
+            raise ConfigError(f"--plot draws 2-D points; this mixture has {x.shape[1]} dimensions (the samples are saved)")
+        scatter(x, plot, f"{a.sampler} on the exact {a.oracle} denoiser")
+        print(f"wrote {plot}")
+
+
 def fresh_seed() -> int:
     """A seed from the OS's entropy, for sample calls that did not fix one."""
     import secrets
@@ -294,6 +347,14 @@ def cmd_eval(a) -> None:
     from .data.points import load_file
     from .runs import eval_image_samples, eval_samples
 
+    if a.nll:
+        return cmd_eval_nll(a)
+    for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata)):
+        if value is not None:
+            raise ConfigError(f"{flag} belongs to --nll; scoring samples takes --samples and --data")
+    if a.samples is None or a.data is None:
+        raise ConfigError("eval needs --samples FILE and --data NAME (or --nll --run RUN for a likelihood)")
+
     if is_image_spec(a.data):
         m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed)
         if a.json:
@@ -315,6 +376,37 @@ def cmd_eval(a) -> None:
     _print_metrics(m, ("energy", "mmd", "swd"), 10, 5)
     if "radius_mean" in m:
         print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
+
+
+def cmd_eval_nll(a) -> None:
+    from tqdm.auto import tqdm
+
+    from .score_view import nll_run
+    from .training.checkpoint import load_run
+
+    if a.run is None:
+        raise ConfigError("--nll scores a trained model: give --run RUN (and optionally --data for other held-out data)")
+    if a.samples is not None or a.cls is not None:
+        raise ConfigError("--nll scores held-out data under --run; it takes no --samples or --class")
+    if not 0 < a.tol <= 0.1:
+        raise ConfigError(f"--tol must be in (0, 0.1], got {a.tol}")
+    run = load_run(a.run)
+    n = a.n or (500 if run.config.fitted.kind == "images" else 2000)
+    bar = tqdm(total=200, desc="likelihood", unit="%", disable=not sys.stderr.isatty(), leave=False)
+
+    def progress(stage, fraction):  # the ODE fills the first half of the bar, the ELBO the second
+        bar.update(max(0, int(100 * fraction) + (100 if stage == "elbo" else 0) - bar.n))
+
+    m = nll_run(run, a.data, n=n, seed=a.seed, rtol=a.tol, atol=a.tol, strata=a.elbo_strata, progress=progress)
+    bar.close()
+    if a.json:
+        print(json.dumps({k: m[k] for k in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "nfe")}))
+        return
+    print(f"{'likelihood of':<22} {m['n']} held-out {'test images' if m['unit'] == 'bits/dim' else 'points'} "
+          f"({m['unit']}, lower is better)")
+    print(f"{'probability-flow ODE':<22} {m['nll_ode']:>10.4f} +- {m['nll_ode_se']:.4f}  ({m['nfe']} network evaluations, "
+          f"tolerance {a.tol:g})")
+    print(f"{'negative ELBO':<22} {m['nll_elbo']:>10.4f} +- {m['nll_elbo_se']:.4f}  (an upper bound on the NLL)")
 
 
 def _print_metrics(m: dict, names, width: int, digits: int) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from .cond import cat_conds, slice_cond
 from .errors import ConfigError
-from .prediction import check_prediction, to_eps_x0
+from .prediction import check_prediction, score_from_eps, to_eps_x0
 from .schedule import NoiseSchedule
 
 
@@ -68,12 +68,23 @@ class Denoiser:
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
         self.chunk = chunk
 
+    def _arguments(self) -> dict:
+        return {"network": self.network, "schedule": self.schedule, "prediction": self.prediction,
+                "conditioning": self.conditioning, "guidance_scale": self.guidance_scale,
+                "guidance_interval": self.guidance_interval, "clip_x0": self.clip_x0, "chunk": self.chunk}
+
     def replace(self, **changes) -> "Denoiser":
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
-        args = {"network": self.network, "prediction": self.prediction, "conditioning": self.conditioning,
-                "guidance_scale": self.guidance_scale, "guidance_interval": self.guidance_interval,
-                "clip_x0": self.clip_x0, "chunk": self.chunk, **changes}
-        return Denoiser(args.pop("network"), self.schedule, **args)
+        return Denoiser(**{**self._arguments(), **changes})
+
+    def score(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """grad_x log q(x_t) = -eps_hat / sqrt(1 - alpha_bar_t) (Song et al. 2021, sec. 3.2; Vincent 2011);
+        guided: the score of the guided eps. Undefined (infinite) at t = -1."""
+        eps_hat, _ = self(x_t, t, cond)
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        alpha_bar = self.schedule.alpha_bar_at(t).to(x_t.device)  # float64: 1 - alpha_bar near t = 0
+        alpha_bar = alpha_bar[0] if len(t) == 1 else alpha_bar.reshape(-1, *([1] * (x_t.dim() - 1)))
+        return score_from_eps(eps_hat, alpha_bar).to(x_t.dtype)
 
     def _forward(self, x_t, t, cond, w):
         n = x_t.shape[0]
@@ -130,3 +141,8 @@ class Denoiser:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)
             eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()
         return eps_hat, x0_hat
+
+
+def score(denoiser: Denoiser, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:
+    """The score grad_x log q(x_t) a Denoiser implies (trained: -eps_hat / sigma_t; an oracle: exact)."""
+    return denoiser.score(x_t, t, cond)

@@ -78,6 +78,22 @@ def world(tmp_path_factory):
     f("imgsamples.npy", lambda p: np.save(p, rng.random((16, 1, 8, 8), dtype=np.float32)))
     f("imgsampleswrong.npy", lambda p: np.save(p, rng.random((16, 3, 5, 5), dtype=np.float32)))
     f("existing.npy", lambda p: np.save(p, pts))
+    # Gaussian mixture specs
+    def mixture(weights, means, covariances, **extra):
+        return lambda p: p.write_text(json.dumps({"weights": weights, "means": means, "covariances": covariances,
+                                                  **extra}))
+
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    f("mixok.json", mixture([0.5, 0.5], [[0, 0], [2, 0]], [eye, eye], labels=[0, 1]))
+    f("mixnonpd.json", mixture([0.5, 0.5], [[0, 0], [2, 0]], [eye, [[1.0, 2.0], [2.0, 1.0]]]))
+    f("mixweights.json", mixture([0.5, 0.6], [[0, 0], [2, 0]], [eye, eye]))
+    f("mixdims.json", mixture([0.5, 0.5], [[0, 0], [2, 0, 1]], [eye, eye]))
+    f("mixcovdims.json", mixture([1.0], [[0, 0]], [[[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]]))
+    f("mixnan.json", lambda p: p.write_text('{"weights": [1.0], "means": [[NaN, 0]], "covariances": [[[1, 0], [0, 1]]]}'))
+    f("mixtext.json", lambda p: p.write_text('{"weights": [1.0], "means": [["a", 0]], "covariances": [[[1, 0], [0, 1]]]}'))
+    f("mixbroken.json", lambda p: p.write_text('{"weights": [1.0], '))
+    f("mixlist.json", lambda p: p.write_text('[1, 2, 3]'))
+    f("mixlabels.json", mixture([0.5, 0.5], [[0, 0], [2, 0]], [eye, eye], labels=[0, 2]))
     f("afile", lambda p: p.write_text("mine"))
     # damaged runs
     for name in ("nomodel", "badconfig", "flipped", "foreignconfig", "flippedstate"):
@@ -193,6 +209,38 @@ CLI = [
     ([E, "--samples", "{samples}", "--data", "circle", "--class", "1"], "--class applies to image samples", 2),
     ([E, "--samples", "{imgsamples}", "--data", "digits", "--class", "12"], "class", 2),
     ([E, "--samples", "{imgsampleswrong}", "--data", "digits"], "must have shape [N, 1, 8, 8]", 2),
+    # the oracle and Gaussian mixture specs
+    ([S, "--oracle", "{mixnonpd}", "--out", "{tmp}/s.npy"], "covariance 1 is not positive definite", 2),
+    ([S, "--oracle", "{mixweights}", "--out", "{tmp}/s.npy"], "weights must be >= 0 and sum to 1", 2),
+    ([S, "--oracle", "{mixdims}", "--out", "{tmp}/s.npy"], "means must be a rectangular array of numbers, [K][D]", 2),
+    ([S, "--oracle", "{mixcovdims}", "--out", "{tmp}/s.npy"], "covariances must be 1 matrices of 2x2", 2),
+    ([S, "--oracle", "{mixnan}", "--out", "{tmp}/s.npy"], "must be finite numbers", 2),
+    ([S, "--oracle", "{mixtext}", "--out", "{tmp}/s.npy"], "means must be a rectangular array", 2),
+    ([S, "--oracle", "{mixbroken}", "--out", "{tmp}/s.npy"], "is not readable JSON", 2),
+    ([S, "--oracle", "{mixlist}", "--out", "{tmp}/s.npy"], "must be a JSON object", 2),
+    ([S, "--oracle", "{mixlabels}", "--out", "{tmp}/s.npy"], "labels must be 2 class ids", 2),
+    ([S, "--oracle", "{tmp}/nosuch.json", "--out", "{tmp}/s.npy"], "does not exist", 2),
+    ([S, "--oracle", "gaussians9", "--out", "{tmp}/s.npy"], "unknown mixture 'gaussians9'", 2),
+    ([S, "--oracle", "gaussians8", "--run", "{run}", "--out", "{tmp}/s.npy"], "not allowed with argument --oracle", 2),
+    ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--class", "0"], "has no labels", 2),
+    ([S, "--oracle", "{mixok}", "--out", "{tmp}/s.npy", "--class", "5"], "class 5 is out of range", 2),
+    ([S, "--oracle", "{mixok}", "--out", "{tmp}/s.npy", "--guidance", "3"], "needs a class to guide towards", 2),
+    ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--schedule", "wavy"], "unknown schedule", 2),
+    ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--grid", "{tmp}/g.png"], "does not apply to --oracle", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--schedule", "cosine"], "applies to --oracle", 2),
+    ([R, "--data", "{mixnonpd}", "--out", "{tmp}/r1"], "not positive definite", 2),
+    ([R, "--data", "{mixok}", "--cond", "--out", "{tmp}/r1", "--steps", "0"], "--steps must be a positive", 2),
+    # likelihoods
+    ([E, "--nll"], "give --run RUN", 2),
+    ([E, "--nll", "--run", "{run}", "--samples", "{samples}"], "takes no --samples", 2),
+    ([E, "--nll", "--run", "{run}", "--data", "digits"], "is image data, but the run models 2-D points", 2),
+    ([E, "--nll", "--run", "{irun}", "--data", "circle"], "is not image data", 2),
+    ([E, "--nll", "--run", "{run}", "--n", "1"], "needs 2..100000 points", 2),
+    ([E, "--nll", "--run", "{run}", "--tol", "0"], "--tol must be in (0, 0.1]", 2),
+    ([E, "--nll", "--run", "{run}", "--elbo-strata", "5000"], "strata must be an integer in 1..999", 2),
+    ([E, "--nll", "--run", "{nomodel}"], "model.safetensors", 2),
+    ([E, "--samples", "{samples}", "--data", "circle", "--run", "{run}"], "--run belongs to --nll", 2),
+    ([E, "--data", "circle"], "eval needs --samples FILE and --data NAME", 2),
     # the rest
     (["demo", "--data", "moons"], "the demo runs on spiral or an image set", 2),
     (["lab", "--port", "70000"], "--port takes an integer in 1..65535", 2),

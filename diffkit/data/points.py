@@ -1,4 +1,5 @@
-"""Point data by name or by file (.npy, .npz, .csv holding an [N, 2] array), with optional class labels.
+"""Point data by name or by file (.npy, .npz, .csv holding an [N, 2] array, or a Gaussian mixture .json to
+draw from), with optional class labels.
 
 Labels come from a labeled built-in (shapes3), an .npz holding `y` [N] beside `x` [N, 2], or a CSV whose
 third column is the label. They must be integers 0..C-1 with every class present.
@@ -13,10 +14,12 @@ import numpy as np
 
 from ..errors import DataError
 from .labeled import LABELED_MAKERS
+from .mixture import GaussianMixture
 from .toy2d import MAKERS
 
 DATASETS: tuple[str, ...] = tuple(MAKERS) + tuple(LABELED_MAKERS)
 FILE_SUFFIXES = (".npy", ".npz", ".csv")
+MIXTURE_SUFFIX = ".json"  # a Gaussian mixture (data/mixture.py) to draw points from
 MAX_CLASSES = 10_000  # class ids beyond this are refused (every class 0..C-1 must be present)
 
 
@@ -28,7 +31,7 @@ def make_labeled(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray |
         x, y = LABELED_MAKERS[name](n, rng)
         return x.astype(np.float32), y
     if name not in MAKERS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a .npy/.npz/.csv file")
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a .npy/.npz/.csv file, or a mixture .json")
     return MAKERS[name](n, rng).astype(np.float32), None
 
 
@@ -160,14 +163,22 @@ class PointSource:
     def is_builtin(self) -> bool:
         return self.spec in DATASETS
 
+    @property
+    def is_mixture(self) -> bool:
+        return Path(self.spec).suffix.lower() == MIXTURE_SUFFIX
+
     def train_labeled(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Training points and their labels (None if the data has none)."""
+        if self.is_mixture:
+            return draw_mixture(self.spec, n, seed)
         return make_labeled(self.spec, n, seed) if self.is_builtin else load_labeled_file(self.spec)
 
     def fresh_labeled(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Points (and labels) independent of training (built-in: a new draw; file: a random subset)."""
+        """Points (and labels) independent of training (built-in or mixture: a new draw; file: a random subset)."""
         if self.is_builtin:
             return make_labeled(self.spec, n, seed + 1_000_003)
+        if self.is_mixture:
+            return draw_mixture(self.spec, n, seed + 1_000_003)
         x, y = load_labeled_file(self.spec)
         idx = np.random.default_rng(seed).permutation(len(x))[: min(n, len(x))]
         return x[idx], (None if y is None else y[idx])
@@ -179,12 +190,21 @@ class PointSource:
         return self.fresh_labeled(n, seed)[0]
 
 
+def draw_mixture(path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """n points float32 [n, D] of a mixture JSON file and their components' classes (None without labels)."""
+    mix = GaussianMixture.from_json(path)
+    x, k = mix.sample(n, np.random.default_rng(seed))
+    if np.abs(x).max() > np.finfo(np.float32).max:
+        raise DataError(f"mixture file {path} draws coordinates beyond float32's range; rescale it")
+    return x.astype(np.float32), mix.class_of(k)
+
+
 def load_points(spec: str, n: int = 50_000, seed: int = 0) -> np.ndarray:
     """Built-in name -> n fresh points; path -> the file's points."""
     return PointSource(_check_spec(spec)).train(n, seed)
 
 
 def _check_spec(spec: str) -> str:
-    if spec in DATASETS or Path(spec).suffix.lower() in FILE_SUFFIXES:
+    if spec in DATASETS or Path(spec).suffix.lower() in (*FILE_SUFFIXES, MIXTURE_SUFFIX):
         return spec
-    raise DataError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}, or a .npy/.npz/.csv file")
+    raise DataError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}, or a .npy/.npz/.csv file, or a mixture .json")
