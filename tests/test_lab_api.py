@@ -19,6 +19,7 @@ def runs(tmp_path_factory):
     assert main(["train", "--data", "shapes3", "--cond", "--out", str(root / "pts"), "--steps", "60", "--quiet"]) == 0
     assert main(["train", "--data", "digits", "--cond", "--out", str(root / "img"), "--steps", "4", "--channels", "8",
                  "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
+    assert main(["train", "--data", "gaussians8", "--out", str(root / "g8"), "--steps", "300", "--quiet"]) == 0
     (root / "secret.txt").write_text("not a run")
     return root
 
@@ -45,7 +46,8 @@ def test_page_and_static_files(client):
 
 def test_runs_are_listed_with_what_the_page_needs(client):
     runs = {r["name"]: r for r in client.get("/api/runs").json()["runs"]}
-    assert set(runs) == {"pts", "img"}
+    assert set(runs) == {"pts", "img", "g8"}
+    assert runs["g8"]["timesteps"] == 1000
     assert runs["pts"]["kind"] == "points" and runs["pts"]["cond"] and len(runs["pts"]["classes"]) == 3
     assert runs["img"]["kind"] == "images" and runs["img"]["shape"] == [1, 8, 8] and len(runs["img"]["classes"]) == 10
 
@@ -61,6 +63,31 @@ def test_schedules_and_forward_data(client):
     img = client.get("/api/forward?data=digits").json()
     assert img["kind"] == "images" and img["shape"] == [1, 8, 8] and len(img["x0"]) == len(img["eps"]) == 64
     assert -1 <= min(img["x0"]) and max(img["x0"]) <= 1
+
+
+def test_score_panel_model_and_exact_fields(client):
+    near = client.post("/api/score", json={"run": "g8", "t": 999, "n": 200}).json()
+    pts, exact = np.array(near["points"]), np.array(near["oracle"])
+    assert pts.shape == exact.shape == np.array(near["model"]).shape == (200, 2)
+    # at t = T-1 the exact arrow ends at sqrt(alpha_bar) x0_hat ~ 0 (x0_hat is the data mean, 0 when normalized)
+    assert np.abs(pts + exact).max() < 0.01
+    mid = client.post("/api/score", json={"run": "g8", "t": 50, "n": 200, "seed": 3}).json()
+    pts, model, exact = (np.array(mid[k]) for k in ("points", "model", "oracle"))
+    # the reported error is the mean |eps_model - eps_true|^2 of these very arrows (arrow = -sigma eps)
+    err = (((model - exact) / mid["sigma"]) ** 2).sum(1).mean()
+    assert abs(err - mid["error_at_t"]) < 0.02 * err + 1e-3, (err, mid["error_at_t"])
+    # a 300-step model points roughly the right way: its arrows agree with the exact ones in direction
+    cos = (model * exact).sum(1) / (np.linalg.norm(model, axis=1) * np.linalg.norm(exact, axis=1) + 1e-12)
+    assert np.median(cos) > 0.8, np.median(cos)
+    curve = mid["curve"]
+    assert len(curve["t"]) == len(curve["error"]) > 20 and curve["t"][0] == 0 and curve["t"][-1] == 999
+    assert all(e >= 0 for e in curve["error"]) and curve["error"][-1] < 0.01 * max(curve["error"])
+    # a run whose data has no closed form: the model's field only
+    other = client.post("/api/score", json={"run": "pts", "t": 100}).json()
+    assert other["oracle"] is None and other["curve"] is None and len(other["model"]) == 300
+    assert "draws 2-D runs" in one_sentence(client.post("/api/score", json={"run": "img", "t": 10}), 400)
+    assert "below the run's 1000 timesteps" in one_sentence(client.post("/api/score", json={"run": "g8", "t": 3000}), 400)
+    assert "t: Input should be greater than or equal to 0" in one_sentence(client.post("/api/score", json={"run": "g8", "t": -1}), 422)
 
 
 def test_sampling_trajectories(client):

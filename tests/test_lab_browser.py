@@ -30,6 +30,7 @@ def free_port() -> int:
 def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("browserruns")
     assert main(["train", "--data", "shapes3", "--cond", "--out", str(runs / "cond"), "--steps", "150", "--quiet"]) == 0
+    assert main(["train", "--data", "gaussians8", "--out", str(runs / "g8"), "--steps", "300", "--quiet"]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -77,7 +78,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 1 and page.locator("#gd-run option").count() == 1
+    assert page.locator("#rv-run option").count() == 2 and page.locator("#gd-run option").count() == 1  # g8: unconditional
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -153,3 +154,19 @@ def test_redraw_is_fast_in_the_browser(page):
         set_range(page, "#fw-t", t)
     ms = page.evaluate("window.lab.timings.lastRedrawMs")
     assert ms is not None and ms > 0 and page.evaluate("lab.forward.x0.length") == 5000
+
+
+def test_score_panel_draws_both_fields_and_the_error_curve(page):
+    page.select_option("#sf-run", "g8")
+    page.wait_for_function("window.lab.score && window.lab.score.oracle !== null", timeout=60_000)
+    first = {k: pixels(page, k) for k in ("sf-model", "sf-oracle", "sf-curve")}
+    blank = page.evaluate("(() => { const c = document.createElement('canvas'); c.width = 300; c.height = 300; "
+                          "const x = c.getContext('2d'); x.fillStyle = '#fff'; x.fillRect(0, 0, 300, 300); return c.toDataURL(); })()")
+    assert first["sf-model"] != blank and first["sf-oracle"] != blank
+    set_range(page, "#sf-t", 600, event="change")
+    page.wait_for_function("window.lab.score.t === 600", timeout=60_000)
+    assert pixels(page, "sf-model") != first["sf-model"] and pixels(page, "sf-curve") != first["sf-curve"]
+    assert "score error" in page.text_content("#sf-read")
+    page.select_option("#sf-run", "cond")  # shapes3: no closed form
+    page.wait_for_function("window.lab.score.oracle === null", timeout=60_000)
+    assert "not a Gaussian mixture" in page.text_content("#sf-oracle-cap")

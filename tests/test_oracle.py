@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,14 +29,13 @@ def standardized(mix: GaussianMixture) -> GaussianMixture:
     return mix.affine(np.asarray(norm.mean), np.asarray(norm.std))
 
 
+ANISOTROPIC = Path(__file__).parent.parent / "benchmarks" / "anisotropic.json"
+
+
 def anisotropic() -> GaussianMixture:
-    """Three components, unequal weights, correlated covariances (a rotated ellipse among them)."""
-    c, s = math.cos(0.6), math.sin(0.6)
-    rot = np.array([[c, -s], [s, c]])
-    ellipse = rot @ np.diag([0.8, 0.02]) @ rot.T
-    return GaussianMixture.from_dict({"weights": [0.5, 0.3, 0.2], "means": [[-1.0, 0.5], [1.5, -0.5], [0.0, 2.0]],
-                                      "covariances": [ellipse.tolist(), [[0.05, 0.03], [0.03, 0.05]],
-                                                      [[0.3, 0.0], [0.0, 0.01]]], "labels": [0, 1, 1]})
+    """benchmarks/anisotropic.json: three components, unequal weights, correlated covariances (a thin rotated
+    ellipse among them), labels [0, 1, 1]."""
+    return GaussianMixture.from_json(ANISOTROPIC)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -18,59 +17,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import BaseModel, Field
 
 from ..errors import DiffkitError
 from .jobs import JobConflict, JobMissing, JobRunner
+from .requests import (IMAGE_SETS, NAME, POINT_SETS, SCHEDULES, GuidanceRequest, SampleRequest, SamplersRequest,
+                       ScoreRequest, TrainRequest)
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024  # bytes: every request body here is a small JSON object
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
-POINT_SETS = ("spiral", "circle", "moons", "circles", "swissroll", "gaussians8", "checkerboard", "shapes3")
-IMAGE_SETS = ("digits", "mnist5k", "shapes")
-SCHEDULES = ("linear", "cosine", "sigmoid", "scaled_linear")
 
 
 class NotFound(DiffkitError):
     """A run or resource that does not exist (HTTP 404)."""
-
-
-# --- request bodies ----------------------------------------------------------------------------------
-
-class SampleRequest(BaseModel):
-    run: str = Field(pattern=NAME, description="a run in the runs directory")
-    sampler: Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "euler", "heun", "euler-a"] = "ddim"
-    steps: int = Field(20, ge=1, le=200)
-    n: int = Field(500, ge=1, le=5000, description="points (2-D) or images (at most 64 are kept per step)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    cls: int | None = Field(None, ge=0, le=999, description="class id (conditional runs)")
-    guidance: float = Field(1.0, ge=0.0, le=20.0)
-    trajectory: bool = True
-
-
-class GuidanceRequest(BaseModel):
-    run: str = Field(pattern=NAME)
-    cls: int = Field(ge=0, le=999)
-    w: float = Field(ge=0.0, le=20.0)
-    n: int = Field(200, ge=4, le=2000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    steps: int = Field(20, ge=2, le=100)
-
-
-class TrainRequest(BaseModel):
-    name: str = Field(pattern=NAME, description="the new run's name")
-    data: Literal[POINT_SETS + IMAGE_SETS] = "spiral"
-    steps: int = Field(1000, ge=10, le=20000)
-    schedule: Literal[SCHEDULES] = "linear"
-    prediction: Literal["epsilon", "x0", "v"] = "v"
-    timesteps: int = Field(1000, ge=10, le=4000)
-    cond: bool = False
-
-
-class SamplersRequest(BaseModel):
-    run: str = Field(pattern=NAME)
-    nfe: list[Annotated[int, Field(ge=2, le=100)]] = Field([5, 10, 20, 50], min_length=1, max_length=4)
-    n: int = Field(2000, ge=100, le=4000)
 
 
 def create_app(runs_dir) -> FastAPI:
@@ -226,6 +184,17 @@ def create_app(runs_dir) -> FastAPI:
         cache[key] = {"run": req.run, "rows": rows}
         return cache[key]
 
+    @app.post("/api/score")
+    def score(req: ScoreRequest):
+        """The score field of a 2-D run at step t (arrows x_t -> x_t + sigma_t^2 score, in normalized units), the
+        exact one beside it where the data is a Gaussian mixture, and the model's score error per t."""
+        from .score_panel import score_panel
+
+        run = _load(cache, cache_lock, runs_dir, req.run)
+        with cache_lock:
+            curves = cache.setdefault(("score-curves",), {})
+        return score_panel(run, req.run, req.t, req.n, req.seed, curves)
+
     # --- training -------------------------------------------------------------------------------
     @app.post("/api/train", status_code=202)
     def train(req: TrainRequest):
@@ -331,7 +300,8 @@ def _describe(path: Path) -> dict:
     return {"name": path.name, "data": cfg.data.spec if cfg.data.spec in POINT_SETS + IMAGE_SETS else "file",
             "kind": cfg.fitted.kind, "shape": cfg.fitted.shape, "cond": bool(cfg.network.num_classes),
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
-            "steps": cfg.train.steps, "schedule": cfg.schedule.name, "prediction": cfg.prediction}
+            "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
+            "prediction": cfg.prediction}
 
 
 def _load(cache: dict, lock, runs_dir: Path, name: str):

@@ -153,6 +153,7 @@ async function loadRuns() {
   options($("gd-run"), cond.map((r) => r.name));
   options($("sm-run"), lab.runs.filter((r) => r.kind === "points").map((r) => r.name));
   guidanceClasses();
+  scoreRuns();
 }
 
 const run = (name) => lab.runs.find((r) => r.name === name);
@@ -281,6 +282,60 @@ async function compareSamplers() {
   lab.samplers = res;
 }
 
+// --- score ----------------------------------------------------------------------------------------
+// arrows from pts[i] to pts[i] + vecs[i], in a square view of half-width `range`
+function drawArrows(canvas, pts, vecs, range, color) {
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, s = W / (2 * range);
+  clear(ctx);
+  ctx.strokeStyle = color;
+  ctx.fillStyle = "#555";
+  for (let i = 0; i < pts.length; i++) {
+    const x = W / 2 + pts[i][0] * s, y = H / 2 - pts[i][1] * s, dx = vecs[i][0] * s, dy = -vecs[i][1] * s;
+    ctx.fillRect(x - 1, y - 1, 2, 2);
+    ctx.beginPath();
+    ctx.moveTo(x, y);
+    ctx.lineTo(x + dx, y + dy);
+    const a = Math.atan2(dy, dx), h = Math.min(5, 0.4 * Math.hypot(dx, dy));
+    ctx.lineTo(x + dx - h * Math.cos(a - 0.4), y + dy - h * Math.sin(a - 0.4));
+    ctx.moveTo(x + dx, y + dy);
+    ctx.lineTo(x + dx - h * Math.cos(a + 0.4), y + dy - h * Math.sin(a + 0.4));
+    ctx.stroke();
+  }
+}
+
+function scoreRuns() {
+  options($("sf-run"), lab.runs.filter((r) => r.kind === "points").map((r) => r.name));
+}
+
+let scoreBusy = null;
+async function drawScore() {
+  const r = run($("sf-run").value), t = +$("sf-t").value;
+  $("sf-t-out").textContent = t;
+  if (!r) return;
+  $("sf-t").max = r.timesteps - 1;
+  const req = { run: r.name, t: Math.min(t, r.timesteps - 1), n: 300, seed: 0 };
+  scoreBusy = req;
+  const sf = await api("/api/score", req);
+  if (scoreBusy !== req) return;  // a later slider move wins
+  const range = 1.1 * Math.max(2, ...sf.points.flat().map(Math.abs));
+  drawArrows($("sf-model"), sf.points, sf.model, range, "#1f77b4");
+  if (sf.oracle) {
+    drawArrows($("sf-oracle"), sf.points, sf.oracle, range, "#2ca02c");
+    $("sf-oracle-cap").textContent = "exact (oracle)";
+    const logs = sf.curve.error.map((e) => Math.log10(Math.max(e, 1e-9)));
+    const lo = Math.floor(Math.min(...logs)), hi = Math.ceil(Math.max(...logs));
+    const mark = sf.curve.t.reduce((best, tt, i) => (Math.abs(tt - t) < Math.abs(sf.curve.t[best] - t) ? i : best), 0);
+    plotCurves($("sf-curve"), [{ values: logs, color: "#d62728" }], [lo, hi], mark, `log10 score error vs t = ${sf.curve.t[0]}..${sf.curve.t.at(-1)} (log spaced)`);
+    $("sf-read").textContent = `t = ${t}: sigma ${sf.sigma.toFixed(4)}  score error E|eps_model - eps_true|^2 = ${sf.error_at_t.toExponential(3)}`;
+  } else {
+    clear($("sf-oracle").getContext("2d"));
+    clear($("sf-curve").getContext("2d"));
+    $("sf-oracle-cap").textContent = "no exact score: this run's data is not a Gaussian mixture";
+    $("sf-read").textContent = `t = ${t}: sigma ${sf.sigma.toFixed(4)}`;
+  }
+  lab.score = sf;
+}
+
 // --- start ----------------------------------------------------------------------------------------
 async function main() {
   const ds = await api("/api/datasets");
@@ -305,7 +360,11 @@ async function main() {
   $("tr-go").addEventListener("click", startTraining);
   $("tr-cancel").addEventListener("click", () => lab.job && api(`/api/jobs/${lab.job.id}/cancel`, {}));
   $("sm-go").addEventListener("click", () => compareSamplers().catch((e) => say(e.message, true)));
+  $("sf-run").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
+  $("sf-t").addEventListener("input", () => ($("sf-t-out").textContent = $("sf-t").value));
+  $("sf-t").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
   if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
+  if ($("sf-run").value) drawScore().catch((e) => say(e.message, true));
   lab.ready = true;
 }
 
