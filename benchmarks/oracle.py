@@ -81,10 +81,13 @@ def likelihoods(run, oracle, mix, n: int, seed: int) -> dict:
     out = {"true": -log_prob(mix, x.astype(np.float64))}
     # the same noise draws for both ELBOs (common random numbers: their difference is the model's, not the draws')
     out["oracle_ode"] = ode_nll(oracle, z)["nll"] + jac
-    out["oracle_elbo"] = elbo(oracle, z, generator=torch.Generator().manual_seed(seed))["nll"] + jac
+    eo = elbo(oracle, z, generator=torch.Generator().manual_seed(seed))
+    out["oracle_elbo"] = eo["nll"] + jac
     out["model_ode"] = ode_nll(model, z)["nll"] + jac
-    out["model_elbo"] = elbo(model, z, generator=torch.Generator().manual_seed(seed))["nll"] + jac
-    return {k: (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))) for k, v in out.items()}
+    em = elbo(model, z, generator=torch.Generator().manual_seed(seed))
+    out["model_elbo"] = em["nll"] + jac
+    stats = {k: (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))) for k, v in out.items()}
+    return stats, {"oracle": eo["terms"].mean(0)[1:-1], "model": em["terms"].mean(0)[1:-1]}  # L_1 .. L_{T-1}
 
 
 def main() -> None:
@@ -107,7 +110,7 @@ def main() -> None:
             print("| sampler | NFE | ED oracle | ED model | NLL oracle | NLL model |\n|---|---|---|---|---|---|")
             rows, floor_ed, entropy = sampler_rows(run, oracle, mix, a.n, a.seed)
             print(f"\nfloors at n = {a.n}: ED data vs data {floor_ed:.5f}; NLL of the data itself {entropy:.3f} nats")
-            L = likelihoods(run, oracle, mix, a.nll_n, a.seed)
+            L, terms = likelihoods(run, oracle, mix, a.nll_n, a.seed)
             print(f"\nheld-out NLL, nats per point ({a.nll_n} points, +- standard error):")
             for k, (m, se) in L.items():
                 print(f"  {k:<12} {m:8.4f} +- {se:.4f}")
@@ -116,7 +119,7 @@ def main() -> None:
             x = PointSource(spec).fresh(4000, a.seed + 9)
             z = torch.from_numpy(run.normalizer.apply(x).astype(np.float64))
             err = score_error(run.denoiser.replace(clip_x0=None), oracle, z, ts, generator=torch.Generator().manual_seed(1))
-            curves[label] = (ts, err)
+            curves[label] = (ts, err, terms)
             worst = ts[int(np.argmax(err))]
             print(f"\nscore error sigma^2 E|s_theta - s|^2: max {err.max():.4f} at t = {worst:.0f}, "
                   f"mean over t {err.mean():.4f}, at t = 0: {err[0]:.4f}, at t = {ts[-1]:.0f}: {err[-1]:.5f}")
@@ -125,13 +128,20 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-        for label, (ts, err) in curves.items():
-            ax.plot(ts, err, label=label)
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110)
+        for i, (label, (ts, err, terms)) in enumerate(curves.items()):
+            ax.plot(ts + 1, err, label=label, color=f"C{i}")  # t + 1: t = 0 on a log axis
+            t_all = np.arange(1, len(terms["model"]) + 1)
+            bx.plot(t_all, terms["model"], color=f"C{i}", label=f"{label}: model", lw=0.8)
+            bx.plot(t_all, terms["oracle"], color=f"C{i}", ls="--", label=f"{label}: exact denoiser", lw=0.8)
         ax.set_xscale("log"), ax.set_yscale("log")
-        ax.set_xlabel("t (log scale)"), ax.set_ylabel("sigma_t^2 E |s_theta - s_true|^2")
-        ax.set_title("score error of trained 2-D models against the exact score")
-        ax.legend(), ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("t + 1 (log scale)"), ax.set_ylabel("sigma_t^2 E |s_theta - s_true|^2")
+        ax.set_title("score error of trained 2-D models")
+        bx.set_xscale("log"), bx.set_yscale("log")
+        bx.set_xlabel("t (log scale)"), bx.set_ylabel("E L_t (nats)")
+        bx.set_title("where the ELBO is spent: L_t per step")
+        for x in (ax, bx):
+            x.legend(fontsize=8), x.grid(alpha=0.3, which="both")
         fig.tight_layout()
         fig.savefig(a.plot)
         print(f"\nwrote {a.plot}")

@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance-interval", type=interval_arg,
                    help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
                         "images 0.2,1)")
-    s.add_argument("--no-clip", action="store_true", help="do not clip x0_hat to the training data's bounding box")
+    clip = s.add_mutually_exclusive_group()
+    clip.add_argument("--clip", action="store_true", help="clip x0_hat to the training data's bounding box (pixel range) "
+                                                          "at every step (default: the run's; on for points)")
+    clip.add_argument("--no-clip", action="store_true", help="do not clip x0_hat (the default for image presets)")
     s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the "
                                               "sidecar FILE.json, so a sample can be repeated)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -113,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="--nll: the run directory to score")
     e.add_argument("--n", type=positive_int("--n"), help="--nll: held-out points or test images (default 2000 / 500)")
     e.add_argument("--tol", type=finite_float("--tol", 0.0), default=1e-5, help="--nll: ODE solver tolerance (default 1e-5)")
+    e.add_argument("--probes", type=positive_int("--probes"),
+                   help="--nll: Hutchinson probes of the ODE's divergence (default: exact for points, 1 for images)")
     e.add_argument("--elbo-strata", type=positive_int("--elbo-strata"),
                    help="--nll: ELBO timesteps per point, one per stratum (default T - 1 for points, 100 for images)")
     e.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
@@ -255,7 +260,7 @@ def cmd_sample(a) -> None:
         if gif:
             frames.append(to_data(run, step.x[:shown]))
 
-    x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=not a.no_clip,
+    x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=_clip_flag(a),
                    cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, **options)
     steps_taken = taken[0]
     if bars:
@@ -321,6 +326,11 @@ def cmd_sample_oracle(a) -> None:
         print(f"wrote {plot}")
 
 
+def _clip_flag(a) -> bool | None:
+    """--clip / --no-clip, or None for the run's default."""
+    return True if a.clip else False if a.no_clip else None
+
+
 def fresh_seed() -> int:
     """A seed from the OS's entropy, for sample calls that did not fix one."""
     import secrets
@@ -336,7 +346,7 @@ def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
             "class": a.cls, "guidance": a.guidance,
             "guidance_interval": run.config.sampling.guidance_interval if interval == "run" else interval,
-            "clip": not a.no_clip, "options": {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps",
+            "clip": run.config.sampling.clip_x0 if _clip_flag(a) is None else _clip_flag(a), "options": {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps",
                                                                           "sigma_min", "sigma_max")
                                                if getattr(a, k) is not None},
             "diffkit": __version__}
@@ -349,7 +359,7 @@ def cmd_eval(a) -> None:
 
     if a.nll:
         return cmd_eval_nll(a)
-    for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata)):
+    for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata), ("--probes", a.probes)):
         if value is not None:
             raise ConfigError(f"{flag} belongs to --nll; scoring samples takes --samples and --data")
     if a.samples is None or a.data is None:
@@ -397,15 +407,18 @@ def cmd_eval_nll(a) -> None:
     def progress(stage, fraction):  # the ODE fills the first half of the bar, the ELBO the second
         bar.update(max(0, int(100 * fraction) + (100 if stage == "elbo" else 0) - bar.n))
 
-    m = nll_run(run, a.data, n=n, seed=a.seed, rtol=a.tol, atol=a.tol, strata=a.elbo_strata, progress=progress)
+    m = nll_run(run, a.data, n=n, seed=a.seed, rtol=a.tol, atol=a.tol, hutchinson=a.probes, strata=a.elbo_strata,
+                progress=progress)
     bar.close()
     if a.json:
-        print(json.dumps({k: m[k] for k in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "nfe")}))
+        print(json.dumps({k: m[k] for k in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "nfe",
+                                            "probes", "elbo_strata", "elbo_terms", "elbo_t")}))
         return
     print(f"{'likelihood of':<22} {m['n']} held-out {'test images' if m['unit'] == 'bits/dim' else 'points'} "
           f"({m['unit']}, lower is better)")
+    div = "exact divergence" if m["probes"] is None else f"Hutchinson divergence, {m['probes']} probe(s)"
     print(f"{'probability-flow ODE':<22} {m['nll_ode']:>10.4f} +- {m['nll_ode_se']:.4f}  ({m['nfe']} network evaluations, "
-          f"tolerance {a.tol:g})")
+          f"tolerance {a.tol:g}, {div})")
     print(f"{'negative ELBO':<22} {m['nll_elbo']:>10.4f} +- {m['nll_elbo_se']:.4f}  (an upper bound on the NLL)")
 
 

@@ -60,7 +60,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05      # cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     grad_clip: float = 1.0          # max global gradient norm
-    ema_halflife: float = 50_000    # EMA half-life in training points seen (Karras et al. 2022, sec. C)
+    ema_halflife: float = 50_000    # EMA half-life in training points seen (Karras et al. 2022, sec. C); 0: none
+                                    # (model.safetensors then holds the final weights)
     ema_rampup: float = 0.1         # half-life <= this fraction of points seen so far
     p_uncond: float = 0.1           # label dropout to the null class (conditional runs only)
     min_snr_gamma: float = 0.0      # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: L_simple
@@ -81,6 +82,9 @@ class SamplingConfig:
     # noise levels (sigma_lo, sigma_hi], VE units, where classifier-free guidance applies; w = 1 elsewhere
     # (Kynkaanniemi et al. 2024). None: at every level. Image presets set a measured interval.
     guidance_interval: list | None = None
+    # clip x0_hat to the training data's range at every step (points: their bounding box; images: the pixel
+    # range [-1, 1]); image presets turn it off (measured, see presets.py)
+    clip_x0: bool = True
 
 
 @dataclass
@@ -107,6 +111,10 @@ class RunConfig:
             raise choice_error("training precision", t.precision, PRECISIONS)
         if t.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0: torch's default), got {t.threads}")
+        if not t.ema_halflife >= 0:
+            raise ConfigError(f"ema_halflife must be >= 0 (0: no averaging), got {t.ema_halflife}")
+        if not isinstance(self.sampling.clip_x0, bool):
+            raise ConfigError(f"sampling.clip_x0 must be true or false, got {self.sampling.clip_x0!r}")
         if not t.lr > 0:
             raise ConfigError(f"the learning rate must be positive, got {t.lr}")
         if not t.min_snr_gamma >= 0:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .cond import ClassConditioning
-from .data.mixture import GaussianMixture, load_mixture
+from .data.mixture import GaussianMixture
 from .denoiser import Denoiser
 from .errors import DataError
 from .schedule import NoiseSchedule

@@ -208,12 +208,13 @@ def _conditional_labels(config: RunConfig, labels, names) -> torch.Tensor:
 
 
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
-               seed: int = 0, spacing: str | None = None, callback=None, clip: bool = True,
+               seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval="run", **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical.
 
-    clip: clip x0_hat to the training data's bounding box (see FittedStats.x0_bound; images: the pixel range).
+    clip: clip x0_hat to the training data's bounding box (see FittedStats.x0_bound; images: the pixel range);
+        None: the run's default (config.sampling.clip_x0).
     callback: receives each sampler step's StepRecord (normalized coordinates) and may stop the loop.
     cond: for a conditional run, a class (id or name) for all n samples, or n class ids (a mixed batch);
         None samples the unconditional model (the null class).
@@ -227,7 +228,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
         raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
                           "(w != 1) or unconditional sampling would be noise; sample a class at w = 1, or train with "
                           "--p-uncond > 0")
-    changes = {} if clip else {"clip_x0": None}
+    changes = {} if clip is None else {"clip_x0": run.config.fitted.x0_bound if clip else None}
     if guidance is not None:
         if labels is None:
             raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")

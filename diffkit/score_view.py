@@ -16,7 +16,7 @@ from .data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
 from .data.normalize import Normalizer
 from .data.points import PointSource, _check_spec
 from .errors import ConfigError, DataError
-from .likelihood import elbo, ode_nll
+from .likelihood import EXACT_DIVERGENCE_MAX_DIM, elbo, ode_nll
 from .oracle import OracleDenoiser
 from .runs import check_sample_memory, class_id
 from .sampling import sample as run_sampler
@@ -110,12 +110,16 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     dimension on up to n test images, 8-bit pixels uniformly dequantized. A conditional run is scored as the
     unconditional model (the null class), i.e. log p(x), not log p(x | class).
     strata: ELBO terms evaluated per point (default T - 1 for points, 100 for images: one t per stratum).
-    Returns {"nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "elbo_terms" (mean per stratum),
-    "elbo_t" (first / last t of each stratum), "nfe"}."""
+    hutchinson: probes of the divergence estimate (default: exact up to 16 dimensions, 1 probe above).
+    Returns {"nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "probes", "elbo_strata",
+    "elbo_terms" (mean per term: L_0, the strata, L_T), "elbo_t" (first / last t of each stratum), "nfe"}."""
     if not isinstance(run, Run):
         run = load_run(run)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 < n <= MAX_NLL_POINTS:
         raise ConfigError(f"the likelihood needs 2..{MAX_NLL_POINTS} points, got {n!r}")
+    if run.config.network.num_classes and run.config.train.p_uncond == 0:
+        raise ConfigError("this run was trained with p_uncond 0, so its unconditional model (the null class) never "
+                          "trained and log p(x) would be meaningless; score a run trained with --p-uncond > 0")
     images = run.config.fitted.kind == "images"
     spec = data or run.config.data.spec
     g = torch.Generator().manual_seed(seed)
@@ -134,8 +138,6 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
             raise DataError(f"{spec} holds {x.shape[1]}-D points; the run models {run.config.fitted.shape[0]}-D points")
     norm = run.normalizer
     z = torch.from_numpy(norm.apply(x).astype(np.float64))
-    if images and hutchinson is None:
-        hutchinson = 1
     strata = strata or (run.denoiser.schedule.num_timesteps - 1 if not images else 100)
     # unconditional (null class), unguided, unclipped: the model's own density
     # (the plain network, not a sampling fast path: the ODE differentiates through it)
@@ -150,7 +152,9 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     def to_unit(v):
         return (v + offset) * scale
 
-    out = {"unit": "bits/dim" if images else "nats/point", "n": len(x)}
+    if hutchinson is None and D > EXACT_DIVERGENCE_MAX_DIM:
+        hutchinson = 1
+    out = {"unit": "bits/dim" if images else "nats/point", "n": len(x), "probes": hutchinson, "elbo_strata": strata}
     if ode:
         r = ode_nll(model, z, rtol=rtol, atol=atol, hutchinson=hutchinson, generator=g,
                     progress=None if progress is None else (lambda f: progress("ode", f)))

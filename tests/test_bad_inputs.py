@@ -239,6 +239,7 @@ CLI = [
     ([E, "--nll", "--run", "{run}", "--tol", "0"], "--tol must be in (0, 0.1]", 2),
     ([E, "--nll", "--run", "{run}", "--elbo-strata", "5000"], "strata must be an integer in 1..999", 2),
     ([E, "--nll", "--run", "{nomodel}"], "model.safetensors", 2),
+    ([E, "--nll", "--run", "{nullrun}"], "its unconditional model (the null class) never trained", 2),
     ([E, "--samples", "{samples}", "--data", "circle", "--run", "{run}"], "--run belongs to --nll", 2),
     ([E, "--data", "circle"], "eval needs --samples FILE and --data NAME", 2),
     # the rest

@@ -172,7 +172,7 @@ def test_out_of_bound_numbers_are_refused(client, path, body, fragment):
     r = client.post(path, content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"})
     assert r.status_code in (400, 422), r.text
     assert fragment in one_sentence(r, r.status_code)
-    assert sorted(p.name for p in client.app.state.jobs.runs_dir.iterdir()) == ["img", "pts", "secret.txt"]
+    assert sorted(p.name for p in client.app.state.jobs.runs_dir.iterdir()) == ["g8", "img", "pts", "secret.txt"]
 
 
 def _wait(client, job_id, states=("done", "cancelled", "failed"), timeout=120):
@@ -196,7 +196,7 @@ def test_one_training_job_at_a_time_and_cancel_leaves_nothing(client, runs):
         time.sleep(0.05)
     assert client.post(f"/api/jobs/{job}/cancel").status_code == 200
     assert _wait(client, job)["state"] == "cancelled"
-    assert sorted(p.name for p in runs.iterdir()) == ["img", "pts", "secret.txt"]  # no half-written run
+    assert sorted(p.name for p in runs.iterdir()) == ["g8", "img", "pts", "secret.txt"]  # no half-written run
     # then a short job runs to the end; its events stream loss and samples; the run appears
     job = client.post("/api/train", json={"name": "quick", "data": "moons", "steps": 200}).json()["id"]
     with client.stream("GET", f"/api/jobs/{job}/events") as s:

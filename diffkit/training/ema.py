@@ -18,6 +18,8 @@ class EMA:
         self.params = [p.detach().clone() for p in model.parameters()]
 
     def beta(self, points_seen: int, batch_size: int) -> float:
+        if self.half_life == 0:  # no averaging: the EMA is the current weights
+            return 0.0
         half_life = self.half_life
         if self.rampup is not None:
             half_life = min(half_life, points_seen * self.rampup)
