@@ -1,11 +1,12 @@
 """The lab measured in a real browser (Debian's Chromium through Playwright), and its README screenshots.
 
-    .venv/bin/python benchmarks/lab.py [--runs DIR] [--shots docs] [--loads 5] [--moves 40]
+    .venv/bin/python benchmarks/lab.py [--runs DIR] [--shots docs [--only score]] [--loads 5] [--moves 40]
 
 Reports the time from navigation to the first drawn frame (median of --loads page loads; goal < 1 s) and the
 redraw time of one t-slider move (median of --moves moves; goal < 30 ms) on 5,000 points and on a 28x28 image.
 With --shots, writes one screenshot per panel (lab_*.png). --runs: a folder of runs to show (default: a
-temporary one with a conditional shapes3 run trained here, ~10 s, and the digits preset if --digits).
+temporary one with a conditional shapes3 run and a gaussians8 run trained here, ~30 s, and the digits preset if
+--digits). --only score writes just the score panel's screenshot (no timings).
 Run it alone: two torch processes on 2 cores slow each other many times over.
 """
 
@@ -55,16 +56,26 @@ def main() -> None:
     p.add_argument("--digits", action="store_true", help="also train the digits preset (~2 min) for image panels")
     p.add_argument("--loads", type=int, default=5)
     p.add_argument("--moves", type=int, default=40)
+    p.add_argument("--only", choices=["score"], help="with --shots: only this panel's screenshot, no timings")
     a = p.parse_args()
     runs = Path(a.runs) if a.runs else Path(tempfile.mkdtemp(prefix="lab-bench-"))
     if not (runs / "shapes3").exists():
         cli(["train", "--data", "shapes3", "--cond", "--out", str(runs / "shapes3"), "--quiet"])
+    if not (runs / "gaussians8").exists():
+        cli(["train", "--data", "gaussians8", "--out", str(runs / "gaussians8"), "--quiet"])
     if a.digits and not (runs / "digits").exists():
         cli(["train", "--data", "digits", "--cond", "--out", str(runs / "digits"), "--quiet"])
     srv, url = serve(runs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 900})
+        if a.only == "score" and a.shots:
+            page.goto(url)
+            page.wait_for_function("window.lab && window.lab.ready")
+            score_shot(page, Path(a.shots))
+            browser.close()
+            srv.should_exit = True
+            return
         firsts = []
         for _ in range(a.loads):
             page.goto(url)
@@ -114,7 +125,17 @@ def shots(page, url: str, out: Path, runs: Path) -> None:
     page.click("#sm-go")
     page.wait_for_function("window.lab.samplers !== undefined", timeout=300_000)
     page.locator("#samplers").screenshot(path=str(out / "lab_samplers.png"))
+    score_shot(page, out)
     print(f"screenshots in {out}/lab_*.png")
+
+
+def score_shot(page, out: Path) -> None:
+    """The score panel on the gaussians8 run at t = 150: model and exact fields, the error curve."""
+    out.mkdir(parents=True, exist_ok=True)
+    page.select_option("#sf-run", "gaussians8")
+    page.eval_on_selector("#sf-t", "(el) => { el.value = 150; el.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("window.lab.score && window.lab.score.t === 150 && window.lab.score.oracle", timeout=120_000)
+    page.locator("#score").screenshot(path=str(out / "lab_score.png"))
 
 
 if __name__ == "__main__":
