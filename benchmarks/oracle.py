@@ -32,7 +32,7 @@ from diffkit.metrics.points import projected_energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
 from diffkit.runs import default_config, train_run
 from diffkit.sampling import SAMPLERS, sample
-from diffkit.score_view import score_error
+from diffkit.score_view import likelihood_model, score_error
 from diffkit.training.checkpoint import load_run
 from samplers import NFES, steps_for
 
@@ -76,8 +76,7 @@ def likelihoods(run, oracle, mix, n: int, seed: int) -> dict:
     x = PointSource(run.config.data.spec).fresh(n, seed + 5)
     z = torch.from_numpy(run.normalizer.apply(x).astype(np.float64))
     jac = float(np.log(run.normalizer.std).sum())
-    model = run.denoiser.replace(network=run.network, chunk=None, clip_x0=None)
-    run.network.requires_grad_(False)
+    model = likelihood_model(run)
     out = {"true": -log_prob(mix, x.astype(np.float64))}
     # the same noise draws for both ELBOs (common random numbers: their difference is the model's, not the draws')
     out["oracle_ode"] = ode_nll(oracle, z)["nll"] + jac

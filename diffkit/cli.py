@@ -5,140 +5,14 @@ Bad input -> `error: <one sentence>` on stderr, exit 2. A bug -> traceback, exit
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .cli_args import finite_float, int_tuple, interval_arg, port_arg, positive_int, seed_arg
+from .cli_args import build_parser
 from .errors import ConfigError, DiffkitError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one sentence instead of argparse's usage dump
-        raise DiffkitError(f"{message} (see `{self.prog} --help`)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .data.images import IMAGE_DATASETS
-    from .data.points import DATASETS
-    from .prediction import PREDICTIONS
-    from .sampling import SAMPLERS, SPACINGS
-    from .schedule import SCHEDULE_NAMES
-
-    from . import __version__
-
-    p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
-    p.add_argument("--version", action="version", version=f"diffkit {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    t = sub.add_parser("train", help="train a model on 2-D points or images into a run directory")
-    t.add_argument("--data", help=f"points: {', '.join(DATASETS)} or a .npy/.npz/.csv [N, 2] file; images: "
-                                  f"{', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
-    t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
-    t.add_argument("--batch-size", type=positive_int("--batch-size"), help="points per step (default 1024)")
-    t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear for points, cosine for images)")
-    t.add_argument("--timesteps", type=positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
-    t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
-    t.add_argument("--zero-terminal-snr", action="store_true",
-                   help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
-    t.add_argument("--cond", action="store_true",
-                   help="class-conditional model on the data's labels (shapes3, an .npz with y, a CSV of x,y,label)")
-    t.add_argument("--p-uncond", type=finite_float("--p-uncond", 0.0),
-                   help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
-    t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
-    t.add_argument("--channels", type=positive_int("--channels"), help="images: U-Net width of the first level")
-    t.add_argument("--channel-mult", type=int_tuple("--channel-mult"),
-                   help="images: width multiplier per U-Net level, e.g. 1,2,2 (the resolution halves per level)")
-    t.add_argument("--res-blocks", type=positive_int("--res-blocks"), help="images: residual blocks per level")
-    t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
-                   help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
-    t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
-    t.add_argument("--lr", type=finite_float("--lr", 0.0))
-    t.add_argument("--seed", type=int)
-    t.add_argument("--checkpoint-every", type=positive_int("--checkpoint-every"),
-                   help="steps between checkpoints (default 1000 for points, 500 for images; the first comes at a "
-                        "tenth of it, and Ctrl-C or SIGTERM writes one before stopping)")
-    t.add_argument("--keep-checkpoints", type=positive_int("--keep-checkpoints"),
-                   help="resumable checkpoints kept in RUN/train_state (default 2)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    s = sub.add_parser("sample", help="draw samples from a trained run")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run directory written by `diffkit train`")
-    src.add_argument("--oracle", help="sample the exact denoiser of a Gaussian mixture instead of a model: gaussians8 "
-                                      "or a mixture .json (weights, means, covariances, optional labels)")
-    s.add_argument("--schedule", help=f"--oracle: its noise schedule, {', '.join(SCHEDULE_NAMES)} (default linear)")
-    s.add_argument("--timesteps", type=positive_int("--timesteps"), help="--oracle: T (default 1000)")
-    s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
-    s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
-                                                "(images: [N, C, H, W] in [0, 1])")
-    s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
-    s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
-    s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
-    s.add_argument("--sigma-min", type=finite_float("--sigma-min", 0.0),
-                   help="narrow the grid: lowest noise level before the final step, in data standard deviations "
-                        "(default: 0.5 / steps for dpmpp-*, else the schedule's own)")
-    s.add_argument("--sigma-max", type=finite_float("--sigma-max", 0.0),
-                   help="narrow the grid: highest noise level, in data standard deviations "
-                        "(default: 10 for dpmpp-*, else 160)")
-    s.add_argument("--eta", type=finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
-    s.add_argument("--variance", help="DDPM variance: beta or posterior")
-    s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
-    s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
-    s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
-    s.add_argument("--guidance", type=finite_float("--guidance", 0.0),
-                   help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
-    s.add_argument("--guidance-interval", type=interval_arg,
-                   help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
-                        "images 0.2,1)")
-    clip = s.add_mutually_exclusive_group()
-    clip.add_argument("--clip", action="store_true", help="clip x0_hat to the training data's bounding box (pixel range) "
-                                                          "at every step (default: the run's; on for points)")
-    clip.add_argument("--no-clip", action="store_true", help="do not clip x0_hat (the default for image presets)")
-    s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the "
-                                              "sidecar FILE.json, so a sample can be repeated)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--plot", help="points: also draw the samples to this .png")
-    s.add_argument("--grid", help="images: also draw the first 100 samples as a grid to this .png")
-    s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-
-    e = sub.add_parser("eval", help="score samples against fresh data")
-    e.add_argument("--samples", help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
-    e.add_argument("--nll", action="store_true", help="instead of samples: the likelihood of held-out --data under "
-                   "--run (probability-flow ODE and ELBO; nats per point, bits/dim for images)")
-    e.add_argument("--run", help="--nll: the run directory to score")
-    e.add_argument("--n", type=positive_int("--n"), help="--nll: held-out points or test images (default 2000 / 500)")
-    e.add_argument("--tol", type=finite_float("--tol", 0.0), default=1e-5, help="--nll: ODE solver tolerance (default 1e-5)")
-    e.add_argument("--probes", type=positive_int("--probes"),
-                   help="--nll: Hutchinson probes of the ODE's divergence (default: exact for points, 1 for images)")
-    e.add_argument("--elbo-strata", type=positive_int("--elbo-strata"),
-                   help="--nll: ELBO timesteps per point, one per stratum (default T - 1 for points, 100 for images)")
-    e.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
-                                                 "a data file or an image folder")
-    e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
-    e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    d = sub.add_parser("demo", help="train on the spiral (or an image set), sample, print a table and draw pictures")
-    d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
-    d.add_argument("--data", default="spiral", help=f"spiral (default) or an image set: {', '.join(IMAGE_DATASETS)}")
-    d.add_argument("--steps", type=positive_int("--steps"), help=argparse.SUPPRESS)
-    d.add_argument("--n", type=positive_int("--n"), help=argparse.SUPPRESS)
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    lb = sub.add_parser("lab", help="the interactive page: forward, schedules, reverse, guidance, train, samplers")
-    lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
-    lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
-    return p
 
 
 def cmd_train(a) -> None:
@@ -227,9 +101,11 @@ def cmd_sample(a) -> None:
     from tqdm.auto import tqdm
 
     from .runs import sample_run, to_data
-    from .training.checkpoint import atomic_write, load_run
+    from .training.checkpoint import load_run
 
     if a.oracle is not None:
+        from .cli_score import cmd_sample_oracle
+
         return cmd_sample_oracle(a)
     for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps)):
         if value is not None:
@@ -239,8 +115,7 @@ def cmd_sample(a) -> None:
     plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
     grid = _check_new_file(a.grid, ".png", a.overwrite, "--grid") if a.grid else None
     gif = _check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None
-    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
-               if getattr(a, k) is not None}
+    options = sampler_options(a)
     run = load_run(a.run)
     images = run.config.fitted.kind == "images"
     if (grid or gif) and not images:
@@ -265,12 +140,7 @@ def cmd_sample(a) -> None:
     steps_taken = taken[0]
     if bars:
         bars[0].close()
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, x.astype(np.float32))
-    atomic_write(out, buf.getvalue())
-    atomic_write(sidecar, json.dumps(sample_record(a, run, seed, interval, steps_taken), indent=2).encode())
+    write_samples(out, sidecar, x, sample_record(a, run, seed, interval, steps_taken))
     print(f"wrote {len(x)} samples to {out} (seed {seed}; settings in {sidecar})")
     if plot:
         from .viz.plots import scatter
@@ -290,45 +160,29 @@ def cmd_sample(a) -> None:
         print(f"wrote {gif}")
 
 
-def cmd_sample_oracle(a) -> None:
-    from . import __version__
-    from .score_view import sample_oracle
-    from .training.checkpoint import atomic_write
-    from .viz.plots import scatter
+def _clip_flag(a) -> bool | None:
+    """--clip / --no-clip, or None for the run's default."""
+    return True if a.clip else False if a.no_clip else None
 
-    for flag, value in (("--grid", a.grid), ("--gif", a.gif), ("--guidance-interval", a.guidance_interval)):
-        if value is not None:
-            raise ConfigError(f"{flag} does not apply to --oracle (points of a mixture, guided at every level)")
-    out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
-    sidecar = _check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
-    plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
-    options = {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
-               if getattr(a, k) is not None}
-    seed = a.seed if a.seed is not None else fresh_seed()
-    x = sample_oracle(a.oracle, a.n, a.sampler, a.steps, schedule=a.schedule or "linear",
-                      num_timesteps=a.timesteps or 1000, seed=seed, spacing=a.spacing, cls=a.cls,
-                      guidance=a.guidance, **options)
+
+SAMPLER_FLAGS = ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
+
+
+def sampler_options(a) -> dict:
+    """The sampler-specific flags the user gave, as keyword options."""
+    return {k: getattr(a, k) for k in SAMPLER_FLAGS if getattr(a, k) is not None}
+
+
+def write_samples(out: Path, sidecar: Path, x: np.ndarray, record: dict) -> None:
+    """Samples as float32 .npy and the settings that drew them as a JSON sidecar, each written atomically."""
     import io
+
+    from .training.checkpoint import atomic_write
 
     buf = io.BytesIO()
     np.save(buf, x.astype(np.float32))
     atomic_write(out, buf.getvalue())
-    record = {"oracle": a.oracle if a.oracle == "gaussians8" else str(Path(a.oracle).resolve()), "n": a.n,
-              "sampler": a.sampler, "steps": a.steps, "spacing": a.spacing, "schedule": a.schedule or "linear",
-              "timesteps": a.timesteps or 1000, "seed": seed, "class": a.cls, "guidance": a.guidance,
-              "options": options, "diffkit": __version__}
     atomic_write(sidecar, json.dumps(record, indent=2).encode())
-    print(f"wrote {len(x)} samples of the {a.oracle} oracle to {out} (seed {seed}; settings in {sidecar})")
-    if plot:
-        if x.shape[1] != 2:
-            raise ConfigError(f"--plot draws 2-D points; this mixture has {x.shape[1]} dimensions (the samples are saved)")
-        scatter(x, plot, f"{a.sampler} on the exact {a.oracle} denoiser")
-        print(f"wrote {plot}")
-
-
-def _clip_flag(a) -> bool | None:
-    """--clip / --no-clip, or None for the run's default."""
-    return True if a.clip else False if a.no_clip else None
 
 
 def fresh_seed() -> int:
@@ -346,9 +200,8 @@ def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
             "class": a.cls, "guidance": a.guidance,
             "guidance_interval": run.config.sampling.guidance_interval if interval == "run" else interval,
-            "clip": run.config.sampling.clip_x0 if _clip_flag(a) is None else _clip_flag(a), "options": {k: getattr(a, k) for k in ("eta", "variance", "snr", "corrector_steps",
-                                                                          "sigma_min", "sigma_max")
-                                               if getattr(a, k) is not None},
+            "clip": run.config.sampling.clip_x0 if _clip_flag(a) is None else _clip_flag(a),
+            "options": sampler_options(a),
             "diffkit": __version__}
 
 
@@ -358,6 +211,8 @@ def cmd_eval(a) -> None:
     from .runs import eval_image_samples, eval_samples
 
     if a.nll:
+        from .cli_score import cmd_eval_nll
+
         return cmd_eval_nll(a)
     for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata), ("--probes", a.probes)):
         if value is not None:
@@ -386,40 +241,6 @@ def cmd_eval(a) -> None:
     _print_metrics(m, ("energy", "mmd", "swd"), 10, 5)
     if "radius_mean" in m:
         print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
-
-
-def cmd_eval_nll(a) -> None:
-    from tqdm.auto import tqdm
-
-    from .score_view import nll_run
-    from .training.checkpoint import load_run
-
-    if a.run is None:
-        raise ConfigError("--nll scores a trained model: give --run RUN (and optionally --data for other held-out data)")
-    if a.samples is not None or a.cls is not None:
-        raise ConfigError("--nll scores held-out data under --run; it takes no --samples or --class")
-    if not 0 < a.tol <= 0.1:
-        raise ConfigError(f"--tol must be in (0, 0.1], got {a.tol}")
-    run = load_run(a.run)
-    n = a.n or (500 if run.config.fitted.kind == "images" else 2000)
-    bar = tqdm(total=200, desc="likelihood", unit="%", disable=not sys.stderr.isatty(), leave=False)
-
-    def progress(stage, fraction):  # the ODE fills the first half of the bar, the ELBO the second
-        bar.update(max(0, int(100 * fraction) + (100 if stage == "elbo" else 0) - bar.n))
-
-    m = nll_run(run, a.data, n=n, seed=a.seed, rtol=a.tol, atol=a.tol, hutchinson=a.probes, strata=a.elbo_strata,
-                progress=progress)
-    bar.close()
-    if a.json:
-        print(json.dumps({k: m[k] for k in ("nll_ode", "nll_ode_se", "nll_elbo", "nll_elbo_se", "unit", "n", "nfe",
-                                            "probes", "elbo_strata", "elbo_terms", "elbo_t")}))
-        return
-    print(f"{'likelihood of':<22} {m['n']} held-out {'test images' if m['unit'] == 'bits/dim' else 'points'} "
-          f"({m['unit']}, lower is better)")
-    div = "exact divergence" if m["probes"] is None else f"Hutchinson divergence, {m['probes']} probe(s)"
-    print(f"{'probability-flow ODE':<22} {m['nll_ode']:>10.4f} +- {m['nll_ode_se']:.4f}  ({m['nfe']} network evaluations, "
-          f"tolerance {a.tol:g}, {div})")
-    print(f"{'negative ELBO':<22} {m['nll_elbo']:>10.4f} +- {m['nll_elbo_se']:.4f}  (an upper bound on the NLL)")
 
 
 def _print_metrics(m: dict, names, width: int, digits: int) -> None:

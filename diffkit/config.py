@@ -97,6 +97,10 @@ class RunConfig:
     fitted: FittedStats = field(default_factory=FittedStats)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
+    def x0_clip(self, clip: bool | None = None) -> float | None:
+        """The bound x0_hat is clipped to when sampling: the fitted x0 bound if clip (None: sampling.clip_x0)."""
+        return self.fitted.x0_bound if (self.sampling.clip_x0 if clip is None else clip) else None
+
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
         self.schedule.build()

@@ -53,6 +53,11 @@ def t_at_sigma_ve(schedule, sigma: float) -> float:
     return math.log1p(sigma**2) / -math.log(float(schedule.alphas_cumprod[0])) - 1.0
 
 
+def _network_dtype(denoiser, dtype):
+    """The dtype to call the network in: as given, float64 for an oracle, else float32."""
+    return dtype or (F64 if getattr(denoiser, "mixture", None) is not None else torch.float32)
+
+
 def rademacher(shape, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=generator).to(F64) * 2 - 1
 
@@ -90,7 +95,7 @@ def ode_nll(denoiser, x0: torch.Tensor, *, cond=None, rtol: float = 1e-5, atol: 
         hutchinson: probes of the divergence estimate; None: exact up to 16 dimensions, 1 probe above.
         sigma_max: where the ODE meets the prior (default: the schedule's last level, capped at 160).
         dtype: the network's dtype (default float32; float64 for an oracle).
-    Returns {"nll" float64 [N], "nfe" (network evaluations), "sigma_max"}."""
+    Returns {"nll" float64 [N], "nfe" (network evaluations), "sigma_max", "probes" (None: exact divergence)}."""
     x0 = torch.as_tensor(x0)
     N, D = len(x0), x0[0].numel()
     if N == 0:
@@ -98,7 +103,7 @@ def ode_nll(denoiser, x0: torch.Tensor, *, cond=None, rtol: float = 1e-5, atol: 
     schedule = denoiser.schedule
     if sigma_max is None:
         sigma_max = min(float(sigma_ve_at(schedule, [float(schedule.num_timesteps - 1)])[0]), 160.0)
-    dtype = dtype or (F64 if getattr(denoiser, "mixture", None) is not None else torch.float32)
+    dtype = _network_dtype(denoiser, dtype)
     if hutchinson is None and D > EXACT_DIVERGENCE_MAX_DIM:
         hutchinson = 1
     probes = None if hutchinson is None else [rademacher((N, D), generator) for _ in range(hutchinson)]
@@ -119,7 +124,7 @@ def ode_nll(denoiser, x0: torch.Tensor, *, cond=None, rtol: float = 1e-5, atol: 
     y_end, integral = sol.y[: N * D, -1].reshape(N, D), sol.y[N * D:, -1]
     var = 1.0 + sigma_max**2
     log_prior = -0.5 * ((y_end**2).sum(1) / var + D * (math.log(var) + LOG_2PI))
-    return {"nll": -(log_prior + integral), "nfe": nfe[0], "sigma_max": sigma_max}
+    return {"nll": -(log_prior + integral), "nfe": nfe[0], "sigma_max": sigma_max, "probes": hutchinson}
 
 
 def _gaussian_kl_prior(x0: torch.Tensor, alpha_bar: float) -> torch.Tensor:
@@ -142,7 +147,7 @@ def elbo(denoiser, x0: torch.Tensor, *, cond=None, strata: int | None = None,
     strata = T - 1 if strata is None else strata
     if isinstance(strata, bool) or not isinstance(strata, int) or not 1 <= strata <= T - 1:
         raise ConfigError(f"the ELBO's strata must be an integer in 1..{T - 1}, got {strata!r}")
-    dtype = dtype or (F64 if getattr(denoiser, "mixture", None) is not None else torch.float32)
+    dtype = _network_dtype(denoiser, dtype)
     x = x0.to(dtype)
     N = len(x)
     coef_x0, _, var = schedule.posterior_tables()

@@ -228,7 +228,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
         raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
                           "(w != 1) or unconditional sampling would be noise; sample a class at w = 1, or train with "
                           "--p-uncond > 0")
-    changes = {} if clip is None else {"clip_x0": run.config.fitted.x0_bound if clip else None}
+    changes = {} if clip is None else {"clip_x0": run.config.x0_clip(clip)}
     if guidance is not None:
         if labels is None:
             raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")

@@ -16,7 +16,7 @@ from .data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
 from .data.normalize import Normalizer
 from .data.points import PointSource, _check_spec
 from .errors import ConfigError, DataError
-from .likelihood import EXACT_DIVERGENCE_MAX_DIM, elbo, ode_nll
+from .likelihood import elbo, ode_nll
 from .oracle import OracleDenoiser
 from .runs import check_sample_memory, class_id
 from .sampling import sample as run_sampler
@@ -93,6 +93,14 @@ def score_error(denoiser, oracle: OracleDenoiser, x0: torch.Tensor, ts, *, gener
     return np.array(out)
 
 
+def likelihood_model(run: Run):
+    """A run's Denoiser as its likelihood sees it: unguided (cond None is the null class), unclipped, on the
+    plain network (not a sampling fast path: the ODE differentiates through it), weights frozen."""
+    if isinstance(run.network, torch.nn.Module):
+        run.network.requires_grad_(False)
+    return run.denoiser.replace(network=run.network, chunk=None, guidance_scale=1.0, clip_x0=None)
+
+
 def _quantize(x: np.ndarray, generator: torch.Generator) -> np.ndarray:
     """8-bit pixels q = round(255 x), uniformly dequantized: (q + u) / 256, u ~ U[0, 1) (Theis et al. 2016)."""
     q = np.round(np.clip(x, 0.0, 1.0) * 255.0)
@@ -139,11 +147,7 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     norm = run.normalizer
     z = torch.from_numpy(norm.apply(x).astype(np.float64))
     strata = strata or (run.denoiser.schedule.num_timesteps - 1 if not images else 100)
-    # unconditional (null class), unguided, unclipped: the model's own density
-    # (the plain network, not a sampling fast path: the ODE differentiates through it)
-    if isinstance(run.network, torch.nn.Module):
-        run.network.requires_grad_(False)
-    model = run.denoiser.replace(network=run.network, chunk=None, guidance_scale=1.0, clip_x0=None)
+    model = likelihood_model(run)
     D = int(np.prod(x.shape[1:]))
     log_jac = float(np.sum(np.log(np.broadcast_to(norm.std, x.shape[1:]))))  # -log p_x = -log p_z + sum log std
     offset = log_jac + (D * math.log(256) if images else 0.0)  # images: P(q) >= 256^-D p_y((q + u) / 256)
@@ -152,14 +156,13 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     def to_unit(v):
         return (v + offset) * scale
 
-    if hutchinson is None and D > EXACT_DIVERGENCE_MAX_DIM:
-        hutchinson = 1
-    out = {"unit": "bits/dim" if images else "nats/point", "n": len(x), "probes": hutchinson, "elbo_strata": strata}
+    out = {"unit": "bits/dim" if images else "nats/point", "n": len(x), "probes": None, "elbo_strata": strata}
     if ode:
         r = ode_nll(model, z, rtol=rtol, atol=atol, hutchinson=hutchinson, generator=g,
                     progress=None if progress is None else (lambda f: progress("ode", f)))
         v = to_unit(r["nll"])
-        out.update(nll_ode=float(v.mean()), nll_ode_se=float(v.std(ddof=1) / math.sqrt(len(v))), nfe=r["nfe"])
+        out.update(nll_ode=float(v.mean()), nll_ode_se=float(v.std(ddof=1) / math.sqrt(len(v))), nfe=r["nfe"],
+                   probes=r["probes"])
     e = elbo(model, z, strata=strata, generator=g, progress=None if progress is None else (lambda f: progress("elbo", f)))
     v = to_unit(e["nll"])
     terms = e["terms"].mean(0) * scale

@@ -132,8 +132,7 @@ def _live_samples(trainer) -> dict:
     net = copy.deepcopy(trainer.network)
     net.load_state_dict(trainer.ema.state_dict(trainer.network))
     net.eval()
-    cfg = trainer.config
-    den = Denoiser(net, trainer.schedule, cfg.prediction, clip_x0=cfg.fitted.x0_bound if cfg.sampling.clip_x0 else None)
+    den = Denoiser(net, trainer.schedule, trainer.config.prediction, clip_x0=trainer.config.x0_clip())
     g = torch.Generator().manual_seed(0)
     shape = trainer.config.fitted.shape
     with torch.no_grad():

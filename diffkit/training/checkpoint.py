@@ -190,6 +190,5 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True) -> Run:
     denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction,
                         conditioning=ClassConditioning(num_classes) if num_classes else None,
                         guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
-                        clip_x0=config.fitted.x0_bound if config.sampling.clip_x0 else None,
-                        chunk=chunk if fast else None)
+                        clip_x0=config.x0_clip(), chunk=chunk if fast else None)
     return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)))
