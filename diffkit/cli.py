@@ -12,42 +12,105 @@ from pathlib import Path
 import numpy as np
 
 from .cli_args import build_parser
-from .errors import ConfigError, DiffkitError
+from .errors import ConfigError, DiffkitError, RankFailed
 
 
 def cmd_train(a) -> None:
-    from .config import ScheduleConfig
-    from .runs import default_config, train_run
+    import os
+
+    from .devices import resolve_device
+    from .training import distributed
+    from .training.launch import launch
+
+    device = resolve_device(a.device)
+    config = _check_resume_flags(a) if a.resume else _train_config(a)
+    if a.nproc is not None and "WORLD_SIZE" not in os.environ:  # the launcher: start the ranks, then wait
+        runtime = distributed.Runtime(device=device, world_size=a.nproc, batch_per_device=a.batch_per_device)
+        runtime.micro_batches((config or _read_config(a.out)).train.batch_size)  # refused here, not in N processes
+        launch(a.nproc, _without_nproc(a.argv), a.out)
+        return
+    runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=a.compile,
+                                precision=a.precision if a.resume else None)
+    try:
+        summary = _train(a, config, runtime)
+    except Exception as e:
+        if not (runtime.distributed and isinstance(e, (torch_dist_error(), ConnectionError))):
+            raise
+        lost = RankFailed(f"rank {runtime.rank} lost contact with another rank of the job ({str(e).splitlines()[0]})")
+        lost.exit_code = distributed.PEER_LOST
+        raise lost from None
+    finally:
+        distributed.stop()
+    if runtime.is_main:
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
+
+
+def torch_dist_error():
+    import torch.distributed as dist
+
+    return dist.DistError
+
+
+def _train(a, config, runtime) -> dict:
+    from .runs import train_run
 
     if a.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
-                                                        "lr", "seed", "p_uncond", "checkpoint_every",
-                                                        "keep_checkpoints") if getattr(a, k) is not None]
-        given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
-        given += ["--cond"] if a.cond else []
-        given += ["--flip"] if a.flip else []
-        given += [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(a, k) is not None]
-        if given:
-            raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
-                              "cannot be given; only --steps may change")
-        if a.overwrite:
-            raise ConfigError("--resume and --overwrite contradict each other; give one of them")
-        summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet)
-    else:
-        if a.p_uncond is not None and not a.cond:
-            raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
-        config = default_config(a.data or "spiral", cond=a.cond)
-        _apply_network_flags(config, a)
-        if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
-            config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
-                                             zero_terminal_snr=a.zero_terminal_snr)
-        if a.prediction is not None:
-            config.prediction = a.prediction
-        for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints"):
-            if getattr(a, key) is not None:
-                setattr(config.train, key, getattr(a, key))
-        summary = train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet)
-    print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
+        return train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet, runtime=runtime)
+    return train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet, runtime=runtime)
+
+
+def _read_config(out):
+    from .training.checkpoint import read_config
+
+    return read_config(out)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The train command line for the ranks: everything but --nproc N."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _check_resume_flags(a) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
+                                                    "lr", "seed", "p_uncond", "checkpoint_every",
+                                                    "keep_checkpoints") if getattr(a, k) is not None]
+    given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
+    given += ["--cond"] if a.cond else []
+    given += ["--flip"] if a.flip else []
+    given += [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(a, k) is not None]
+    if given:
+        raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
+                          "cannot be given; only --steps and how it runs (--device, --precision, --nproc, "
+                          "--batch-per-device, --compile) may change")
+    if a.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; give one of them")
+
+
+def _train_config(a):
+    from .config import ScheduleConfig
+    from .runs import default_config
+
+    if a.p_uncond is not None and not a.cond:
+        raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
+    config = default_config(a.data or "spiral", cond=a.cond)
+    _apply_network_flags(config, a)
+    if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
+        config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
+                                         zero_terminal_snr=a.zero_terminal_snr)
+    if a.prediction is not None:
+        config.prediction = a.prediction
+    for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints", "precision"):
+        if getattr(a, key) is not None:
+            setattr(config.train, key, getattr(a, key))
+    return config.validate()
 
 
 NETWORK_FLAGS = {"channels": "channels", "channel_mult": "channel_mult", "res_blocks": "num_res_blocks",
@@ -100,6 +163,7 @@ GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 def cmd_sample(a) -> None:
     from tqdm.auto import tqdm
 
+    from .devices import resolve_device
     from .runs import sample_run, to_data
     from .training.checkpoint import load_run
 
@@ -116,7 +180,7 @@ def cmd_sample(a) -> None:
     grid = _check_new_file(a.grid, ".png", a.overwrite, "--grid") if a.grid else None
     gif = _check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None
     options = sampler_options(a)
-    run = load_run(a.run)
+    run = load_run(a.run, device=resolve_device(a.device))
     images = run.config.fitted.kind == "images"
     if (grid or gif) and not images:
         raise ConfigError("--grid and --gif draw image runs; for points use --plot")
@@ -208,6 +272,7 @@ def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
 def cmd_eval(a) -> None:
     from .data.images import is_image_spec
     from .data.points import load_file
+    from .devices import resolve_device
     from .runs import eval_image_samples, eval_samples
 
     if a.nll:
@@ -221,7 +286,7 @@ def cmd_eval(a) -> None:
         raise ConfigError("eval needs --samples FILE and --data NAME (or --nll --run RUN for a likelihood)")
 
     if is_image_spec(a.data):
-        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed)
+        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed, device=resolve_device(a.device))
         if a.json:
             print(json.dumps(m, indent=2))
             return
@@ -274,6 +339,8 @@ def cmd_lab(a) -> None:
         from .lab.app import create_app
     except ImportError:
         raise ConfigError("the lab needs its extra: pip install 'diffkit[lab]' (FastAPI and uvicorn)") from None
+    from .devices import resolve_device
+
     runs = Path(a.runs)
     if runs.exists() and not runs.is_dir():
         raise ConfigError(f"--runs {a.runs} is a file; give a folder of run directories")
@@ -282,7 +349,7 @@ def cmd_lab(a) -> None:
 
         notice(f"the lab listens on {a.host}: anyone who can reach this address can train and sample here")
     print(f"diffkit lab on http://{a.host}:{a.port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
-    uvicorn.run(create_app(runs), host=a.host, port=a.port, log_level="warning")
+    uvicorn.run(create_app(runs, device=resolve_device(a.device)), host=a.host, port=a.port, log_level="warning")
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo, "lab": cmd_lab}
@@ -290,11 +357,13 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": 
 
 def main(argv=None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # diffkit train --nproc hands it to the ranks
         COMMANDS[args.command](args)
     except DiffkitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except OSError as e:  # the machine refused a file operation (read-only folder, disk full, ...): not a bug
         where = f" {e.filename}" if e.filename else ""
         print(f"error: cannot use{where} ({e.strerror or e}); check the path and its permissions or free space",

@@ -82,9 +82,15 @@ class _Parser(argparse.ArgumentParser):
         raise DiffkitError(f"{message} (see `{self.prog} --help`)")
 
 
+def _device_arg(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if present, else Apple's mps, else the "
+                                                         "CPU), cpu, cuda, cuda:N or mps (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.images import IMAGE_DATASETS
     from .data.points import DATASETS
+    from .devices import PRECISIONS
     from .prediction import PREDICTIONS
     from .sampling import SAMPLERS, SPACINGS
     from .schedule import SCHEDULE_NAMES
@@ -128,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arg(t)
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="autocast of the network: fp32, bf16 or fp16 (with a gradient scaler) (default: the preset's, "
+                        "bf16 for images)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the network for training (measure it first: "
+                                                          "it did not pay on a 2-core CPU)")
+    t.add_argument("--nproc", type=positive_int("--nproc"),
+                   help="train in N processes on this machine with DistributedDataParallel (torch's launcher; "
+                        "for several machines run torchrun ... -m diffkit train)")
+    t.add_argument("--batch-per-device", type=positive_int("--batch-per-device"),
+                   help="largest micro-batch per forward pass; a process's share of --batch-size above it is "
+                        "accumulated (same result, less memory)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     src = s.add_mutually_exclusive_group(required=True)
@@ -169,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="images: also draw the first 100 samples as a grid to this .png")
     s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _device_arg(s)
 
     e = sub.add_parser("eval", help="score samples against fresh data")
     e.add_argument("--samples", help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
@@ -187,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _device_arg(e)
 
     d = sub.add_parser("demo", help="train on the spiral (or an image set), sample, print a table and draw pictures")
     d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
@@ -199,4 +219,5 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
     lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
+    _device_arg(lb)
     return p

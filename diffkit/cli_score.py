@@ -44,6 +44,7 @@ def cmd_sample_oracle(a) -> None:
 def cmd_eval_nll(a) -> None:
     from tqdm.auto import tqdm
 
+    from .devices import resolve_device
     from .score_view import nll_run
     from .training.checkpoint import load_run
 
@@ -53,7 +54,7 @@ def cmd_eval_nll(a) -> None:
         raise ConfigError("--nll scores held-out data under --run; it takes no --samples or --class")
     if not 0 < a.tol <= 0.1:
         raise ConfigError(f"--tol must be in (0, 0.1], got {a.tol}")
-    run = load_run(a.run)
+    run = load_run(a.run, device=resolve_device(a.device))
     n = a.n or (500 if run.config.fitted.kind == "images" else 2000)
     bar = tqdm(total=200, desc="likelihood", unit="%", disable=not sys.stderr.isatty(), leave=False)
 

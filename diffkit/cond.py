@@ -30,6 +30,15 @@ def slice_cond(cond, start: int, stop: int):
     return cond[start:stop]
 
 
+def to_device(cond, device: torch.device):
+    """A cond on `device` (None stays None)."""
+    if cond is None:
+        return None
+    if isinstance(cond, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in cond.items()}
+    return cond.to(device, non_blocking=True)
+
+
 def index_cond(cond, index: torch.Tensor):
     """Rows `index` of a cond (None stays None)."""
     if cond is None:

@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from .denoiser import check_guidance_interval
+from .devices import PRECISIONS
 from .errors import CheckpointError, ConfigError, choice_error
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
 from .prediction import check_prediction
 from .schedule import NoiseSchedule
 
-PRECISIONS = ("fp32", "bf16")
 FORMAT = "diffkit-run"
 FORMAT_VERSION = 2  # 2: fitted statistics apart from the data request; tagged network config
 
@@ -69,7 +69,8 @@ class TrainConfig:
     # intra-op CPU threads while training (0: torch's default). The 2-D MLP's ops (1024 x 32) are too small
     # to split: one thread ran a default step in 4.4 ms against 5.2 ms on two (2-core machine)
     threads: int = 1
-    precision: str = "fp32"         # "fp32" or "bf16" (autocast of the network; see Trainer.train_step)
+    precision: str = "fp32"         # "fp32", "bf16" or "fp16" (autocast of the network, fp16 with a gradient
+                                    # scaler; see devices.py)
     checkpoint_every: int = 1000    # steps between checkpoints (the first comes at a tenth of it)
     keep_checkpoints: int = 2       # resumable states kept in train_state/
     log_every: int = 50

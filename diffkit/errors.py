@@ -25,6 +25,12 @@ class TrainingError(DiffkitError):
     """Training that cannot go on (e.g. the loss keeps coming out non-finite)."""
 
 
+class RankFailed(DiffkitError):
+    """A process of a multi-process job failed (killed, crashed, lost its peers); not bad input: exit 1."""
+
+    exit_code = 1
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM ended training at a step boundary; the message says what was kept."""
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from .devices import randn
 from .errors import ConfigError
 
 F64 = torch.float64
@@ -70,14 +71,14 @@ def _eps_and_divergence(denoiser, y: torch.Tensor, sigma: float, t: float, cond,
         eps, _ = denoiser(alpha * yy, t, cond)
         flat = eps.reshape(len(eps), -1)
         if probes is None:  # exact: one backward pass per dimension
-            div = torch.zeros(len(eps), dtype=F64)
+            div = torch.zeros(len(eps), dtype=F64, device=y.device)
             for d in range(flat.shape[1]):
                 g, = torch.autograd.grad(flat[:, d].sum(), yy, retain_graph=d + 1 < flat.shape[1])
                 div += g.reshape(len(eps), -1)[:, d].to(F64)
         else:  # Hutchinson: mean over probes of v^T (d eps / d y) v
-            div = torch.zeros(len(eps), dtype=F64)
+            div = torch.zeros(len(eps), dtype=F64, device=y.device)
             for j, v in enumerate(probes):
-                vv = v.to(dtype)
+                vv = v.to(y.device, dtype)
                 g, = torch.autograd.grad((flat * vv).sum(), yy, retain_graph=j + 1 < len(probes))
                 div += (g.reshape(len(eps), -1) * vv).sum(1).to(F64) / len(probes)
     return eps.detach().to(F64), div
@@ -107,17 +108,17 @@ def ode_nll(denoiser, x0: torch.Tensor, *, cond=None, rtol: float = 1e-5, atol: 
     if hutchinson is None and D > EXACT_DIVERGENCE_MAX_DIM:
         hutchinson = 1
     probes = None if hutchinson is None else [rademacher((N, D), generator) for _ in range(hutchinson)]
-    shape, nfe = x0.shape, [0]
+    shape, nfe, device = x0.shape, [0], x0.device  # the network runs on x0's device
 
     def rhs(sigma, state):
-        y = torch.from_numpy(state[: N * D]).reshape(shape)
+        y = torch.from_numpy(state[: N * D]).reshape(shape).to(device)  # SciPy's state lives on the CPU
         eps, div = _eps_and_divergence(denoiser, y, sigma, t_at_sigma_ve(schedule, sigma), cond, probes, dtype)
         nfe[0] += 1
         if progress is not None:
             progress(sigma / sigma_max)
-        return np.concatenate([eps.reshape(-1).numpy(), div.numpy()])
+        return np.concatenate([eps.reshape(-1).cpu().numpy(), div.cpu().numpy()])
 
-    state0 = np.concatenate([x0.to(F64).reshape(-1).numpy(), np.zeros(N)])
+    state0 = np.concatenate([x0.to(F64).reshape(-1).cpu().numpy(), np.zeros(N)])
     sol = solve_ivp(rhs, (0.0, sigma_max), state0, method="RK45", rtol=rtol, atol=atol)
     if not sol.success:
         raise ConfigError(f"the probability-flow ODE did not converge ({sol.message}); try a looser tolerance")
@@ -156,23 +157,23 @@ def elbo(denoiser, x0: torch.Tensor, *, cond=None, strata: int | None = None,
     terms = torch.zeros(N, strata + 2, dtype=F64)
 
     def x0_hat_at(t: torch.Tensor) -> torch.Tensor:  # t long [N]: one noise draw per point
-        eps = torch.randn(x.shape, generator=generator, dtype=F64).to(dtype)
-        a = ab[t].reshape(-1, *([1] * (x.dim() - 1)))
+        eps = randn(x.shape, generator, device=x.device, dtype=F64).to(dtype)
+        a = ab[t].reshape(-1, *([1] * (x.dim() - 1))).to(x.device)
         x_t = a.sqrt().to(dtype) * x + (1 - a).sqrt().to(dtype) * eps
         # rows with different t: one network call (Denoiser takes per-row times)
-        return denoiser(x_t, t.to(F64), cond)[1].to(F64)
+        return denoiser(x_t, t.to(x.device, F64), cond)[1].to(F64).cpu()
 
     # L_0: Gaussian decoder with variance sigma_ve(0)^2 at the first latent
     s0 = float((1 - ab[0]) / ab[0])
-    err = ((x.to(F64) - x0_hat_at(torch.zeros(N, dtype=torch.long))) ** 2).reshape(N, -1)
+    err = ((x.to(F64).cpu() - x0_hat_at(torch.zeros(N, dtype=torch.long))) ** 2).reshape(N, -1)
     terms[:, 0] = 0.5 * (err / s0 + math.log(2 * math.pi * s0)).sum(1)
     for j in range(strata):
         lo, hi = int(edges[j]), int(edges[j + 1])
         t = torch.randint(lo, hi, (N,), generator=generator)
-        err = ((x.to(F64) - x0_hat_at(t)) ** 2).reshape(N, -1).sum(1)
+        err = ((x.to(F64).cpu() - x0_hat_at(t)) ** 2).reshape(N, -1).sum(1)
         terms[:, 1 + j] = (hi - lo) * coef_x0[t] ** 2 * err / (2 * var[t])
         if progress is not None:
             progress((j + 1) / strata)
-    terms[:, -1] = _gaussian_kl_prior(x, float(ab[-1]))
+    terms[:, -1] = _gaussian_kl_prior(x.cpu(), float(ab[-1]))
     t_range = torch.tensor(np.stack([edges[:-1], edges[1:] - 1], 1), dtype=F64)
     return {"nll": terms.sum(1).numpy(), "terms": terms.numpy(), "t": t_range.numpy()}

@@ -21,6 +21,7 @@ from .data.labeled import CLASS_NAMES, LABELED_MAKERS
 from .data.normalize import Normalizer
 from .data.points import DATASETS, PointSource, _check_spec
 from .data.source import TensorSource
+from .devices import module_device, randn
 from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
 from .memory import require_memory
 from .metrics.points import evaluate_points
@@ -30,6 +31,7 @@ from .presets import image_config
 from .sampling import sample as run_sampler
 from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, checkpoint_steps, load_run, read_config
 from .training.lock import RunLock
+from .training.distributed import Runtime
 from .training.trainer import LOG, Trainer
 
 RUN_FILES = (CONFIG, MODEL, STATE_DIR, LOG)
@@ -42,32 +44,38 @@ def is_run_dir(path) -> bool:
 
 
 def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite: bool = False,
-              steps: int | None = None, progress: bool = True, callback=None) -> dict:
+              steps: int | None = None, progress: bool = True, callback=None, runtime: Runtime | None = None) -> dict:
     """Train into `out`. resume: continue `out` from its newest checkpoint, to the steps its config.json set
     (`steps`, when given, must agree). overwrite: train into a new folder beside `out` and swap it in at its
-    first checkpoint (the old run survives an interruption before that). Never silently replaces a run."""
-    out = Path(out)
+    first checkpoint (the old run survives an interruption before that). Never silently replaces a run.
+    runtime: device, micro-batching, compile and this process's rank (training.distributed.start); only rank 0
+    writes, the other ranks train alongside it."""
+    out, runtime = Path(out), runtime or Runtime()
     if out.exists() and not out.is_dir():
         raise StorageError(f"{out} is a file, not a folder; give --out a folder name (new, or a run to resume)")
     if resume:
-        return _resume(out, steps, progress, callback)
+        return _resume(out, steps, progress, callback, runtime)
     config = (config or RunConfig()).validate()
     config.data.spec = absolute_spec(config.data.spec, BUILTIN)
     if not is_run_dir(out):
-        trainer = make_trainer(config, out, progress=progress, callback=callback)
+        trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
     if not overwrite:
         if not checkpoint_steps(out) and not (out / MODEL).exists():
             raise CheckpointError(f"{out} holds a run that stopped before its first checkpoint; pass --resume to "
                                   "start it again from step 0 or --overwrite to replace it")
         raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
-    return _overwrite(config, out, progress, callback)
+    if not runtime.is_main:  # rank 0 swaps the new run in; the others only train beside it
+        trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
+        return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
+    return _overwrite(config, out, progress, callback, runtime)
 
 
-def _resume(out: Path, steps, progress, callback) -> dict:
-    with RunLock(out) if out.is_dir() else nullcontext():  # read_config says what is wrong with a missing run
+def _resume(out: Path, steps, progress, callback, runtime: Runtime) -> dict:
+    # read_config says what is wrong with a missing run; only rank 0 locks (and writes)
+    with RunLock(out) if out.is_dir() and runtime.is_main else nullcontext():
         config = read_config(out)
-        trainer = make_trainer(config, out, progress=progress, callback=callback)
+        trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         trainer.lock_held = True
         return _continue(trainer, out, steps)
 
@@ -85,12 +93,12 @@ def _continue(trainer: Trainer, out: Path, steps) -> dict:
     return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
 
 
-def _overwrite(config: RunConfig, out: Path, progress, callback) -> dict:
+def _overwrite(config: RunConfig, out: Path, progress, callback, runtime: Runtime) -> dict:
     """Train into .OUT.new-PID beside `out`; at the first checkpoint the new folder takes out's place."""
     with RunLock(out):  # nobody may be training in the run being replaced
         new = out.parent / f".{out.name}.new-{os.getpid()}"
         shutil.rmtree(new, ignore_errors=True)
-        trainer = make_trainer(config, new, progress=progress, callback=callback)
+        trainer = make_trainer(config, new, progress=progress, callback=callback, runtime=runtime)
         swapped = []
 
         def swap(step: int) -> None:
@@ -127,10 +135,11 @@ def default_config(spec: str, *, cond: bool = False) -> RunConfig:
     return RunConfig(data=DataConfig(spec=spec, cond=cond))
 
 
-def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None) -> Trainer:
+def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None,
+                 runtime: Runtime | None = None) -> Trainer:
     """A Trainer on the config's data (and labels, for a conditional run), filling in what training
     measures on the data (config.fitted: kind, shape, normalizer, x0 bound, class names)."""
-    return Trainer(config, make_source(config), out, progress=progress, callback=callback)
+    return Trainer(config, make_source(config), out, progress=progress, callback=callback, runtime=runtime)
 
 
 def make_source(config: RunConfig) -> TensorSource:
@@ -209,9 +218,10 @@ def _conditional_labels(config: RunConfig, labels, names) -> torch.Tensor:
 
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
-               cond=None, guidance: float | None = None, guidance_interval="run", **options) -> np.ndarray:
+               cond=None, guidance: float | None = None, guidance_interval="run", device=None,
+               **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
-    same seed => bitwise identical.
+    same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
 
     clip: clip x0_hat to the training data's bounding box (see FittedStats.x0_bound; images: the pixel range);
         None: the run's default (config.sampling.clip_x0).
@@ -220,9 +230,11 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
         None samples the unconditional model (the null class).
     guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
     guidance_interval: (sigma_lo, sigma_hi) where guidance applies, None for every level; "run": the run's default.
+    device: where to sample a run given by its path (a loaded Run samples where its network is).
     """
     if not isinstance(run, Run):
-        run = load_run(run)
+        run = load_run(run, device=device)
+    device = module_device(run.network)
     labels = class_labels(run.config, cond, n)
     if run.config.network.num_classes and run.config.train.p_uncond == 0 and (labels is None or guidance not in (None, 1)):
         raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
@@ -238,8 +250,9 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     denoiser = run.denoiser.replace(**changes) if changes else run.denoiser
     shape = tuple(run.config.fitted.shape)
     check_sample_memory(n, shape)
-    g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((n, *shape), generator=g)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
+    x_T = randn((n, *shape), g, device=device)
+    labels = labels.to(device) if labels is not None else None
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
 
@@ -335,9 +348,11 @@ def _check_eval_memory(n: int, m: int, need: int) -> None:
                          "GiB are available; use a smaller --n-ref")
 
 
-def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True) -> dict:
+def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int = 0, progress: bool = True,
+                       device=None) -> dict:
     """Image samples (an .npy path or an array [N, C, H, W] in [0, 1]) scored by the data's judge against its
-    held-out test split; cls: the class (id or name) every sample was drawn for, or labels: one per sample."""
+    held-out test split; cls: the class (id or name) every sample was drawn for, or labels: one per sample.
+    device: where the judge runs (default the CPU)."""
     from .metrics.images import check_images, evaluate_images
     from .metrics.judge import load_or_train_judge
 
@@ -350,6 +365,8 @@ def eval_image_samples(samples, spec: str, *, cls=None, labels=None, seed: int =
         c = class_id(cls, list(data.class_names or []), data.num_classes, owner=spec)
         labels = np.full(len(x), c)
     judge = load_or_train_judge(data, progress=progress)
+    if device is not None:
+        judge.to(device)
     if cls is not None:  # samples of one class are compared with that class's images (FD, P/R and their floor)
         data = dataclasses.replace(data, train=data.train[data.train_labels == c], test=data.test[data.test_labels == c],
                                    train_labels=data.train_labels[data.train_labels == c],

@@ -15,6 +15,7 @@ from .data.images import is_image_spec, load_images
 from .data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
 from .data.normalize import Normalizer
 from .data.points import PointSource, _check_spec
+from .devices import module_device
 from .errors import ConfigError, DataError
 from .likelihood import elbo, ode_nll
 from .oracle import OracleDenoiser
@@ -145,7 +146,7 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
         if x.shape[1] != run.config.fitted.shape[0]:
             raise DataError(f"{spec} holds {x.shape[1]}-D points; the run models {run.config.fitted.shape[0]}-D points")
     norm = run.normalizer
-    z = torch.from_numpy(norm.apply(x).astype(np.float64))
+    z = torch.from_numpy(norm.apply(x).astype(np.float64)).to(module_device(run.network))
     strata = strata or (run.denoiser.schedule.num_timesteps - 1 if not images else 100)
     model = likelihood_model(run)
     D = int(np.prod(x.shape[1:]))

@@ -31,13 +31,18 @@ class NotFound(DiffkitError):
     """A run or resource that does not exist (HTTP 404)."""
 
 
-def create_app(runs_dir) -> FastAPI:
+def create_app(runs_dir, device=None) -> FastAPI:
+    """The lab over the run directories in runs_dir; device: where its models train and sample (default the
+    CPU)."""
+    import torch
+
     runs_dir = Path(runs_dir).resolve()
+    device = torch.device("cpu") if device is None else torch.device(device)
     runs_dir.mkdir(parents=True, exist_ok=True)
     app = FastAPI(title="diffkit lab", version=_version(),
                   description="Interactive diffusion on models trained on this machine. Inputs are bounded; a bad "
                               "one is answered with a 4xx and one sentence in `error`.")
-    jobs = JobRunner(runs_dir)
+    jobs = JobRunner(runs_dir, device)
     cache: dict = {}
     cache_lock = threading.Lock()
 
@@ -124,7 +129,7 @@ def create_app(runs_dir) -> FastAPI:
         points; images: up to 16)."""
         from ..runs import sample_run, to_data
 
-        run = _load(cache, cache_lock, runs_dir, req.run)
+        run = _load(cache, cache_lock, runs_dir, req.run, device)
         images = run.config.fitted.kind == "images"
         keep = 16 if images else 500
         frames, preds = [], []
@@ -147,7 +152,7 @@ def create_app(runs_dir) -> FastAPI:
         judge's accuracy)."""
         from ..runs import sample_run
 
-        run = _load(cache, cache_lock, runs_dir, req.run)
+        run = _load(cache, cache_lock, runs_dir, req.run, device)
         if not run.config.network.num_classes:
             raise DiffkitError(f"run {req.run!r} is unconditional; guidance needs a run trained with cond")
         images = run.config.fitted.kind == "images"
@@ -165,7 +170,7 @@ def create_app(runs_dir) -> FastAPI:
         from ..runs import eval_samples, sample_run
         from ..sampling import SAMPLER_TABLE
 
-        run = _load(cache, cache_lock, runs_dir, req.run)
+        run = _load(cache, cache_lock, runs_dir, req.run, device)
         if run.config.fitted.kind != "points":
             raise DiffkitError("the sampler comparison scores 2-D runs (energy distance to fresh data); "
                                f"{req.run!r} holds images")
@@ -190,7 +195,7 @@ def create_app(runs_dir) -> FastAPI:
         exact one beside it where the data is a Gaussian mixture, and the model's score error per t."""
         from .score_panel import score_panel
 
-        run = _load(cache, cache_lock, runs_dir, req.run)
+        run = _load(cache, cache_lock, runs_dir, req.run, device)
         with cache_lock:
             curves = cache.setdefault(("score-curves",), {})
         return score_panel(run, req.run, req.t, req.n, req.seed, curves)
@@ -304,7 +309,7 @@ def _describe(path: Path) -> dict:
             "prediction": cfg.prediction}
 
 
-def _load(cache: dict, lock, runs_dir: Path, name: str):
+def _load(cache: dict, lock, runs_dir: Path, name: str, device):
     from ..training.checkpoint import load_run
 
     path = _find(runs_dir, name)
@@ -312,7 +317,7 @@ def _load(cache: dict, lock, runs_dir: Path, name: str):
     with lock:
         key = ("run", name, stamp)
         if key not in cache:
-            cache[key] = load_run(path)
+            cache[key] = load_run(path, device=device)
         return cache[key]
 
 

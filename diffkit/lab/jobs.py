@@ -43,8 +43,9 @@ class Job:
 class JobRunner:
     """Starts jobs (one at a time) and keeps the last ones for their event streams."""
 
-    def __init__(self, runs_dir: Path):
+    def __init__(self, runs_dir: Path, device=None):
         self.runs_dir = runs_dir
+        self.device = device
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.current: Job | None = None
@@ -65,12 +66,15 @@ class JobRunner:
 
     def _run(self, job: Job, build) -> None:
         from ..runs import make_trainer
+        from ..training.distributed import Runtime
 
         partial = self.runs_dir / f".{job.name}.partial-{job.id}"
         t0 = time.perf_counter()
         try:
             config = build(job.spec)
-            trainer = make_trainer(config, partial, progress=False, callback=lambda rec: self._step(job, trainer, rec))
+            runtime = Runtime(device=self.device) if self.device is not None else None
+            trainer = make_trainer(config, partial, progress=False, runtime=runtime,
+                                   callback=lambda rec: self._step(job, trainer, rec))
             job.emit("start", steps=config.train.steps, kind=config.fitted.kind)
             trainer.train()
             if job.cancel.is_set():
@@ -126,6 +130,7 @@ def _live_samples(trainer) -> dict:
 
     from ..data.normalize import Normalizer
     from ..denoiser import Denoiser
+    from ..devices import randn
     from ..sampling import sample
 
     images = trainer.config.fitted.kind == "images"
@@ -136,9 +141,9 @@ def _live_samples(trainer) -> dict:
     g = torch.Generator().manual_seed(0)
     shape = trainer.config.fitted.shape
     with torch.no_grad():
-        x = sample(den, torch.randn((16 if images else 400, *shape), generator=g),
+        x = sample(den, randn((16 if images else 400, *shape), g, device=trainer.device),
                    "dpmpp-2m" if images else "ddim", 10 if images else 20, generator=g)
-    x = Normalizer(**trainer.config.fitted.normalizer).invert(x.numpy())
+    x = Normalizer(**trainer.config.fitted.normalizer).invert(x.cpu().numpy())
     if images:
         pixels = (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1)
         return {"images": pixels.tolist(), "shape": list(shape)}

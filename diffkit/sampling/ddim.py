@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..devices import randn_like
 from ..errors import ConfigError
 from .common import check_eta
 from .grids import with_final
@@ -18,7 +19,7 @@ def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=
     std = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) if eta > 0 else 0.0
     x = ab_prev**0.5 * x0_hat + max(1 - ab_prev - std**2, 0.0) ** 0.5 * eps_hat
     if eta > 0:  # noise is drawn whenever eta > 0 (also where std is 0), as diffusers does
-        x = x + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x + std * randn_like(x, generator)
     return x
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from ..devices import randn_like
 from ..errors import choice_error
 from .grids import with_final
 from .record import report
@@ -31,7 +32,7 @@ def ddpm_step(x, x0_hat, ab: float, ab_prev: float, variance: str, generator=Non
     mean = ddpm_mean(x, x0_hat, ab, ab_prev)
     if ab_prev >= 1.0:
         return mean
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    noise = randn_like(x, generator)
     return mean + ddpm_variance(ab, ab_prev, variance) ** 0.5 * noise
 
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..devices import randn_like
 from .common import Level, check_eta, grid_levels
 from .record import report
 
@@ -118,7 +119,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
                 D = x0 + (x0 - prev_x0) / (2 * r)
             x = (nxt.sigma / now.sigma) * math.exp(-eta_h) * x - nxt.alpha * math.expm1(-h - eta_h) * D
             if eta > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                noise = randn_like(x, generator)
                 x = x + nxt.sigma * math.sqrt(-math.expm1(-2 * eta_h)) * noise
         prev_x0, prev_h = x0, h
         if report(callback, i, now.t, x, x0, eps):

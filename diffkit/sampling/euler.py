@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..devices import randn_like
 from .common import Level, check_eta, grid_levels
 from .record import report
 
@@ -76,7 +77,7 @@ def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, con
             s_up = s_next if math.isinf(s) else min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
             s_down = math.sqrt(s_next**2 - s_up**2)
             y = x0_hat + s_down * eps_hat  # Euler from s to s_down, written without y = x / alpha
-            y = y + s_up * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            y = y + s_up * randn_like(x, generator)
             x = to_vp(y, nxt)
         if report(callback, i, now.t, x, x0_hat, eps_hat):
             break

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..devices import randn_like
 from ..denoiser import score
 from ..errors import ConfigError
 from .common import grid_levels
@@ -41,7 +42,7 @@ def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, co
             step_alpha = (now.alpha / nxt.alpha) ** 2  # alpha_i = 1 - beta_i of this (possibly skipped) step
             for _ in range(corrector_steps):
                 s = score(denoiser, x, nxt.t, cond)
-                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                z = randn_like(x, generator)
                 e = 2 * step_alpha * (snr * _mean_norm(z) / _mean_norm(s).clamp_min(1e-12)) ** 2
                 x = x + e * s + (2 * e).sqrt() * z
         if report(callback, i, now.t, x, x0_hat, eps_hat):

@@ -36,7 +36,7 @@ def save_config(run_dir, config: RunConfig) -> None:
 
 def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """A safetensors file's bytes; our metadata is one JSON entry so the bytes are deterministic."""
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = json.dumps({"format": "diffkit", **(metadata or {})}, sort_keys=True)
     return st_save(tensors, metadata={"diffkit": meta})
 
@@ -174,17 +174,20 @@ class Run:
     step: int
 
 
-def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True) -> Run:
+def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None) -> Run:
     """Everything `sample` needs, from the run directory alone.
 
     fast: the Denoiser calls the network kind's sampling fast path (e.g. the folded MLP) in its sampling
-    chunks; False calls the plain network in one piece (the reference the fast path is tested against)."""
+    chunks; False calls the plain network in one piece (the reference the fast path is tested against).
+    device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one)."""
     config = read_config(run_dir)
     if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
     network = build_network(config)
     tensors, meta = read_tensors(Path(run_dir) / MODEL, *model_checksums(run_dir))
     load_weights(network, tensors, Path(run_dir) / MODEL)
+    if device is not None:
+        network.to(device)
     sampling_net, chunk = registry.for_sampling(network, fast)
     num_classes = config.network.num_classes
     denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction,

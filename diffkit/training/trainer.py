@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,11 +21,13 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..cond import ClassConditioning, drop_conds
+from ..cond import ClassConditioning, drop_conds, slice_cond, to_device
 from ..config import RunConfig
+from ..devices import autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
 from ..memory import require_memory
 from .checkpoint import build_network, load_weights, read_state, save_checkpoint, save_config
+from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
 from .lock import RunLock
 from .loss import min_snr_weight, simple_loss
@@ -61,24 +64,32 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, source, run_dir, progress: bool = True,
-                 callback: Callable[[TrainStep], bool | None] | None = None):
+                 callback: Callable[[TrainStep], bool | None] | None = None, runtime: Runtime | None = None):
         self.config = config.validate()
         self.cfg = config.train
+        self.runtime = runtime or Runtime()
+        self.device = self.runtime.device
+        self.precision = check_precision(self.runtime.precision or self.cfg.precision)
+        self.rows, self.micro = self.runtime.micro_batches(self.cfg.batch_size)
         self.run_dir = Path(run_dir)
         self.source = source
         num_classes = config.network.num_classes
         self.conditioning = ClassConditioning(num_classes) if num_classes else None
-        self.progress = progress
+        self.progress = progress and self.runtime.is_main
         self.callback = callback
         self.schedule = config.schedule.build()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            self.network = build_network(config)
-        check_train_memory(config, self.cfg.batch_size)
+            self.network = build_network(config)  # on the CPU, so every device starts from the same weights
+        check_train_memory(config, self.rows // self.micro)
+        self.network.to(self.device)
+        self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it
         self.params = list(self.network.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr,
-                                           weight_decay=self.cfg.weight_decay, fused=True)
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                           fused=self.device.type in ("cpu", "cuda"))
+        self.scaler = grad_scaler(self.device, self.precision)
         self.ema = EMA(self.network, self.cfg.ema_halflife, self.cfg.ema_rampup)
+        # every rank draws the same global batch from this generator and keeps its rows (distributed.py)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
         self.skipped = 0       # steps skipped for a non-finite loss or gradient, over the whole run
@@ -86,8 +97,17 @@ class Trainer:
         self.checkpointed = None  # called with the step after each checkpoint (runs.train_run's --overwrite swap)
         self.lock_held = False    # True: the caller holds run_dir's RunLock (train() takes it otherwise)
 
+    def _wrap(self, network: torch.nn.Module) -> torch.nn.Module:
+        model = network
+        if self.runtime.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(network, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return torch.compile(model) if self.runtime.compile else model
+
     # one step -------------------------------------------------------------
     def _draw_batch(self):
+        """The global batch's draws (same on every rank), then this rank's rows of it on the device."""
         g, B, T = self.generator, self.cfg.batch_size, self.schedule.num_timesteps
         x0, cond = self.source.draw(B, g)
         t = torch.randint(0, T, (B,), generator=g)
@@ -96,62 +116,100 @@ class Trainer:
             cond = None  # an unconditional run ignores the data's labels
         else:  # label dropout to the null condition (Ho & Salimans 2022)
             cond = drop_conds(self.conditioning, cond, self.cfg.p_uncond, g)
-        return x0, t, eps, cond
+        lo, hi = self.runtime.rank * self.rows, (self.runtime.rank + 1) * self.rows
+        mine = [v[lo:hi].to(self.device, non_blocking=True) for v in (x0, t, eps)]
+        return (*mine, to_device(slice_cond(cond, lo, hi), self.device))
+
+    def _micro_loss(self, x0, t, eps, cond) -> torch.Tensor:
+        """Mean loss of a micro-batch, float32 (autocast covers the network only)."""
+        with autocast(self.device, self.precision):
+            loss = simple_loss(self.model, self.schedule, self.config.prediction, x0, t, eps, cond)
+        loss = loss.float()
+        if self.cfg.min_snr_gamma > 0:
+            loss = loss * min_snr_weight(self.config.prediction, self.schedule.alpha_bar_at(t),
+                                         self.cfg.min_snr_gamma).to(loss.device, loss.dtype)
+        return loss.mean()
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step. A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
-        as they were; the step and its random draws still count) and is counted in self.skipped."""
+        """One optimizer step on the global batch (this rank's rows, in micro-batches; DDP averages the
+        gradients over ranks). A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
+        as they were; the step and its random draws still count) and is counted in self.skipped. Returns the
+        global batch's mean loss (a detached 0-d tensor, the same on every rank)."""
         x0, t, eps, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        # bf16: autocast runs the network's matmuls and convolutions in bfloat16 (weights, optimizer and the
-        # loss stay float32: the output is compared with a float32 target)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            loss = simple_loss(self.network, self.schedule, self.config.prediction, x0, t, eps, cond)
-        if self.cfg.min_snr_gamma > 0:
-            loss = loss * min_snr_weight(self.config.prediction, self.schedule.alpha_bar_at(t),
-                                         self.cfg.min_snr_gamma).to(loss.dtype)
-        loss = loss.mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total, size = torch.zeros((), device=self.device), self.rows // self.micro
+        for i in range(self.micro):
+            part = slice(i * size, (i + 1) * size)
+            last = i == self.micro - 1
+            sync = nullcontext() if last or not self.runtime.distributed else self.model.no_sync()
+            with sync:
+                loss = self._micro_loss(x0[part], t[part], eps[part], slice_cond(cond, part.start, part.stop))
+                loss = loss * (size / self.rows) if self.micro > 1 else loss  # the rank's mean over all its rows
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += loss.detach()
+        total = all_reduce_sum(total, self.runtime) / self.runtime.world_size if self.runtime.distributed else total
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
         self.step += 1
-        if not bool(torch.isfinite(norm) & torch.isfinite(loss)):  # one device sync per step (free on a CPU)
+        finite_loss = bool(torch.isfinite(total))  # one device sync per step (free on a CPU)
+        if not (finite_loss and bool(torch.isfinite(norm))):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
-            self.bad_in_a_row += 1
-            return loss.detach()
+            if self.scaler is not None and finite_loss:  # an fp16 overflow: the scaler lowers its scale and retries
+                self.scaler.update()
+            else:
+                self.bad_in_a_row += 1
+            return total
         self.bad_in_a_row = 0
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.ema.update(self.params, self.step * self.cfg.batch_size, self.cfg.batch_size)
-        return loss.detach()
+        return total
+
+    def _agree_stop(self, asked: bool, signalled: bool) -> tuple[bool, bool]:
+        """(stop, signalled) agreed by every rank, so all stop at the same step: a stop asked for on any rank
+        (rank 0's callback, a signal to any process) stops them all."""
+        if not self.runtime.distributed:
+            return asked or signalled, signalled
+        flags = all_reduce_sum(torch.tensor([float(asked), float(signalled)], device=self.device), self.runtime)
+        signalled = bool(flags[1] > 0)
+        return bool(flags[0] > 0) or signalled, signalled
 
     # the loop -------------------------------------------------------------
     def train(self) -> dict:
         """Run to config.train.steps, checkpointing along the way (first at a tenth of the interval, so a short
         run is never lost). SIGINT / SIGTERM finish the current step, checkpoint and raise KeyboardInterrupt.
-        Returns a small summary."""
-        if self.lock_held:
+        Returns a small summary. Under several processes only rank 0 locks and writes the run directory."""
+        barrier(self.runtime)  # every rank has checked the run directory before rank 0 writes to it
+        if self.lock_held or not self.runtime.is_main:
             with _StopSignals() as signals:
                 return self._train(signals)
         with RunLock(self.run_dir), _StopSignals() as signals:
             return self._train(signals)
 
     def _train(self, signals) -> dict:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.runtime.is_main
         log_path = self.run_dir / LOG
-        if self.step == 0:
+        if self.step == 0 and main:
             save_config(self.run_dir, self.config)
-        _truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
+        if main:
+            _truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
         first = max(1, cfg.checkpoint_every // 10)
-        loss_sum, n = torch.zeros(()), 0
+        loss_sum, n, signalled = torch.zeros((), device=self.device), 0, False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
-        with intra_op_threads(cfg.threads), open(log_path, "a", newline="") as f:
-            writer = csv.writer(f)
+        with intra_op_threads(rank_threads(cfg.threads, self.runtime)), \
+                (open(log_path, "a", newline="") if main else nullcontext()) as f:
+            writer = csv.writer(f) if main else None
             while self.step < cfg.steps:
                 loss = self.train_step()
                 if self.bad_in_a_row >= MAX_BAD_STEPS:
@@ -163,21 +221,22 @@ class Trainer:
                     loss_sum += loss
                     n += 1
                 lr = lr_at(self.step - 1, cfg)  # the rate this step used
-                stop = bool(self.callback and self.callback(TrainStep(self.step, loss, lr))) or signals.caught
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
+                asked = bool(main and self.callback and self.callback(TrainStep(self.step, loss, lr)))
+                stop, signalled = self._agree_stop(asked, signals.caught)
+                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps or stop):
                     mean = float(loss_sum) / n if n else math.nan
                     secs = seconds_before + time.perf_counter() - t0
                     writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}", self.skipped])
                     f.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
-                    loss_sum, n = torch.zeros(()), 0
+                    loss_sum, n = torch.zeros((), device=self.device), 0
                 bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step in (first, cfg.steps) or stop:
-                    self.save(notify=not signals.caught)
+                if main and (self.step % cfg.checkpoint_every == 0 or self.step in (first, cfg.steps) or stop):
+                    self.save(notify=not signalled)
                 if stop:
                     break
         bar.close()
-        if signals.caught:
+        if signalled:
             raise TrainingInterrupted(f"stopped at step {self.step} with a checkpoint; continue with --resume")
         return {"steps": self.step - start, "seconds": time.perf_counter() - t0, "skipped": self.skipped}
 
@@ -191,6 +250,8 @@ class Trainer:
             tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in s.items()})
         tensors["rng.train"] = self.generator.get_state()
         meta = {"param_groups": json.dumps(opt["param_groups"]), "skipped": str(self.skipped)}
+        if self.scaler is not None:
+            meta["grad_scaler"] = json.dumps(self.scaler.state_dict())
         save_checkpoint(self.run_dir, self.step, self.ema.state_dict(self.network), tensors, meta,
                         self.cfg.keep_checkpoints)
         if notify and self.checkpointed is not None:
@@ -205,7 +266,7 @@ class Trainer:
         try:
             model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
             load_weights(self.network, model, path)
-            self.ema.params = [tensors[f"ema.{i}"].clone() for i in range(len(self.ema.params))]
+            self.ema.params = [tensors[f"ema.{i}"].to(self.device).clone() for i in range(len(self.ema.params))]
             groups = json.loads(meta["param_groups"])
             for g in groups:
                 g["betas"] = tuple(g["betas"])
@@ -218,6 +279,8 @@ class Trainer:
             self.generator.set_state(tensors["rng.train"])
             self.step = int(meta["step"])
             self.skipped = int(meta.get("skipped", 0))
+            if self.scaler is not None and "grad_scaler" in meta:
+                self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
         except (KeyError, ValueError, RuntimeError):
             raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
         return True
@@ -245,6 +308,16 @@ class _StopSignals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def rank_threads(threads: int, runtime: Runtime) -> int:
+    """Intra-op threads per process: the config's count, but no more than this machine's cores shared by the
+    processes on it (two 2-thread ranks on two cores slow each other down many times over)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size))
+    if runtime.device.type != "cpu" or local <= 1:
+        return threads
+    share = max(1, (os.cpu_count() or 1) // local)
+    return min(threads, share) if threads else share
 
 
 def check_train_memory(config: RunConfig, batch_size: int) -> None:
