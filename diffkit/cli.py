@@ -34,7 +34,7 @@ def cmd_train(a) -> None:
     try:
         summary = _train(a, config, runtime)
     except Exception as e:
-        if not (runtime.distributed and isinstance(e, (torch_dist_error(), ConnectionError))):
+        if not (runtime.distributed and distributed.peer_lost(e)):
             raise
         lost = RankFailed(f"rank {runtime.rank} lost contact with another rank of the job ({str(e).splitlines()[0]})")
         lost.exit_code = distributed.PEER_LOST
@@ -43,12 +43,6 @@ def cmd_train(a) -> None:
         distributed.stop()
     if runtime.is_main:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
-
-
-def torch_dist_error():
-    import torch.distributed as dist
-
-    return dist.DistError
 
 
 def _train(a, config, runtime) -> dict:
@@ -275,6 +269,7 @@ def cmd_eval(a) -> None:
     from .devices import resolve_device
     from .runs import eval_image_samples, eval_samples
 
+    device = resolve_device(a.device)  # checked for every kind of eval (points are scored by NumPy / SciPy)
     if a.nll:
         from .cli_score import cmd_eval_nll
 
@@ -286,7 +281,7 @@ def cmd_eval(a) -> None:
         raise ConfigError("eval needs --samples FILE and --data NAME (or --nll --run RUN for a likelihood)")
 
     if is_image_spec(a.data):
-        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed, device=resolve_device(a.device))
+        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed, device=device)
         if a.json:
             print(json.dumps(m, indent=2))
             return

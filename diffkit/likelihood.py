@@ -161,7 +161,7 @@ def elbo(denoiser, x0: torch.Tensor, *, cond=None, strata: int | None = None,
         a = ab[t].reshape(-1, *([1] * (x.dim() - 1))).to(x.device)
         x_t = a.sqrt().to(dtype) * x + (1 - a).sqrt().to(dtype) * eps
         # rows with different t: one network call (Denoiser takes per-row times)
-        return denoiser(x_t, t.to(x.device, F64), cond)[1].to(F64).cpu()
+        return denoiser(x_t, t.to(F64), cond)[1].to(F64).cpu()  # t on the CPU: schedule arithmetic in float64
 
     # L_0: Gaussian decoder with variance sigma_ve(0)^2 at the first latent
     s0 = float((1 - ab[0]) / ab[0])

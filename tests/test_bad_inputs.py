@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -242,6 +243,19 @@ CLI = [
     ([E, "--nll", "--run", "{nullrun}"], "its unconditional model (the null class) never trained", 2),
     ([E, "--samples", "{samples}", "--data", "circle", "--run", "{run}"], "--run belongs to --nll", 2),
     ([E, "--data", "circle"], "eval needs --samples FILE and --data NAME", 2),
+    # devices, precision and processes
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "tpu"], "unknown device 'tpu'; use auto, cpu", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "cuda"] if not torch.cuda.is_available() else
+     [R, "--data", "circle", "--out", "{tmp}/r1", "--device", "cuda:99"], "cuda", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "cpu:1"], "unknown device 'cpu:1'", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--precision", "fp8"], "invalid choice: 'fp8'", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--nproc", "0"], "--nproc must be a positive integer", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--nproc", "3"], "does not split evenly over 3 processes", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--batch-per-device", "1000"], "--batch-per-device 1000 does not divide", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--nproc", "2", "--batch-per-device", "300"], "each of the 2 processes trains 512", 2),
+    ([R, "--out", "{run}", "--resume", "--nproc", "3"], "does not split evenly over 3 processes", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--device", "gpu"], "unknown device 'gpu'", 2),
+    ([E, "--samples", "{samples}", "--data", "circle", "--device", "quantum"], "unknown device", 2),
     # the rest
     (["demo", "--data", "moons"], "the demo runs on spiral or an image set", 2),
     (["lab", "--port", "70000"], "--port takes an integer in 1..65535", 2),

@@ -124,3 +124,13 @@ def barrier(runtime: Runtime) -> None:
     """Wait until every rank gets here (no-op for one process)."""
     if runtime.distributed:
         dist.barrier()
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether an exception says a collective failed because another rank went away (gloo: 'Connection closed
+    by peer', NCCL: a DistBackendError / watchdog timeout)."""
+    if isinstance(error, (dist.DistError, ConnectionError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "NCCL"))

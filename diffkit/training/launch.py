@@ -5,6 +5,7 @@ one sentence that names it.
 
 from __future__ import annotations
 
+import os
 import signal
 
 from ..errors import ConfigError, RankFailed
@@ -22,6 +23,8 @@ def launch(nproc: int, argv: list[str], out: str) -> None:
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive number of processes, got {nproc}")
+    # threads per rank: this machine's cores shared out (torchrun would set 1 and warn about it)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_S}",
                                 "-m", "diffkit", *argv])
     try:
