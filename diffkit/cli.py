@@ -75,7 +75,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _check_resume_flags(a) -> None:
     given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
                                                     "lr", "seed", "p_uncond", "checkpoint_every",
-                                                    "keep_checkpoints") if getattr(a, k) is not None]
+                                                    "keep_checkpoints", "threads") if getattr(a, k) is not None]
     given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
     given += ["--cond"] if a.cond else []
     given += ["--flip"] if a.flip else []
@@ -101,7 +101,8 @@ def _train_config(a):
                                          zero_terminal_snr=a.zero_terminal_snr)
     if a.prediction is not None:
         config.prediction = a.prediction
-    for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints", "precision"):
+    for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints", "precision",
+                "threads"):
         if getattr(a, key) is not None:
             setattr(config.train, key, getattr(a, key))
     return config.validate()

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=positive_int("--nproc"),
                    help="train in N processes on this machine with DistributedDataParallel (torch's launcher; "
                         "for several machines run torchrun ... -m diffkit train)")
+    t.add_argument("--threads", type=int, help="intra-op CPU threads per process (0: torch's default; default: the "
+                                               "preset's, 1 for points, all cores for images; several processes "
+                                               "share the cores)")
     t.add_argument("--batch-per-device", type=positive_int("--batch-per-device"),
                    help="largest micro-batch per forward pass; a process's share of --batch-size above it is "
                         "accumulated (same result, less memory)")

@@ -160,7 +160,7 @@ def create_app(runs_dir, device=None) -> FastAPI:
         x = sample_run(run, n, "dpmpp-2m", req.steps, seed=req.seed, cond=req.cls, guidance=req.w)
         flat = x.reshape(len(x), -1)
         diversity = float(np.linalg.norm(flat - flat.mean(0), axis=1).mean())
-        adherence = _adherence(cache, cache_lock, run, x, req.cls)
+        adherence = _adherence(cache, cache_lock, run, x, req.cls, device)
         return {"kind": run.config.fitted.kind, "shape": run.config.fitted.shape, "samples": _pack(x, images),
                 "diversity": diversity, "adherence": adherence}
 
@@ -330,14 +330,14 @@ def _images(cache: dict, lock, name: str):
         return cache[("images", name)]
 
 
-def _adherence(cache: dict, lock, run, x: np.ndarray, cls: int) -> float:
+def _adherence(cache: dict, lock, run, x: np.ndarray, cls: int, device) -> float:
     if run.config.fitted.kind == "images":
         from ..metrics.judge import load_or_train_judge
 
         data = _images(cache, lock, run.config.data.spec)
         with lock:
             if ("judge", data.spec) not in cache:
-                cache[("judge", data.spec)] = load_or_train_judge(data, progress=False)
+                cache[("judge", data.spec)] = load_or_train_judge(data, progress=False).to(device)
             judge = cache[("judge", data.spec)]
         return float((judge.predict(x) == cls).mean())
     from ..data.points import PointSource

@@ -137,7 +137,7 @@ class Trainer:
         """One optimizer step on the global batch (this rank's rows, in micro-batches; DDP averages the
         gradients over ranks). A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
         as they were; the step and its random draws still count) and is counted in self.skipped. Returns the
-        global batch's mean loss (a detached 0-d tensor, the same on every rank)."""
+        mean loss of this rank's rows (a detached 0-d tensor; the loop averages it over ranks when it logs)."""
         x0, t, eps, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -153,18 +153,20 @@ class Trainer:
                 loss = loss * (size / self.rows) if self.micro > 1 else loss  # the rank's mean over all its rows
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
-        total = all_reduce_sum(total, self.runtime) / self.runtime.world_size if self.runtime.distributed else total
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf)
         self.step += 1
-        finite_loss = bool(torch.isfinite(total))  # one device sync per step (free on a CPU)
+        # the norm is of the averaged gradient, the same on every rank (a non-finite loss on any rank makes it
+        # non-finite), so every rank skips alike with no collective of its own; one process also checks the loss.
+        # One device sync per step (free on a CPU).
+        finite_loss = self.runtime.distributed or bool(torch.isfinite(total))
         if not (finite_loss and bool(torch.isfinite(norm))):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
-            if self.scaler is not None and finite_loss:  # an fp16 overflow: the scaler lowers its scale and retries
+            if self.scaler is not None:  # an fp16 overflow: the scaler lowers its scale and the next step retries
                 self.scaler.update()
-            else:
+            if self.scaler is None or not finite_loss or self.scaler.get_scale() < 1.0:
                 self.bad_in_a_row += 1
             return total
         self.bad_in_a_row = 0
@@ -176,20 +178,21 @@ class Trainer:
         self.ema.update(self.params, self.step * self.cfg.batch_size, self.cfg.batch_size)
         return total
 
-    def _agree_stop(self, asked: bool, signalled: bool) -> tuple[bool, bool]:
-        """(stop, signalled) agreed by every rank, so all stop at the same step: a stop asked for on any rank
-        (rank 0's callback, a signal to any process) stops them all."""
-        if not self.runtime.distributed:
-            return asked or signalled, signalled
-        flags = all_reduce_sum(torch.tensor([float(asked), float(signalled)], device=self.device), self.runtime)
-        signalled = bool(flags[1] > 0)
-        return bool(flags[0] > 0) or signalled, signalled
+    def _sync(self, loss_sum: torch.Tensor, n: int, asked: bool, signalled: bool):
+        """Several processes, at a log step: one collective for everything the ranks must agree on: the mean loss since the last
+        log over all ranks, and (stop, signalled): a stop asked for on any rank (rank 0's callback, a signal to
+        any process) stops them all at this same step."""
+        flags = torch.stack([loss_sum.float().reshape(()), *(torch.tensor(float(v), device=self.device)
+                                                              for v in (n, asked, signalled))])
+        loss, n, asked, signalled = all_reduce_sum(flags, self.runtime).tolist()
+        return (loss / n if n else math.nan), asked > 0 or signalled > 0, signalled > 0
 
     # the loop -------------------------------------------------------------
     def train(self) -> dict:
         """Run to config.train.steps, checkpointing along the way (first at a tenth of the interval, so a short
         run is never lost). SIGINT / SIGTERM finish the current step, checkpoint and raise KeyboardInterrupt.
-        Returns a small summary. Under several processes only rank 0 locks and writes the run directory."""
+        Returns a small summary. Under several processes only rank 0 locks and writes the run directory, and
+        a stop (signal, callback) takes effect at the next log step, where the ranks agree on it."""
         barrier(self.runtime)  # every rank has checked the run directory before rank 0 writes to it
         if self.lock_held or not self.runtime.is_main:
             with _StopSignals() as signals:
@@ -207,7 +210,7 @@ class Trainer:
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
         first = max(1, cfg.checkpoint_every // 10)
-        loss_sum, n, signalled = torch.zeros((), device=self.device), 0, False
+        loss_sum, n, signalled, asked = torch.zeros((), device=self.device), 0, False, False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
         with intra_op_threads(rank_threads(cfg.threads, self.runtime)), \
@@ -224,14 +227,23 @@ class Trainer:
                     loss_sum += loss
                     n += 1
                 lr = lr_at(self.step - 1, cfg)  # the rate this step used
-                asked = bool(main and self.callback and self.callback(TrainStep(self.step, loss, lr)))
-                stop, signalled = self._agree_stop(asked, signals.caught)
-                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps or stop):
-                    mean = float(loss_sum) / n if n else math.nan
+                asked = asked or bool(main and self.callback and self.callback(TrainStep(self.step, loss, lr)))
+                # one process decides at every step; several agree at log steps (one collective per log)
+                boundary = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                if self.runtime.distributed:
+                    stop = False
+                    if boundary:
+                        mean, stop, signalled = self._sync(loss_sum, n, asked, signals.caught)
+                else:
+                    stop, signalled = asked or signals.caught, signals.caught
+                    if boundary or stop:
+                        mean = float(loss_sum) / n if n else math.nan
+                if main and (boundary or stop):
                     secs = seconds_before + time.perf_counter() - t0
                     writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}", self.skipped])
                     f.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
+                if boundary or stop:
                     loss_sum, n = torch.zeros((), device=self.device), 0
                 bar.update(1)
                 if main and (self.step % cfg.checkpoint_every == 0 or self.step in (first, cfg.steps) or stop):
