@@ -79,7 +79,8 @@ def _check_resume_flags(a) -> None:
     given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
     given += ["--cond"] if a.cond else []
     given += ["--flip"] if a.flip else []
-    given += [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(a, k) is not None]
+    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size")
+              if getattr(a, k) is not None]
     if given:
         raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
                           "cannot be given; only --steps and how it runs (--device, --precision, --nproc, "
@@ -94,7 +95,10 @@ def _train_config(a):
 
     if a.p_uncond is not None and not a.cond:
         raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
-    config = default_config(a.data or "spiral", cond=a.cond)
+    if (a.dit_size or a.patch_size) and a.net != "dit":
+        raise ConfigError("--dit-size and --patch-size shape a DiT; give --net dit too")
+    config = default_config(a.data or "spiral", cond=a.cond, net=a.net, dit_size=a.dit_size or "small",
+                            patch_size=a.patch_size)
     _apply_network_flags(config, a)
     if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
         config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
@@ -117,6 +121,12 @@ def _apply_network_flags(config, a) -> None:
     from .nn.unet import UNetConfig
 
     given = [k for k in NETWORK_FLAGS if getattr(a, k) is not None]
+    if given and a.net == "dit":
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} shape the U-Net; a DiT takes "
+                          "--dit-size and --patch-size")
+    if a.net == "dit":
+        config.data.flip = a.flip
+        return
     if (given or a.flip) and not isinstance(config.network, UNetConfig):
         flags = [f"--{k.replace('_', '-')}" for k in given] + (["--flip"] if a.flip else [])
         raise ConfigError(f"{', '.join(flags)} shape the image U-Net; {config.data.spec} holds points")

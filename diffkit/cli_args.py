@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--p-uncond", type=finite_float("--p-uncond", 0.0),
                    help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
     t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
+    t.add_argument("--net", choices=["unet", "dit"], help="images: the network, a U-Net (default) or a DiT "
+                                                            "(a transformer on patches, Peebles & Xie 2023)")
+    t.add_argument("--dit-size", choices=["tiny", "small", "base"], help="--net dit: width / depth / heads preset, "
+                                                                        "64/4/4, 128/6/4 (default) or 192/8/6")
+    t.add_argument("--patch-size", type=positive_int("--patch-size"),
+                   help="--net dit: p x p pixels per token, dividing the image sides (default 2 up to 16 px, else 4)")
     t.add_argument("--channels", type=positive_int("--channels"), help="images: U-Net width of the first level")
     t.add_argument("--channel-mult", type=int_tuple("--channel-mult"),
                    help="images: width multiplier per U-Net level, e.g. 1,2,2 (the resolution halves per level)")

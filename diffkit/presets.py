@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .config import DataConfig, RunConfig, SamplingConfig, ScheduleConfig, TrainConfig
+from .errors import choice_error
+from .nn.dit import dit_preset
 from .nn.unet import UNetConfig
 
 
@@ -63,8 +65,17 @@ IMAGE_GUIDANCE_INTERVAL = [0.2, 1.0]
 IMAGE_CLIP_X0 = False
 
 
-def image_config(spec: str, shape, *, cond: bool = False, num_classes: int = 0) -> RunConfig:
-    """The default run of an image data set of this sample shape."""
+def image_config(spec: str, shape, *, cond: bool = False, num_classes: int = 0, net: str = "unet",
+                 dit_size: str = "small", patch_size: int | None = None) -> RunConfig:
+    """The default run of an image data set of this sample shape; net "dit" swaps the U-Net for a DiT of a
+    size preset (nn/dit.py) under the same training settings."""
+    classes = num_classes if cond else 0
+    if net == "dit":
+        network = dit_preset(shape, classes, dit_size, patch_size)
+    elif net == "unet":
+        network = unet_preset(shape, classes)
+    else:
+        raise choice_error("image network", net, ("unet", "dit"))
     return RunConfig(data=DataConfig(spec=spec, cond=cond), schedule=ScheduleConfig(name=IMAGE_SCHEDULE),
-                     network=unet_preset(shape, num_classes if cond else 0), train=image_train_preset(shape),
+                     network=network, train=image_train_preset(shape),
                      sampling=SamplingConfig(list(IMAGE_GUIDANCE_INTERVAL), clip_x0=IMAGE_CLIP_X0))

@@ -25,6 +25,7 @@ from .devices import module_device, randn
 from .errors import CheckpointError, ConfigError, DataError, StorageError, TrainingInterrupted, notice
 from .memory import require_memory
 from .metrics.points import evaluate_points
+from .nn import registry
 from .nn.mlp import MLPConfig
 from .nn.unet import UNetConfig
 from .presets import image_config
@@ -127,11 +128,15 @@ def _overwrite(config: RunConfig, out: Path, progress, callback, runtime: Runtim
     return {**summary, "run_dir": str(out), "final_step": trainer.step}
 
 
-def default_config(spec: str, *, cond: bool = False) -> RunConfig:
-    """The default run for a data set: the MLP for points, a measured U-Net preset for images."""
+def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit_size: str = "small",
+                   patch_size: int | None = None) -> RunConfig:
+    """The default run for a data set: the MLP for points, a measured U-Net preset for images (net "dit": a
+    DiT of the size preset `dit_size`)."""
     if is_image_spec(spec):
         data = load_images(spec)
-        return image_config(spec, data.shape, cond=cond)
+        return image_config(spec, data.shape, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
+    if net not in (None, "mlp"):
+        raise ConfigError(f"{spec} holds points, which the MLP models; --net {net} is for images")
     return RunConfig(data=DataConfig(spec=spec, cond=cond))
 
 
@@ -181,9 +186,12 @@ def make_source(config: RunConfig) -> TensorSource:
 def _check_network(config: RunConfig, kind: str, shape: list) -> None:
     net = config.network
     if kind == "images":
-        if not isinstance(net, UNetConfig):
-            raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net (runs.default_config "
+        if registry.kind_of(net) not in registry.IMAGE_NETWORKS:
+            raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net or a DiT (runs.default_config "
                               f"picks one), not a {type(net).__name__}")
+        if hasattr(net, "check_input"):  # the DiT: its patches must tile the image
+            net.check_input(shape, config.data.spec)
+            return
         if net.in_channels != shape[0]:
             raise ConfigError(f"the U-Net takes {net.in_channels} channels but {config.data.spec} has {shape[0]}")
         m = 2 ** (net.levels - 1)

@@ -1,4 +1,4 @@
-"""The image stack: the U-Net, and every sampler, adapter, guidance, resume and determinism on [B, C, H, W]."""
+"""The image stack: the U-Net, and every sampler (on the U-Net and the DiT), adapter, guidance, resume and determinism on [B, C, H, W]."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from diffkit import Denoiser, NoiseSchedule
 from diffkit import schedulers as adapters
 from diffkit.cli import main
 from diffkit.cond import TokenConditioning
+from diffkit.nn.dit import DiT, DiTConfig
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
 from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.sampling import SAMPLERS, sample
@@ -64,9 +65,13 @@ def test_unet_config_round_trips_through_the_registry():
 
 # --- every sampler and adapter on images ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def image_denoiser():
-    net = randomized(UNet(UNetConfig(in_channels=3, **TINY)), std=0.03)
+@pytest.fixture(scope="module", params=["unet", "dit"])
+def image_denoiser(request):
+    """The same tests on both image networks: a tiny U-Net and a tiny DiT."""
+    if request.param == "unet":
+        net = randomized(UNet(UNetConfig(in_channels=3, **TINY)), std=0.03)
+    else:
+        net = randomized(DiT(DiTConfig(in_channels=3, patch_size=2, width=16, depth=2, heads=2)), std=0.03)
     return Denoiser(net, NoiseSchedule.from_name("linear", 1000), "v", clip_x0=1.0)
 
 

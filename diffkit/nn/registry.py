@@ -15,6 +15,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, choice_error
+from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
 from .unet import UNet, UNetConfig
@@ -34,7 +35,9 @@ NETWORKS: dict[str, NetworkKind] = {
     # 25k points x hidden floats stay in a CPU's cache (a 100k-point batch in one pass runs ~1.9x slower)
     "mlp": NetworkKind(MLPConfig, MLP, fold_for_sampling, 25_000),
     "unet": NetworkKind(UNetConfig, UNet, None, 256),
+    "dit": NetworkKind(DiTConfig, DiT, None, 256),
 }
+IMAGE_NETWORKS = ("unet", "dit")  # the kinds that take [B, C, H, W]
 
 
 def kind_of(cfg) -> str:
