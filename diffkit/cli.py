@@ -358,7 +358,14 @@ def cmd_lab(a) -> None:
     uvicorn.run(create_app(runs, device=resolve_device(a.device)), host=a.host, port=a.port, log_level="warning")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo, "lab": cmd_lab}
+def cmd_train_vae(a) -> None:
+    from .cli_latent import cmd_train_vae as run
+
+    run(a)
+
+
+COMMANDS = {"train": cmd_train, "train-vae": cmd_train_vae, "sample": cmd_sample, "eval": cmd_eval,
+            "demo": cmd_demo, "lab": cmd_lab}
 
 
 def main(argv=None) -> int:

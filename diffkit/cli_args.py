@@ -156,6 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest micro-batch per forward pass; a process's share of --batch-size above it is "
                         "accumulated (same result, less memory)")
 
+    v = sub.add_parser("train-vae", help="train an autoencoder (KL VAE) on images, for latent diffusion")
+    v.add_argument("--data", help=f"images: {', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
+    v.add_argument("--out", required=True, help="VAE run directory to create")
+    v.add_argument("--factor", type=positive_int("--factor"), help="downsampling factor f: 2, 4 (default) or 8; "
+                                                                  "latents are (H / f) x (W / f)")
+    v.add_argument("--latent-channels", type=positive_int("--latent-channels"), help="channels of a latent (default 4)")
+    v.add_argument("--kl-weight", type=finite_float("--kl-weight", 0.0),
+                   help="beta, the weight of the KL term against the per-pixel MSE (default 1e-4)")
+    v.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps (default 600)")
+    v.add_argument("--batch-size", type=positive_int("--batch-size"), help="images per step (default 64)")
+    v.add_argument("--lr", type=finite_float("--lr", 0.0))
+    v.add_argument("--seed", type=int)
+    v.add_argument("--resume", action="store_true", help="continue the VAE run in --out from its latest checkpoint")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    v.add_argument("--json", action="store_true", help="print the reconstruction report as JSON")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arg(v)
+
     s = sub.add_parser("sample", help="draw samples from a trained run")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory written by `diffkit train`")

@@ -186,10 +186,10 @@ def make_source(config: RunConfig) -> TensorSource:
 def _check_network(config: RunConfig, kind: str, shape: list) -> None:
     net = config.network
     if kind == "images":
-        if registry.kind_of(net) not in registry.IMAGE_NETWORKS:
+        if registry.kind_of(net) not in (*registry.IMAGE_NETWORKS, "vae"):
             raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net or a DiT (runs.default_config "
                               f"picks one), not a {type(net).__name__}")
-        if hasattr(net, "check_input"):  # the DiT: its patches must tile the image
+        if hasattr(net, "check_input"):  # the DiT's patches and the VAE's factor must tile the image
             net.check_input(shape, config.data.spec)
             return
         if net.in_channels != shape[0]:

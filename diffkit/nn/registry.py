@@ -19,6 +19,7 @@ from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
 from .unet import UNet, UNetConfig
+from .vae import VAE, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ NETWORKS: dict[str, NetworkKind] = {
     "mlp": NetworkKind(MLPConfig, MLP, fold_for_sampling, 25_000),
     "unet": NetworkKind(UNetConfig, UNet, None, 256),
     "dit": NetworkKind(DiTConfig, DiT, None, 256),
+    "vae": NetworkKind(VAEConfig, VAE, None, 256),  # an autoencoder (training/objectives.py), not a denoiser
 }
 IMAGE_NETWORKS = ("unet", "dit")  # the kinds that take [B, C, H, W]
 

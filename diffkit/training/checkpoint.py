@@ -181,6 +181,9 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
     chunks; False calls the plain network in one piece (the reference the fast path is tested against).
     device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one)."""
     config = read_config(run_dir)
+    if registry.kind_of(config.network) == "vae":
+        raise CheckpointError(f"{run_dir} is a VAE run (an autoencoder, not a diffusion model); train a diffusion "
+                              f"model on its latents with `diffkit train --latent {run_dir} ...` and sample that")
     if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
     network = build_network(config)

@@ -30,7 +30,7 @@ from .checkpoint import build_network, load_weights, read_state, save_checkpoint
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
 from .lock import RunLock
-from .loss import min_snr_weight, simple_loss
+from .objectives import objective_for
 
 LOG = "train_log.csv"
 LOG_FIELDS = ["step", "loss", "lr", "seconds", "skipped"]
@@ -78,6 +78,7 @@ class Trainer:
         self.progress = progress and self.runtime.is_main
         self.callback = callback
         self.schedule = config.schedule.build()
+        self.objective = objective_for(config, self.schedule)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             self.network = build_network(config)  # on the CPU, so every device starts from the same weights
@@ -111,34 +112,30 @@ class Trainer:
     # one step -------------------------------------------------------------
     def _draw_batch(self):
         """The global batch's draws (same on every rank), then this rank's rows of it on the device."""
-        g, B, T = self.generator, self.cfg.batch_size, self.schedule.num_timesteps
+        g, B = self.generator, self.cfg.batch_size
         x0, cond = self.source.draw(B, g)
-        t = torch.randint(0, T, (B,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
+        draws = self.objective.draw(B, x0.shape[1:], g)  # diffusion: t, eps; VAE: the latent noise
         if self.conditioning is None:
             cond = None  # an unconditional run ignores the data's labels
         else:  # label dropout to the null condition (Ho & Salimans 2022)
             cond = drop_conds(self.conditioning, cond, self.cfg.p_uncond, g)
         lo, hi = self.runtime.rank * self.rows, (self.runtime.rank + 1) * self.rows
-        mine = [v[lo:hi].to(self.device, non_blocking=True) for v in (x0, t, eps)]
-        return (*mine, to_device(slice_cond(cond, lo, hi), self.device))
+        x0, *draws = [v[lo:hi].to(self.device, non_blocking=True) for v in (x0, *draws)]
+        return x0, draws, to_device(slice_cond(cond, lo, hi), self.device)
 
-    def _micro_loss(self, x0, t, eps, cond) -> torch.Tensor:
-        """Mean loss of a micro-batch, float32 (autocast covers the network only)."""
+    def _micro_loss(self, x0, draws, cond) -> torch.Tensor:
+        """Mean loss of a micro-batch, float32 (autocast covers the network; the objective's arithmetic on its
+        outputs runs in float32)."""
         with autocast(self.device, self.precision):
-            loss = simple_loss(self.model, self.schedule, self.config.prediction, x0, t, eps, cond)
-        loss = loss.float()
-        if self.cfg.min_snr_gamma > 0:
-            loss = loss * min_snr_weight(self.config.prediction, self.schedule.alpha_bar_at(t),
-                                         self.cfg.min_snr_gamma).to(loss.device, loss.dtype)
-        return loss.mean()
+            loss = self.objective.loss(self.model, x0, draws, cond)
+        return loss.float().mean()
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step on the global batch (this rank's rows, in micro-batches; DDP averages the
         gradients over ranks). A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
         as they were; the step and its random draws still count) and is counted in self.skipped. Returns the
         mean loss of this rank's rows (a detached 0-d tensor; the loop averages it over ranks when it logs)."""
-        x0, t, eps, cond = self._draw_batch()
+        x0, draws, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -149,7 +146,7 @@ class Trainer:
             last = i == self.micro - 1
             sync = nullcontext() if last or not self.runtime.distributed else self.model.no_sync()
             with sync:
-                loss = self._micro_loss(x0[part], t[part], eps[part], slice_cond(cond, part.start, part.stop))
+                loss = self._micro_loss(x0[part], [d[part] for d in draws], slice_cond(cond, part.start, part.stop))
                 loss = loss * (size / self.rows) if self.micro > 1 else loss  # the rank's mean over all its rows
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()

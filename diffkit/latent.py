@@ -1,0 +1,69 @@
+"""Autoencoder runs and what latent diffusion needs from them: loading a trained VAE run, and how well it
+reconstructs held-out images (PSNR, the judge's FD and class accuracy of the reconstructions)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+from .nn.vae import VAE, VAEConfig
+
+
+def load_vae(run_dir, device=None):
+    """(config, VAE in eval mode with frozen weights) of a run trained by `diffkit train-vae`; a CheckpointError
+    for anything else."""
+    from .training.checkpoint import MODEL, load_weights, model_checksums, read_config, read_tensors
+
+    config = read_config(run_dir)
+    if not isinstance(config.network, VAEConfig):
+        raise CheckpointError(f"{run_dir} is not a VAE run (it trains a {type(config.network).__name__}); give a "
+                              "run directory written by `diffkit train-vae`")
+    if config.fitted.shape is None or not (Path(run_dir) / MODEL).exists():
+        raise CheckpointError(f"{run_dir} is a VAE run that never reached a checkpoint; train it first "
+                              "(diffkit train-vae ... --resume)")
+    vae = VAE(config.network)
+    tensors, _ = read_tensors(Path(run_dir) / MODEL, *model_checksums(run_dir))
+    load_weights(vae, tensors, Path(run_dir) / MODEL)
+    vae.eval().requires_grad_(False)
+    return config, (vae if device is None else vae.to(device))
+
+
+@torch.no_grad()
+def reconstruct(vae: VAE, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Images in [0, 1], [N, C, H, W], through the encoder's mean and the decoder, back in [0, 1]."""
+    device = next(vae.parameters()).device
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().to(device) * 2 - 1
+        out.append(((vae(x)[0].float().clamp(-1, 1) + 1) / 2).cpu().numpy())
+    return np.concatenate(out) if out else np.empty_like(images)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], over the whole set: 10 log10(1 / MSE)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def vae_report(run_dir, *, progress: bool = False, device=None) -> dict:
+    """How well a VAE run reconstructs its data's held-out test split: PSNR (dB), and, where the data has a
+    judge (labels), the classifier-feature FD of the reconstructions beside its floor and the share the judge
+    still classifies right (against its own accuracy on the originals)."""
+    from .data.images import load_images
+    from .metrics.images import evaluate_images
+    from .metrics.judge import load_or_train_judge
+
+    config, vae = load_vae(run_dir, device)
+    data = load_images(config.data.spec, seed=config.train.seed)
+    rec = reconstruct(vae, data.test)
+    out = {"psnr": psnr(rec, data.test), "n": len(rec), "factor": config.network.factor,
+           "latent_shape": list(config.network.latent_shape(data.shape))}
+    if data.num_classes:
+        judge = load_or_train_judge(data, progress=progress)
+        m = evaluate_images(rec, data, judge, labels=data.test_labels)
+        out.update(fd=m["fd"], fd_floor=m["fd_floor"], accuracy=m["class_accuracy"], judge_accuracy=m["judge_accuracy"])
+    return out
