@@ -79,7 +79,7 @@ def _check_resume_flags(a) -> None:
     given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
     given += ["--cond"] if a.cond else []
     given += ["--flip"] if a.flip else []
-    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size")
+    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size", "latent")
               if getattr(a, k) is not None]
     if given:
         raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
@@ -98,7 +98,7 @@ def _train_config(a):
     if (a.dit_size or a.patch_size) and a.net != "dit":
         raise ConfigError("--dit-size and --patch-size shape a DiT; give --net dit too")
     config = default_config(a.data or "spiral", cond=a.cond, net=a.net, dit_size=a.dit_size or "small",
-                            patch_size=a.patch_size)
+                            patch_size=a.patch_size, latent=a.latent)
     _apply_network_flags(config, a)
     if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
         config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
@@ -186,7 +186,7 @@ def cmd_sample(a) -> None:
     gif = _check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None
     options = sampler_options(a)
     run = load_run(a.run, device=resolve_device(a.device))
-    images = run.config.fitted.kind == "images"
+    images = run.config.fitted.image_shape is not None
     if (grid or gif) and not images:
         raise ConfigError("--grid and --gif draw image runs; for points use --plot")
     if plot and images:
@@ -201,8 +201,8 @@ def cmd_sample(a) -> None:
             bars.append(tqdm(desc=f"sample {a.sampler}", unit="step", disable=a.quiet, leave=False, dynamic_ncols=True))
         bars[0].update(1)
         taken[0] += 1
-        if gif:
-            frames.append(to_data(run, step.x[:shown]))
+        if gif:  # x_t; for a latent run the decoded x0_hat (a noisy latent decodes to no picture)
+            frames.append(to_data(run, (step.x0_hat if run.decoder is not None else step.x)[:shown]))
 
     x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=_clip_flag(a),
                    cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, **options)

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--p-uncond", type=finite_float("--p-uncond", 0.0),
                    help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
     t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
+    t.add_argument("--latent", help="images: a VAE run (diffkit train-vae) to diffuse in the latent space of: the "
+                                    "data is encoded once (cached), samples are decoded")
     t.add_argument("--net", choices=["unet", "dit"], help="images: the network, a U-Net (default) or a DiT "
                                                             "(a transformer on patches, Peebles & Xie 2023)")
     t.add_argument("--dit-size", choices=["tiny", "small", "base"], help="--net dit: width / depth / heads preset, "

@@ -25,13 +25,14 @@ class DataConfig:
     num_points: int = 50_000        # points drawn for a built-in point data set
     cond: bool = False              # class-conditional: train on the data's labels (network.num_classes from data)
     flip: bool = False              # images: random horizontal flips (opt-in: wrong for digits and text)
+    latent: str | None = None       # images: a VAE run directory (absolute); diffuse in its latent space
 
 
 @dataclass
 class FittedStats:
     """What training measured on the data (filled in by training, kept for sampling and resume)."""
 
-    kind: str = "points"            # "points" or "images"
+    kind: str = "points"            # "points", "images" or "latents" (images through a VAE, data.latent)
     shape: list | None = None       # one sample's shape: [D] or [C, H, W]
     normalizer: dict | None = None  # Normalizer (mean, std): data -> x0 in the standard range
     # largest |x0| of the normalized training data. E[x0 | x_t] lies in the convex hull of the data, so the
@@ -39,6 +40,15 @@ class FittedStats:
     x0_bound: float | None = None
     class_names: list | None = None # names of classes 0..C-1 where the data has them
     data_sha256: str | None = None  # content hash of a user data file or folder (checked on resume)
+    latent_scale: float | None = None  # latents: 1 / std of the VAE's latents of the train split
+    vae_sha256: str | None = None   # latents: checksum of the VAE's weights (checked on resume and sampling)
+    pixel_shape: list | None = None # latents: the shape of the images they decode to, [C, H, W]
+
+    @property
+    def image_shape(self) -> list | None:
+        """The shape of what a sample becomes in the data's space: an image's [C, H, W] (a latent run's
+        decoded images), None for points."""
+        return {"images": self.shape, "latents": self.pixel_shape}.get(self.kind)
 
 
 @dataclass

@@ -67,3 +67,85 @@ def vae_report(run_dir, *, progress: bool = False, device=None) -> dict:
         m = evaluate_images(rec, data, judge, labels=data.test_labels)
         out.update(fd=m["fd"], fd_floor=m["fd_floor"], accuracy=m["class_accuracy"], judge_accuracy=m["judge_accuracy"])
     return out
+
+
+# --- latent diffusion --------------------------------------------------------------------------------
+
+def vae_sha256(run_dir) -> str:
+    """The checksum of a VAE run's weights (what a latent run records and checks)."""
+    from .training.checkpoint import MODEL
+    from .training.manifest import sha256
+
+    return sha256((Path(run_dir) / MODEL).read_bytes())
+
+
+def _cache_root() -> Path:
+    import os
+
+    return Path(os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit").expanduser()
+
+
+@torch.no_grad()
+def encode_images(vae: VAE, images: np.ndarray, key: str, batch: int = 256) -> np.ndarray:
+    """Posterior means of images in [0, 1], float32 [N, c, H/f, W/f], computed once and cached (safetensors
+    under DIFFKIT_CACHE, named by `key`: a hash of the VAE's weights and the data)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .training.checkpoint import save_tensors
+
+    path = _cache_root() / f"latents-{key[:32]}.safetensors"
+    if path.exists():
+        try:
+            cached = load_file(path)["latents"]
+            if len(cached) == len(images):
+                return cached.numpy()
+        except (SafetensorError, OSError, KeyError):
+            pass  # a damaged cache is recomputed
+    device = next(vae.parameters()).device
+    out = [vae.encode(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().to(device) * 2 - 1)[0]
+           .float().cpu() for i in range(0, len(images), batch)]
+    latents = torch.cat(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {"latents": latents}, {"key": key})
+    return latents.numpy()
+
+
+def latent_scale(latents: np.ndarray) -> float:
+    """1 / std of the latents, so the diffusion model sees unit-variance data (Rombach et al. 2022, sec. 4.3.2
+    and app. G: Stable Diffusion's 0.18215 is this number for its own autoencoder, measured on a batch)."""
+    return float(1.0 / max(np.asarray(latents, np.float64).std(), 1e-8))
+
+
+def encoded_data(config, data):
+    """(latents [N, c, h, w] float32 of the train split, VAE checksum) for a latent run on ImageData `data`,
+    checked: the VAE run must be a trained VAE of this data's image shape (and, on resume, the same VAE)."""
+    import hashlib
+
+    from .errors import DataError
+
+    vae_config, vae = load_vae(config.data.latent)
+    if list(vae_config.fitted.shape) != list(data.shape):
+        raise DataError(f"the VAE in {config.data.latent} was trained on images of shape {vae_config.fitted.shape} "
+                        f"but {config.data.spec} holds {list(data.shape)}; train a VAE on this data (diffkit "
+                        f"train-vae --data {config.data.spec})")
+    sha = vae_sha256(config.data.latent)
+    if config.fitted.vae_sha256 not in (None, sha):
+        raise DataError(f"the VAE in {config.data.latent} changed since this run started (its weights' checksum "
+                        "differs); a latent run needs the VAE it was trained with")
+    key = hashlib.sha256(f"{sha}|{data.fingerprint()}".encode()).hexdigest()
+    return encode_images(vae, data.train, key), sha
+
+
+class LatentDecoder:
+    """Diffusion-space samples (latents x latent scale) -> pixels in [0, 1] through the VAE's decoder."""
+
+    def __init__(self, vae: VAE, scale: float):
+        self.vae, self.scale = vae, scale
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+        device = next(self.vae.parameters()).device
+        out = [((self.vae.decode((x[i:i + batch] / self.scale).float().to(device)).float().clamp(-1, 1) + 1) / 2)
+               .cpu().numpy() for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.empty((0,))

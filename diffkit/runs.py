@@ -129,9 +129,20 @@ def _overwrite(config: RunConfig, out: Path, progress, callback, runtime: Runtim
 
 
 def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit_size: str = "small",
-                   patch_size: int | None = None) -> RunConfig:
+                   patch_size: int | None = None, latent=None) -> RunConfig:
     """The default run for a data set: the MLP for points, a measured U-Net preset for images (net "dit": a
-    DiT of the size preset `dit_size`)."""
+    DiT of the size preset `dit_size`). latent: a VAE run directory; the network is then sized for its
+    latents and trains on them."""
+    if latent is not None:
+        from .latent import load_vae
+
+        if not is_image_spec(spec):
+            raise ConfigError(f"--latent diffuses in a VAE's latent space of images; {spec} is not image data")
+        vae_config, _ = load_vae(latent)
+        config = image_config(spec, vae_config.network.latent_shape(vae_config.fitted.shape), cond=cond,
+                              net=net or "unet", dit_size=dit_size, patch_size=patch_size)
+        config.data.latent = str(Path(latent).resolve())
+        return config
     if is_image_spec(spec):
         data = load_images(spec)
         return image_config(spec, data.shape, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
@@ -150,7 +161,18 @@ def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None
 def make_source(config: RunConfig) -> TensorSource:
     """The training source of a run, after filling in (or, on resume, checking) config.fitted."""
     spec, fitted = config.data.spec, config.fitted
-    if is_image_spec(spec):
+    if config.data.latent is not None:  # images through the VAE: its latents, scaled to unit variance
+        from .latent import encoded_data, latent_scale
+
+        if not is_image_spec(spec):
+            raise ConfigError(f"--latent diffuses in a VAE's latent space of images; {spec} is not image data")
+        data = load_images(spec, seed=config.train.seed)
+        x, fitted.vae_sha256 = encoded_data(config, data)
+        labels, kind, names = data.train_labels, "latents", data.class_names
+        fitted.latent_scale = fitted.latent_scale or latent_scale(x)
+        fitted.pixel_shape = list(data.shape)
+        normalizer, x0_bound = Normalizer(mean=[0.0], std=[1.0 / fitted.latent_scale]), None
+    elif is_image_spec(spec):
         data = load_images(spec, seed=config.train.seed)
         x, labels, kind, names = data.train, data.train_labels, "images", data.class_names
         normalizer, x0_bound = Normalizer(mean=[0.5], std=[0.5]), 1.0  # pixels [0, 1] -> [-1, 1]
@@ -185,7 +207,9 @@ def make_source(config: RunConfig) -> TensorSource:
 
 def _check_network(config: RunConfig, kind: str, shape: list) -> None:
     net = config.network
-    if kind == "images":
+    if kind == "latents" and registry.kind_of(net) not in registry.IMAGE_NETWORKS:
+        raise ConfigError("latents are diffused by a U-Net or a DiT; an autoencoder is trained on images")
+    if kind in ("images", "latents"):
         if registry.kind_of(net) not in (*registry.IMAGE_NETWORKS, "vae"):
             raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net or a DiT (runs.default_config "
                               f"picks one), not a {type(net).__name__}")
@@ -266,7 +290,10 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
 
 
 def to_data(run: Run, x: torch.Tensor) -> np.ndarray:
-    """Normalized samples back in the data's coordinates (images: pixels clipped to [0, 1])."""
+    """Normalized samples back in the data's coordinates (images: pixels clipped to [0, 1]; latents: decoded
+    by the run's VAE into pixels)."""
+    if run.decoder is not None:
+        return run.decoder(x.detach())
     out = run.normalizer.invert(x.detach().cpu().numpy())
     return np.clip(out, 0.0, 1.0) if run.config.fitted.kind == "images" else out
 

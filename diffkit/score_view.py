@@ -129,6 +129,9 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     if run.config.network.num_classes and run.config.train.p_uncond == 0:
         raise ConfigError("this run was trained with p_uncond 0, so its unconditional model (the null class) never "
                           "trained and log p(x) would be meaningless; score a run trained with --p-uncond > 0")
+    if run.config.fitted.kind == "latents":
+        raise ConfigError("this run diffuses a VAE's latents, so its likelihood would be of latents, not of "
+                          "images; score a pixel-space run")
     images = run.config.fitted.kind == "images"
     spec = data or run.config.data.spec
     g = torch.Generator().manual_seed(seed)

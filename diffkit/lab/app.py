@@ -130,7 +130,7 @@ def create_app(runs_dir, device=None) -> FastAPI:
         from ..runs import sample_run, to_data
 
         run = _load(cache, cache_lock, runs_dir, req.run, device)
-        images = run.config.fitted.kind == "images"
+        images = run.config.fitted.image_shape is not None
         keep = 16 if images else 500
         frames, preds = [], []
 
@@ -142,8 +142,8 @@ def create_app(runs_dir, device=None) -> FastAPI:
         x = sample_run(run, n, req.sampler, req.steps, seed=req.seed, cond=req.cls,
                        guidance=req.guidance if req.cls is not None else None,
                        callback=record if req.trajectory else None)
-        return {"kind": run.config.fitted.kind, "shape": run.config.fitted.shape, "samples": _pack(x, images),
-                "frames": frames, "x0_hat": preds}
+        return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
+                "samples": _pack(x, images), "frames": frames, "x0_hat": preds}
 
     @app.post("/api/guidance")
     def guidance(req: GuidanceRequest):
@@ -155,14 +155,14 @@ def create_app(runs_dir, device=None) -> FastAPI:
         run = _load(cache, cache_lock, runs_dir, req.run, device)
         if not run.config.network.num_classes:
             raise DiffkitError(f"run {req.run!r} is unconditional; guidance needs a run trained with cond")
-        images = run.config.fitted.kind == "images"
+        images = run.config.fitted.image_shape is not None
         n = min(req.n, 64) if images else req.n
         x = sample_run(run, n, "dpmpp-2m", req.steps, seed=req.seed, cond=req.cls, guidance=req.w)
         flat = x.reshape(len(x), -1)
         diversity = float(np.linalg.norm(flat - flat.mean(0), axis=1).mean())
         adherence = _adherence(cache, cache_lock, run, x, req.cls, device)
-        return {"kind": run.config.fitted.kind, "shape": run.config.fitted.shape, "samples": _pack(x, images),
-                "diversity": diversity, "adherence": adherence}
+        return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
+                "samples": _pack(x, images), "diversity": diversity, "adherence": adherence}
 
     @app.post("/api/samplers")
     def samplers(req: SamplersRequest):
@@ -288,6 +288,11 @@ def _run_dirs(runs_dir: Path) -> list[Path]:
                   and (p / "config.json").exists())
 
 
+def _kind(run) -> str:
+    """What the page draws: "points" or "images" (a latent run's samples are decoded images)."""
+    return "images" if run.config.fitted.image_shape is not None else "points"
+
+
 def _find(runs_dir: Path, name: str) -> Path:
     for p in _run_dirs(runs_dir):
         if p.name == name:
@@ -303,7 +308,8 @@ def _describe(path: Path) -> dict:
     except DiffkitError as e:
         return {"name": path.name, "error": str(e)}
     return {"name": path.name, "data": cfg.data.spec if cfg.data.spec in POINT_SETS + IMAGE_SETS else "file",
-            "kind": cfg.fitted.kind, "shape": cfg.fitted.shape, "cond": bool(cfg.network.num_classes),
+            "kind": "images" if cfg.fitted.image_shape is not None else cfg.fitted.kind,
+            "shape": cfg.fitted.image_shape or cfg.fitted.shape, "cond": bool(cfg.network.num_classes),
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
             "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
             "prediction": cfg.prediction}
@@ -331,7 +337,7 @@ def _images(cache: dict, lock, name: str):
 
 
 def _adherence(cache: dict, lock, run, x: np.ndarray, cls: int, device) -> float:
-    if run.config.fitted.kind == "images":
+    if run.config.fitted.image_shape is not None:
         from ..metrics.judge import load_or_train_judge
 
         data = _images(cache, lock, run.config.data.spec)

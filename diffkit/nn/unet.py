@@ -52,8 +52,9 @@ class UNetConfig:
         """Raise a ConfigError naming the first value out of range."""
         from ..errors import ConfigError
 
-        if self.in_channels not in (1, 3):
-            raise ConfigError(f"the U-Net takes 1 (grayscale) or 3 (RGB) channels, got {self.in_channels}")
+        if self.in_channels <= 0:
+            raise ConfigError(f"the U-Net takes a positive number of channels (1 grayscale, 3 RGB, a VAE's latent "
+                              f"channels), got {self.in_channels}")
         if self.channels <= 0 or not self.channel_mult or min(self.channel_mult) <= 0 or self.num_res_blocks <= 0 \
                 or self.head_channels <= 0 or self.embed_mult <= 0 or self.groups <= 0:
             raise ConfigError("U-Net channels, channel multipliers, residual blocks, head channels, embedding "

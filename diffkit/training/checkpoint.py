@@ -172,6 +172,7 @@ class Run:
     denoiser: Denoiser
     normalizer: Normalizer
     step: int
+    decoder: object = None  # latent runs: latents -> pixels (latent.LatentDecoder)
 
 
 def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None) -> Run:
@@ -197,4 +198,13 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
                         conditioning=ClassConditioning(num_classes) if num_classes else None,
                         guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
                         clip_x0=config.x0_clip(), chunk=chunk if fast else None)
-    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)))
+    decoder = None
+    if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
+        from ..latent import LatentDecoder, load_vae, vae_sha256
+
+        _, vae = load_vae(config.data.latent, device)
+        if vae_sha256(config.data.latent) != config.fitted.vae_sha256:
+            raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
+                                  "latents (its weights' checksum differs); restore that VAE run")
+        decoder = LatentDecoder(vae, config.fitted.latent_scale)
+    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder)
