@@ -27,7 +27,6 @@ from .memory import require_memory
 from .metrics.points import evaluate_points
 from .nn import registry
 from .nn.mlp import MLPConfig
-from .nn.unet import UNetConfig
 from .presets import image_config
 from .sampling import sample as run_sampler
 from .training.checkpoint import CONFIG, MODEL, STATE_DIR, Run, checkpoint_steps, load_run, read_config

@@ -33,3 +33,12 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "circle"
     assert main(["train", "--data", "circle", "--out", str(out), "--steps", "60", "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_vae(tmp_path_factory):
+    """A small VAE run on digits (factor 2: 8x8 -> 4x4x4 latents), trained through the CLI (shared, read-only)."""
+    out = tmp_path_factory.mktemp("vae") / "digits-vae"
+    assert main(["train-vae", "--data", "digits", "--out", str(out), "--factor", "2", "--steps", "120",
+                 "--batch-size", "32", "--lr", "2e-3", "--quiet"]) == 0
+    return out

@@ -315,9 +315,9 @@ def test_npz_values_labels_and_errors(tmp_path, capsys):
 
 
 def test_specs_and_errors(tmp_path):
-    assert IMAGE_DATASETS == ("digits", "mnist5k", "shapes") and all(map(is_image_spec, IMAGE_DATASETS))
+    assert IMAGE_DATASETS == ("digits", "mnist5k", "shapes", "shapes64") and all(map(is_image_spec, IMAGE_DATASETS))
     assert not is_image_spec("spiral") and not is_image_spec(str(tmp_path / "nope.npz"))
-    with pytest.raises(DataError, match=r"unknown image data set 'digitz'; give one of digits, mnist5k, shapes, a"):
+    with pytest.raises(DataError, match=r"unknown image data set 'digitz'; give one of digits, mnist5k, shapes, shapes64, a"):
         load_images("digitz")
     with pytest.raises(DataError, match="does not exist"):
         load_images(str(tmp_path / "missing"))
@@ -342,3 +342,15 @@ def test_fingerprint_stable_and_sensitive(tmp_path, digits):
     relabelled = ImageData(data.spec, data.train, 1 - data.train_labels, data.test, data.test_labels, ["0", "1"])
     assert relabelled.fingerprint() != data.fingerprint()
     assert digits.fingerprint() != data.fingerprint()
+
+
+def test_shapes64_is_the_shapes_generator_at_64_pixels():
+    from diffkit.data.shapes import make_shapes
+
+    small, y32, a32 = make_shapes(40, 3, 32)
+    big, y64, a64 = make_shapes(40, 3, 64)
+    assert big.shape == (40, 3, 64, 64) and np.array_equal(y32, y64)
+    assert all(np.array_equal(a32[k], a64[k]) for k in ("shape", "colour", "size"))
+    # the same picture at twice the resolution: 2x2-pooled 64 px images agree with the 32 px ones almost everywhere
+    pooled = big.reshape(40, 3, 32, 2, 32, 2).mean((3, 5))
+    assert np.mean(np.abs(pooled - small) < 0.5) > 0.97

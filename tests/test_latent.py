@@ -15,17 +15,13 @@ from diffkit.cli import main
 from diffkit.latent import latent_scale
 from diffkit.runs import default_config, sample_run, train_run
 from diffkit.sampling import SAMPLERS
-from diffkit.training.checkpoint import load_run
 from test_cli import run  # noqa: E402
 from test_images_cli import assert_user_error
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lat") / "vae"
-    assert main(["train-vae", "--data", "digits", "--out", str(out), "--factor", "2", "--steps", "60",
-                 "--batch-size", "32", "--lr", "2e-3", "--quiet"]) == 0
-    return out
+def vae_run(digits_vae):
+    return digits_vae
 
 
 def latent_config(vae_run, steps=20, net=None):

