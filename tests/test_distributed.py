@@ -174,3 +174,15 @@ def test_rank_threads_share_the_cores(monkeypatch):
     assert rank_threads(6, Runtime(device=torch.device("meta"), world_size=4)) == 6
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert rank_threads(6, rt) == 6
+
+
+def test_nproc_from_python_leaves_the_signal_handlers_as_they_were(tmp_path):
+    """torch's launcher installs its own SIGINT / SIGTERM handlers; `diffkit train --nproc` called in-process
+    (a notebook, a test) puts the caller's back, so Ctrl-C still interrupts afterwards."""
+    from diffkit.cli import main
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["train", "--data", "spiral", "--steps", "20", "--out", str(tmp_path / "r"), "--nproc", "2",
+                 "--quiet"]) == 0
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert load_run(tmp_path / "r").step == 20

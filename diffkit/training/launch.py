@@ -27,10 +27,18 @@ def launch(nproc: int, argv: list[str], out: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_S}",
                                 "-m", "diffkit", *argv])
+    # torch's launcher installs its own handlers for these (to stop its workers) and leaves them changed:
+    # put back what the caller had (a library call must not leave Ctrl-C ignored)
+    caught = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)]
+    before = {s: signal.getsignal(s) for s in caught}
     try:
         torchrun.run(args)
     except ChildFailedError as e:
         raise RankFailed(describe_failures(e.failures, out)) from None
+    finally:
+        for s, handler in before.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def _what(failure) -> str:

@@ -106,7 +106,7 @@ class Trainer:
             # buffers (e.g. the MLP's Fourier features) are built from the seed, the same on every rank: no
             # broadcast of them before every forward pass
             model = DistributedDataParallel(network, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                            broadcast_buffers=False)
+                                            forward_sync_buffers=False)
         return torch.compile(model) if self.runtime.compile else model
 
     # one step -------------------------------------------------------------
