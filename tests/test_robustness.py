@@ -114,6 +114,7 @@ def test_sigkill_then_resume_gives_identical_bits_unet(tmp_path, kill_at):
 
 def test_ctrl_c_checkpoints_at_that_step_and_resumes_exactly(mlp_run, tmp_path):
     out = tmp_path / "ctrl-c"
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background job
 
     def ctrl_c(rec):
         if rec.step == 33:
@@ -122,7 +123,7 @@ def test_ctrl_c_checkpoints_at_that_step_and_resumes_exactly(mlp_run, tmp_path):
     with pytest.raises(TrainingInterrupted, match="step 33"):
         train_run(mlp_config(), out, progress=False, callback=ctrl_c)
     assert load_run(out).step == 33 and state_file(out, 33).exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     train_run(None, out, resume=True, progress=False)
     assert model_bytes(out) == model_bytes(mlp_run)
 
