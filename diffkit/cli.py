@@ -20,13 +20,14 @@ def cmd_train(a) -> None:
 
     from .devices import resolve_device
     from .training import distributed
+    from .training.checkpoint import read_config
     from .training.launch import launch
 
     device = resolve_device(a.device)
     config = _check_resume_flags(a) if a.resume else _train_config(a)
     if a.nproc is not None and "WORLD_SIZE" not in os.environ:  # the launcher: start the ranks, then wait
         runtime = distributed.Runtime(device=device, world_size=a.nproc, batch_per_device=a.batch_per_device)
-        runtime.micro_batches((config or _read_config(a.out)).train.batch_size)  # refused here, not in N processes
+        runtime.micro_batches((config or read_config(a.out)).train.batch_size)  # refused here, not in N processes
         launch(a.nproc, _without_nproc(a.argv), a.out)
         return
     runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=a.compile,
@@ -51,12 +52,6 @@ def _train(a, config, runtime) -> dict:
     if a.resume:
         return train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet, runtime=runtime)
     return train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet, runtime=runtime)
-
-
-def _read_config(out):
-    from .training.checkpoint import read_config
-
-    return read_config(out)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

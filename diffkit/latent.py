@@ -149,3 +149,38 @@ class LatentDecoder:
         out = [((self.vae.decode((x[i:i + batch] / self.scale).float().to(device)).float().clamp(-1, 1) + 1) / 2)
                .cpu().numpy() for i in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.empty((0,))
+
+
+def _image_spec(spec: str) -> str:
+    from .data.images import is_image_spec
+    from .errors import ConfigError
+
+    if not is_image_spec(spec):
+        raise ConfigError(f"--latent diffuses in a VAE's latent space of images; {spec} is not image data")
+    return spec
+
+
+def latent_config(spec: str, vae_run, **image_options):
+    """The default run (presets.image_config) of a data set diffused in the latent space of `vae_run`: the
+    network sized for the latents, data.latent the VAE run's absolute path."""
+    from .presets import image_config
+
+    vae_config, _ = load_vae(vae_run)
+    config = image_config(_image_spec(spec), vae_config.network.latent_shape(vae_config.fitted.shape),
+                          **image_options)
+    config.data.latent = str(Path(vae_run).resolve())
+    return config
+
+
+def latent_training_data(config):
+    """(latents, labels, class names, normalizer) of a latent run's train split, filling in (or, on resume,
+    keeping) config.fitted's VAE checksum, latent scale and pixel shape."""
+    from .data.images import load_images
+    from .data.normalize import Normalizer
+
+    data = load_images(_image_spec(config.data.spec), seed=config.train.seed)
+    fitted = config.fitted
+    x, fitted.vae_sha256 = encoded_data(config, data)
+    fitted.latent_scale = fitted.latent_scale or latent_scale(x)
+    fitted.pixel_shape = list(data.shape)
+    return x, data.train_labels, data.class_names, Normalizer(mean=[0.0], std=[1.0 / fitted.latent_scale])

@@ -133,15 +133,9 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
     DiT of the size preset `dit_size`). latent: a VAE run directory; the network is then sized for its
     latents and trains on them."""
     if latent is not None:
-        from .latent import load_vae
+        from .latent import latent_config
 
-        if not is_image_spec(spec):
-            raise ConfigError(f"--latent diffuses in a VAE's latent space of images; {spec} is not image data")
-        vae_config, _ = load_vae(latent)
-        config = image_config(spec, vae_config.network.latent_shape(vae_config.fitted.shape), cond=cond,
-                              net=net or "unet", dit_size=dit_size, patch_size=patch_size)
-        config.data.latent = str(Path(latent).resolve())
-        return config
+        return latent_config(spec, latent, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
     if is_image_spec(spec):
         data = load_images(spec)
         return image_config(spec, data.shape, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
@@ -161,16 +155,10 @@ def make_source(config: RunConfig) -> TensorSource:
     """The training source of a run, after filling in (or, on resume, checking) config.fitted."""
     spec, fitted = config.data.spec, config.fitted
     if config.data.latent is not None:  # images through the VAE: its latents, scaled to unit variance
-        from .latent import encoded_data, latent_scale
+        from .latent import latent_training_data
 
-        if not is_image_spec(spec):
-            raise ConfigError(f"--latent diffuses in a VAE's latent space of images; {spec} is not image data")
-        data = load_images(spec, seed=config.train.seed)
-        x, fitted.vae_sha256 = encoded_data(config, data)
-        labels, kind, names = data.train_labels, "latents", data.class_names
-        fitted.latent_scale = fitted.latent_scale or latent_scale(x)
-        fitted.pixel_shape = list(data.shape)
-        normalizer, x0_bound = Normalizer(mean=[0.0], std=[1.0 / fitted.latent_scale]), None
+        x, labels, names, normalizer = latent_training_data(config)
+        kind, x0_bound = "latents", None
     elif is_image_spec(spec):
         data = load_images(spec, seed=config.train.seed)
         x, labels, kind, names = data.train, data.train_labels, "images", data.class_names
@@ -212,21 +200,9 @@ def _check_network(config: RunConfig, kind: str, shape: list) -> None:
         if registry.kind_of(net) not in (*registry.IMAGE_NETWORKS, "vae"):
             raise ConfigError(f"{config.data.spec} holds images; train them with a U-Net or a DiT (runs.default_config "
                               f"picks one), not a {type(net).__name__}")
-        if hasattr(net, "check_input"):  # the DiT's patches and the VAE's factor must tile the image
-            net.check_input(shape, config.data.spec)
-            return
-        if net.in_channels != shape[0]:
-            raise ConfigError(f"the U-Net takes {net.in_channels} channels but {config.data.spec} has {shape[0]}")
-        m = 2 ** (net.levels - 1)
-        if shape[1] % m or shape[2] % m:
-            padded = [-(-side // m) * m for side in shape[1:]]
-            notice(f"{shape[1]}x{shape[2]} images are zero-padded to {padded[0]}x{padded[1]} inside the U-Net "
-                   f"(its {net.levels} levels need sides divisible by {m}) and cropped back")
-    else:
-        if not isinstance(net, MLPConfig):
-            raise ConfigError(f"{config.data.spec} holds points; train them with the MLP, not a {type(net).__name__}")
-        if net.dim != shape[0]:
-            raise ConfigError(f"the MLP takes {net.dim}-D points but {config.data.spec} has {shape[0]}-D points")
+    elif not isinstance(net, MLPConfig):
+        raise ConfigError(f"{config.data.spec} holds points; train them with the MLP, not a {type(net).__name__}")
+    net.check_input(shape, config.data.spec)  # channels / dimensions, and what tiles (or pads) the input
     if config.data.flip and kind != "images":
         raise ConfigError("flip mirrors images; it does not apply to point data")
 

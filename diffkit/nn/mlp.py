@@ -21,6 +21,12 @@ class MLPConfig:
     fourier_scale: float = 0.5 # std of the entries of B
     norm: bool = False         # LayerNorm before each block
 
+    def check_input(self, shape, what: str = "the data") -> None:
+        from ..errors import ConfigError
+
+        if self.dim != shape[0]:
+            raise ConfigError(f"the MLP takes {self.dim}-D points but {what} has {shape[0]}-D points")
+
     def activation_floats(self, shape) -> int:
         """About how many floats one training sample keeps for the backward pass (~8 per hidden unit and block)."""
         return 8 * self.hidden * (self.depth + 2) + 4 * (self.embed_dim + self.fourier_features)

@@ -48,6 +48,18 @@ class UNetConfig:
                 total += 3 * heads * (h * w) ** 2
         return total
 
+    def check_input(self, shape, what: str = "the data") -> None:
+        """A ConfigError unless the channels match; a notice when the levels need zero padding."""
+        from ..errors import ConfigError, notice
+
+        if self.in_channels != shape[0]:
+            raise ConfigError(f"the U-Net takes {self.in_channels} channels but {what} has {shape[0]}")
+        m = 2 ** (self.levels - 1)
+        if shape[1] % m or shape[2] % m:
+            padded = [-(-side // m) * m for side in shape[1:]]
+            notice(f"{shape[1]}x{shape[2]} images are zero-padded to {padded[0]}x{padded[1]} inside the U-Net "
+                   f"(its {self.levels} levels need sides divisible by {m}) and cropped back")
+
     def check(self) -> "UNetConfig":
         """Raise a ConfigError naming the first value out of range."""
         from ..errors import ConfigError
