@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[viz,images,lab,test]"
+	$(PY) -m pip install --quiet -e ".[viz,images,lab,text,test]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -6,7 +6,8 @@ Reports the time from navigation to the first drawn frame (median of --loads pag
 redraw time of one t-slider move (median of --moves moves; goal < 30 ms) on 5,000 points and on a 28x28 image.
 With --shots, writes one screenshot per panel (lab_*.png). --runs: a folder of runs to show (default: a
 temporary one with a conditional shapes3 run and a gaussians8 run trained here, ~30 s, and the digits preset if
---digits). --only score writes just the score panel's screenshot (no timings).
+--digits). --only score (or prompt) writes just that panel's screenshot (no timings); the prompt panel needs a
+text run (`diffkit train --text`) in --runs.
 Run it alone: two torch processes on 2 cores slow each other many times over.
 """
 
@@ -56,7 +57,7 @@ def main() -> None:
     p.add_argument("--digits", action="store_true", help="also train the digits preset (~2 min) for image panels")
     p.add_argument("--loads", type=int, default=5)
     p.add_argument("--moves", type=int, default=40)
-    p.add_argument("--only", choices=["score"], help="with --shots: only this panel's screenshot, no timings")
+    p.add_argument("--only", choices=["score", "prompt"], help="with --shots: only this panel's screenshot, no timings")
     a = p.parse_args()
     runs = Path(a.runs) if a.runs else Path(tempfile.mkdtemp(prefix="lab-bench-"))
     if not (runs / "shapes3").exists():
@@ -69,10 +70,10 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 900})
-        if a.only == "score" and a.shots:
+        if a.only and a.shots:
             page.goto(url)
             page.wait_for_function("window.lab && window.lab.ready")
-            score_shot(page, Path(a.shots))
+            (score_shot if a.only == "score" else prompt_shot)(page, Path(a.shots))
             browser.close()
             srv.should_exit = True
             return
@@ -136,6 +137,15 @@ def score_shot(page, out: Path) -> None:
     page.eval_on_selector("#sf-t", "(el) => { el.value = 150; el.dispatchEvent(new Event('change')); }")
     page.wait_for_function("window.lab.score && window.lab.score.t === 150 && window.lab.score.oracle", timeout=120_000)
     page.locator("#score").screenshot(path=str(out / "lab_score.png"))
+
+
+def prompt_shot(page, out: Path, prompt: str = "a large red circle at the top left") -> None:
+    """The prompt panel on the first text run of the runs folder at w = 5."""
+    out.mkdir(parents=True, exist_ok=True)
+    page.fill("#pp-text", prompt)
+    page.click("#pp-go")
+    page.wait_for_function("window.lab.prompt !== undefined", timeout=120_000)
+    page.locator("#prompt").screenshot(path=str(out / "lab_prompt.png"))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _check_resume_flags(a) -> None:
     given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
     given += ["--cond"] if a.cond else []
     given += ["--flip"] if a.flip else []
-    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size", "latent")
+    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size", "latent", "text")
               if getattr(a, k) is not None]
     if given:
         raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
@@ -88,12 +88,12 @@ def _train_config(a):
     from .config import ScheduleConfig
     from .runs import default_config
 
-    if a.p_uncond is not None and not a.cond:
-        raise ConfigError("--p-uncond is the label dropout of a conditional model; give --cond too")
+    if a.p_uncond is not None and not (a.cond or a.text):
+        raise ConfigError("--p-uncond is the label (or prompt) dropout of a conditional model; give --cond or --text")
     if (a.dit_size or a.patch_size) and a.net != "dit":
         raise ConfigError("--dit-size and --patch-size shape a DiT; give --net dit too")
     config = default_config(a.data or "spiral", cond=a.cond, net=a.net, dit_size=a.dit_size or "small",
-                            patch_size=a.patch_size, latent=a.latent)
+                            patch_size=a.patch_size, latent=a.latent, text=a.text)
     _apply_network_flags(config, a)
     if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
         config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
@@ -108,7 +108,7 @@ def _train_config(a):
 
 
 NETWORK_FLAGS = {"channels": "channels", "channel_mult": "channel_mult", "res_blocks": "num_res_blocks",
-                 "attention": "attention_levels", "dropout": "dropout"}
+                 "attention": "attention_levels", "cross_attention": "cross_attention_levels", "dropout": "dropout"}
 
 
 def _apply_network_flags(config, a) -> None:
@@ -125,6 +125,8 @@ def _apply_network_flags(config, a) -> None:
     if (given or a.flip) and not isinstance(config.network, UNetConfig):
         flags = [f"--{k.replace('_', '-')}" for k in given] + (["--flip"] if a.flip else [])
         raise ConfigError(f"{', '.join(flags)} shape the image U-Net; {config.data.spec} holds points")
+    if a.cross_attention is not None and not a.text:
+        raise ConfigError("--cross-attention places the U-Net's attention to a prompt; give --text too")
     for key in given:
         setattr(config.network, NETWORK_FLAGS[key], getattr(a, key))
     config.data.flip = a.flip
@@ -163,6 +165,7 @@ GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 def cmd_sample(a) -> None:
     from tqdm.auto import tqdm
 
+    from .cli_text import prompt_grid, prompts_of
     from .devices import resolve_device
     from .runs import sample_run, to_data
     from .training.checkpoint import load_run
@@ -199,8 +202,12 @@ def cmd_sample(a) -> None:
         if gif:  # x_t; for a latent run the decoded x0_hat (a noisy latent decodes to no picture)
             frames.append(to_data(run, (step.x0_hat if run.decoder is not None else step.x)[:shown]))
 
+    prompts = prompts_of(a)
+    if prompts and gif:
+        raise ConfigError("--gif animates one batch; sample prompts with --grid (one row per prompt)")
     x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=_clip_flag(a),
-                   cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, **options)
+                   cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, prompt=prompts,
+                   **options)
     steps_taken = taken[0]
     if bars:
         bars[0].close()
@@ -215,7 +222,10 @@ def cmd_sample(a) -> None:
     if grid:
         from .viz.images import image_grid
 
-        image_grid(x[:shown], grid)
+        if prompts:
+            prompt_grid(x, len(prompts), grid)
+        else:
+            image_grid(x[:shown], grid)
         print(f"wrote {grid}")
     if gif:
         from .viz.images import reverse_gif
@@ -259,10 +269,11 @@ def fresh_seed() -> int:
 def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
     """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
     from . import __version__
+    from .cli_text import prompts_of
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
-            "class": a.cls, "guidance": a.guidance,
+            "class": a.cls, "prompts": prompts_of(a), "guidance": a.guidance,
             "guidance_interval": run.config.sampling.guidance_interval if interval == "run" else interval,
             "clip": run.config.sampling.clip_x0 if _clip_flag(a) is None else _clip_flag(a),
             "options": sampler_options(a),
@@ -270,52 +281,9 @@ def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
 
 
 def cmd_eval(a) -> None:
-    from .data.images import is_image_spec
-    from .data.points import load_file
-    from .devices import resolve_device
-    from .runs import eval_image_samples, eval_samples
+    from .cli_eval import cmd_eval as run
 
-    device = resolve_device(a.device)  # checked for every kind of eval (points are scored by NumPy / SciPy)
-    if a.nll:
-        from .cli_score import cmd_eval_nll
-
-        return cmd_eval_nll(a)
-    for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata), ("--probes", a.probes)):
-        if value is not None:
-            raise ConfigError(f"{flag} belongs to --nll; scoring samples takes --samples and --data")
-    if a.samples is None or a.data is None:
-        raise ConfigError("eval needs --samples FILE and --data NAME (or --nll --run RUN for a likelihood)")
-
-    if is_image_spec(a.data):
-        m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed, device=device)
-        if a.json:
-            print(json.dumps(m, indent=2))
-            return
-        _print_metrics(m, ("fd", "precision", "recall"), 16, 4)
-        if "class_accuracy" in m:
-            print(f"{'class accuracy':<16} {m['class_accuracy']:>10.4f} {m['judge_accuracy']:>11.4f}  (floor: the judge's test accuracy)")
-        print("fd: Frechet distance on the judge CNN's penultimate features (a classifier-feature FD, not Inception FID); "
-              "floor: train vs test images")
-        return
-    if a.cls is not None:
-        raise ConfigError("--class applies to image samples; point samples are scored against the whole data set")
-    x = load_file(a.samples)
-    m = eval_samples(x, a.data, n_reference=a.n_ref, seed=a.seed)
-    if a.json:
-        print(json.dumps(m, indent=2))
-        return
-    _print_metrics(m, ("energy", "mmd", "swd"), 10, 5)
-    if "radius_mean" in m:
-        print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
-
-
-def _print_metrics(m: dict, names, width: int, digits: int) -> None:
-    """A table of metrics beside their data-vs-data floors."""
-    spread = any(name + "_floor_std" in m for name in names)
-    print(f"{'metric':<{width}} {'samples':>10} {'data floor':>11}" + (f"  (mean +- sd of {m['floor_draws']} draws of real data)" if spread else ""))
-    for name in names:
-        sd = f" +- {m[name + '_floor_std']:.{digits}f}" if name + "_floor_std" in m else ""
-        print(f"{name:<{width}} {m[name]:>10.{digits}f} {m[name + '_floor']:>11.{digits}f}{sd}")
+    run(a)
 
 
 def cmd_demo(a) -> None:

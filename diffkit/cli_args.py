@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
     t.add_argument("--latent", help="images: a VAE run (diffkit train-vae) to diffuse in the latent space of: the "
                                     "data is encoded once (cached), samples are decoded")
+    t.add_argument("--text", nargs="?", const="minilm", metavar="ENCODER",
+                   help="images: text-to-image on the data's captions (shapes, shapes64, mnist5k, digits, or a folder "
+                        "with captions.csv / a .txt per image), through a frozen text encoder: minilm (the default, "
+                        "all-MiniLM-L6-v2, bundled) or a local transformers model folder")
     t.add_argument("--net", choices=["unet", "dit"], help="images: the network, a U-Net (default) or a DiT "
                                                             "(a transformer on patches, Peebles & Xie 2023)")
     t.add_argument("--dit-size", choices=["tiny", "small", "base"], help="--net dit: width / depth / heads preset, "
@@ -129,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channel-mult", type=int_tuple("--channel-mult"),
                    help="images: width multiplier per U-Net level, e.g. 1,2,2 (the resolution halves per level)")
     t.add_argument("--res-blocks", type=positive_int("--res-blocks"), help="images: residual blocks per level")
+    t.add_argument("--cross-attention", type=int_tuple("--cross-attention", allow_empty=True),
+                   help="--text: U-Net levels (0 = full resolution) with cross-attention to the prompt's tokens, e.g. "
+                        "1,2 (default: every level; the mid block always has it)")
     t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
                    help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
     t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
@@ -200,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
     s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
     s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
+    s.add_argument("--prompt", action="append", help="text runs: a prompt to sample --n images of (repeat for several)")
+    s.add_argument("--prompts", help="text runs: a file of prompts, one per line (--n images of each)")
     s.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
     s.add_argument("--guidance-interval", type=interval_arg,
@@ -232,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
                                                  "a data file or an image folder")
     e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
+    e.add_argument("--prompts", help="images: the prompts file the samples were drawn for (`diffkit sample --prompts`); "
+                                     "reports how well they obey it (shapes: per attribute; digits, mnist5k: digit)")
     e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")

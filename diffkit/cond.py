@@ -4,15 +4,18 @@ these functions.
 
 Kinds of cond:
   class ids    long [B]; the null is the learned extra class `num_classes` (Ho & Salimans 2022, sec. 3.1)
-  tokens       {"tokens": float [B, L, D], "mask": bool [B, L]} (text); the null is a given token sequence
-               (e.g. the encoding of the empty prompt), broadcast over the batch
+  tokens       {"tokens": float [B, L, D], "mask": bool [B, L]} (text); the null is the encoding of the empty
+               prompt (as Stable Diffusion's), padded to the batch's L and broadcast over the batch
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from .errors import ConfigError
 
 def cat_conds(a, b):
     """Two conds of the same kind stacked along the batch (dicts entry by entry)."""
@@ -75,14 +78,29 @@ class TokenConditioning:
     null_mask: torch.Tensor
 
     def null(self, cond: dict) -> dict:
-        B = cond["tokens"].shape[0]
-        tokens = self.null_tokens.to(cond["tokens"]).expand(B, -1, -1)
-        return {"tokens": tokens, "mask": self.null_mask.to(cond["mask"].device).expand(B, -1)}
+        """The null sequence for every row of cond, padded (masked-out zeros) to cond's length L."""
+        B, L, D = cond["tokens"].shape
+        n = min(L, len(self.null_mask))
+        tokens = cond["tokens"].new_zeros(L, D)
+        tokens[:n] = self.null_tokens[:n].to(tokens)
+        mask = torch.zeros(L, dtype=torch.bool, device=cond["mask"].device)
+        mask[:n] = self.null_mask[:n].to(mask.device)
+        return {"tokens": tokens.expand(B, -1, -1), "mask": mask.expand(B, -1)}
 
     def drop(self, cond: dict, dropped: torch.Tensor) -> dict:
         null = self.null(cond)
         return {"tokens": torch.where(dropped[:, None, None], null["tokens"], cond["tokens"]),
                 "mask": torch.where(dropped[:, None], null["mask"], cond["mask"])}
+
+
+def conditioning_for(config):
+    """The cond kind of a run (diffkit.config.RunConfig): token embeddings for a text run (the null from its text
+    encoder), class ids for a class-conditional one, None for an unconditional one."""
+    if config.data.text:
+        from .text.encoder import null_tokens
+
+        return TokenConditioning(*null_tokens(config.data.text))
+    return ClassConditioning(config.network.num_classes) if config.network.num_classes else None
 
 
 def drop_conds(conditioning, cond, p: float, generator: torch.Generator):
@@ -96,3 +114,47 @@ def drop_conds(conditioning, cond, p: float, generator: torch.Generator):
 
 def _device(cond) -> torch.device:
     return next(iter(cond.values())).device if isinstance(cond, dict) else cond.device
+
+
+# --- class ids given by a user -------------------------------------------------------------------------
+
+def class_labels(config, cond, n: int) -> torch.Tensor | None:
+    """cond (None, one class id or name, or n ids) as long [n] class ids of this run, checked."""
+    if cond is None:
+        return None
+    num_classes = config.network.num_classes
+    if not num_classes:
+        raise ConfigError("this run is unconditional (trained without --cond), so it cannot sample a class")
+    names = list(config.fitted.class_names or [])
+    valid = _valid_classes(names, num_classes)
+    if isinstance(cond, str):
+        cond = class_id(cond, names, num_classes)
+    labels = torch.as_tensor(np.asarray(cond))
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ConfigError(f"class ids must be integers; this model has classes {valid}")
+    if labels.ndim == 0:  # one class for all: kept expanded (stride 0), which a network may read as shared
+        labels = labels.reshape(1).long().expand(n)
+    if labels.shape != (n,):
+        raise ConfigError(f"give one class for all samples or one per sample ({n}), got shape {list(labels.shape)}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise ConfigError(f"class {int(bad[0])} is out of range; this model has classes {valid}")
+    return labels.long() if labels.stride(0) == 0 else labels.long().contiguous()
+
+
+def _valid_classes(names, num_classes: int) -> str:
+    return f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
+
+
+def class_id(cls, names, num_classes: int, owner: str = "this model") -> int:
+    """A class given by name or id (text or int) as a checked id 0..num_classes-1."""
+    valid = _valid_classes(names, num_classes)
+    if cls in names:
+        return names.index(cls)
+    try:
+        c = int(cls)
+    except (TypeError, ValueError):
+        raise ConfigError(f"unknown class {cls!r}; {owner} has classes {valid}") from None
+    if not 0 <= c < num_classes:
+        raise ConfigError(f"class {c} is out of range; {owner} has classes {valid}")
+    return c

@@ -26,6 +26,8 @@ class DataConfig:
     cond: bool = False              # class-conditional: train on the data's labels (network.num_classes from data)
     flip: bool = False              # images: random horizontal flips (opt-in: wrong for digits and text)
     latent: str | None = None       # images: a VAE run directory (absolute); diffuse in its latent space
+    text: str | None = None         # images: text-conditional on captions, through this text encoder ("minilm",
+                                    # or a local model folder; text/encoder.py)
 
 
 @dataclass
@@ -138,6 +140,11 @@ class RunConfig:
             raise ConfigError(f"p_uncond (the label dropout rate) must be in [0, 1), got {t.p_uncond}")
         if self.network.num_classes and not self.data.cond:
             raise ConfigError("network.num_classes > 0 is set from the data's labels; set data.cond instead")
+        if self.data.text and self.data.cond:
+            raise ConfigError("--text and --cond are two kinds of conditioning (prompts, class labels); choose one")
+        if bool(self.data.text) != bool(getattr(self.network, "context_dim", 0)):
+            raise ConfigError("a text run needs a network with cross-attention (context_dim > 0, set from the text "
+                              "encoder), and only a text run has one; runs.default_config(..., text=...) sets it")
         check_guidance_interval(self.sampling.guidance_interval, "sampling.guidance_interval")
         if hasattr(self.network, "check"):
             self.network.check()

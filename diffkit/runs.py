@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cond import class_id, class_labels, to_device  # noqa: F401  (class_id: part of this module's API)
 from .config import DataConfig, RunConfig
 from .data.fingerprint import absolute_spec, check_unchanged, content_hash
 from .data.images import IMAGE_DATASETS, is_image_spec, load_images
@@ -128,10 +129,15 @@ def _overwrite(config: RunConfig, out: Path, progress, callback, runtime: Runtim
 
 
 def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit_size: str = "small",
-                   patch_size: int | None = None, latent=None) -> RunConfig:
+                   patch_size: int | None = None, latent=None, text: str | None = None) -> RunConfig:
     """The default run for a data set: the MLP for points, a measured U-Net preset for images (net "dit": a
     DiT of the size preset `dit_size`). latent: a VAE run directory; the network is then sized for its
-    latents and trains on them."""
+    latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions."""
+    if text is not None:
+        from .text.config import text_config
+
+        return text_config(default_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size,
+                                          latent=latent), text)
     if latent is not None:
         from .latent import latent_config
 
@@ -189,6 +195,10 @@ def make_source(config: RunConfig) -> TensorSource:
     x0 = torch.from_numpy(Normalizer(**fitted.normalizer).apply(x))
     if fitted.x0_bound is None:
         fitted.x0_bound = x0_bound if x0_bound is not None else float(x0.abs().max())
+    if config.data.text:  # the captions of the same images, encoded once
+        from .text.data import text_source
+
+        return text_source(config, x0)
     return TensorSource(x0, labels, flip=config.data.flip)
 
 
@@ -226,7 +236,7 @@ def _conditional_labels(config: RunConfig, labels, names) -> torch.Tensor:
 def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval="run", device=None,
-               **options) -> np.ndarray:
+               prompt=None, **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
 
@@ -238,11 +248,18 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
     guidance_interval: (sigma_lo, sigma_hi) where guidance applies, None for every level; "run": the run's default.
     device: where to sample a run given by its path (a loaded Run samples where its network is).
+    prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
+        the unconditional model (the null prompt).
     """
     if not isinstance(run, Run):
         run = load_run(run, device=device)
     device = module_device(run.network)
-    labels = class_labels(run.config, cond, n)
+    if run.config.data.text or prompt is not None:
+        from .text.data import text_labels
+
+        labels, n = text_labels(run.config, prompt, cond, n, guidance, device)
+    else:
+        labels = class_labels(run.config, cond, n)
     if run.config.network.num_classes and run.config.train.p_uncond == 0 and (labels is None or guidance not in (None, 1)):
         raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
                           "(w != 1) or unconditional sampling would be noise; sample a class at w = 1, or train with "
@@ -259,7 +276,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
     x_T = randn((n, *shape), g, device=device)
-    labels = labels.to(device) if labels is not None else None
+    labels = to_device(labels, device)
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
 
@@ -283,48 +300,6 @@ def check_sample_memory(n: int, shape) -> None:
     require_memory(n * int(np.prod(shape)) * 4 * SAMPLE_COPIES,
                    f"{n} samples of shape {list(shape)} need about {{need}} GiB but {{free}} GiB are available; "
                    "ask for fewer (--n) or sample in parts")
-
-
-def class_labels(config: RunConfig, cond, n: int) -> torch.Tensor | None:
-    """cond (None, one class id or name, or n ids) as long [n] class ids of this run, checked."""
-    if cond is None:
-        return None
-    num_classes = config.network.num_classes
-    if not num_classes:
-        raise ConfigError("this run is unconditional (trained without --cond), so it cannot sample a class")
-    names = list(config.fitted.class_names or [])
-    valid = _valid_classes(names, num_classes)
-    if isinstance(cond, str):
-        cond = class_id(cond, names, num_classes)
-    labels = torch.as_tensor(np.asarray(cond))
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ConfigError(f"class ids must be integers; this model has classes {valid}")
-    if labels.ndim == 0:  # one class for all: kept expanded (stride 0), which a network may read as shared
-        labels = labels.reshape(1).long().expand(n)
-    if labels.shape != (n,):
-        raise ConfigError(f"give one class for all samples or one per sample ({n}), got shape {list(labels.shape)}")
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if len(bad):
-        raise ConfigError(f"class {int(bad[0])} is out of range; this model has classes {valid}")
-    return labels.long() if labels.stride(0) == 0 else labels.long().contiguous()
-
-
-def _valid_classes(names, num_classes: int) -> str:
-    return f"0..{num_classes - 1}" + (f" ({', '.join(f'{i} = {c}' for i, c in enumerate(names))})" if names else "")
-
-
-def class_id(cls, names, num_classes: int, owner: str = "this model") -> int:
-    """A class given by name or id (text or int) as a checked id 0..num_classes-1."""
-    valid = _valid_classes(names, num_classes)
-    if cls in names:
-        return names.index(cls)
-    try:
-        c = int(cls)
-    except (TypeError, ValueError):
-        raise ConfigError(f"unknown class {cls!r}; {owner} has classes {valid}") from None
-    if not 0 <= c < num_classes:
-        raise ConfigError(f"class {c} is out of range; {owner} has classes {valid}")
-    return c
 
 
 def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, seed: int = 0) -> dict:

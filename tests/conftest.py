@@ -42,3 +42,21 @@ def digits_vae(tmp_path_factory):
     assert main(["train-vae", "--data", "digits", "--out", str(out), "--factor", "2", "--steps", "120",
                  "--batch-size", "32", "--lr", "2e-3", "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_text_run(tmp_path_factory):
+    """A tiny text-to-image run on digits' captions, trained through the CLI (shared, read-only)."""
+    out = tmp_path_factory.mktemp("text") / "digits-text"
+    assert main(["train", "--data", "digits", "--text", "--out", str(out), "--steps", "60", "--batch-size", "32",
+                 "--channels", "16", "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_text_run(tmp_path_factory):
+    """A tiny text-to-image run on shapes' captions (pixels, 32x32), trained through the CLI (shared, read-only)."""
+    out = tmp_path_factory.mktemp("text") / "shapes-text"
+    assert main(["train", "--data", "shapes", "--text", "--out", str(out), "--steps", "20", "--batch-size", "16",
+                 "--channels", "8", "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
+    return out

@@ -27,8 +27,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, digits_text_run):
+    import shutil
+
     runs = tmp_path_factory.mktemp("browserruns")
+    shutil.copytree(digits_text_run, runs / "digitstext")
     assert main(["train", "--data", "shapes3", "--cond", "--out", str(runs / "cond"), "--steps", "150", "--quiet"]) == 0
     assert main(["train", "--data", "gaussians8", "--out", str(runs / "g8"), "--steps", "300", "--quiet"]) == 0
     port = free_port()
@@ -144,6 +147,24 @@ def test_guidance_slider_changes_the_samples(page):
     assert at_high["samples"] != at_one["samples"] and pixels(page, "gd-canvas") != picture
     assert "w = 7.5" in page.text_content("#gd-read")
     assert at_high["diversity"] < at_one["diversity"]  # guidance trades diversity for adherence
+
+
+def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
+    assert page.eval_on_selector("#pp-run", "el => [...el.options].map(o => o.value)") == ["digitstext"]
+    page.fill("#pp-text", "the digit 4")
+    blank = pixels(page, "pp-canvas")
+    page.click("#pp-go")
+    page.wait_for_function("window.lab.prompt !== undefined", timeout=30_000)
+    first = page.evaluate("window.lab.prompt")
+    assert first["prompt"] == "the digit 4" and first["w"] == 5 and len(first["samples"]) == 16
+    assert pixels(page, "pp-canvas") != blank and "w = 5, 5 tokens" in page.text_content("#pp-read")
+    set_range(page, "#pp-w", 0, event="change")
+    page.wait_for_function("window.lab.prompt.w === 0", timeout=30_000)
+    assert page.evaluate("window.lab.prompt.samples") != first["samples"]  # the same seed, another w
+    page.fill("#pp-text", " ")
+    page.press("#pp-text", "Enter")
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30_000)
+    assert "the prompt is empty" in page.text_content("#status")
 
 
 def test_redraw_is_fast_in_the_browser(page):

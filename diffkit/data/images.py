@@ -25,7 +25,7 @@ _ACCEPTED = f"one of {', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG images, o
 
 @dataclass
 class ImageData:
-    """Images split into train and held-out test, with optional labels and (shapes only) attributes."""
+    """Images split into train and held-out test, with optional labels and per-image attributes."""
 
     spec: str  # the name or path the user gave
     train: np.ndarray  # float32 [N, C, H, W] in [0, 1]
@@ -33,7 +33,9 @@ class ImageData:
     test: np.ndarray  # float32 [M, C, H, W], fixed by the split seed
     test_labels: np.ndarray | None
     class_names: list[str] | None  # names of classes 0..K-1; None when unlabeled
-    attributes: dict | None = None  # shapes only: {"train": {name: [N]}, "test": {name: [M]}}
+    # {"train": {name: [N]}, "test": {name: [M]}}: shapes' shape, colour, size, x, y; a folder's "file" (each
+    # image's path relative to the folder, for captions)
+    attributes: dict | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -97,7 +99,8 @@ def load_images(spec, *, seed: int = 0, test_fraction: float = 0.2) -> ImageData
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
-            x, y, names = _read_folder(path)
+            x, y, names, files = _read_folder(path)
+            attributes = {"file": np.array([f.relative_to(path).as_posix() for f in files])}
         elif path.is_file() and path.suffix.lower() == ".npz":
             x, y = _read_npz(path)
         elif path.exists():
@@ -216,8 +219,8 @@ def _scale(x: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path} holds pixel values in [{lo:g}, {hi:g}]; expected uint8 0..255 or numbers in [0, 1]")
 
 
-def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """float32 [N, C, H, W] in [0, 1] from a folder, with labels from its subfolders (or None)."""
+def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, list[Path]]:
+    """float32 [N, C, H, W] in [0, 1] from a folder, with labels from its subfolders (or None), and the files."""
     classes = [d for d in sorted(path.iterdir()) if d.is_dir() and not d.name.startswith(".") and _images_in(d, True)]
     files, y, names = _images_in(path, False), None, None
     if classes:
@@ -237,7 +240,7 @@ def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] |
     if any(gray) and not all(gray):
         notice(f"{path} mixes {sum(gray)} grayscale and {len(gray) - sum(gray)} colour images; converting all to RGB")
         arrays = [np.repeat(a, 3, axis=0) if g else a for a, g in zip(arrays, gray)]
-    return np.stack(arrays), y, names
+    return np.stack(arrays), y, names, files
 
 
 def _images_in(folder: Path, deep: bool) -> list[Path]:

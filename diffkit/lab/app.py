@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DiffkitError
 from .jobs import JobConflict, JobMissing, JobRunner
-from .requests import (IMAGE_SETS, NAME, POINT_SETS, SCHEDULES, GuidanceRequest, SampleRequest, SamplersRequest,
-                       ScoreRequest, TrainRequest)
+from .requests import (IMAGE_SETS, NAME, POINT_SETS, SCHEDULES, GuidanceRequest, PromptRequest, SampleRequest,
+                       SamplersRequest, ScoreRequest, TrainRequest)
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024  # bytes: every request body here is a small JSON object
@@ -200,6 +200,15 @@ def create_app(runs_dir, device=None) -> FastAPI:
             curves = cache.setdefault(("score-curves",), {})
         return score_panel(run, req.run, req.t, req.n, req.seed, curves)
 
+    @app.post("/api/prompt")
+    def prompt(req: PromptRequest):
+        """Samples of a text run for one prompt at guidance w, the same seed every time; shapes runs: adherence."""
+        from .prompt_panel import prompt_panel
+
+        run = _load(cache, cache_lock, runs_dir, req.run, device)
+        out = prompt_panel(run, req.run, req.prompt, req.w, req.n, req.seed, req.steps)
+        return {**out, "samples": _pack(out["samples"], True)}
+
     # --- training -------------------------------------------------------------------------------
     @app.post("/api/train", status_code=202)
     def train(req: TrainRequest):
@@ -310,6 +319,7 @@ def _describe(path: Path) -> dict:
     return {"name": path.name, "data": cfg.data.spec if cfg.data.spec in POINT_SETS + IMAGE_SETS else "file",
             "kind": "images" if cfg.fitted.image_shape is not None else cfg.fitted.kind,
             "shape": cfg.fitted.image_shape or cfg.fitted.shape, "cond": bool(cfg.network.num_classes),
+            "text": bool(cfg.data.text),
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
             "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
             "prediction": cfg.prediction}

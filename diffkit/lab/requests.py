@@ -53,3 +53,12 @@ class ScoreRequest(BaseModel):
     t: int = Field(100, ge=0, le=3999, description="the step whose score field is drawn (below the run's T)")
     n: int = Field(300, ge=10, le=2000, description="noisy points that carry an arrow")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class PromptRequest(BaseModel):
+    run: str = Field(pattern=NAME, description="a text run (trained with --text) in the runs directory")
+    prompt: str = Field(max_length=2000, description="what to draw, e.g. 'a small blue triangle at the bottom right'")
+    w: float = Field(5.0, ge=0.0, le=20.0, description="guidance scale")
+    n: int = Field(16, ge=1, le=36)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(20, ge=2, le=100)

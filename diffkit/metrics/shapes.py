@@ -1,6 +1,8 @@
-"""Colour metrics of shape images (data/shapes.py: one shape in one palette colour on black).
+"""Metrics of shape images (data/shapes.py: one shape in one palette colour on black): colour purity, and the
+adherence checker (read_shapes: shape, colour, size and position read back from an image; adherence: the share
+of samples showing what their prompts asked for).
 
-Definitions, per sample [3, H, W] in [0, 1]:
+Colour purity, per sample [3, H, W] in [0, 1]:
 - foreground: the pixels whose largest channel exceeds `foreground` (0.5), i.e. clearly above black;
 - a foreground pixel matches palette colour c when every channel lies within `tol` (0.15) of c's
   (max-abs distance; palette colours are 1 apart, so a pixel matches at most one);
@@ -47,3 +49,65 @@ def colour_purity(samples, tol: float = 0.15, foreground: float = 0.5, share: fl
     if not len(n_fg):
         raise DataError("colour_purity needs at least one sample; got none")
     return float(((n_fg > 0) & (counts.max(1) >= share * n_fg)).mean())
+
+
+# --- reading a shapes image back: the adherence checker ----------------------------------------------------
+
+ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "position")
+
+
+def read_shapes(samples, foreground: float = 0.5) -> dict[str, np.ndarray]:
+    """The attributes of one-shape images [N, 3, H, W] in [0, 1], as int64 [N] indices (-1: no shape found):
+    "shape" (into data.shapes.SHAPE_NAMES), "colour" (COLOUR_NAMES), "size" (SIZE_NAMES) and "position"
+    (text.captions.POSITION_NAMES), plus "fill" (float [N]).
+
+    The shape is the largest connected foreground region (largest channel > `foreground`); its bounding box
+    gives the extent (small 10/32 of the side, large 18/32: split at the midpoint) and the centre, which for all
+    three shapes is the point they were drawn around, hence the grid cell; the share of the box the region fills
+    tells the shape (square 1, circle pi / 4, triangle 1 / 2: split at the midpoints); the region's mean colour,
+    rounded to 0 / 1 per channel, names the colour.
+    """
+    from scipy import ndimage
+
+    from ..data.shapes import SIZE_FRACTIONS, SIZE_NAMES
+    from ..text.captions import position_cells
+
+    x = _check(samples)
+    n, _, H, W = x.shape
+    out = {k: np.full(n, -1, np.int64) for k in ATTRIBUTES}
+    out["fill"] = np.zeros(n)
+    split = (SIZE_FRACTIONS[SIZE_NAMES[0]] + SIZE_FRACTIONS[SIZE_NAMES[1]]) / 2 * W
+    for i in range(n):
+        regions, count = ndimage.label(x[i].max(0) > foreground)
+        if not count:
+            continue
+        region = regions == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(regions), regions, range(1, count + 1))))
+        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+        h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        fill = region.sum() / (h * w)
+        out["fill"][i] = fill
+        out["shape"][i] = 1 if fill > (1 + np.pi / 4) / 2 else 0 if fill > (0.5 + np.pi / 4) / 2 else 2
+        out["size"][i] = int(max(h, w) > split)
+        mean = np.round(x[i][:, region].mean(1)).astype(int)
+        out["colour"][i] = next((k for k, rgb in enumerate(_RGB) if (rgb == mean).all()), -1)
+        centre_x, centre_y = (cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2
+        out["position"][i] = position_cells([centre_x], [centre_y], [out["size"][i]], W, margin=0)[0]
+    return out
+
+
+def adherence(samples, wanted: dict) -> dict[str, float]:
+    """Per-attribute accuracy of samples against what each was asked for (wanted: attribute -> int [N], -1 where
+    the prompt did not say), and "all": the share with every asked-for attribute right."""
+    found = read_shapes(samples)
+    n = len(found["shape"])
+    right = np.ones(n, bool)
+    out = {}
+    for name in ATTRIBUTES:
+        w = np.asarray(wanted.get(name, np.full(n, -1)))
+        asked = w >= 0
+        ok = found[name] == w
+        if asked.any():
+            out[name] = float(ok[asked].mean())
+        right &= ok | ~asked
+    out["all"] = float(right.mean()) if n else float("nan")
+    return out

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .attention import CrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
 
 # size presets (--dit-size), small enough for a CPU; the paper's S/B/L/XL are 384/768/1024/1152 wide
@@ -29,12 +30,15 @@ class DiTConfig:
     heads: int = 4                  # attention heads (D divisible by heads)
     mlp_ratio: float = 4.0          # hidden width of each block's MLP = mlp_ratio * D
     num_classes: int = 0            # > 0: class-conditional, label `num_classes` is the learned null class
+    context_dim: int = 0            # > 0: text-conditional: each block cross-attends to token embeddings of this
+                                    # width between its self-attention and MLP (as PixArt-alpha, Chen et al. 2023)
     num_timesteps: int = 1000       # training T (sets the time-embedding scale)
 
     def check(self) -> "DiTConfig":
         from ..errors import ConfigError
 
-        if min(self.in_channels, self.patch_size, self.width, self.depth, self.heads) <= 0 or self.mlp_ratio <= 0:
+        if min(self.in_channels, self.patch_size, self.width, self.depth, self.heads) <= 0 or self.mlp_ratio <= 0 \
+                or self.context_dim < 0:
             raise ConfigError("DiT channels, patch size, width, depth, heads and mlp ratio must be positive")
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ConfigError(f"the DiT width {self.width} must split into {self.heads} heads of an even size")
@@ -79,7 +83,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class DiTBlock(nn.Module):
-    """x + gate * attn(adaLN(x)), then x + gate * mlp(adaLN(x)); shift / scale / gate regressed from c."""
+    """x + gate * attn(adaLN(x)), [x + cross-attn(x, tokens)], then x + gate * mlp(adaLN(x)); shift / scale / gate
+    regressed from c."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -91,22 +96,26 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         hidden = int(D * cfg.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.cross = CrossAttention(D, cfg.context_dim, cfg.heads) if cfg.context_dim > 0 else None
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
         nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, tokens=None, mask=None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)
         B, N, D = x.shape
         q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).reshape(B, N, 3, self.heads, D // self.heads) \
             .permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D)
         x = x + gate1[:, None] * self.proj(attn)
+        if self.cross is not None and tokens is not None:
+            x = self.cross(x, tokens, mask)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 class DiT(nn.Module):
-    """network(x_t [B, C, H, W], t float [B], cond long [B] | None) -> prediction [B, C, H, W]."""
+    """network(x_t [B, C, H, W], t float [B], cond) -> prediction [B, C, H, W]; cond: class ids long [B]
+    (num_classes > 0), a text cond {"tokens", "mask"} (context_dim > 0), or None."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -118,6 +127,7 @@ class DiT(nn.Module):
         self.embed = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         # one extra row: the learned null class used for classifier-free guidance
         self.class_embed = nn.Embedding(cfg.num_classes + 1, D) if cfg.num_classes > 0 else None
+        self.text_embed = nn.Linear(cfg.context_dim, D) if cfg.context_dim > 0 else None  # the pooled prompt
         self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
@@ -133,15 +143,18 @@ class DiT(nn.Module):
             self._pos[key] = sincos_2d(self.cfg.width, h, w).to(like.device, like.dtype)
         return self._pos[key]
 
-    def conditioning(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def conditioning(self, t: torch.Tensor, cond) -> torch.Tensor:
         c = self.embed(self.time_embed(t).to(self.patchify.weight.dtype))
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
             c = c + self.class_embed(cond)
+        tokens, mask = text_parts(cond)
+        if self.text_embed is not None and tokens is not None:
+            c = c + self.text_embed(pooled(tokens, mask).to(c.dtype))
         return c
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         B, C, H, W = x.shape
         p = self.cfg.patch_size
         if H % p or W % p:
@@ -151,15 +164,17 @@ class DiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = tokens + self.position(h, w, tokens)
         c = self.conditioning(t, cond).to(tokens.dtype)
+        words, mask = text_parts(cond)
         for block in self.blocks:
-            tokens = block(tokens, c)
+            tokens = block(tokens, c, words, mask)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         patches = self.out(modulate(self.norm_out(tokens), shift, scale))  # [B, N, p * p * C]
         # unpatchify: token (i, j) holds the p x p patch at rows i p.., columns j p..
         return patches.reshape(B, h, w, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, H, W)
 
 
-def dit_preset(shape, num_classes: int = 0, size: str = "small", patch_size: int | None = None) -> DiTConfig:
+def dit_preset(shape, num_classes: int = 0, size: str = "small", patch_size: int | None = None,
+               context_dim: int = 0) -> DiTConfig:
     """A DiT for inputs of shape [C, H, W]: patch 2 up to 16 px sides (64 tokens at 16x16), 4 above."""
     from ..errors import choice_error
 
@@ -172,5 +187,5 @@ def dit_preset(shape, num_classes: int = 0, size: str = "small", patch_size: int
         while patch_size > 1 and (H % patch_size or W % patch_size):
             patch_size //= 2
     return DiTConfig(in_channels=C, patch_size=patch_size, width=width, depth=depth, heads=heads,
-                     num_classes=num_classes)
+                     num_classes=num_classes, context_dim=context_dim)
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .attention import SpatialCrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
 
 
@@ -28,6 +29,9 @@ class UNetConfig:
     groups: int = 8                 # GroupNorm groups (Wu & He 2018)
     embed_mult: int = 4             # time-embedding width = channels * embed_mult
     num_classes: int = 0            # > 0: class-conditional, label `num_classes` is the learned null class
+    context_dim: int = 0            # > 0: text-conditional on token embeddings of this width (nn/attention.py)
+    cross_attention_levels: tuple | None = None  # context_dim > 0: levels with cross-attention to the tokens
+                                    # after each residual block (None: every level), and always the mid block
     num_timesteps: int = 1000       # training T (sets the embedding scale)
 
     @property
@@ -74,8 +78,12 @@ class UNetConfig:
         if self.channels % 2:
             raise ConfigError(f"the U-Net's first width must be even (it sizes the sinusoidal time features), "
                               f"got {self.channels}")
-        if any(not 0 <= a < self.levels for a in self.attention_levels):
-            raise ConfigError(f"attention levels must be in 0..{self.levels - 1}, got {list(self.attention_levels)}")
+        for name in ("attention_levels", "cross_attention_levels"):
+            if any(not 0 <= a < self.levels for a in getattr(self, name) or ()):
+                raise ConfigError(f"{name.replace('_', ' ')} must be in 0..{self.levels - 1}, got "
+                                  f"{list(getattr(self, name))}")
+        if self.context_dim < 0:
+            raise ConfigError(f"context_dim is the token width of a text encoder (0: no text), got {self.context_dim}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         return self
@@ -146,7 +154,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """network(x_t [B, C, H, W], t float [B], cond long [B] | None) -> prediction [B, C, H, W].
+    """network(x_t [B, C, H, W], t float [B], cond) -> prediction [B, C, H, W]; cond: class ids long [B]
+    (num_classes > 0), a text cond {"tokens", "mask"} (context_dim > 0), or None.
 
     Any H, W: inputs that 2^(levels - 1) does not divide are zero-padded at the bottom / right and the
     output cropped back."""
@@ -159,6 +168,8 @@ class UNet(nn.Module):
         self.embed = nn.Sequential(nn.Linear(ch0, E), nn.SiLU(), nn.Linear(E, E))
         # one extra row: the learned null class used for classifier-free guidance
         self.class_embed = nn.Embedding(cfg.num_classes + 1, E) if cfg.num_classes > 0 else None
+        # text: the pooled prompt joins the time embedding (GLIDE, sec. 2.3); the tokens reach cross-attention
+        self.text_embed = nn.Linear(cfg.context_dim, E) if cfg.context_dim > 0 else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
         self.down, skips, ch = nn.ModuleList(), [ch0], ch0
         for level, mult in enumerate(cfg.channel_mult):
@@ -170,6 +181,8 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Downsample(ch)]))
                 skips.append(ch)
         self.mid = nn.ModuleList([ResBlock(cfg, ch, ch, E), SelfAttention(cfg, ch), ResBlock(cfg, ch, ch, E)])
+        if cfg.context_dim > 0:
+            self.mid.insert(2, self._cross(cfg, ch))
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -185,34 +198,51 @@ class UNet(nn.Module):
         stage = nn.ModuleList([ResBlock(cfg, c_in, c_out, E)])
         if level in cfg.attention_levels:
             stage.append(SelfAttention(cfg, c_out))
+        if cfg.context_dim > 0 and level in (range(cfg.levels) if cfg.cross_attention_levels is None
+                                             else cfg.cross_attention_levels):
+            stage.append(UNet._cross(cfg, c_out))
         return stage
 
-    def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """SiLU of the time (+ class) embedding [B, E]: what every residual block reads."""
+    @staticmethod
+    def _cross(cfg, ch) -> SpatialCrossAttention:
+        return SpatialCrossAttention(ch, cfg.context_dim, math.gcd(ch, max(1, ch // cfg.head_channels)))
+
+    def embedding(self, t: torch.Tensor, cond) -> torch.Tensor:
+        """SiLU of the time (+ class or pooled prompt) embedding [B, E]: what every residual block reads."""
         emb = self.embed(self.time_embed(t).to(self.conv_in.weight.dtype))  # features in float32, then the weights' dtype
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_embed(cond)
+        tokens, mask = text_parts(cond)
+        if self.text_embed is not None and tokens is not None:
+            emb = emb + self.text_embed(pooled(tokens, mask).to(emb.dtype))
         return F.silu(emb)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         H, W = x.shape[-2:]
         m = 2 ** (self.cfg.levels - 1)
         pad_h, pad_w = -H % m, -W % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         emb = self.embedding(t, cond).to(x.dtype)
+        tokens, mask = text_parts(cond)
+
+        def apply(layer, h):  # cross-attention reads the tokens (none given: it is skipped), the rest the embedding
+            if isinstance(layer, SpatialCrossAttention):
+                return h if tokens is None else layer(h, tokens, mask)
+            return layer(h, emb)
+
         h = self.conv_in(x)
         skips = [h]
         for stage in self.down:
             for layer in stage:
-                h = layer(h, emb)
+                h = apply(layer, h)
             skips.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = apply(layer, h)
         for stage in self.up:
             h = torch.cat([h, skips.pop()], dim=1)
             for layer in stage:
-                h = layer(h, emb)
+                h = apply(layer, h)
         return self.out(h)[..., :H, :W]

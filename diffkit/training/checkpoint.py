@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..cond import ClassConditioning
+from ..cond import conditioning_for
 from ..config import RunConfig
 from ..data.normalize import Normalizer
 from ..denoiser import Denoiser
@@ -193,9 +193,7 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
     if device is not None:
         network.to(device)
     sampling_net, chunk = registry.for_sampling(network, fast)
-    num_classes = config.network.num_classes
-    denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction,
-                        conditioning=ClassConditioning(num_classes) if num_classes else None,
+    denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction, conditioning=conditioning_for(config),
                         guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
                         clip_x0=config.x0_clip(), chunk=chunk if fast else None)
     decoder = None

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..cond import ClassConditioning, drop_conds, slice_cond, to_device
+from ..cond import conditioning_for, drop_conds, slice_cond, to_device
 from ..config import RunConfig
 from ..devices import autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
@@ -73,8 +73,7 @@ class Trainer:
         self.rows, self.micro = self.runtime.micro_batches(self.cfg.batch_size)
         self.run_dir = Path(run_dir)
         self.source = source
-        num_classes = config.network.num_classes
-        self.conditioning = ClassConditioning(num_classes) if num_classes else None
+        self.conditioning = conditioning_for(config)
         self.progress = progress and self.runtime.is_main
         self.callback = callback
         self.schedule = config.schedule.build()

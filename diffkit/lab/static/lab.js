@@ -154,6 +154,7 @@ async function loadRuns() {
   options($("sm-run"), lab.runs.filter((r) => r.kind === "points").map((r) => r.name));
   guidanceClasses();
   scoreRuns();
+  options($("pp-run"), lab.runs.filter((r) => r.text).map((r) => r.name));
 }
 
 const run = (name) => lab.runs.find((r) => r.name === name);
@@ -226,6 +227,24 @@ async function drawGuidance() {
   else drawImages(canvas, g.samples, g.shape);
   $("gd-read").textContent = `w = ${w}: diversity ${g.diversity.toFixed(3)}  adherence ${(100 * g.adherence).toFixed(1)}%`;
   lab.guidance = { w, samples: g.samples, diversity: g.diversity, adherence: g.adherence };
+}
+
+// --- prompt ---------------------------------------------------------------------------------------
+let promptBusy = null;
+async function drawPrompt() {
+  const name = $("pp-run").value, w = +$("pp-w").value;
+  $("pp-w-out").textContent = w;
+  if (!name) return say("no text run in the runs folder: train one with diffkit train --text", true);
+  const req = { run: name, prompt: $("pp-text").value, w, n: 16, seed: 0 };
+  promptBusy = req;
+  const p = await api("/api/prompt", req);
+  if (promptBusy !== req) return;  // a later request wins
+  drawImages($("pp-canvas"), p.samples, p.shape);
+  const a = p.adherence;
+  const parts = a ? ["shape", "colour", "size", "position", "all"].filter((k) => k in a).map((k) => `${k} ${(100 * a[k]).toFixed(0)}%`) : [];
+  $("pp-read").textContent = `w = ${w}, ${p.tokens} tokens` + (p.truncated ? ` (cut to the encoder's ${p.max_tokens})` : "") +
+    (parts.length ? `: ${parts.join("  ")}` : "");
+  lab.prompt = { w, prompt: p.prompt, samples: p.samples, adherence: a };
 }
 
 // --- train ----------------------------------------------------------------------------------------
@@ -357,6 +376,10 @@ async function main() {
   $("gd-run").addEventListener("change", () => { guidanceClasses(); drawGuidance().catch((e) => say(e.message, true)); });
   for (const id of ["gd-w", "gd-class"]) $(id).addEventListener("change", () => drawGuidance().catch((e) => say(e.message, true)));
   $("gd-w").addEventListener("input", () => ($("gd-w-out").textContent = $("gd-w").value));
+  $("pp-go").addEventListener("click", () => drawPrompt().catch((e) => say(e.message, true)));
+  $("pp-w").addEventListener("change", () => drawPrompt().catch((e) => say(e.message, true)));
+  $("pp-w").addEventListener("input", () => ($("pp-w-out").textContent = $("pp-w").value));
+  $("pp-text").addEventListener("keydown", (e) => e.key === "Enter" && drawPrompt().catch((err) => say(err.message, true)));
   $("tr-go").addEventListener("click", startTraining);
   $("tr-cancel").addEventListener("click", () => lab.job && api(`/api/jobs/${lab.job.id}/cancel`, {}));
   $("sm-go").addEventListener("click", () => compareSamplers().catch((e) => say(e.message, true)));

@@ -1,0 +1,158 @@
+"""Text-conditional training data: every training image with the captions it may be drawn with, the captions'
+token embeddings computed once by the frozen encoder and cached (safetensors under DIFFKIT_CACHE, named by a hash
+of the encoder's weights and the captions), and prompts turned into a cond for sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from .captions import digits_captions, shapes_captions
+from .encoder import load_encoder
+
+CAPTIONED = ("shapes", "shapes64", "mnist5k", "digits")  # built-ins with generated captions
+
+
+def training_captions(data) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(captions, choices int [N, K] into captions, keep bool [N]) for the train split of ImageData `data`."""
+    from ..data.captions import folder_captions
+
+    spec = data.spec
+    if spec in ("shapes", "shapes64"):
+        return shapes_captions(data.attributes["train"], data.shape[-1])
+    if spec in ("digits", "mnist5k"):
+        return digits_captions(data.train_labels)
+    parts = data.attributes or {}
+    if "file" not in parts.get("train", {}):
+        raise DataError(f"{spec} has no captions; text-to-image needs {', '.join(CAPTIONED)} or a folder of images "
+                        "with a captions.csv (file,caption) or a .txt caption beside each image")
+    train = list(parts["train"]["file"])
+    captions = folder_captions(spec, train + list(parts["test"]["file"]))[:len(train)]  # checked for every image
+    return captions, np.arange(len(captions)).reshape(-1, 1), np.ones(len(captions), bool)
+
+
+def _cache_path(encoder, captions: list[str]) -> Path:
+    h = hashlib.sha256(encoder.fingerprint.encode())
+    h.update("\n".join(captions).encode())
+    root = Path(os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit").expanduser()
+    return root / f"text-{h.hexdigest()[:32]}.safetensors"
+
+
+def encode_captions(encoder_name: str, captions: list[str]) -> dict:
+    """{"tokens" [U, L, D], "mask" [U, L]} of the captions, from the cache when it holds them."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..training.checkpoint import save_tensors
+
+    encoder = load_encoder(encoder_name)
+    path = _cache_path(encoder, captions)
+    if path.exists():
+        try:
+            cached = load_file(path)
+            if len(cached["tokens"]) == len(captions):
+                return {"tokens": cached["tokens"], "mask": cached["mask"].bool()}
+        except (SafetensorError, OSError, KeyError):
+            pass  # a damaged cache is recomputed
+    cond = encoder.encode(captions)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {"tokens": cond["tokens"], "mask": cond["mask"].to(torch.uint8)})
+    return cond
+
+
+class TextSource:
+    """Training images with captions: draw(B, g) -> (x0 [B, ...], {"tokens" [B, L, D], "mask" [B, L]}); each drawn
+    image takes one of its K captions uniformly (templates and synonyms vary from step to step)."""
+
+    def __init__(self, x0: torch.Tensor, choices: np.ndarray, cond: dict):
+        self.x0 = x0.float().contiguous()
+        self.choices = torch.from_numpy(np.ascontiguousarray(choices)).long()  # [N, K]
+        self.tokens, self.mask = cond["tokens"], cond["mask"]
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x0.shape[1:])
+
+    def draw(self, batch_size: int, generator: torch.Generator):
+        idx = torch.randint(0, len(self), (batch_size,), generator=generator)
+        k = torch.randint(0, self.choices.shape[1], (batch_size,), generator=generator)
+        ids = self.choices[idx, k]
+        return self.x0[idx], {"tokens": self.tokens[ids], "mask": self.mask[ids]}
+
+
+def text_source(config, x0: torch.Tensor) -> TextSource:
+    """The TextSource of a text run whose train split (normalized, in the order load_images gives) is x0."""
+    from ..data.images import load_images
+
+    if config.data.flip:
+        raise ConfigError("--flip mirrors images, which turns 'left' in a caption into a lie; drop it for text runs")
+    data = load_images(config.data.spec, seed=config.train.seed)
+    captions, choices, keep = training_captions(data)
+    if len(choices) != len(x0):
+        raise DataError(f"{config.data.spec} gave {len(choices)} captioned images for {len(x0)} training images")
+    cond = encode_captions(config.data.text, captions)
+    if cond["tokens"].shape[-1] != config.network.context_dim:
+        raise ConfigError(f"the text encoder gives {cond['tokens'].shape[-1]}-wide token embeddings but the network "
+                          f"reads {config.network.context_dim}")
+    keep_t = torch.from_numpy(keep)
+    return TextSource(x0[keep_t], choices[keep], cond)
+
+
+def prompt_cond(config, prompts: list[str], n: int, device=None) -> dict:
+    """The cond of n samples per prompt (prompt 0's n first), encoded by the run's text encoder."""
+    if not config.data.text:
+        what = "class-conditional (sample a class with --class)" if config.network.num_classes else \
+            "unconditional (trained without --text)"
+        raise ConfigError(f"this run is {what}, so it cannot follow a prompt; train a text run with --text")
+    if not prompts:
+        raise ConfigError("give at least one prompt (--prompt or --prompts FILE)")
+    cond = load_encoder(config.data.text).encode(list(prompts))
+    index = torch.arange(len(prompts)).repeat_interleave(n)
+    return {k: v[index].to(device) if device is not None else v[index] for k, v in cond.items()}
+
+
+def null_cond(config, n: int, device=None) -> dict:
+    """The null prompt for n samples: what a text run samples when no prompt is given (unconditional)."""
+    from ..cond import conditioning_for
+
+    tokens, mask = conditioning_for(config).null_tokens, conditioning_for(config).null_mask
+    out = {"tokens": tokens.expand(n, -1, -1), "mask": mask.expand(n, -1)}
+    return {k: v.to(device) for k, v in out.items()} if device is not None else out
+
+
+def read_prompts(path) -> list[str]:
+    """The prompts of a prompts file: one per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"prompts file {path} does not exist; give a text file with one prompt per line") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise DataError(f"{path} is not a UTF-8 text file; give a text file with one prompt per line") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise DataError(f"{path} holds no prompts; write one prompt per line")
+    return prompts
+
+
+def text_labels(config, prompt, cond, n: int, guidance, device) -> tuple[dict, int]:
+    """(the cond, the sample count) of sampling a text run: n per prompt, or n of the null prompt (None)."""
+    if cond is not None:
+        raise ConfigError("this is a text run; give it a prompt (--prompt), not a class")
+    if prompt is None:
+        if guidance is not None:
+            raise ConfigError("a guidance scale needs a prompt to guide towards; give one (--prompt)")
+        return null_cond(config, n, device), n
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if config.data.text and config.train.p_uncond == 0 and guidance not in (None, 1):
+        raise ConfigError("this run was trained with p_uncond 0, so its null prompt never saw training and guidance "
+                          "(w != 1) would be noise; sample at w = 1, or train with --p-uncond > 0")
+    return prompt_cond(config, prompts, n, device), n * len(prompts)
