@@ -1,17 +1,19 @@
 """Text to image, measured: how well samples obey their prompts, attribute by attribute.
 
-    .venv/bin/python benchmarks/text.py shapes [--run RUN --vae VAE] [--n 10] [--ws 1,3,5,7.5]
+    .venv/bin/python benchmarks/text.py shapes [--run RUN --vae VAE] [--n 4] [--ws 1,3,5,7.5]
     .venv/bin/python benchmarks/text.py mnist5k [--seconds 300] [--n 30]
 
 shapes: without --run, trains the recipe the README gives (`diffkit train-vae --data shapes`, then `diffkit train
 --data shapes --text --latent VAE --channels 64 --steps 3200`) and reports its wall time; with --run, reads the
 training seconds from the runs' train_log.csv. Then, at each guidance scale w (dpmpp-2m, 20 steps, guidance at
-every noise level), --n samples per prompt of three prompt sets, each image read back by diffkit.metrics.shapes:
+every noise level), --n samples per prompt (4 --n for the held-out combinations, which have few prompts) of three
+prompt sets, each image read back by diffkit.metrics.shapes:
   training-style  one caption per (shape, colour, size, position) from the training templates (positions stated),
-                  minus the held-out combinations: 306 prompts, one template and synonyms drawn per prompt
+                  minus the held-out combinations: 297 prompts, one template and synonyms drawn per prompt
   paraphrases     the same attribute combinations in the held-out PARAPHRASE_TEMPLATES
   held-out combos every magenta square and every small green triangle (never seen in training), training templates
-and prints per-attribute accuracy (shape, colour, size, position) and "all four". A grid of prompts goes to
+and prints per-attribute accuracy (shape, colour, size, position) and "all four"; then training-style prompts at
+the best w with guidance only in the image preset's interval (0.2, 1], against everywhere. A grid of prompts goes to
 docs/text_shapes.png.
 
 mnist5k: a VAE (factor 4, 400 steps), then a class-conditional and a text-conditional latent U-Net (the same
@@ -70,7 +72,9 @@ def sample_prompts(run, prompts, n: int, w: float):
 
 def shapes(args) -> None:
     from diffkit.metrics.shapes import ATTRIBUTES, adherence
+    from diffkit.runs import sample_run
     from diffkit.text.adherence import prompt_adherence
+    from diffkit.text.captions import shape_prompt_attributes
     from diffkit.training.checkpoint import load_run
     from diffkit.viz.images import image_grid
 
@@ -93,8 +97,9 @@ def shapes(args) -> None:
     for w in args.ws:
         for name, items in sets.items():
             prompts = [p for p, _ in items]
+            k = 4 * args.n if name == "held-out combos" else args.n
             t0 = time.perf_counter()
-            x = sample_prompts(run, prompts, args.n, w)
+            x = sample_prompts(run, prompts, k, w)
             ips = len(x) / (time.perf_counter() - t0)
             m = prompt_adherence(x, prompts, "shapes")
             o = m["overall"]
@@ -105,14 +110,17 @@ def shapes(args) -> None:
             if name == "held-out combos":
                 for group in ("magenta square", "small green triangle"):
                     rows = [i for i, (_, g) in enumerate(items) if g == group]
-                    idx = np.concatenate([np.arange(i * args.n, (i + 1) * args.n) for i in rows])
-                    from diffkit.text.captions import shape_prompt_attributes
-
-                    wanted = {a: np.repeat([shape_prompt_attributes(prompts[i]).get(a, -1) for i in rows], args.n)
+                    idx = np.concatenate([np.arange(i * k, (i + 1) * k) for i in rows])
+                    wanted = {a: np.repeat([shape_prompt_attributes(prompts[i]).get(a, -1) for i in rows], k)
                               for a in ATTRIBUTES}
                     g = adherence(x[idx], wanted)
-                    print(f"  {group:<14} {'':>4} {len(idx):>5} " + " ".join(f"{g[a]:>8.3f}" for a in (*ATTRIBUTES, "all")))
+                    print(f"  {group:<20} {len(idx):>6} " + " ".join(f"{g[a]:>8.3f}" for a in (*ATTRIBUTES, "all")))
     w = best[0]
+    prompts = [p for p, _ in sets["training-style"]]
+    x = sample_run(run, args.n, "dpmpp-2m", 20, seed=1, prompt=prompts, guidance=w, guidance_interval=[0.2, 1.0])
+    o = prompt_adherence(x, prompts, "shapes")["overall"]
+    print(f"{'training-style':<16} {w:>4g} {len(x):>5} " + " ".join(f"{o[a]:>8.3f}" for a in (*ATTRIBUTES, "all"))
+          + "  guidance only in the image preset's interval (0.2, 1]")
     x = sample_prompts(run, GRID_PROMPTS, 8, w)
     image_grid(x, DOCS / "text_shapes.png", nrow=8, scale=3)
     print(f"\nbest w on training-style prompts: {w:g} (all four {best[1]:.3f}); grid of {len(GRID_PROMPTS)} prompts x 8 "
@@ -191,12 +199,12 @@ def main() -> None:
     p.add_argument("data", choices=["shapes", "mnist5k"])
     p.add_argument("--run", help="shapes: a trained text run (else the recipe is trained here)")
     p.add_argument("--vae", help="the VAE run behind --run (its training time is counted), or mnist5k's VAE to reuse")
-    p.add_argument("--n", type=int, help="samples per prompt (shapes, default 10) or per digit (mnist5k, default 30)")
+    p.add_argument("--n", type=int, help="samples per prompt (shapes, default 4) or per digit (mnist5k, default 30)")
     p.add_argument("--ws", default="1,3,5,7.5", help="guidance scales")
     p.add_argument("--seconds", type=float, default=300, help="mnist5k: training seconds per model")
     args = p.parse_args()
     args.ws = [float(w) for w in args.ws.split(",")]
-    args.n = args.n or (10 if args.data == "shapes" else 30)
+    args.n = args.n or (4 if args.data == "shapes" else 30)
     (shapes if args.data == "shapes" else mnist5k)(args)
 
 

@@ -129,7 +129,7 @@ CLI = [
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--timesteps", "0"], "--timesteps must be a positive", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--zero-terminal-snr", "--prediction", "epsilon"],
      "zero-terminal-SNR", 2),
-    ([R, "--data", "circle", "--out", "{tmp}/r1", "--p-uncond", "0.2"], "give --cond too", 2),
+    ([R, "--data", "circle", "--out", "{tmp}/r1", "--p-uncond", "0.2"], "give --cond or --text", 2),
     ([R, "--data", "shapes3", "--cond", "--out", "{tmp}/r1", "--p-uncond", "1"], "p_uncond", 2),
     ([R, "--data", "circle", "--cond", "--out", "{tmp}/r1"], "has no labels", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--flip"], "--flip shape the image U-Net", 2),

@@ -81,7 +81,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 2 and page.locator("#gd-run option").count() == 1  # g8: unconditional
+    assert page.locator("#rv-run option").count() == 3 and page.locator("#gd-run option").count() == 1  # g8, the text run: no class
 
 
 def test_the_t_slider_noises_the_data(page):

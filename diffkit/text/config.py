@@ -22,4 +22,7 @@ def text_config(config, encoder: str = DEFAULT_ENCODER):
     name = encoder if encoder == DEFAULT_ENCODER else str(Path(encoder).expanduser().resolve())
     config.data.text = name
     config.network.context_dim = load_encoder(name).dim
+    # guidance at every noise level: on shapes at w = 5, all four attributes right 98.1% of the time against
+    # 92.0% with the image preset's interval (0.2, 1] (benchmarks/text.py)
+    config.sampling.guidance_interval = None
     return config
