@@ -3,8 +3,7 @@
 shapes / shapes64: "a large red circle at the top left". Position is a 3 x 3 grid over the centres where the
 shape fits (data/shapes.py: the centre is uniform on [e/2, S - e/2] for extent e); a caption names the cell only
 when the centre lies at least half a pixel (at 32 px; scaled with the side) inside it (77% to 80% of images),
-and leaves position out otherwise,
-so every caption is true to the pixel. Training captions use TRAIN_TEMPLATES with synonyms (big / large, disc /
+and leaves position out otherwise, so every caption is true to the pixel. Training captions use TRAIN_TEMPLATES with synonyms (big / large, disc /
 circle, upper / top, middle / centre); PARAPHRASE_TEMPLATES and the HELD_OUT_COMBOS (every magenta square, every
 small green triangle) never appear in training and measure paraphrase and composition generalisation.
 mnist5k / digits: "a handwritten seven", "the digit 7", ...
