@@ -211,7 +211,7 @@ def cmd_sample(a) -> None:
     steps_taken = taken[0]
     if bars:
         bars[0].close()
-    write_samples(out, sidecar, x, sample_record(a, run, seed, interval, steps_taken))
+    write_samples(out, sidecar, x, sample_record(a, run, seed, interval, steps_taken, prompts))
     print(f"wrote {len(x)} samples to {out} (seed {seed}; settings in {sidecar})")
     if plot:
         from .viz.plots import scatter
@@ -266,14 +266,13 @@ def fresh_seed() -> int:
     return secrets.randbits(63)
 
 
-def sample_record(a, run, seed: int, interval, steps_taken: int) -> dict:
+def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -> dict:
     """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
     from . import __version__
-    from .cli_text import prompts_of
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
-            "class": a.cls, "prompts": prompts_of(a), "guidance": a.guidance,
+            "class": a.cls, "prompts": prompts, "guidance": a.guidance,
             "guidance_interval": run.config.sampling.guidance_interval if interval == "run" else interval,
             "clip": run.config.sampling.clip_x0 if _clip_flag(a) is None else _clip_flag(a),
             "options": sampler_options(a),

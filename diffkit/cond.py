@@ -17,6 +17,7 @@ import torch
 
 from .errors import ConfigError
 
+
 def cat_conds(a, b):
     """Two conds of the same kind stacked along the batch (dicts entry by entry)."""
     if isinstance(a, dict):

@@ -79,36 +79,20 @@ def vae_sha256(run_dir) -> str:
     return sha256((Path(run_dir) / MODEL).read_bytes())
 
 
-def _cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit").expanduser()
-
-
 @torch.no_grad()
 def encode_images(vae: VAE, images: np.ndarray, key: str, batch: int = 256) -> np.ndarray:
     """Posterior means of images in [0, 1], float32 [N, c, H/f, W/f], computed once and cached (safetensors
     under DIFFKIT_CACHE, named by `key`: a hash of the VAE's weights and the data)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from .cache import cached_tensors
 
-    from .training.checkpoint import save_tensors
-
-    path = _cache_root() / f"latents-{key[:32]}.safetensors"
-    if path.exists():
-        try:
-            cached = load_file(path)["latents"]
-            if len(cached) == len(images):
-                return cached.numpy()
-        except (SafetensorError, OSError, KeyError):
-            pass  # a damaged cache is recomputed
     device = next(vae.parameters()).device
-    out = [vae.encode(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().to(device) * 2 - 1)[0]
-           .float().cpu() for i in range(0, len(images), batch)]
-    latents = torch.cat(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"latents": latents}, {"key": key})
-    return latents.numpy()
+
+    def encode():
+        return {"latents": torch.cat([vae.encode(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float()
+                                                 .to(device) * 2 - 1)[0].float().cpu()
+                                      for i in range(0, len(images), batch)])}
+
+    return cached_tensors(f"latents-{key[:32]}", len(images), encode, {"key": key})["latents"].numpy()
 
 
 def latent_scale(latents: np.ndarray) -> float:
@@ -151,7 +135,7 @@ class LatentDecoder:
         return np.concatenate(out) if out else np.empty((0,))
 
 
-def _image_spec(spec: str) -> str:
+def image_spec(spec: str) -> str:
     from .data.images import is_image_spec
     from .errors import ConfigError
 
@@ -166,19 +150,18 @@ def latent_config(spec: str, vae_run, **image_options):
     from .presets import image_config
 
     vae_config, _ = load_vae(vae_run)
-    config = image_config(_image_spec(spec), vae_config.network.latent_shape(vae_config.fitted.shape),
+    config = image_config(image_spec(spec), vae_config.network.latent_shape(vae_config.fitted.shape),
                           **image_options)
     config.data.latent = str(Path(vae_run).resolve())
     return config
 
 
-def latent_training_data(config):
-    """(latents, labels, class names, normalizer) of a latent run's train split, filling in (or, on resume,
-    keeping) config.fitted's VAE checksum, latent scale and pixel shape."""
-    from .data.images import load_images
+def latent_training_data(config, data):
+    """(latents, labels, class names, normalizer) of a latent run's train split (ImageData `data`, loaded with
+    the run's split seed), filling in (or, on resume, keeping) config.fitted's VAE checksum, latent scale and
+    pixel shape."""
     from .data.normalize import Normalizer
 
-    data = load_images(_image_spec(config.data.spec), seed=config.train.seed)
     fitted = config.fitted
     x, fitted.vae_sha256 = encoded_data(config, data)
     fitted.latent_scale = fitted.latent_scale or latent_scale(x)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cond import class_id, class_labels, to_device  # noqa: F401  (class_id: part of this module's API)
+from .cond import class_id, class_labels, to_device
 from .config import DataConfig, RunConfig
 from .data.fingerprint import absolute_spec, check_unchanged, content_hash
 from .data.images import IMAGE_DATASETS, is_image_spec, load_images
@@ -159,11 +159,12 @@ def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None
 
 def make_source(config: RunConfig) -> TensorSource:
     """The training source of a run, after filling in (or, on resume, checking) config.fitted."""
-    spec, fitted = config.data.spec, config.fitted
+    spec, fitted, data = config.data.spec, config.fitted, None
     if config.data.latent is not None:  # images through the VAE: its latents, scaled to unit variance
-        from .latent import latent_training_data
+        from .latent import image_spec, latent_training_data
 
-        x, labels, names, normalizer = latent_training_data(config)
+        data = load_images(image_spec(spec), seed=config.train.seed)
+        x, labels, names, normalizer = latent_training_data(config, data)
         kind, x0_bound = "latents", None
     elif is_image_spec(spec):
         data = load_images(spec, seed=config.train.seed)
@@ -198,7 +199,7 @@ def make_source(config: RunConfig) -> TensorSource:
     if config.data.text:  # the captions of the same images, encoded once
         from .text.data import text_source
 
-        return text_source(config, x0)
+        return text_source(config, x0, data)
     return TensorSource(x0, labels, flip=config.data.flip)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cond import class_id
 from .data.images import is_image_spec, load_images
 from .data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
 from .data.normalize import Normalizer
@@ -19,7 +20,7 @@ from .devices import module_device
 from .errors import ConfigError, DataError
 from .likelihood import elbo, ode_nll
 from .oracle import OracleDenoiser
-from .runs import check_sample_memory, class_id
+from .runs import check_sample_memory
 from .sampling import sample as run_sampler
 from .schedule import NoiseSchedule
 from .training.checkpoint import Run, load_run

@@ -8,7 +8,8 @@ from ..errors import DiffkitError
 
 def prompt_panel(run, name: str, prompt: str, w: float, n: int, seed: int, steps: int) -> dict:
     from ..runs import sample_run
-    from ..text.adherence import SHAPES_SETS
+    from ..text.adherence import SHAPES_SETS, prompt_adherence
+    from ..text.captions import shape_prompt_attributes
     from ..text.encoder import check_prompt, load_encoder
 
     if not run.config.data.text:
@@ -20,15 +21,6 @@ def prompt_panel(run, name: str, prompt: str, w: float, n: int, seed: int, steps
     out = {"prompt": prompt, "w": w, "tokens": tokens, "max_tokens": encoder.max_tokens,
            "truncated": tokens > encoder.max_tokens, "shape": run.config.fitted.image_shape, "samples": x,
            "adherence": None}
-    if run.config.data.spec in SHAPES_SETS:
-        from ..text.adherence import prompt_adherence
-
-        m = prompt_adherence(x, [prompt], run.config.data.spec)["overall"] if _names_attributes(prompt) else None
-        out["adherence"] = m
+    if run.config.data.spec in SHAPES_SETS and shape_prompt_attributes(prompt):  # a prompt that names attributes
+        out["adherence"] = prompt_adherence(x, [prompt], run.config.data.spec)["overall"]
     return out
-
-
-def _names_attributes(prompt: str) -> bool:
-    from ..text.captions import shape_prompt_attributes
-
-    return bool(shape_prompt_attributes(prompt))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -149,9 +148,11 @@ def _bar(total: int, progress: bool, desc: str):
 
 def cache_path(data, cache_dir=None) -> Path:
     """Where the judge of `data` is cached: <cache_dir>/judge-<spec>-<fingerprint[:16]>.safetensors."""
-    root = Path(cache_dir if cache_dir is not None else os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit")
+    from ..cache import cache_root
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data.spec)).strip("._")[:48] or "data"
-    return root.expanduser() / f"judge-{name}-{data.fingerprint()[:16]}.safetensors"
+    return root / f"judge-{name}-{data.fingerprint()[:16]}.safetensors"
 
 
 def _expected(data, seed: int, epochs: int | None) -> dict:

@@ -81,7 +81,7 @@ def read_shapes(samples, foreground: float = 0.5) -> dict[str, np.ndarray]:
         regions, count = ndimage.label(x[i].max(0) > foreground)
         if not count:
             continue
-        region = regions == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(regions), regions, range(1, count + 1))))
+        region = regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))  # the largest region
         rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
         h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
         fill = region.sum() / (h * w)

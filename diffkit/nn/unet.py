@@ -100,6 +100,11 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def heads(cfg: UNetConfig, ch: int) -> int:
+    """Attention heads of ch channels: about ch / head_channels, a divisor of ch (heads of equal width)."""
+    return math.gcd(ch, max(1, ch // cfg.head_channels))
+
+
 class ResBlock(nn.Module):
     """h = conv(silu(norm(x))); h = norm(h) (1 + scale) + shift; out = x' + conv(dropout(silu(h)))
     with (scale, shift) a linear map of the embedding (Dhariwal & Nichol 2021, 'adaptive group norm')."""
@@ -124,7 +129,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: UNetConfig, ch: int):
         super().__init__()
-        self.heads = math.gcd(ch, max(1, ch // cfg.head_channels))  # a divisor of ch: heads of equal width
+        self.heads = heads(cfg, ch)
         self.norm, self.qkv = _norm(cfg, ch), nn.Conv2d(ch, 3 * ch, 1)
         self.out = _zero(nn.Conv2d(ch, ch, 1))
 
@@ -205,7 +210,7 @@ class UNet(nn.Module):
 
     @staticmethod
     def _cross(cfg, ch) -> SpatialCrossAttention:
-        return SpatialCrossAttention(ch, cfg.context_dim, math.gcd(ch, max(1, ch // cfg.head_channels)))
+        return SpatialCrossAttention(ch, cfg.context_dim, heads(cfg, ch))
 
     def embedding(self, t: torch.Tensor, cond) -> torch.Tensor:
         """SiLU of the time (+ class or pooled prompt) embedding [B, E]: what every residual block reads."""

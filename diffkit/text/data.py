@@ -6,12 +6,12 @@ of the encoder's weights and the captions), and prompts turned into a cond for s
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.source import TensorSource
 from ..errors import ConfigError, DataError
 from .captions import digits_captions, shapes_captions
 from .encoder import load_encoder
@@ -37,50 +37,30 @@ def training_captions(data) -> tuple[list[str], np.ndarray, np.ndarray]:
     return captions, np.arange(len(captions)).reshape(-1, 1), np.ones(len(captions), bool)
 
 
-def _cache_path(encoder, captions: list[str]) -> Path:
-    h = hashlib.sha256(encoder.fingerprint.encode())
-    h.update("\n".join(captions).encode())
-    root = Path(os.environ.get("DIFFKIT_CACHE") or "~/.cache/diffkit").expanduser()
-    return root / f"text-{h.hexdigest()[:32]}.safetensors"
-
-
 def encode_captions(encoder_name: str, captions: list[str]) -> dict:
-    """{"tokens" [U, L, D], "mask" [U, L]} of the captions, from the cache when it holds them."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..training.checkpoint import save_tensors
+    """{"tokens" [U, L, D], "mask" [U, L]} of the captions, cached by a hash of the encoder's files and the captions."""
+    from ..cache import cached_tensors
 
     encoder = load_encoder(encoder_name)
-    path = _cache_path(encoder, captions)
-    if path.exists():
-        try:
-            cached = load_file(path)
-            if len(cached["tokens"]) == len(captions):
-                return {"tokens": cached["tokens"], "mask": cached["mask"].bool()}
-        except (SafetensorError, OSError, KeyError):
-            pass  # a damaged cache is recomputed
-    cond = encoder.encode(captions)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"tokens": cond["tokens"], "mask": cond["mask"].to(torch.uint8)})
-    return cond
+    h = hashlib.sha256(encoder.fingerprint.encode())
+    h.update("\n".join(captions).encode())
+
+    def encode():
+        cond = encoder.encode(captions)
+        return {"tokens": cond["tokens"], "mask": cond["mask"].to(torch.uint8)}
+
+    cached = cached_tensors(f"text-{h.hexdigest()[:32]}", len(captions), encode)
+    return {"tokens": cached["tokens"], "mask": cached["mask"].bool()}
 
 
-class TextSource:
+class TextSource(TensorSource):
     """Training images with captions: draw(B, g) -> (x0 [B, ...], {"tokens" [B, L, D], "mask" [B, L]}); each drawn
     image takes one of its K captions uniformly (templates and synonyms vary from step to step)."""
 
     def __init__(self, x0: torch.Tensor, choices: np.ndarray, cond: dict):
-        self.x0 = x0.float().contiguous()
+        super().__init__(x0)
         self.choices = torch.from_numpy(np.ascontiguousarray(choices)).long()  # [N, K]
         self.tokens, self.mask = cond["tokens"], cond["mask"]
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.x0.shape[1:])
 
     def draw(self, batch_size: int, generator: torch.Generator):
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)
@@ -89,13 +69,13 @@ class TextSource:
         return self.x0[idx], {"tokens": self.tokens[ids], "mask": self.mask[ids]}
 
 
-def text_source(config, x0: torch.Tensor) -> TextSource:
-    """The TextSource of a text run whose train split (normalized, in the order load_images gives) is x0."""
-    from ..data.images import load_images
-
+def text_source(config, x0: torch.Tensor, data) -> TextSource:
+    """The TextSource of a text run on ImageData `data` (None: not images), whose train split, normalized (pixels
+    or latents), is x0."""
+    if data is None:
+        raise ConfigError(f"--text conditions images on captions; {config.data.spec} holds points")
     if config.data.flip:
         raise ConfigError("--flip mirrors images, which turns 'left' in a caption into a lie; drop it for text runs")
-    data = load_images(config.data.spec, seed=config.train.seed)
     captions, choices, keep = training_captions(data)
     if len(choices) != len(x0):
         raise DataError(f"{config.data.spec} gave {len(choices)} captioned images for {len(x0)} training images")
@@ -122,9 +102,9 @@ def prompt_cond(config, prompts: list[str], n: int, device=None) -> dict:
 
 def null_cond(config, n: int, device=None) -> dict:
     """The null prompt for n samples: what a text run samples when no prompt is given (unconditional)."""
-    from ..cond import conditioning_for
+    from .encoder import null_tokens
 
-    tokens, mask = conditioning_for(config).null_tokens, conditioning_for(config).null_mask
+    tokens, mask = null_tokens(config.data.text)
     out = {"tokens": tokens.expand(n, -1, -1), "mask": mask.expand(n, -1)}
     return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
