@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from diffkit import machine
 from diffkit.runs import default_config, make_trainer
 from diffkit.training.checkpoint import MODEL, STATE, STATE_DIR, checkpoint_steps, step_dir
-from diffkit.training.trainer import intra_op_threads
+from diffkit.machine import intra_op_threads
 
 
 def measure(spec: str, saves: int, steps: int) -> dict:
@@ -59,6 +60,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(2)
+    print(machine.describe())
     rows = [measure(spec, a.saves, a.steps) for spec in a.data.split(",")]
     print(f"{'data':<9} {'params':>9} {'step ms':>8} {'save ms':>8} {'model MiB':>10} {'state MiB':>10} "
           f"{'every':>6} {'overhead':>9}")

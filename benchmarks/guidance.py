@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from diffkit import machine
 from diffkit.config import DataConfig, RunConfig
 from diffkit.data.points import make_labeled
 from diffkit.metrics.classes import ClassJudge
@@ -90,6 +91,7 @@ def main():
     ap.add_argument("--plot", default="guidance.png")
     ap.add_argument("--no-timing", action="store_true", help="skip the conditional-vs-unconditional training time")
     a = ap.parse_args()
+    print(machine.describe())
     with tempfile.TemporaryDirectory() as tmp:
         if not a.no_timing:
             t = training_ratio(tmp, a.batch_size)

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from diffkit import machine
 from diffkit.data.images import load_images
 from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
@@ -44,6 +45,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000)
     a = p.parse_args()
     torch.set_num_threads(2)
+    print(machine.describe())
     data = load_images(a.data)
     judge = load_or_train_judge(data, progress=False)
     run = load_run(a.run)

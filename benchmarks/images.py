@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import peer_unet as peer
+from diffkit import machine
 from diffkit.cond import ClassConditioning, drop_conds
 from diffkit.data.images import load_images
 from diffkit.metrics.images import evaluate_images
@@ -42,7 +43,8 @@ from diffkit.runs import default_config, make_trainer, sample_run
 from diffkit.training.checkpoint import load_run, save_config, save_model
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
-from diffkit.training.trainer import LOG, intra_op_threads, read_log
+from diffkit.machine import intra_op_threads
+from diffkit.training.trainer import LOG, read_log
 
 DEFAULT_SECONDS = {"digits": 150, "mnist5k": 1200, "shapes": 600}
 SCALES, GUIDED = (0.0, 1.0, 3.0), 3.0
@@ -324,6 +326,7 @@ def main():
     ap.add_argument("--compile-limit", type=float, default=60, help="seconds allowed for the first compiled step")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    print(machine.describe())
     from scipy.linalg import LinAlgWarning
 
     warnings.filterwarnings("ignore", category=LinAlgWarning)  # FD of small or collapsed sample sets

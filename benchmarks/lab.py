@@ -24,6 +24,7 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import sync_playwright
 
+from diffkit import machine
 from diffkit.cli import main as cli
 from diffkit.lab.app import create_app
 
@@ -59,6 +60,7 @@ def main() -> None:
     p.add_argument("--moves", type=int, default=40)
     p.add_argument("--only", choices=["score", "prompt"], help="with --shots: only this panel's screenshot, no timings")
     a = p.parse_args()
+    print(machine.describe())
     runs = Path(a.runs) if a.runs else Path(tempfile.mkdtemp(prefix="lab-bench-"))
     if not (runs / "shapes3").exists():
         cli(["train", "--data", "shapes3", "--cond", "--out", str(runs / "shapes3"), "--quiet"])

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffkit import machine
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 MODELS = ("pixel U-Net", "latent U-Net", "pixel DiT", "latent DiT")
 
@@ -112,6 +114,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--vae-steps", type=int, default=400)
     a = p.parse_args()
+    print(machine.describe())
     from diffkit.cli import main as cli
     from diffkit.data.images import load_images
     from diffkit.latent import vae_report

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffkit import machine
 from diffkit.data.mixture import GaussianMixture, gaussians8
 from diffkit.data.points import PointSource
 from diffkit.likelihood import elbo, ode_nll
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--plot", default=str(HERE.parent / "docs" / "score_error.png"))
     a = ap.parse_args()
     torch.set_num_threads(1)
+    print(machine.describe())
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (spec, make) in DATA.items():

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffkit.training.trainer import intra_op_threads
+from diffkit.machine import intra_op_threads
 
 T = 1000
 LR, BATCH_SIZE, P_UNCOND, WARMUP, GRAD_CLIP = 1e-3, 128, 0.1, 500, 1.0

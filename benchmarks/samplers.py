@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from diffkit import machine
 from diffkit.config import DataConfig, RunConfig, ScheduleConfig
 from diffkit.data.points import make_dataset
 from diffkit.metrics.points import projected_energy_distance
@@ -194,6 +195,7 @@ def main():
     ap.add_argument("--headline-only", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the 100k-point timing and the scheduler overhead")
     a = ap.parse_args()
+    print(machine.describe())
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = a.run
         if run_dir is None:

@@ -53,6 +53,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="runs per row; the best is kept")
     p.add_argument("--compile", action="store_true")
     a = p.parse_args()
+    from diffkit import machine
+
+    print(machine.describe())
     cores = os.cpu_count() or 1
     setups = [("1 process, 1 thread", ["--threads", "1"], 1), (f"1 process, {cores} threads", ["--threads", str(cores)], cores),
               ("2 processes (DDP, gloo), 1 thread each", ["--nproc", "2"], 2)]  # (label, arguments, cores used)

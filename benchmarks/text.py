@@ -203,6 +203,9 @@ def main() -> None:
     p.add_argument("--ws", default="1,3,5,7.5", help="guidance scales")
     p.add_argument("--seconds", type=float, default=300, help="mnist5k: training seconds per model")
     args = p.parse_args()
+    from diffkit import machine
+
+    print(machine.describe())
     args.ws = [float(w) for w in args.ws.split(",")]
     args.n = args.n or (4 if args.data == "shapes" else 30)
     (shapes if args.data == "shapes" else mnist5k)(args)

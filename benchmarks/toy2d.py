@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from diffkit import machine
 from diffkit.config import DataConfig, RunConfig
 from diffkit.runs import eval_samples, sample_run, train_run
 from diffkit.training.checkpoint import load_run
@@ -43,6 +44,7 @@ def main():
     ap.add_argument("--n", type=int, default=4000, help="samples per sampler (and fresh reference points)")
     ap.add_argument("--json", help="also write the rows to this file")
     a = ap.parse_args()
+    print(machine.describe())
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, n = {a.n}")
     rows = []

@@ -31,7 +31,7 @@ def cmd_train(a) -> None:
         launch(a.nproc, _without_nproc(a.argv), a.out)
         return
     runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=a.compile,
-                                precision=a.precision if a.resume else None)
+                                precision=a.precision if a.resume else None, threads=a.threads if a.resume else None)
     try:
         summary = _train(a, config, runtime)
     except Exception as e:
@@ -70,7 +70,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _check_resume_flags(a) -> None:
     given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
                                                     "lr", "seed", "p_uncond", "checkpoint_every",
-                                                    "keep_checkpoints", "threads") if getattr(a, k) is not None]
+                                                    "keep_checkpoints") if getattr(a, k) is not None]
     given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
     given += ["--cond"] if a.cond else []
     given += ["--flip"] if a.flip else []
@@ -78,7 +78,7 @@ def _check_resume_flags(a) -> None:
               if getattr(a, k) is not None]
     if given:
         raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
-                          "cannot be given; only --steps and how it runs (--device, --precision, --nproc, "
+                          "cannot be given; only --steps and how it runs (--device, --precision, --threads, --nproc, "
                           "--batch-per-device, --compile) may change")
     if a.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; give one of them")

@@ -9,16 +9,22 @@ import math
 from .errors import ConfigError, DiffkitError
 
 
-def positive_int(name):
+def positive_int(name, minimum: int = 1):
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
     def parse(text):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {v}")
         return v
     return parse
+
+
+def non_negative_int(name):
+    return positive_int(name, minimum=0)
 
 
 def finite_float(name, minimum=None):
@@ -62,7 +68,7 @@ def interval_arg(text):
 
     try:
         return check_guidance_interval(tuple(float(v) for v in text.split(",")), "--guidance-interval")
-    except (ValueError, ConfigError) as e:
+    except (ValueError, ConfigError):
         raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI with 0 <= LO < HI (e.g. 0.2,1) or 'all', "
                                          f"got {text!r}") from None
 
@@ -87,15 +93,27 @@ def _device_arg(parser) -> None:
                                                          "CPU), cpu, cuda, cuda:N or mps (default auto)")
 
 
+def _how_it_trains_args(parser) -> None:
+    """--precision and --threads, shared by every command that trains."""
+    from .devices import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="autocast of the network: auto (the default: bf16 where the device runs it natively and, "
+                             "on a CPU, a short probe of this run's step finds it faster; else fp32; decided at every "
+                             "start, resume included), fp32, bf16 or fp16 (with a gradient scaler)")
+    parser.add_argument("--threads", type=non_negative_int("--threads"),
+                        help="intra-op CPU threads per process (0, the default: one or all of this process's cores, "
+                             "whichever runs this run's step faster, decided at every start; several processes "
+                             "share the cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .data.images import IMAGE_DATASETS
     from .data.points import DATASETS
-    from .devices import PRECISIONS
     from .prediction import PREDICTIONS
     from .sampling import SAMPLERS, SPACINGS
     from .schedule import SCHEDULE_NAMES
-
-    from . import __version__
 
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
     p.add_argument("--version", action="version", version=f"diffkit {__version__}")
@@ -150,17 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_arg(t)
-    t.add_argument("--precision", choices=PRECISIONS,
-                   help="autocast of the network: fp32, bf16 or fp16 (with a gradient scaler) (default: the preset's, "
-                        "bf16 for images)")
+    _how_it_trains_args(t)
     t.add_argument("--compile", action="store_true", help="torch.compile the network for training (measure it first: "
                                                           "it did not pay on a 2-core CPU)")
     t.add_argument("--nproc", type=positive_int("--nproc"),
                    help="train in N processes on this machine with DistributedDataParallel (torch's launcher; "
                         "for several machines run torchrun ... -m diffkit train)")
-    t.add_argument("--threads", type=int, help="intra-op CPU threads per process (0: torch's default; default: the "
-                                               "preset's, 1 for points, all cores for images; several processes "
-                                               "share the cores)")
     t.add_argument("--batch-per-device", type=positive_int("--batch-per-device"),
                    help="largest micro-batch per forward pass; a process's share of --batch-size above it is "
                         "accumulated (same result, less memory)")
@@ -182,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the reconstruction report as JSON")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_arg(v)
+    _how_it_trains_args(v)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     src = s.add_mutually_exclusive_group(required=True)

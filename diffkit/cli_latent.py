@@ -15,13 +15,15 @@ def cmd_train_vae(a) -> None:
     from .runs import train_run
     from .training.distributed import Runtime
 
-    runtime = Runtime(device=resolve_device(a.device))
+    runtime = Runtime(device=resolve_device(a.device), precision=a.precision if a.resume else None,
+                      threads=a.threads if a.resume else None)
     if a.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("data", "factor", "latent_channels", "batch_size", "lr",
                                                         "kl_weight", "seed") if getattr(a, k) is not None]
         if given:
             raise ConfigError(f"--resume continues the VAE run as configured in its config.json, so "
-                              f"{', '.join(given)} cannot be given; only --steps may change")
+                              f"{', '.join(given)} cannot be given; only --steps and how it runs (--device, "
+                              "--precision, --threads) may change")
         summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet, runtime=runtime)
     else:
         if a.data is None:
@@ -31,7 +33,7 @@ def cmd_train_vae(a) -> None:
                               "shapes, a folder of PNG/JPEG or an image .npz)")
         config = vae_config(a.data, load_images(a.data).shape, factor=a.factor or 4,
                             latent_channels=a.latent_channels or 4)
-        for key in ("steps", "batch_size", "lr", "seed"):
+        for key in ("steps", "batch_size", "lr", "seed", "precision", "threads"):
             if getattr(a, key) is not None:
                 setattr(config.train, key, getattr(a, key))
         if a.kl_weight is not None:

@@ -14,7 +14,7 @@ from .prediction import check_prediction
 from .schedule import NoiseSchedule
 
 FORMAT = "diffkit-run"
-FORMAT_VERSION = 2  # 2: fitted statistics apart from the data request; tagged network config
+FORMAT_VERSION = 3  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto
 
 
 @dataclass
@@ -78,11 +78,13 @@ class TrainConfig:
     p_uncond: float = 0.1           # label dropout to the null class (conditional runs only)
     min_snr_gamma: float = 0.0      # > 0: Min-SNR-gamma loss weights (Hang et al. 2023); 0: L_simple
     seed: int = 0
-    # intra-op CPU threads while training (0: torch's default). The 2-D MLP's ops (1024 x 32) are too small
-    # to split: one thread ran a default step in 4.4 ms against 5.2 ms on two (2-core machine)
-    threads: int = 1
-    precision: str = "fp32"         # "fp32", "bf16" or "fp16" (autocast of the network, fp16 with a gradient
-                                    # scaler; see devices.py)
+    # intra-op CPU threads while training; 0: decided on the machine at every start (training/autotune.py:
+    # one thread or all the process's cores, whichever runs this run's step clearly faster)
+    threads: int = 0
+    # autocast of the network: "auto" (bf16 where the device runs it natively and, on a CPU, a probe of this
+    # run's step finds it faster; else fp32; decided at every start), "fp32", "bf16" or "fp16" (with a
+    # gradient scaler; see devices.py)
+    precision: str = "auto"
     checkpoint_every: int = 1000    # steps between checkpoints (the first comes at a tenth of it)
     keep_checkpoints: int = 2       # resumable states kept in train_state/
     log_every: int = 50
@@ -127,7 +129,7 @@ class RunConfig:
         if t.precision not in PRECISIONS:
             raise choice_error("training precision", t.precision, PRECISIONS)
         if t.threads < 0:
-            raise ConfigError(f"threads must be >= 0 (0: torch's default), got {t.threads}")
+            raise ConfigError(f"threads must be >= 0 (0: decided on the machine at each start), got {t.threads}")
         if not t.ema_halflife >= 0:
             raise ConfigError(f"ema_halflife must be >= 0 (0: no averaging), got {t.ema_halflife}")
         if not isinstance(self.sampling.clip_x0, bool):
@@ -171,6 +173,10 @@ class RunConfig:
                 fitted = {k: data.pop(k) for k in ("normalizer", "x0_bound", "class_names") if k in data}
                 shape = [d["network"].get("dim", 2)] if fitted.get("normalizer") else None
                 d = {**d, "data": data, "fitted": {"kind": "points", "shape": shape, **fitted}}
+            if d.get("format_version", 0) < 3 and d["train"].get("precision") == "bf16":
+                # version 2 wrote the image presets' bf16 default into every image run, asked for or not; it is
+                # read as auto, so such a run resumed on a CPU without native bf16 is not slowed down by it
+                d = {**d, "train": {**d["train"], "precision": "auto"}}
             return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
                        network=network_from_dict(d["network"]), prediction=d["prediction"],
                        train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"]),

@@ -13,7 +13,8 @@ import torch
 from .errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+# auto: decided on the machine at every training start (training/autotune.py); the others run as asked
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -59,6 +60,8 @@ def autocast(device: torch.device, precision: str):
     schedule tables and the loss stay float32 / float64 outside it (DESIGN.md: the time contract)."""
     if check_precision(precision) == "fp32":
         return nullcontext()
+    if precision == "auto":
+        raise ValueError("precision 'auto' is settled into fp32 or bf16 before autocast (training/autotune.py)")
     return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 

@@ -31,14 +31,14 @@ def unet_preset(shape, num_classes: int = 0) -> UNetConfig:
 def image_train_preset(shape) -> TrainConfig:
     """Training settings for images of shape [C, H, W]."""
     C, H, W = shape
-    # bf16 autocast: 1.38x the fp32 training speed of the digits U-Net on 2 cores (80 -> 58 ms per step of 128)
+    # precision and threads are left to the machine (TrainConfig's auto): bf16 ran the digits step 1.38x faster
+    # than fp32 on a Xeon with AMX-BF16 (80 -> 58 ms per step of 128) and 13.7x slower on an AVX2-only EPYC
     # no EMA: these runs are short and end on a cosine decay to 5% of the peak lr, whose last few hundred steps
     # still improve the samples (mnist5k's weights at step 3500 scored 3.44x the floor, at 3800 2.97x); any
     # average mixes in older, worse weights. Final weights against an EMA (w = 3 in the interval, 1,000 samples,
     # FD / floor): mnist5k 3.22x against 3.73x (half-life 20,000 images; 5,000: 3.72x), with x0 clipping;
     # shapes FD 0.41 against 0.46 and digits 1.62x against 1.68x, without
-    base = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, ema_halflife=0, threads=0,
-                       precision="bf16", checkpoint_every=500, log_every=25)
+    base = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, ema_halflife=0, checkpoint_every=500, log_every=25)
     if max(H, W) <= 16:  # digits: 1500 steps ~ 2 min (1700 steps scored the same FD, 1.62x the floor, in 2:41)
         return replace(base, steps=1500)
     # 28x28: batch 64 ran 255 images/s against 283 at 128, and at equal time (900 vs 500 steps) reached FD 4.1x
@@ -87,6 +87,6 @@ def vae_config(spec: str, shape, *, factor: int = 4, latent_channels: int = 4) -
 
     network = VAEConfig(in_channels=shape[0], factor=factor, latent_channels=latent_channels)
     # mnist5k, f = 4: 300 steps (64 s on 2 cores) reach PSNR 27.0 dB on the test split and 99.0% judge accuracy
-    train = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=100, ema_halflife=0, threads=0,
-                        precision="bf16", checkpoint_every=500, log_every=25)
+    train = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=100, ema_halflife=0, checkpoint_every=500,
+                        log_every=25)
     return RunConfig(data=DataConfig(spec=spec), network=network, train=train)

@@ -124,5 +124,5 @@ def test_the_runtime_precision_overrides_the_config_on_resume(tmp_path):
     train_run(config, tmp_path / "r", progress=False, callback=stop_at_10)
     rt = distributed.Runtime(precision="bf16")
     trainer = make_trainer(load_run(tmp_path / "r").config, tmp_path / "r", progress=False, runtime=rt)
-    assert trainer.precision == "bf16" and trainer.cfg.precision == "fp32"
+    assert trainer.asked_precision == "bf16" and trainer.cfg.precision == "auto"
     assert trainer.load_state() and trainer.step == 10

@@ -163,17 +163,26 @@ def test_the_launcher_names_the_rank_that_caused_the_failure():
     assert "rank 0" in text and "rank 1" in text and "lost contact" in text
 
 
-def test_rank_threads_share_the_cores(monkeypatch):
+def test_ranks_share_the_cores(monkeypatch):
+    from diffkit.training.autotune import settle
     from diffkit.training.distributed import Runtime
-    from diffkit.training.trainer import rank_threads
+    from diffkit.training.trainer import core_share
+
+    def no_probe(*candidates):
+        raise AssertionError("explicit threads and one core per rank need no timing")
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     rt = Runtime(world_size=4)
-    assert rank_threads(0, rt) == 2 and rank_threads(1, rt) == 1 and rank_threads(6, rt) == 2
-    assert rank_threads(6, Runtime(device=torch.device("meta"), world_size=4)) == 6
+    assert core_share(rt) == 2 and core_share(Runtime(device=torch.device("meta"), world_size=4)) == 8
+    cpu = torch.device("cpu")
+    assert [settle("fp32", n, cpu, core_share(rt), no_probe).threads for n in (1, 6)] == [1, 2]
+    assert settle("fp32", 6, torch.device("meta"), 8, no_probe).threads == 6
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert rank_threads(6, rt) == 6
+    assert core_share(rt) == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert settle("fp32", 0, cpu, core_share(rt), no_probe).threads == 1  # one core each: nothing to time
 
 
 def test_nproc_from_python_leaves_the_signal_handlers_as_they_were(tmp_path):

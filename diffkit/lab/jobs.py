@@ -75,7 +75,9 @@ class JobRunner:
             runtime = Runtime(device=self.device) if self.device is not None else None
             trainer = make_trainer(config, partial, progress=False, runtime=runtime,
                                    callback=lambda rec: self._step(job, trainer, rec))
-            job.emit("start", steps=config.train.steps, kind=config.fitted.kind)
+            settled = trainer.settle()  # precision and threads for this machine (training/autotune.py)
+            job.emit("start", steps=config.train.steps, kind=config.fitted.kind, precision=settled.precision,
+                     threads=settled.threads, how=settled.lines())
             trainer.train()
             if job.cancel.is_set():
                 job.state = "cancelled"

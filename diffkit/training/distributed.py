@@ -39,7 +39,8 @@ class Runtime:
     local_rank: int = 0
     batch_per_device: int | None = None  # micro-batch per forward pass (gradient accumulation below the rank batch)
     compile: bool = False                # torch.compile the network for training
-    precision: str | None = None         # fp32 / bf16 / fp16 instead of the config's (e.g. resuming on a GPU)
+    precision: str | None = None         # auto / fp32 / bf16 / fp16 instead of the config's (e.g. resuming on a GPU)
+    threads: int | None = None           # intra-op threads instead of the config's (0: decided on this machine)
 
     @property
     def is_main(self) -> bool:
@@ -85,7 +86,7 @@ def env_world() -> tuple[int, int, int]:
 
 
 def start(device: torch.device, *, batch_per_device: int | None = None, compile: bool = False,
-          precision: str | None = None) -> Runtime:
+          precision: str | None = None, threads: int | None = None) -> Runtime:
     """This process's Runtime; under a launcher (WORLD_SIZE > 1) also joins the process group, with a timeout
     so a lost rank ends the job instead of hanging it. CUDA ranks take the GPU of their local rank."""
     rank, world, local = env_world()
@@ -103,7 +104,8 @@ def start(device: torch.device, *, batch_per_device: int | None = None, compile:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     timeout=timedelta(seconds=TIMEOUT_S))
     return Runtime(device=device, rank=rank, world_size=world, local_rank=local,
-                   batch_per_device=batch_per_device, compile=compile, precision=precision)
+                   batch_per_device=batch_per_device, compile=compile, precision=precision,
+                   threads=threads)
 
 
 def stop() -> None:

@@ -11,9 +11,10 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,18 +23,26 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cond import conditioning_for, drop_conds, slice_cond, to_device
-from ..config import RunConfig
-from ..devices import autocast, check_precision, grad_scaler
+from ..config import RunConfig, network_to_dict
+from ..devices import PRECISIONS, autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
+from ..machine import cores, intra_op_threads
 from ..memory import require_memory
-from .checkpoint import build_network, load_weights, read_state, save_checkpoint, save_config
+from .autotune import Settled, StepProbe, settle
+from .checkpoint import (
+    build_network,
+    load_weights,
+    read_state,
+    save_checkpoint,
+    save_config,
+)
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
 from .lock import RunLock
 from .objectives import objective_for
 
 LOG = "train_log.csv"
-LOG_FIELDS = ["step", "loss", "lr", "seconds", "skipped"]
+LOG_FIELDS = ["step", "loss", "lr", "seconds", "skipped", "precision", "threads"]  # the last two: what ran
 MAX_BAD_STEPS = 10  # consecutive non-finite steps that stop training
 
 
@@ -69,7 +78,10 @@ class Trainer:
         self.cfg = config.train
         self.runtime = runtime or Runtime()
         self.device = self.runtime.device
-        self.precision = check_precision(self.runtime.precision or self.cfg.precision)
+        # what was asked (the config's, or the runtime's override on resume); settle() decides what runs
+        self.asked_precision = check_precision(self.runtime.precision or self.cfg.precision)
+        self.asked_threads = self.cfg.threads if self.runtime.threads is None else self.runtime.threads
+        self.precision, self.settled, self._probe = self.asked_precision, None, None
         self.rows, self.micro = self.runtime.micro_batches(self.cfg.batch_size)
         self.run_dir = Path(run_dir)
         self.source = source
@@ -108,10 +120,43 @@ class Trainer:
                                             forward_sync_buffers=False)
         return torch.compile(model) if self.runtime.compile else model
 
+    # precision and threads ----------------------------------------------------
+    def settle(self) -> Settled:
+        """The precision and threads this start trains with (autotune.py: auto is decided on this machine, at
+        every start); under several processes every rank takes rank 0's decision. Rank 0 prints what it chose."""
+        if self.settled is not None:
+            return self.settled
+        settled = None
+        if self.runtime.is_main:
+            settled = settle(self.asked_precision, self.asked_threads, self.device, core_share(self.runtime),
+                             self._time_step)
+            for line in settled.lines():
+                print(line, file=sys.stderr, flush=True)
+        if self.runtime.distributed:
+            code = torch.zeros(2, dtype=torch.float64, device=self.device)
+            if settled is not None:
+                code[0], code[1] = PRECISIONS.index(settled.precision), settled.threads
+            code = all_reduce_sum(code, self.runtime).tolist()
+            settled = settled or Settled(PRECISIONS[int(code[0])], int(code[1]), "rank 0's choice", "rank 0's choice")
+        self.settled, self.precision = settled, settled.precision
+        return settled
+
+    def _time_step(self, *candidates) -> list[float]:
+        """The probe of this run's training step (one micro-batch, drawn from a generator of its own)."""
+        if self._probe is None:
+            x0, draws, cond = self._draw_batch(torch.Generator().manual_seed(0))
+            size = self.rows // self.micro
+            batch = (x0[:size], [d[:size] for d in draws], slice_cond(cond, 0, size))
+            key = {"network": network_to_dict(self.config.network), "objective": type(self.objective).__name__,
+                   "batch": _shapes(batch)}
+            self._probe = StepProbe(self.network, batch, lambda model, b: self.objective.loss(model, *b),
+                                    self.device, key)
+        return self._probe(*candidates)
+
     # one step -------------------------------------------------------------
-    def _draw_batch(self):
+    def _draw_batch(self, generator: torch.Generator | None = None):
         """The global batch's draws (same on every rank), then this rank's rows of it on the device."""
-        g, B = self.generator, self.cfg.batch_size
+        g, B = generator or self.generator, self.cfg.batch_size
         x0, cond = self.source.draw(B, g)
         draws = self.objective.draw(B, x0.shape[1:], g)  # diffusion: t, eps; VAE: the latent noise
         if self.conditioning is None:
@@ -134,6 +179,8 @@ class Trainer:
         gradients over ranks). A non-finite loss or gradient skips the update (weights, optimizer and EMA stay
         as they were; the step and its random draws still count) and is counted in self.skipped. Returns the
         mean loss of this rank's rows (a detached 0-d tensor; the loop averages it over ranks when it logs)."""
+        if self.settled is None:  # a caller stepping by hand, outside train()
+            self.settle()
         x0, draws, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -203,13 +250,14 @@ class Trainer:
             save_config(self.run_dir, self.config)
         if main:
             _truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
+        settled = self.settle()  # before the clock starts: the log's seconds are training time
         start, t0 = self.step, time.perf_counter()
         seconds_before = _last_seconds(log_path)
         first = max(1, cfg.checkpoint_every // 10)
         loss_sum, n, signalled, asked = torch.zeros((), device=self.device), 0, False, False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, leave=False, mininterval=0.5)
-        with intra_op_threads(rank_threads(cfg.threads, self.runtime)), \
+        with intra_op_threads(settled.threads), \
                 (open(log_path, "a", newline="") if main else nullcontext()) as f:
             writer = csv.writer(f) if main else None
             while self.step < cfg.steps:
@@ -236,7 +284,8 @@ class Trainer:
                         mean = float(loss_sum) / n if n else math.nan
                 if main and (boundary or stop):
                     secs = seconds_before + time.perf_counter() - t0
-                    writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}", self.skipped])
+                    writer.writerow([self.step, f"{mean:.6f}", f"{lr:.6g}", f"{secs:.3f}", self.skipped,
+                                     self.precision, torch.get_num_threads()])
                     f.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
                 if boundary or stop:
@@ -321,14 +370,24 @@ class _StopSignals:
             signal.signal(sig, old)
 
 
-def rank_threads(threads: int, runtime: Runtime) -> int:
-    """Intra-op threads per process: the config's count, but no more than this machine's cores shared by the
-    processes on it (two 2-thread ranks on two cores slow each other down many times over)."""
+def core_share(runtime: Runtime) -> int:
+    """The CPU cores one process may use: all of them, or on a CPU an even share among the processes of this
+    machine (two 2-thread ranks on two cores slow each other down many times over)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size))
     if runtime.device.type != "cpu" or local <= 1:
-        return threads
-    share = max(1, (os.cpu_count() or 1) // local)
-    return min(threads, share) if threads else share
+        return cores()
+    return max(1, cores() // local)
+
+
+def _shapes(value):
+    """The shapes of the tensors in a (nested) batch: what a step's cost depends on."""
+    if isinstance(value, torch.Tensor):
+        return list(value.shape)
+    if isinstance(value, dict):
+        return {k: _shapes(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_shapes(v) for v in value]
+    return None
 
 
 def check_train_memory(config: RunConfig, batch_size: int) -> None:
@@ -339,18 +398,6 @@ def check_train_memory(config: RunConfig, batch_size: int) -> None:
     require_memory(4 * batch_size * config.network.activation_floats(shape),
                    f"a training batch of {batch_size} needs about {{need}} GiB for its activations but {{free}} GiB "
                    "are available; use a smaller --batch-size")
-
-
-@contextmanager
-def intra_op_threads(n: int | None):
-    """torch's intra-op thread count set to n (0 or None: left alone) inside the block, restored after it."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -376,4 +423,4 @@ def _last_seconds(path: Path) -> float:
 def read_log(path) -> dict[str, list[float]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r.get(k) or 0) for r in rows] for k in LOG_FIELDS}
+    return {k: [r.get(k) or "" if k == "precision" else float(r.get(k) or 0) for r in rows] for k in LOG_FIELDS}

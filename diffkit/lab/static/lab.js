@@ -258,6 +258,10 @@ async function startTraining() {
   $("tr-cancel").disabled = false;
   $("tr-go").disabled = true;
   const es = new EventSource(`/api/jobs/${job.id}/events`);
+  es.addEventListener("start", (m) => {
+    const e = JSON.parse(m.data);
+    $("tr-how").textContent = e.how.join("; ");
+  });
   es.addEventListener("step", (m) => {
     const e = JSON.parse(m.data);
     lab.job.losses.push(e.loss);

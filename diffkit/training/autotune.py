@@ -1,0 +1,179 @@
+"""Precision and threads decided on the machine a run starts on, at every start (resume included).
+
+A run's config records what was asked: `precision` auto / fp32 / bf16 / fp16 and `threads` (0: auto, N: N
+intra-op threads). What actually runs is settled here when training starts, and written to the log:
+
+- precision auto: bf16 autocast only where the device runs it natively *and* faster. CUDA: bf16 when the GPU
+  supports it. CPU: no native bf16 (machine.cpu_bf16_native) -> fp32, no probe; native -> a short probe of
+  the run's own training step in fp32 and in bf16, and bf16 only when it is at least BF16_MARGIN times
+  faster (a clear margin, so noise never flips it). Anything else (MPS): fp32.
+- an explicit bf16 on a CPU without native bf16 runs, after a notice of the slowdown the probe measured.
+- threads auto (CPU): one thread or all the cores this process may use (cores / processes on the machine).
+  A step under SMALL_STEP_S on one thread stays there (the 2-D MLP's ops are too small to split); otherwise
+  all cores when timed at least THREADS_MARGIN times faster than one (an image U-Net's are), else one.
+
+Probe timings are cached as JSON under $DIFFKIT_CACHE/probes, one file per machine and network shape, so a
+machine measures a kind of run once. The probe trains a copy of the network on one micro-batch drawn from a
+generator of its own, with the global RNG state restored after: the run's own draws are untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .. import machine
+from ..cache import cache_root
+from ..devices import autocast
+from ..errors import notice
+from ..machine import intra_op_threads
+from .manifest import atomic_write
+
+BF16_MARGIN = 1.15     # bf16 must run the step this many times faster than fp32 to be chosen
+THREADS_MARGIN = 1.10  # all cores must run the step this many times faster than one thread to be chosen
+# a step faster than this on one thread stays on one thread without timing more: its ops are too small to split
+# (the 2-D MLP, 1024 points: 4.4 ms on 1 thread against 5.2 on 2 on a Xeon; a probe of its forward, backward and
+# AdamW alone favoured 2 threads on an EPYC where the whole step, batch draw, clipping and EMA included, did not)
+SMALL_STEP_S = 0.02
+ROUNDS = 3             # timing rounds, candidates interleaved; each keeps its fastest round's median
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a training start runs with, and why (one line each, printed by the trainer)."""
+
+    precision: str   # fp32 / bf16 / fp16
+    threads: int     # intra-op threads while training (0: torch's default, left alone)
+    precision_why: str
+    threads_why: str
+
+    def lines(self) -> list[str]:
+        return [f"precision: {self.precision} ({self.precision_why})", f"threads: {self.threads or 'default'} "
+                                                                         f"({self.threads_why})"]
+
+
+def settle(asked_precision: str, asked_threads: int, device: torch.device, share: int,
+           timer: Callable[..., list[float]]) -> Settled:
+    """Decide precision and threads. share: the cores this process may use; timer((precision, threads), ...) ->
+    seconds of one training step for each (the probe; called only where a choice depends on it)."""
+    probe_bf16 = asked_precision == "auto" and device.type == "cpu" and machine.bf16_native(device)
+    threads, threads_why = _threads(asked_threads, device, share, timer, probe_bf16)
+    precision, precision_why = _precision(asked_precision, device, threads, timer)
+    return Settled(precision, threads, precision_why, threads_why)
+
+
+def _threads(asked: int, device: torch.device, share: int, timer, probe_bf16: bool) -> tuple[int, str]:
+    if asked > 0:
+        n = min(asked, share)
+        return n, "asked for" if n == asked else f"asked for {asked}, capped at this process's {share} cores"
+    if device.type != "cpu":
+        return (share, "this process's share of the cores") if share < machine.cores() else (0, "torch's default")
+    if share <= 1:
+        return 1, "one core for this process"
+    one, = timer(("fp32", 1))
+    if one < SMALL_STEP_S:
+        return 1, (f"this run's step took {_ms(one)} on one thread; a step this small is bound by per-operation "
+                   "overhead, which more threads add to")
+    # the comparisons still to come, timed interleaved (bf16 at all cores: the likely precision comparison)
+    one, all_, *_ = timer(("fp32", 1), ("fp32", share), *([("bf16", share)] if probe_bf16 else []))
+    if one / all_ >= THREADS_MARGIN:
+        return share, f"this run's step took {_ms(all_)} on {share} threads against {_ms(one)} on one"
+    return 1, (f"this run's step took {_ms(one)} on one thread against {_ms(all_)} on {share}: more threads are "
+               f"not {THREADS_MARGIN:g}x faster")
+
+
+def _precision(asked: str, device: torch.device, threads: int, timer) -> tuple[str, str]:
+    native = machine.bf16_native(device)
+    if asked == "bf16" and device.type == "cpu" and not native:
+        fp32, bf16 = timer(("fp32", threads), ("bf16", threads))
+        notice(f"this CPU has no native bf16, so torch emulates it: this run's training step took {_ms(bf16)} in bf16 "
+               f"against {_ms(fp32)} in fp32 ({bf16 / fp32:.1f}x slower); --precision auto or fp32 avoids that")
+    if asked != "auto":
+        return asked, "asked for"
+    if device.type == "cuda":
+        return ("bf16", "this GPU supports bf16") if native else ("fp32", "this GPU has no bf16")
+    if device.type != "cpu":
+        return "fp32", f"bf16 autocast is chosen only on CPUs and CUDA GPUs that run it natively, not on {device.type}"
+    if not native:
+        return "fp32", "this CPU has no native bf16"
+    fp32, bf16 = timer(("fp32", threads), ("bf16", threads))
+    if fp32 / bf16 >= BF16_MARGIN:
+        return "bf16", f"native on this CPU; this run's step took {_ms(bf16)} against {_ms(fp32)} in fp32"
+    return "fp32", (f"this CPU has native bf16, but this run's step took {_ms(bf16)} in bf16 against {_ms(fp32)} in "
+                    f"fp32: not {BF16_MARGIN:g}x faster")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+class StepProbe:
+    """Times a training step of a copy of `network` on one batch under (precision, threads), cached per machine
+    and network shape. step(model, batch) runs the forward pass and returns the loss (the trainer's objective)."""
+
+    def __init__(self, network: torch.nn.Module, batch, step: Callable, device: torch.device, shape_key: dict):
+        self.network, self.batch, self.step, self.device = network, batch, step, device
+        text = json.dumps({"machine": machine.machine_key(), "device": device.type, **shape_key}, sort_keys=True,
+                          default=str)
+        self.path = cache_root() / "probes" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+        self.times = self._read()
+
+    def __call__(self, *candidates: tuple[str, int]) -> list[float]:
+        """Seconds per step of each (precision, threads); those not cached are measured together, interleaved
+        round by round, so a burst of other work on the machine hits them alike."""
+        todo = [c for c in dict.fromkeys(candidates) if f"{c[0]}@{c[1]}" not in self.times]
+        if todo:
+            self.times.update(self._measure(todo))
+            self._write()
+        return [self.times[f"{p}@{t}"] for p, t in candidates]
+
+    def _measure(self, candidates: list[tuple[str, int]]) -> dict[str, float]:
+        nets = {c: copy.deepcopy(self.network) for c in candidates}
+        opts = {c: torch.optim.AdamW(nets[c].parameters(), lr=1e-6) for c in candidates}
+        best = {c: float("inf") for c in candidates}
+        with torch.random.fork_rng(devices=[]):
+            first = {}
+            for c in candidates:  # warm-up: kernel selection and allocations
+                with intra_op_threads(c[1]):
+                    first[c] = self._timed(nets[c], opts[c], c[0])
+            slow = max(first.values()) > 1.0  # an emulated bf16 step: one timed step is enough
+            steps = 1 if slow else max(2, min(32, int(0.15 / max(min(first.values()), 1e-4))))
+            for _ in range(1 if slow else ROUNDS):
+                for c in candidates:
+                    with intra_op_threads(c[1]):
+                        median = statistics.median(self._timed(nets[c], opts[c], c[0]) for _ in range(steps))
+                    best[c] = min(best[c], median)
+        return {f"{p}@{t}": s for (p, t), s in best.items()}
+
+    def _timed(self, net, opt, precision: str) -> float:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.device, precision):
+            loss = self.step(net, self.batch)
+        loss.float().mean().backward()
+        opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def _read(self) -> dict[str, float]:
+        try:
+            times = json.loads(self.path.read_text())["seconds"]
+            return {str(k): float(v) for k, v in times.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+    def _write(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            record = {"machine": machine.cpu_name(), "cores": machine.cores(), "seconds": self.times}
+            atomic_write(self.path, json.dumps(record, indent=1).encode())
+        except OSError:
+            pass  # a read-only cache folder: the probe runs again next time
