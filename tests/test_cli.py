@@ -248,7 +248,7 @@ def test_resume_continues_and_rejects_conflicts(tmp_path, capsys):
     assert code == 0, err
     assert "trained 10 steps" in out and "step 30" in out
     rows = (r / "train_log.csv").read_text().strip().splitlines()
-    assert rows[0] == "step,loss,lr,seconds,skipped" and rows[-1].startswith("30,")
+    assert rows[0] == "step,loss,lr,seconds,skipped,precision,threads" and rows[-1].startswith("30,")
 
 
 def test_bad_argument_is_one_sentence(capsys):

@@ -116,6 +116,9 @@ def test_training_from_the_page(page, server):
     assert page.evaluate("window.lab.job.losses.length") > n_early  # the curve grew while training ran
     assert pixels(page, "tr-loss") != loss_before
     assert "done: run fromthepage" in page.text_content("#tr-status")
+    how = page.text_content("#tr-how")  # what this machine trains with, as the job's log recorded it
+    ran = (runs / "fromthepage" / "train_log.csv").read_text().splitlines()[-1].split(",")
+    assert how.startswith(f"precision: {ran[-2]} (") and f"threads: {ran[-1]} (" in how
     page.wait_for_function("[...document.querySelectorAll('#rv-run option')].some(o => o.value === 'fromthepage')")
     assert (runs / "fromthepage" / "model.safetensors").exists()
 
