@@ -88,6 +88,8 @@ def test_native_bf16_is_chosen_only_with_a_clear_margin(native):
     assert noise.precision == "fp32" and f"not {BF16_MARGIN:g}x faster" in noise.precision_why
     slower = settle("auto", 0, CPU, 2, FakeTimer(fp32_1=0.2, fp32_2=0.1, bf16_2=0.3))
     assert slower.precision == "fp32"
+    small = FakeTimer(fp32_1=SMALL_STEP_S / 2, bf16_1=SMALL_STEP_S / 10)
+    assert settle("auto", 0, CPU, 2, small).precision == "fp32" and ("bf16", 1) not in small.asked
 
 
 def test_explicit_precisions_run_as_asked(native, capsys):
@@ -167,7 +169,7 @@ def test_the_real_probe_on_this_machine_agrees_with_its_own_timings(tmp_path, mo
         n = machine.cores()
         assert threads == (n if times["fp32@1"] / times[f"fp32@{n}"] >= THREADS_MARGIN else 1)
     want = "fp32"
-    if machine.cpu_bf16_native():
+    if machine.cpu_bf16_native() and times[f"fp32@{int(threads)}"] >= SMALL_STEP_S:
         t = int(threads)
         want = "bf16" if times[f"fp32@{t}"] / times[f"bf16@{t}"] >= BF16_MARGIN else "fp32"
     else:
@@ -217,7 +219,7 @@ def test_resume_on_a_machine_without_native_bf16_trains_on_in_fp32(native, fake_
 
 def test_resume_at_the_same_precision_stays_bitwise(native, fake_probe, tmp_path):
     native(True)
-    fake_probe(fp32_1=0.01, fp32_n=0.01, bf16_n=0.001, bf16_1=0.001)  # bf16 on one thread (a small step)
+    fake_probe(fp32_1=0.2, fp32_n=0.2, bf16_n=0.05, bf16_1=0.05)  # bf16 on one thread
     config = _digits(steps=8, checkpoint_every=4)
     config.network.channels = 8
     train_run(config, tmp_path / "whole", progress=False)

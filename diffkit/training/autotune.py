@@ -6,7 +6,8 @@ intra-op threads). What actually runs is settled here when training starts, and 
 - precision auto: bf16 autocast only where the device runs it natively *and* faster. CUDA: bf16 when the GPU
   supports it. CPU: no native bf16 (machine.cpu_bf16_native) -> fp32, no probe; native -> a short probe of
   the run's own training step in fp32 and in bf16, and bf16 only when it is at least BF16_MARGIN times
-  faster (a clear margin, so noise never flips it). Anything else (MPS): fp32.
+  faster (a clear margin, so noise never flips it); a step under SMALL_STEP_S stays in fp32 (it is bound by
+  per-operation overhead, not arithmetic). Anything else (MPS): fp32.
 - an explicit bf16 on a CPU without native bf16 runs, after a notice of the slowdown the probe measured.
 - threads auto (CPU): one thread or all the cores this process may use (cores / processes on the machine).
   A step under SMALL_STEP_S on one thread stays there (the 2-D MLP's ops are too small to split); otherwise
@@ -38,9 +39,10 @@ from .manifest import atomic_write
 
 BF16_MARGIN = 1.15     # bf16 must run the step this many times faster than fp32 to be chosen
 THREADS_MARGIN = 1.10  # all cores must run the step this many times faster than one thread to be chosen
-# a step faster than this on one thread stays on one thread without timing more: its ops are too small to split
-# (the 2-D MLP, 1024 points: 4.4 ms on 1 thread against 5.2 on 2 on a Xeon; a probe of its forward, backward and
-# AdamW alone favoured 2 threads on an EPYC where the whole step, batch draw, clipping and EMA included, did not)
+# a step faster than this in fp32 is bound by per-operation overhead: it stays on one thread and in fp32 without
+# timing more (the 2-D MLP, 1024 points: 4.4 ms on 1 thread against 5.2 on 2 on a Xeon; on a Zen 4 EPYC 6.0
+# against 8.2 ms, where a probe of its forward, backward and AdamW alone favoured 2 threads, and bf16 timed
+# within +-15% of fp32 either way, run to run)
 SMALL_STEP_S = 0.02
 ROUNDS = 3             # timing rounds, candidates interleaved; each keeps its fastest round's median
 
@@ -103,6 +105,10 @@ def _precision(asked: str, device: torch.device, threads: int, timer) -> tuple[s
         return "fp32", f"bf16 autocast is chosen only on CPUs and CUDA GPUs that run it natively, not on {device.type}"
     if not native:
         return "fp32", "this CPU has no native bf16"
+    fp32, = timer(("fp32", threads))
+    if fp32 < SMALL_STEP_S:
+        return "fp32", (f"this run's step took {_ms(fp32)} in fp32; a step this small is bound by per-operation "
+                        "overhead, which bf16 does not reduce")
     fp32, bf16 = timer(("fp32", threads), ("bf16", threads))
     if fp32 / bf16 >= BF16_MARGIN:
         return "bf16", f"native on this CPU; this run's step took {_ms(bf16)} against {_ms(fp32)} in fp32"
