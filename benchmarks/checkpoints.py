@@ -29,7 +29,7 @@ def measure(spec: str, saves: int, steps: int) -> dict:
         from diffkit.training.checkpoint import save_config
 
         save_config(trainer.run_dir, trainer.config)
-        with intra_op_threads(cfg.train.threads):
+        with intra_op_threads(trainer.settle().threads):  # what training here runs with (auto: decided now)
             for _ in range(3):  # warm-up
                 trainer.train_step()
             t0 = time.perf_counter()
