@@ -164,9 +164,8 @@ def test_the_launcher_names_the_rank_that_caused_the_failure():
 
 
 def test_ranks_share_the_cores(monkeypatch):
-    from diffkit.training.autotune import settle
+    from diffkit.training.autotune import core_share, settle
     from diffkit.training.distributed import Runtime
-    from diffkit.training.trainer import core_share
 
     def no_probe(*candidates):
         raise AssertionError("explicit threads and one core per rank need no timing")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -118,6 +119,26 @@ def _precision(asked: str, device: torch.device, threads: int, timer) -> tuple[s
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def core_share(runtime) -> int:
+    """The CPU cores one process may use: all of them, or on a CPU an even share among the processes of this
+    machine (two 2-thread ranks on two cores slow each other down many times over)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size))
+    if runtime.device.type != "cpu" or local <= 1:
+        return machine.cores()
+    return max(1, machine.cores() // local)
+
+
+def batch_shapes(value):
+    """The shapes of the tensors in a (nested) batch: what a step's cost depends on."""
+    if isinstance(value, torch.Tensor):
+        return list(value.shape)
+    if isinstance(value, dict):
+        return {k: batch_shapes(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [batch_shapes(v) for v in value]
+    return None
 
 
 class StepProbe:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -26,9 +25,9 @@ from ..cond import conditioning_for, drop_conds, slice_cond, to_device
 from ..config import RunConfig, network_to_dict
 from ..devices import PRECISIONS, autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
-from ..machine import cores, intra_op_threads
+from ..machine import intra_op_threads
 from ..memory import require_memory
-from .autotune import Settled, StepProbe, settle
+from .autotune import Settled, StepProbe, batch_shapes, core_share, settle
 from .checkpoint import (
     build_network,
     load_weights,
@@ -148,7 +147,7 @@ class Trainer:
             size = self.rows // self.micro
             batch = (x0[:size], [d[:size] for d in draws], slice_cond(cond, 0, size))
             key = {"network": network_to_dict(self.config.network), "objective": type(self.objective).__name__,
-                   "batch": _shapes(batch)}
+                   "batch": batch_shapes(batch)}
             self._probe = StepProbe(self.network, batch, lambda model, b: self.objective.loss(model, *b),
                                     self.device, key)
         return self._probe(*candidates)
@@ -368,26 +367,6 @@ class _StopSignals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def core_share(runtime: Runtime) -> int:
-    """The CPU cores one process may use: all of them, or on a CPU an even share among the processes of this
-    machine (two 2-thread ranks on two cores slow each other down many times over)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", runtime.world_size))
-    if runtime.device.type != "cpu" or local <= 1:
-        return cores()
-    return max(1, cores() // local)
-
-
-def _shapes(value):
-    """The shapes of the tensors in a (nested) batch: what a step's cost depends on."""
-    if isinstance(value, torch.Tensor):
-        return list(value.shape)
-    if isinstance(value, dict):
-        return {k: _shapes(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_shapes(v) for v in value]
-    return None
 
 
 def check_train_memory(config: RunConfig, batch_size: int) -> None:
