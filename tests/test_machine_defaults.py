@@ -313,3 +313,33 @@ def test_every_benchmark_prints_the_machine_first():
         calls = [n for n in ast.walk(main_fn[0]) if isinstance(n, ast.Call)]
         first_print = min((n for n in calls if getattr(n.func, "id", None) == "print"), key=lambda n: n.lineno)
         assert "describe" in ast.dump(first_print), f"{script.name}: the first print is not machine.describe()"
+
+
+def test_every_rank_takes_rank_0s_choice(native, fake_probe, monkeypatch, tmp_path, capsys):
+    """Under several processes only rank 0 decides (and says so); the others receive its choice through one
+    collective, here stood in for by the sum the real all-reduce would return."""
+    from diffkit.devices import PRECISIONS
+    from diffkit.training import trainer as trainer_module
+
+    native(True)
+    fake_probe(fp32_1=0.2, fp32_n=0.2, bf16_1=0.05, bf16_n=0.05)  # rank 0 times its share of the cores: one
+    sent = []
+
+    def all_reduce_sum(tensor, runtime):  # rank 0 sends its choice; the peer contributes zeros
+        sent.append((runtime.rank, tensor.clone()))
+        return tensor if runtime.rank == 0 else torch.tensor([PRECISIONS.index("bf16"), 2.0], dtype=torch.float64)
+
+    monkeypatch.setattr(trainer_module, "all_reduce_sum", all_reduce_sum)
+    monkeypatch.setattr(trainer_module.Trainer, "_wrap", lambda self, network: network)  # no process group here
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    config = _digits()
+    chosen = {}
+    for rank in (0, 1):
+        runtime = Runtime(rank=rank, world_size=2)
+        t = make_trainer(config, tmp_path / f"r{rank}", progress=False, runtime=runtime)
+        chosen[rank] = t.settle()
+    said = capsys.readouterr().err
+    assert said.count("precision: bf16 (native on this CPU") == 1  # rank 0 only
+    assert (chosen[0].precision, chosen[1].precision, chosen[1].threads) == ("bf16", "bf16", 2)
+    assert sent[0][1].tolist() == [PRECISIONS.index("bf16"), 1.0]
+    assert sent[1][1].tolist() == [0.0, 0.0]  # rank 1 decided nothing itself
