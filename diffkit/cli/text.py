@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 GRID_COLUMNS = 10  # images of each prompt in a --grid row
 
 
 def prompts_of(a) -> list[str] | None:
     """The prompts of `diffkit sample` (every --prompt, then the lines of --prompts), or None for neither."""
-    from .text.data import read_prompts
+    from ..text.data import read_prompts
 
     prompts = list(a.prompt or []) + (read_prompts(a.prompts) if a.prompts else [])
     if prompts and a.cls is not None:
@@ -21,7 +21,7 @@ def prompts_of(a) -> list[str] | None:
 
 def prompt_grid(x, n_prompts: int, path) -> None:
     """A PNG grid with one row per prompt: the first GRID_COLUMNS samples of each."""
-    from .viz.images import image_grid
+    from ..viz.images import image_grid
 
     k = len(x) // n_prompts
     cols = min(k, GRID_COLUMNS)
@@ -31,9 +31,9 @@ def prompt_grid(x, n_prompts: int, path) -> None:
 
 def cmd_eval_prompts(a, device) -> None:
     """diffkit eval --samples S.npy --prompts FILE --data shapes|mnist5k|...: adherence per prompt and overall."""
-    from .runs import _read_image_samples
-    from .text.adherence import prompt_adherence
-    from .text.data import read_prompts
+    from ..runs import _read_image_samples
+    from ..text.adherence import prompt_adherence
+    from ..text.data import read_prompts
 
     if a.cls is not None:
         raise ConfigError("--class and --prompts score different kinds of samples; give one")

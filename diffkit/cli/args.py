@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .errors import ConfigError, DiffkitError
+from ..errors import ConfigError, DiffkitError
 
 
 def positive_int(name, minimum: int = 1):
@@ -64,7 +64,7 @@ def seed_arg(text):
 def interval_arg(text):
     if text.strip().lower() == "all":
         return ()
-    from .denoiser import check_guidance_interval
+    from ..denoiser import check_guidance_interval
 
     try:
         return check_guidance_interval(tuple(float(v) for v in text.split(",")), "--guidance-interval")
@@ -95,7 +95,7 @@ def _device_arg(parser) -> None:
 
 def _how_it_trains_args(parser) -> None:
     """--precision and --threads, shared by every command that trains."""
-    from .devices import PRECISIONS
+    from ..devices import PRECISIONS
 
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="autocast of the network: auto (the default: bf16 where the device runs it natively and, "
@@ -108,12 +108,12 @@ def _how_it_trains_args(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .data.images import IMAGE_DATASETS
-    from .data.points import DATASETS
-    from .prediction import PREDICTIONS
-    from .sampling import SAMPLERS, SPACINGS
-    from .schedule import SCHEDULE_NAMES
+    from .. import __version__
+    from ..data.images import IMAGE_DATASETS
+    from ..data.points import DATASETS
+    from ..prediction import PREDICTIONS
+    from ..sampling import SAMPLERS, SPACINGS
+    from ..schedule import SCHEDULE_NAMES
 
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
     p.add_argument("--version", action="version", version=f"diffkit {__version__}")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def cmd_eval(a) -> None:
-    from .data.images import is_image_spec
-    from .data.points import load_file
-    from .devices import resolve_device
-    from .runs import eval_image_samples, eval_samples
+    from ..data.images import is_image_spec
+    from ..data.points import load_file
+    from ..devices import resolve_device
+    from ..runs import eval_image_samples, eval_samples
 
     device = resolve_device(a.device)  # checked for every kind of eval (points are scored by NumPy / SciPy)
     if a.nll:
-        from .cli_score import cmd_eval_nll
+        from .score import cmd_eval_nll
 
         return cmd_eval_nll(a)
     for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata), ("--probes", a.probes)):
@@ -24,7 +24,7 @@ def cmd_eval(a) -> None:
     if a.samples is None or a.data is None:
         raise ConfigError("eval needs --samples FILE and --data NAME (or --nll --run RUN for a likelihood)")
     if a.prompts is not None:
-        from .cli_text import cmd_eval_prompts
+        from .text import cmd_eval_prompts
 
         return cmd_eval_prompts(a, device)
 

@@ -8,21 +8,21 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import _check_new_file, fresh_seed, sampler_options, write_samples
-from .errors import ConfigError
+from .common import check_new_file, fresh_seed, sampler_options, write_samples
+from ..errors import ConfigError
 
 
 def cmd_sample_oracle(a) -> None:
-    from . import __version__
-    from .score_view import sample_oracle
-    from .viz.plots import scatter
+    from .. import __version__
+    from ..score_view import sample_oracle
+    from ..viz.plots import scatter
 
     for flag, value in (("--grid", a.grid), ("--gif", a.gif), ("--guidance-interval", a.guidance_interval)):
         if value is not None:
             raise ConfigError(f"{flag} does not apply to --oracle (points of a mixture, guided at every level)")
-    out = _check_new_file(a.out, ".npy", a.overwrite, "--out")
-    sidecar = _check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
-    plot = _check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
+    out = check_new_file(a.out, ".npy", a.overwrite, "--out")
+    sidecar = check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
+    plot = check_new_file(a.plot, ".png", a.overwrite, "--plot") if a.plot else None
     options = sampler_options(a)
     seed = a.seed if a.seed is not None else fresh_seed()
     x = sample_oracle(a.oracle, a.n, a.sampler, a.steps, schedule=a.schedule or "linear",
@@ -44,9 +44,9 @@ def cmd_sample_oracle(a) -> None:
 def cmd_eval_nll(a) -> None:
     from tqdm.auto import tqdm
 
-    from .devices import resolve_device
-    from .score_view import nll_run
-    from .training.checkpoint import load_run
+    from ..devices import resolve_device
+    from ..score_view import nll_run
+    from ..training.checkpoint import load_run
 
     if a.run is None:
         raise ConfigError("--nll scores a trained model: give --run RUN (and optionally --data for other held-out data)")

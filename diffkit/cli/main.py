@@ -1,0 +1,41 @@
+"""The command line's entry point: parse, dispatch to the command's module, map errors to exit codes.
+
+Bad input -> `error: <one sentence>` on stderr, exit 2. A bug -> traceback, exit 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import DiffkitError
+from .args import build_parser
+
+# command -> (module of diffkit.cli, function); a command's module is imported only when it runs
+COMMANDS = {"train": ("train", "cmd_train"), "train-vae": ("train", "cmd_train_vae"), "sample": ("sample", "cmd_sample"),
+            "eval": ("eval", "cmd_eval"), "demo": ("demo", "cmd_demo"), "lab": ("lab", "cmd_lab")}
+
+
+def run_command(args) -> None:
+    module, function = COMMANDS[args.command]
+    getattr(importlib.import_module(f"{__package__}.{module}"), function)(args)
+
+
+def main(argv=None) -> int:
+    try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser().parse_args(argv)
+        args.argv = argv  # diffkit train --nproc hands it to the ranks
+        run_command(args)
+    except DiffkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except OSError as e:  # the machine refused a file operation (read-only folder, disk full, ...): not a bug
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot use{where} ({e.strerror or e}); check the path and its permissions or free space",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        return 130
+    return 0
