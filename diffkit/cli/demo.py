@@ -9,7 +9,7 @@ def cmd_demo(a) -> None:
     from ..data.images import IMAGE_DATASETS
 
     if a.data in IMAGE_DATASETS:
-        from ..demo_images import run_image_demo
+        from ..demo import run_image_demo
 
         run_image_demo(a.out, a.data, steps=a.steps, n=a.n or 1000, progress=not a.quiet)
     elif a.data == "spiral":

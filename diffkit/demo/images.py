@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import load_images
-from .demo import train_demo_run
-from .runs import default_config, eval_image_samples, sample_run, to_data
-from .schedule import NoiseSchedule
-from .training.checkpoint import load_run
-from .training.trainer import LOG, read_log
+from ..data.images import load_images
+from ..runs import default_config, eval_image_samples, sample_run, to_data
+from ..schedule import NoiseSchedule
+from ..training.checkpoint import load_run
+from ..training.trainer import LOG, read_log
+from .points import train_demo_run
 
 GUIDANCE_SWEEP = (0.0, 1.0, 3.0, 7.5)
 FORWARD_T = (-1, 100, 250, 500, 750, 999)  # t = -1: x_0 itself
@@ -30,7 +30,7 @@ def table(rows: list[dict]) -> str:
 
 def run_image_demo(out="demo_out", data: str = "digits", steps: int | None = None, n: int = 1000,
                    progress: bool = True, echo=print) -> dict:
-    from .viz import images as pics
+    from ..viz import images as pics
 
     out = Path(out)
     run_dir, pic_dir = out / "run", out / "plots"
@@ -69,7 +69,7 @@ def run_image_demo(out="demo_out", data: str = "digits", steps: int | None = Non
         pics.reverse_gif(frames, pic_dir / "reverse.gif", captions=[f"step {i + 1}/{len(frames)}" for i in range(len(frames))]),
         pics.guidance_sweep(sweep, pic_dir / "guidance.png", names, title="same noise, guidance scale w"),
     ]
-    from .viz.plots import loss_curve
+    from ..viz.plots import loss_curve
 
     written.append(loss_curve(read_log(run_dir / LOG), pic_dir / "loss.png"))
     np.save(out / "samples_w3.npy", guided)

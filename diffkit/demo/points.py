@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DataConfig, RunConfig
-from .data.points import make_dataset
-from .runs import eval_samples, sample_run, train_run
-from .schedule import NoiseSchedule
-from .training.checkpoint import load_run
-from .training.trainer import LOG, read_log
+from ..config import DataConfig, RunConfig
+from ..data.points import make_dataset
+from ..runs import eval_samples, sample_run, train_run
+from ..schedule import NoiseSchedule
+from ..training.checkpoint import load_run
+from ..training.trainer import LOG, read_log
 
 FORWARD_T = (0, 50, 100, 200, 350, 500, 999)
 N_SAMPLES = 4000
@@ -51,7 +51,7 @@ def train_demo_run(config, run_dir, steps, what: str, progress: bool, echo) -> d
 
 def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: int = N_SAMPLES,
              progress: bool = True, echo=print) -> dict:
-    from .viz import animate, plots
+    from ..viz import animate, plots
 
     out = Path(out)
     run_dir = out / "run"
