@@ -33,7 +33,7 @@ import torch
 
 from .. import machine
 from ..cache import cache_root
-from ..devices import autocast
+from ..devices import PRECISIONS, autocast
 from ..errors import notice
 from ..machine import intra_op_threads
 from .manifest import atomic_write
@@ -56,6 +56,19 @@ class Settled:
     threads: int     # intra-op threads while training (0: torch's default, left alone)
     precision_why: str
     threads_why: str
+
+    @staticmethod
+    def encode(settled: "Settled | None", device: torch.device) -> torch.Tensor:
+        """[precision index, threads] for the ranks' all-reduce; zeros for a rank that decided nothing."""
+        code = torch.zeros(2, dtype=torch.float64, device=device)
+        if settled is not None:
+            code[0], code[1] = PRECISIONS.index(settled.precision), settled.threads
+        return code
+
+    @staticmethod
+    def decode(code: torch.Tensor) -> "Settled":
+        precision, threads = code.tolist()
+        return Settled(PRECISIONS[int(precision)], int(threads), "rank 0's choice", "rank 0's choice")
 
     def lines(self) -> list[str]:
         return [f"precision: {self.precision} ({self.precision_why})", f"threads: {self.threads or 'default'} "
@@ -143,11 +156,13 @@ def batch_shapes(value):
 
 class StepProbe:
     """Times a training step of a copy of `network` on one batch under (precision, threads), cached per machine
-    and network shape. step(model, batch) runs the forward pass and returns the loss (the trainer's objective)."""
+    and network shape (shape_key names the network; the batch's shapes are added). step(model, batch) runs the
+    forward pass and returns the loss (the trainer's objective)."""
 
     def __init__(self, network: torch.nn.Module, batch, step: Callable, device: torch.device, shape_key: dict):
         self.network, self.batch, self.step, self.device = network, batch, step, device
-        text = json.dumps({"machine": machine.machine_key(), "device": device.type, **shape_key}, sort_keys=True,
+        text = json.dumps({"machine": machine.machine_key(), "device": device.type, "batch": batch_shapes(batch),
+                           **shape_key}, sort_keys=True,
                           default=str)
         self.path = cache_root() / "probes" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
         self.times = self._read()

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from ..cond import conditioning_for, drop_conds, slice_cond, to_device
 from ..config import RunConfig, network_to_dict
-from ..devices import PRECISIONS, autocast, check_precision, grad_scaler
+from ..devices import autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
 from ..machine import intra_op_threads
 from ..memory import require_memory
-from .autotune import Settled, StepProbe, batch_shapes, core_share, settle
+from .autotune import Settled, StepProbe, core_share, settle
 from .checkpoint import (
     build_network,
     load_weights,
@@ -129,14 +129,10 @@ class Trainer:
         if self.runtime.is_main:
             settled = settle(self.asked_precision, self.asked_threads, self.device, core_share(self.runtime),
                              self._time_step)
-            for line in settled.lines():
-                print(line, file=sys.stderr, flush=True)
-        if self.runtime.distributed:
-            code = torch.zeros(2, dtype=torch.float64, device=self.device)
-            if settled is not None:
-                code[0], code[1] = PRECISIONS.index(settled.precision), settled.threads
-            code = all_reduce_sum(code, self.runtime).tolist()
-            settled = settled or Settled(PRECISIONS[int(code[0])], int(code[1]), "rank 0's choice", "rank 0's choice")
+            print("\n".join(settled.lines()), file=sys.stderr, flush=True)
+        if self.runtime.distributed:  # one collective: rank 0 sends its choice, the others add zeros
+            code = all_reduce_sum(Settled.encode(settled, self.device), self.runtime)
+            settled = settled or Settled.decode(code)
         self.settled, self.precision = settled, settled.precision
         return settled
 
@@ -146,8 +142,7 @@ class Trainer:
             x0, draws, cond = self._draw_batch(torch.Generator().manual_seed(0))
             size = self.rows // self.micro
             batch = (x0[:size], [d[:size] for d in draws], slice_cond(cond, 0, size))
-            key = {"network": network_to_dict(self.config.network), "objective": type(self.objective).__name__,
-                   "batch": batch_shapes(batch)}
+            key = {"network": network_to_dict(self.config.network), "objective": type(self.objective).__name__}
             self._probe = StepProbe(self.network, batch, lambda model, b: self.objective.loss(model, *b),
                                     self.device, key)
         return self._probe(*candidates)
