@@ -10,13 +10,13 @@ TORCH_PIN ?= torch==2.13.0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test bench clean browser
+.PHONY: demo test bench docs clean browser
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[viz,images,lab,text,test]"
+	$(PY) -m pip install --quiet -e ".[viz,images,lab,text,test,docs]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -32,5 +32,9 @@ test: $(VENV)/.installed browser
 bench: $(VENV)/.installed
 	$(PY) benchmarks/toy2d.py
 
+# the documentation (docs/, mkdocs.yml) into site/; strict: a broken link or picture fails the build
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

@@ -17,7 +17,7 @@ import torch
 
 from diffkit import machine
 from diffkit.runs import default_config, make_trainer
-from diffkit.training.checkpoint import MODEL, STATE, STATE_DIR, checkpoint_steps, step_dir
+from diffkit.store.rundir import MODEL, STATE, STATE_DIR, checkpoint_steps, step_dir
 from diffkit.machine import intra_op_threads
 
 
@@ -26,7 +26,7 @@ def measure(spec: str, saves: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(cfg, Path(tmp) / "run", progress=False)
         trainer.run_dir.mkdir(parents=True)
-        from diffkit.training.checkpoint import save_config
+        from diffkit.store.rundir import save_config
 
         save_config(trainer.run_dir, trainer.config)
         with intra_op_threads(trainer.settle().threads):  # what training here runs with (auto: decided now)

@@ -10,7 +10,7 @@ import torch
 
 from diffkit import machine
 from diffkit.runs import sample_run, to_data
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 from diffkit.viz.images import guidance_sweep, reverse_strip
 
 

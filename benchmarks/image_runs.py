@@ -23,7 +23,7 @@ from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
 from diffkit.runs import sample_run
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 from diffkit.viz.images import class_grid
 
 

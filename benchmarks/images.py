@@ -40,7 +40,8 @@ from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
 from diffkit.nn.registry import build_network
 from diffkit.runs import default_config, make_trainer, sample_run
-from diffkit.training.checkpoint import load_run, save_config, save_model
+from diffkit.runs import load_run
+from diffkit.store.rundir import save_config, save_model
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
 from diffkit.machine import intra_op_threads

@@ -117,7 +117,7 @@ def main() -> None:
     print(machine.describe())
     from diffkit.cli import main as cli
     from diffkit.data.images import load_images
-    from diffkit.latent import vae_report
+    from diffkit.runs import vae_report
 
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:

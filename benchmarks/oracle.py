@@ -33,8 +33,8 @@ from diffkit.metrics.points import projected_energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
 from diffkit.runs import default_config, train_run
 from diffkit.sampling import SAMPLERS, sample
-from diffkit.score_view import likelihood_model, score_error
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import likelihood_model, score_error
+from diffkit.runs import load_run
 from samplers import NFES, steps_for
 
 HERE = Path(__file__).parent

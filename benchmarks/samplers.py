@@ -22,7 +22,7 @@ from diffkit.data.points import make_dataset
 from diffkit.metrics.points import projected_energy_distance
 from diffkit.runs import sample_run, train_run
 from diffkit.sampling import SAMPLER_TABLE, SAMPLERS
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 
 NFES = (5, 10, 20, 50, 100)
 

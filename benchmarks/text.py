@@ -75,7 +75,7 @@ def shapes(args) -> None:
     from diffkit.runs import sample_run
     from diffkit.text.adherence import prompt_adherence
     from diffkit.text.captions import shape_prompt_attributes
-    from diffkit.training.checkpoint import load_run
+    from diffkit.runs import load_run
     from diffkit.viz.images import image_grid
 
     tmp = Path(tempfile.mkdtemp(prefix="text-bench-"))

@@ -19,7 +19,7 @@ import torch
 from diffkit import machine
 from diffkit.config import DataConfig, RunConfig
 from diffkit.runs import eval_samples, sample_run, train_run
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 
 
 def bench(dataset: str, n: int, root: str) -> list[dict]:

@@ -159,3 +159,30 @@ def class_id(cls, names, num_classes: int, owner: str = "this model") -> int:
     if not 0 <= c < num_classes:
         raise ConfigError(f"class {c} is out of range; {owner} has classes {valid}")
     return c
+
+
+# --- guards: the one place each is written ----------------------------------------------------------------
+
+def null_untrained(config) -> bool:
+    """A conditional run trained with p_uncond 0: its null condition (class or prompt) never saw training."""
+    return bool(config.network.num_classes or config.data.text) and config.train.p_uncond == 0
+
+
+def check_guidance_target(cond, guidance, word: str = "class", flag: str = "--class") -> None:
+    """A guidance scale needs a condition to guide towards."""
+    if guidance is not None and cond is None:
+        raise ConfigError(f"a guidance scale needs a {word} to guide towards; give one ({flag})")
+
+
+def check_null_for_sampling(config, cond, guidance) -> None:
+    """Refuse sampling that uses an untrained null condition: guidance (w != 1) always, and, for a class run,
+    unconditional sampling too."""
+    if not null_untrained(config):
+        return
+    if config.data.text and guidance not in (None, 1):
+        raise ConfigError("this run was trained with p_uncond 0, so its null prompt never saw training and guidance "
+                          "(w != 1) would be noise; sample at w = 1, or train with --p-uncond > 0")
+    if not config.data.text and (cond is None or guidance not in (None, 1)):
+        raise ConfigError("this run was trained with p_uncond 0, so its null class never saw training and guidance "
+                          "(w != 1) or unconditional sampling would be noise; sample a class at w = 1, or train with "
+                          "--p-uncond > 0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from .denoiser import check_guidance_interval
+from .denoiser import Interval, check_guidance_interval
 from .devices import PRECISIONS
 from .errors import CheckpointError, ConfigError, choice_error
 from .nn.mlp import MLPConfig
@@ -96,7 +96,7 @@ class SamplingConfig:
 
     # noise levels (sigma_lo, sigma_hi], VE units, where classifier-free guidance applies; w = 1 elsewhere
     # (Kynkaanniemi et al. 2024). None: at every level. Image presets set a measured interval.
-    guidance_interval: list | None = None
+    guidance_interval: Interval = None
     # clip x0_hat to the training data's range at every step (points: their bounding box; images: the pixel
     # range [-1, 1]); image presets turn it off (measured, see presets.py)
     clip_x0: bool = True
@@ -147,7 +147,8 @@ class RunConfig:
         if bool(self.data.text) != bool(getattr(self.network, "context_dim", 0)):
             raise ConfigError("a text run needs a network with cross-attention (context_dim > 0, set from the text "
                               "encoder), and only a text run has one; runs.default_config(..., text=...) sets it")
-        check_guidance_interval(self.sampling.guidance_interval, "sampling.guidance_interval")
+        self.sampling.guidance_interval = check_guidance_interval(self.sampling.guidance_interval,
+                                                                  "sampling.guidance_interval")
         if hasattr(self.network, "check"):
             self.network.check()
         self.network.num_timesteps = self.schedule.num_timesteps

@@ -9,6 +9,7 @@ Any callable `network(x_t, t)` or `network(x_t, t, cond)` returning its predicti
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -18,7 +19,12 @@ from .prediction import check_prediction, score_from_eps, to_eps_x0
 from .schedule import NoiseSchedule
 
 
-def check_guidance_interval(value, name: str = "the guidance interval") -> tuple[float, float] | None:
+# the noise levels (sigma_lo, sigma_hi] where guidance applies, None for every level: the one form this setting
+# has from the parser to the Denoiser (Kynkaanniemi et al. 2024)
+Interval = Optional[tuple[float, float]]
+
+
+def check_guidance_interval(value, name: str = "the guidance interval") -> Interval:
     """(low, high) noise levels with 0 <= low < high, or None; a ConfigError naming `name` otherwise."""
     if value is None:
         return None
@@ -53,7 +59,7 @@ class Denoiser:
     """
 
     def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
-                 conditioning=None, guidance_scale: float = 1.0, guidance_interval: tuple | None = None,
+                 conditioning=None, guidance_scale: float = 1.0, guidance_interval: Interval = None,
                  clip_x0: float | None = None, chunk: int | None = None):
         self.network = network
         self.schedule = schedule

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-import torch
 
 from .errors import choice_error
 

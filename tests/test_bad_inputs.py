@@ -141,7 +141,7 @@ CLI = [
     ([R, "--data", "digits", "--out", "{tmp}/r1", "--batch-size", "100000000"], "GiB for its activations", 2),
     ([R, "--data", "circle", "--out", "{run}"], "already holds a run", 2),
     ([R, "--data", "circle", "--out", "{afile}"], "is a file, not a folder", 2),
-    ([R, "--out", "{run}", "--resume", "--data", "moons"], "--data cannot be given", 2),
+    ([R, "--out", "{run}", "--resume", "--data", "moons"], "--data moons (the run has data.spec", 2),
     ([R, "--out", "{run}", "--resume", "--overwrite"], "contradict", 2),
     ([R, "--out", "{run}", "--resume"], "already finished its 20 steps", 2),
     ([R, "--out", "{run}", "--resume", "--steps", "50"], "continues this run to its 20 steps", 2),
@@ -294,7 +294,7 @@ def _api_cases():
     from diffkit.data.images import load_images
     from diffkit.data.points import load_file
     from diffkit.runs import eval_samples, sample_run
-    from diffkit.training import load_run
+    from diffkit.runs import load_run
 
     base = RunConfig().to_dict()
 

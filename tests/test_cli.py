@@ -238,10 +238,15 @@ def test_resume_continues_and_rejects_conflicts(tmp_path, capsys):
                capsys)[0] == 0
     assert sorted(p.name for p in (r / "train_state").iterdir()) == ["step-00000020", "step-00000030"]
     code, _, err = run(["train", "--out", r, "--resume", "--data", "moons"], capsys)
-    assert_user_error(code, err, "--data cannot be given")
-    code, _, err = run(["train", "--out", r, "--resume", "--checkpoint-every", 5], capsys)
-    assert_user_error(code, err, "--checkpoint-every cannot be given")
+    assert_user_error(code, err, "--data moons (the run has data.spec 'circle')")
+    code, _, err = run(["train", "--out", r, "--resume", "--checkpoint-every", 5, "--lr", "0.002"], capsys)
+    assert_user_error(code, err, "--checkpoint-every 5 (the run has train.checkpoint_every 10)")
+    assert "--lr" not in err  # it agrees with the run
     code, _, err = run(["train", "--out", r, "--resume", "--quiet"], capsys)
+    assert_user_error(code, err, "already finished its 30 steps")
+    # the command that made the run, with --resume appended, is accepted (here: refused only as finished)
+    code, _, err = run(["train", "--data", "circle", "--out", r, "--steps", 30, "--checkpoint-every", 10, "--quiet",
+                        "--resume"], capsys)
     assert_user_error(code, err, "already finished its 30 steps")
     shutil.rmtree(r / "train_state" / "step-00000030")  # as if killed between the checkpoints at 20 and 30
     code, out, err = run(["train", "--out", r, "--resume", "--quiet"], capsys)

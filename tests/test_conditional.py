@@ -17,7 +17,7 @@ from diffkit.cond import ClassConditioning
 from diffkit.nn.mlp import MLP, MLPConfig
 from diffkit.runs import sample_run, train_run
 from diffkit.schedule import NoiseSchedule
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 from tests.test_cli import assert_user_error, run
 
 

@@ -12,7 +12,8 @@ from diffkit.errors import ConfigError
 from diffkit.runs import default_config, make_trainer, sample_run, train_run
 from diffkit.sampling import SAMPLERS, sample
 from diffkit.training import distributed
-from diffkit.training.checkpoint import load_run, read_state
+from diffkit.runs import load_run
+from diffkit.store.rundir import read_state
 
 
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):

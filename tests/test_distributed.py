@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffkit.training.checkpoint import load_run
+from diffkit.runs import load_run
 from diffkit.training.distributed import PEER_LOST
 from diffkit.training.launch import describe_failures
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffkit.cli import main
-from diffkit.latent import latent_scale
+from diffkit.runs.vae import latent_scale
 from diffkit.runs import default_config, sample_run, train_run
 from diffkit.sampling import SAMPLERS
 from test_cli import run  # noqa: E402
@@ -46,7 +46,7 @@ def test_a_latent_run_records_its_vae_and_the_measured_scale(latent_run, vae_run
     assert data["latent"] == str(vae_run.resolve()) and cfg["network"]["in_channels"] == 4
     # the scale is 1 / std of the train split's encoded latents: the model sees unit variance
     from diffkit.data.images import load_images
-    from diffkit.latent import encode_images, load_vae
+    from diffkit.runs.vae import encode_images, load_vae
 
     _, vae = load_vae(vae_run)
     z = encode_images(vae, load_images("digits").train, "test-key-not-cached-elsewhere")

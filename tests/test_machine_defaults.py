@@ -24,7 +24,8 @@ from diffkit.training.autotune import (
     StepProbe,
     settle,
 )
-from diffkit.training.checkpoint import load_run, read_config
+from diffkit.runs import load_run
+from diffkit.store.rundir import read_config
 from diffkit.training.distributed import Runtime
 from diffkit.training.trainer import LOG, read_log
 

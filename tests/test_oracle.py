@@ -19,7 +19,7 @@ from diffkit.likelihood import elbo, ode_nll
 from diffkit.metrics.points import energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
 from diffkit.sampling import sample
-from diffkit.score_view import mixture_normalizer
+from diffkit.runs import mixture_normalizer
 
 F64 = torch.float64
 
@@ -204,8 +204,8 @@ def test_hutchinson_divergence_estimates_the_exact_one(g8):
 def test_nll_in_the_data_coordinates_includes_the_normalizer_jacobian(tmp_path):
     """A run whose denoiser is the oracle: `nll_run` reports the mixture's own log-density in data units."""
     from diffkit.runs import default_config
-    from diffkit.score_view import nll_run
-    from diffkit.training.checkpoint import Run
+    from diffkit.runs import nll_run
+    from diffkit.runs import Run
 
     mix = gaussians8()
     norm = mixture_normalizer(mix)

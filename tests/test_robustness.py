@@ -24,8 +24,8 @@ from diffkit.errors import CheckpointError, DataError, StorageError, TrainingErr
 from diffkit.nn.mlp import MLPConfig
 from diffkit.nn.unet import UNetConfig
 from diffkit.runs import make_source, train_run
-from diffkit.training import load_run
-from diffkit.training.lock import RunLock
+from diffkit.runs import load_run
+from diffkit.store.lock import RunLock
 from diffkit.training.trainer import Trainer, read_log
 
 
@@ -184,7 +184,7 @@ def test_a_second_writer_is_refused(mlp_run, tmp_path):
 
 def test_a_dead_writers_lock_is_not_stale(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from diffkit.training.lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from diffkit.store.lock import RunLock; "
                                f"RunLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -328,7 +328,7 @@ def test_endless_non_finite_steps_stop_with_the_checkpoint_kept(tmp_path):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_disk_full_or_read_only_leaves_the_previous_checkpoint(run_copy, monkeypatch, code, capsys):
-    from diffkit.training import manifest
+    from diffkit.store import manifest
 
     before = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file() and p.name != ".lock"}
     real = manifest._write_synced

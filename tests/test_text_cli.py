@@ -11,7 +11,7 @@ import torch
 
 from diffkit.cli import main
 from diffkit.runs import default_config, make_trainer, sample_run
-from diffkit.training.checkpoint import read_config
+from diffkit.store.rundir import read_config
 
 
 def run_cli(capsys, *argv):

@@ -15,7 +15,8 @@ from diffkit.config import DataConfig, RunConfig, TrainConfig
 from diffkit.errors import CheckpointError, ConfigError, DiffkitError
 from diffkit.nn.mlp import MLPConfig
 from diffkit.runs import sample_run, train_run
-from diffkit.training import EMA, load_run
+from diffkit.runs import load_run
+from diffkit.training import EMA
 from diffkit.training.trainer import lr_at, read_log
 
 
@@ -241,7 +242,7 @@ def test_foreign_safetensors_is_a_checkpoint_error(legacy_copy):
 
 
 def test_diffkit_file_with_wrong_tensors_is_a_checkpoint_error(legacy_copy):
-    from diffkit.training.checkpoint import save_model
+    from diffkit.store.rundir import save_model
 
     good = tensors(legacy_copy / "model.safetensors")
     bad = dict(good)

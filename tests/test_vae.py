@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffkit.latent import load_vae, psnr, reconstruct
+from diffkit.metrics.images import psnr
+from diffkit.runs.vae import load_vae, reconstruct
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
 from diffkit.nn.vae import VAE, VAEConfig, vae_loss
 from test_cli import run  # noqa: E402
@@ -77,7 +78,7 @@ def test_train_vae_prints_psnr_fd_and_accuracy(tmp_path, capsys):
 
 
 def test_vae_resume_is_bitwise_identical(tmp_path):
-    from diffkit.presets import vae_config
+    from diffkit.runs.presets import vae_config
     from diffkit.runs import train_run
 
     class Stop(Exception):

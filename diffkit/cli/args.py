@@ -62,8 +62,9 @@ def seed_arg(text):
 
 
 def interval_arg(text):
+    """--guidance-interval: LO,HI, or 'all' (None: every level); not given, the flag is absent (the run's)."""
     if text.strip().lower() == "all":
-        return ()
+        return None
     from ..denoiser import check_guidance_interval
 
     try:
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompts", help="text runs: a file of prompts, one per line (--n images of each)")
     s.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
-    s.add_argument("--guidance-interval", type=interval_arg,
+    s.add_argument("--guidance-interval", type=interval_arg, default=argparse.SUPPRESS,
                    help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
                         "images 0.2,1)")
     clip = s.add_mutually_exclusive_group()

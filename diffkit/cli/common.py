@@ -55,7 +55,7 @@ def write_samples(out: Path, sidecar: Path, x: np.ndarray, record: dict) -> None
     """Samples as float32 .npy and the settings that drew them as a JSON sidecar, each written atomically."""
     import io
 
-    from ..training.checkpoint import atomic_write
+    from ..store.manifest import atomic_write
 
     buf = io.BytesIO()
     np.save(buf, x.astype(np.float32))

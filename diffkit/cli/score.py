@@ -1,5 +1,5 @@
 """Command line faces of the score view: `diffkit sample --oracle` (the exact denoiser of a Gaussian mixture) and
-`diffkit eval --nll` (likelihoods of held-out data under a run). cli.py parses; these run.
+`diffkit eval --nll` (likelihoods of held-out data under a run). args.py parses; these run.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from ..errors import ConfigError
 
 def cmd_sample_oracle(a) -> None:
     from .. import __version__
-    from ..score_view import sample_oracle
+    from ..runs import sample_oracle
     from ..viz.plots import scatter
 
-    for flag, value in (("--grid", a.grid), ("--gif", a.gif), ("--guidance-interval", a.guidance_interval)):
-        if value is not None:
+    for flag, given in (("--grid", a.grid is not None), ("--gif", a.gif is not None),
+                        ("--guidance-interval", "guidance_interval" in vars(a))):
+        if given:
             raise ConfigError(f"{flag} does not apply to --oracle (points of a mixture, guided at every level)")
     out = check_new_file(a.out, ".npy", a.overwrite, "--out")
     sidecar = check_new_file(str(out.with_suffix(".json")), ".json", a.overwrite, "--out's sidecar")
@@ -45,8 +46,7 @@ def cmd_eval_nll(a) -> None:
     from tqdm.auto import tqdm
 
     from ..devices import resolve_device
-    from ..score_view import nll_run
-    from ..training.checkpoint import load_run
+    from ..runs import load_run, nll_run
 
     if a.run is None:
         raise ConfigError("--nll scores a trained model: give --run RUN (and optionally --data for other held-out data)")

@@ -31,14 +31,14 @@ def prompt_grid(x, n_prompts: int, path) -> None:
 
 def cmd_eval_prompts(a, device) -> None:
     """diffkit eval --samples S.npy --prompts FILE --data shapes|mnist5k|...: adherence per prompt and overall."""
-    from ..runs import _read_image_samples
+    from ..runs import read_image_samples
     from ..text.adherence import prompt_adherence
     from ..text.data import read_prompts
 
     if a.cls is not None:
         raise ConfigError("--class and --prompts score different kinds of samples; give one")
     prompts = read_prompts(a.prompts)
-    samples = _read_image_samples(a.samples)
+    samples = read_image_samples(a.samples)
     m = prompt_adherence(samples, prompts, a.data, device=device)
     if a.json:
         print(json.dumps(m, indent=2))

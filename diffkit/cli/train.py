@@ -13,7 +13,7 @@ def cmd_train(a) -> None:
 
     from ..devices import resolve_device
     from ..training import distributed
-    from ..training.checkpoint import read_config
+    from ..store.rundir import read_config
     from ..training.launch import launch
 
     device = resolve_device(a.device)
@@ -61,105 +61,49 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _check_resume_flags(a) -> None:
-    given = [f"--{k.replace('_', '-')}" for k in ("data", "batch_size", "schedule", "timesteps", "prediction",
-                                                    "lr", "seed", "p_uncond", "checkpoint_every",
-                                                    "keep_checkpoints") if getattr(a, k) is not None]
-    given += ["--zero-terminal-snr"] if a.zero_terminal_snr else []
-    given += ["--cond"] if a.cond else []
-    given += ["--flip"] if a.flip else []
-    given += [f"--{k.replace('_', '-')}" for k in (*NETWORK_FLAGS, "net", "dit_size", "patch_size", "latent", "text")
-              if getattr(a, k) is not None]
-    if given:
-        raise ConfigError(f"--resume continues the run as configured in its config.json, so {', '.join(given)} "
-                          "cannot be given; only --steps and how it runs (--device, --precision, --threads, --nproc, "
-                          "--batch-per-device, --compile) may change")
+    """--resume continues the run as its config.json says: the flags a user gives must agree with it (the same
+    command with --resume appended continues the run); a differing flag is refused by name with both values."""
+    from ..runs import resume_conflicts
+    from ..store.rundir import read_config
+
     if a.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; give one of them")
+    _refuse_conflicts(resume_conflicts(vars(a), read_config(a.out)), "")
+
+
+def _refuse_conflicts(conflicts: list[str], what: str) -> None:
+    if conflicts:
+        raise ConfigError(f"--resume continues the {what}run as configured in its config.json, and "
+                          f"{'; '.join(conflicts)}; drop the flag (only --steps and how it runs, such as --device, "
+                          "--precision, --threads, may change) or train a new run")
 
 
 def _train_config(a):
-    from ..config import ScheduleConfig
-    from ..runs import default_config
+    from ..runs import train_config
 
-    if a.p_uncond is not None and not (a.cond or a.text):
-        raise ConfigError("--p-uncond is the label (or prompt) dropout of a conditional model; give --cond or --text")
-    if (a.dit_size or a.patch_size) and a.net != "dit":
-        raise ConfigError("--dit-size and --patch-size shape a DiT; give --net dit too")
-    config = default_config(a.data or "spiral", cond=a.cond, net=a.net, dit_size=a.dit_size or "small",
-                            patch_size=a.patch_size, latent=a.latent, text=a.text)
-    _apply_network_flags(config, a)
-    if a.schedule is not None or a.timesteps is not None or a.zero_terminal_snr:
-        config.schedule = ScheduleConfig(name=a.schedule or config.schedule.name, num_timesteps=a.timesteps or 1000,
-                                         zero_terminal_snr=a.zero_terminal_snr)
-    if a.prediction is not None:
-        config.prediction = a.prediction
-    for key in ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints", "precision",
-                "threads"):
-        if getattr(a, key) is not None:
-            setattr(config.train, key, getattr(a, key))
-    return config.validate()
-
-
-NETWORK_FLAGS = {"channels": "channels", "channel_mult": "channel_mult", "res_blocks": "num_res_blocks",
-                 "attention": "attention_levels", "cross_attention": "cross_attention_levels", "dropout": "dropout"}
-
-
-def _apply_network_flags(config, a) -> None:
-    """--flip and the U-Net flags onto an image run's config (refused for points)."""
-    from ..nn.unet import UNetConfig
-
-    given = [k for k in NETWORK_FLAGS if getattr(a, k) is not None]
-    if given and a.net == "dit":
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} shape the U-Net; a DiT takes "
-                          "--dit-size and --patch-size")
-    if a.net == "dit":
-        config.data.flip = a.flip
-        return
-    if (given or a.flip) and not isinstance(config.network, UNetConfig):
-        flags = [f"--{k.replace('_', '-')}" for k in given] + (["--flip"] if a.flip else [])
-        raise ConfigError(f"{', '.join(flags)} shape the image U-Net; {config.data.spec} holds points")
-    if a.cross_attention is not None and not a.text:
-        raise ConfigError("--cross-attention places the U-Net's attention to a prompt; give --text too")
-    for key in given:
-        setattr(config.network, NETWORK_FLAGS[key], getattr(a, key))
-    config.data.flip = a.flip
+    return train_config(vars(a))
 
 
 def cmd_train_vae(a) -> None:
-    from ..data.images import is_image_spec, load_images
     from ..devices import resolve_device
-    from ..latent import vae_report
-    from ..presets import vae_config
-    from ..runs import train_run
+    from ..runs import resume_conflicts, train_run, vae_report, vae_train_config
+    from ..store.rundir import read_config
     from ..training.distributed import Runtime
 
     runtime = Runtime(device=resolve_device(a.device), precision=a.precision if a.resume else None,
                       threads=a.threads if a.resume else None)
     if a.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("data", "factor", "latent_channels", "batch_size", "lr",
-                                                        "kl_weight", "seed") if getattr(a, k) is not None]
-        if given:
-            raise ConfigError(f"--resume continues the VAE run as configured in its config.json, so "
-                              f"{', '.join(given)} cannot be given; only --steps and how it runs (--device, "
-                              "--precision, --threads) may change")
+        _refuse_conflicts(resume_conflicts(vars(a), read_config(a.out), vae=True), "VAE ")
         summary = train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet, runtime=runtime)
     else:
-        if a.data is None:
-            raise ConfigError("train-vae needs --data: an image set (digits, mnist5k, shapes), a folder or an .npz")
-        if not is_image_spec(a.data):
-            raise ConfigError(f"{a.data} is not image data; an autoencoder compresses images (digits, mnist5k, "
-                              "shapes, a folder of PNG/JPEG or an image .npz)")
-        config = vae_config(a.data, load_images(a.data).shape, factor=a.factor or 4,
-                            latent_channels=a.latent_channels or 4)
-        for key in ("steps", "batch_size", "lr", "seed", "precision", "threads"):
-            if getattr(a, key) is not None:
-                setattr(config.train, key, getattr(a, key))
-        if a.kl_weight is not None:
-            config.network.kl_weight = a.kl_weight
-        summary = train_run(config.validate(), a.out, overwrite=a.overwrite, progress=not a.quiet, runtime=runtime)
+        summary = train_run(vae_train_config(vars(a)), a.out, overwrite=a.overwrite, progress=not a.quiet,
+                            runtime=runtime)
     print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
-    report = vae_report(a.out, progress=not a.quiet, device=runtime.device)
-    if a.json:
+    _print_vae_report(vae_report(a.out, progress=not a.quiet, device=runtime.device), a.json)
+
+
+def _print_vae_report(report: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(report))
         return
     line = f"test split: PSNR {report['psnr']:.2f} dB, latents {report['latent_shape']} (factor {report['factor']})"

@@ -201,10 +201,10 @@ def draw_mixture(path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None
 
 def load_points(spec: str, n: int = 50_000, seed: int = 0) -> np.ndarray:
     """Built-in name -> n fresh points; path -> the file's points."""
-    return PointSource(_check_spec(spec)).train(n, seed)
+    return PointSource(check_spec(spec)).train(n, seed)
 
 
-def _check_spec(spec: str) -> str:
+def check_spec(spec: str) -> str:
     if spec in DATASETS or Path(spec).suffix.lower() in (*FILE_SUFFIXES, MIXTURE_SUFFIX):
         return spec
     raise DataError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}, or a .npy/.npz/.csv file, or a mixture .json")

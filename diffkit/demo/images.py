@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_images
-from ..runs import default_config, eval_image_samples, sample_run, to_data
+from ..runs import default_config, eval_image_samples, load_run, sample_run, to_data
 from ..schedule import NoiseSchedule
-from ..training.checkpoint import load_run
 from ..training.trainer import LOG, read_log
 from .points import train_demo_run
 

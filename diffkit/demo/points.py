@@ -10,9 +10,8 @@ import torch
 
 from ..config import DataConfig, RunConfig
 from ..data.points import make_dataset
-from ..runs import eval_samples, sample_run, train_run
+from ..runs import eval_samples, load_run, sample_run, train_run
 from ..schedule import NoiseSchedule
-from ..training.checkpoint import load_run
 from ..training.trainer import LOG, read_log
 
 FORWARD_T = (0, 50, 100, 200, 350, 500, 999)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -96,3 +97,9 @@ def evaluate_images(samples, data, judge, *, labels=None, seed: int = 0, k: int 
         out["class_accuracy"] = float((judge.predict(x) == y).mean())
         out["judge_accuracy"] = judge.test_accuracy
     return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1], over the whole set: 10 log10(1 / MSE)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, notice
-from ..training.checkpoint import atomic_write
+from ..store.cache import cache_root
+from ..store.manifest import atomic_write
 
 FORMAT = "diffkit-judge-1"
 
@@ -148,8 +149,6 @@ def _bar(total: int, progress: bool, desc: str):
 
 def cache_path(data, cache_dir=None) -> Path:
     """Where the judge of `data` is cached: <cache_dir>/judge-<spec>-<fingerprint[:16]>.safetensors."""
-    from ..cache import cache_root
-
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data.spec)).strip("._")[:48] or "data"
     return root / f"judge-{name}-{data.fingerprint()[:16]}.safetensors"

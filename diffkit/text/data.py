@@ -1,11 +1,10 @@
-"""Text-conditional training data: every training image with the captions it may be drawn with, the captions'
-token embeddings computed once by the frozen encoder and cached (safetensors under DIFFKIT_CACHE, named by a hash
-of the encoder's weights and the captions), and prompts turned into a cond for sampling.
+"""Text-conditional data: every training image with the captions it may be drawn with (TextSource; the captions'
+token embeddings are encoded once and cached by runs.sources), prompts files, and prompts turned into a cond for
+sampling.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +36,6 @@ def training_captions(data) -> tuple[list[str], np.ndarray, np.ndarray]:
     return captions, np.arange(len(captions)).reshape(-1, 1), np.ones(len(captions), bool)
 
 
-def encode_captions(encoder_name: str, captions: list[str]) -> dict:
-    """{"tokens" [U, L, D], "mask" [U, L]} of the captions, cached by a hash of the encoder's files and the captions."""
-    from ..cache import cached_tensors
-
-    encoder = load_encoder(encoder_name)
-    h = hashlib.sha256(encoder.fingerprint.encode())
-    h.update("\n".join(captions).encode())
-
-    def encode():
-        cond = encoder.encode(captions)
-        return {"tokens": cond["tokens"], "mask": cond["mask"].to(torch.uint8)}
-
-    cached = cached_tensors(f"text-{h.hexdigest()[:32]}", len(captions), encode)
-    return {"tokens": cached["tokens"], "mask": cached["mask"].bool()}
-
-
 class TextSource(TensorSource):
     """Training images with captions: draw(B, g) -> (x0 [B, ...], {"tokens" [B, L, D], "mask" [B, L]}); each drawn
     image takes one of its K captions uniformly (templates and synonyms vary from step to step)."""
@@ -67,24 +50,6 @@ class TextSource(TensorSource):
         k = torch.randint(0, self.choices.shape[1], (batch_size,), generator=generator)
         ids = self.choices[idx, k]
         return self.x0[idx], {"tokens": self.tokens[ids], "mask": self.mask[ids]}
-
-
-def text_source(config, x0: torch.Tensor, data) -> TextSource:
-    """The TextSource of a text run on ImageData `data` (None: not images), whose train split, normalized (pixels
-    or latents), is x0."""
-    if data is None:
-        raise ConfigError(f"--text conditions images on captions; {config.data.spec} holds points")
-    if config.data.flip:
-        raise ConfigError("--flip mirrors images, which turns 'left' in a caption into a lie; drop it for text runs")
-    captions, choices, keep = training_captions(data)
-    if len(choices) != len(x0):
-        raise DataError(f"{config.data.spec} gave {len(choices)} captioned images for {len(x0)} training images")
-    cond = encode_captions(config.data.text, captions)
-    if cond["tokens"].shape[-1] != config.network.context_dim:
-        raise ConfigError(f"the text encoder gives {cond['tokens'].shape[-1]}-wide token embeddings but the network "
-                          f"reads {config.network.context_dim}")
-    keep_t = torch.from_numpy(keep)
-    return TextSource(x0[keep_t], choices[keep], cond)
 
 
 def prompt_cond(config, prompts: list[str], n: int, device=None) -> dict:
@@ -121,18 +86,3 @@ def read_prompts(path) -> list[str]:
     if not prompts:
         raise DataError(f"{path} holds no prompts; write one prompt per line")
     return prompts
-
-
-def text_labels(config, prompt, cond, n: int, guidance, device) -> tuple[dict, int]:
-    """(the cond, the sample count) of sampling a text run: n per prompt, or n of the null prompt (None)."""
-    if cond is not None:
-        raise ConfigError("this is a text run; give it a prompt (--prompt), not a class")
-    if prompt is None:
-        if guidance is not None:
-            raise ConfigError("a guidance scale needs a prompt to guide towards; give one (--prompt)")
-        return null_cond(config, n, device), n
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if config.data.text and config.train.p_uncond == 0 and guidance not in (None, 1):
-        raise ConfigError("this run was trained with p_uncond 0, so its null prompt never saw training and guidance "
-                          "(w != 1) would be noise; sample at w = 1, or train with --p-uncond > 0")
-    return prompt_cond(config, prompts, n, device), n * len(prompts)

@@ -1,8 +1,8 @@
-"""Training: per-sample loss, EMA, checkpoints and the Trainer loop."""
+"""Training: per-sample loss, EMA, objectives and the Trainer loop (checkpoints are written through
+diffkit.store)."""
 
-from .checkpoint import load_run, save_model
 from .ema import EMA
 from .loss import simple_loss
 from .trainer import Trainer
 
-__all__ = ["EMA", "Trainer", "load_run", "save_model", "simple_loss"]
+__all__ = ["EMA", "Trainer", "simple_loss"]

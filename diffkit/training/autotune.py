@@ -32,11 +32,11 @@ from typing import Callable
 import torch
 
 from .. import machine
-from ..cache import cache_root
 from ..devices import PRECISIONS, autocast
 from ..errors import notice
 from ..machine import intra_op_threads
-from .manifest import atomic_write
+from ..store.cache import cache_root
+from ..store.manifest import atomic_write
 
 BF16_MARGIN = 1.15     # bf16 must run the step this many times faster than fp32 to be chosen
 THREADS_MARGIN = 1.10  # all cores must run the step this many times faster than one thread to be chosen

@@ -27,17 +27,12 @@ from ..devices import autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
 from ..machine import intra_op_threads
 from ..memory import require_memory
+from ..nn.registry import build_network
+from ..store.lock import RunLock
+from ..store.rundir import load_weights, read_state, save_checkpoint, save_config
 from .autotune import Settled, StepProbe, core_share, settle
-from .checkpoint import (
-    build_network,
-    load_weights,
-    read_state,
-    save_checkpoint,
-    save_config,
-)
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
-from .lock import RunLock
 from .objectives import objective_for
 
 LOG = "train_log.csv"
@@ -91,7 +86,7 @@ class Trainer:
         self.objective = objective_for(config, self.schedule)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            self.network = build_network(config)  # on the CPU, so every device starts from the same weights
+            self.network = build_network(config.network)  # on the CPU, so every device starts from the same weights
         check_train_memory(config, self.rows // self.micro)
         self.network.to(self.device)
         self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import DataConfig, RunConfig, SamplingConfig, ScheduleConfig, TrainConfig
-from .errors import choice_error
-from .nn.dit import dit_preset
-from .nn.unet import UNetConfig
+from ..config import DataConfig, RunConfig, SamplingConfig, ScheduleConfig, TrainConfig
+from ..errors import choice_error
+from ..nn.dit import dit_preset
+from ..nn.unet import UNetConfig
+from ..nn.vae import VAEConfig
 
 
 def unet_preset(shape, num_classes: int = 0) -> UNetConfig:
@@ -83,8 +84,6 @@ def image_config(spec: str, shape, *, cond: bool = False, num_classes: int = 0, 
 
 def vae_config(spec: str, shape, *, factor: int = 4, latent_channels: int = 4) -> RunConfig:
     """The default autoencoder run (`diffkit train-vae`) of an image data set of this sample shape."""
-    from .nn.vae import VAEConfig
-
     network = VAEConfig(in_channels=shape[0], factor=factor, latent_channels=latent_channels)
     # mnist5k, f = 4: 300 steps (64 s on 2 cores) reach PSNR 27.0 dB on the test split and 99.0% judge accuracy
     train = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=100, ema_halflife=0, checkpoint_every=500,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,12 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..cond import conditioning_for
 from ..config import RunConfig
-from ..data.normalize import Normalizer
-from ..denoiser import Denoiser
 from ..errors import CheckpointError
-from ..nn import registry
 from .manifest import MANIFEST, atomic_dir, atomic_write, manifest_bytes, read_manifest, sha256, verify
 
 CONFIG, MODEL, STATE_DIR, STATE = "config.json", "model.safetensors", "train_state", "state.safetensors"
@@ -92,7 +87,7 @@ def save_checkpoint(run_dir, step: int, model: dict[str, torch.Tensor], state: d
                     state_meta: dict[str, str], keep: int) -> None:
     """One checkpoint: the resumable state as a new folder train_state/step-N/ (with a manifest that also
     records the model's checksum), then model.safetensors, then manifest.json; older folders beyond the
-    last `keep` are removed. An interruption at any point leaves a loadable run (see load_run)."""
+    last `keep` are removed. An interruption at any point leaves a loadable run (see runs.pipeline.load_run)."""
     run_dir = Path(run_dir)
     model_bytes = tensor_bytes(model, {"step": str(step)})
     state_bytes = tensor_bytes(state, {"step": str(step), **state_meta})
@@ -152,10 +147,6 @@ def model_checksums(run_dir) -> tuple[str | None, ...]:
     return manifest["files"].get(MODEL) or "missing", (newest or {}).get("files", {}).get(MODEL)
 
 
-def build_network(config: RunConfig) -> torch.nn.Module:
-    return registry.build_network(config.network)
-
-
 def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
     expected = network.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
@@ -163,46 +154,9 @@ def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], pat
     network.load_state_dict(tensors)
 
 
-@dataclass
-class Run:
-    """A loaded run: its config, EMA network, Denoiser and the data normalizer."""
-
-    config: RunConfig
-    network: torch.nn.Module
-    denoiser: Denoiser
-    normalizer: Normalizer
-    step: int
-    decoder: object = None  # latent runs: latents -> pixels (latent.LatentDecoder)
-
-
-def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None) -> Run:
-    """Everything `sample` needs, from the run directory alone.
-
-    fast: the Denoiser calls the network kind's sampling fast path (e.g. the folded MLP) in its sampling
-    chunks; False calls the plain network in one piece (the reference the fast path is tested against).
-    device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one)."""
-    config = read_config(run_dir)
-    if registry.kind_of(config.network) == "vae":
-        raise CheckpointError(f"{run_dir} is a VAE run (an autoencoder, not a diffusion model); train a diffusion "
-                              f"model on its latents with `diffkit train --latent {run_dir} ...` and sample that")
-    if config.fitted.normalizer is None:
-        raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
-    network = build_network(config)
-    tensors, meta = read_tensors(Path(run_dir) / MODEL, *model_checksums(run_dir))
-    load_weights(network, tensors, Path(run_dir) / MODEL)
-    if device is not None:
-        network.to(device)
-    sampling_net, chunk = registry.for_sampling(network, fast)
-    denoiser = Denoiser(sampling_net, config.schedule.build(), config.prediction, conditioning=conditioning_for(config),
-                        guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
-                        clip_x0=config.x0_clip(), chunk=chunk if fast else None)
-    decoder = None
-    if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
-        from ..latent import LatentDecoder, load_vae, vae_sha256
-
-        _, vae = load_vae(config.data.latent, device)
-        if vae_sha256(config.data.latent) != config.fitted.vae_sha256:
-            raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
-                                  "latents (its weights' checksum differs); restore that VAE run")
-        decoder = LatentDecoder(vae, config.fitted.latent_scale)
-    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder)
+def read_model(run_dir, network: torch.nn.Module) -> dict[str, str]:
+    """Load a run's model.safetensors (checked against its manifest) into `network`; its metadata (step)."""
+    path = Path(run_dir) / MODEL
+    tensors, meta = read_tensors(path, *model_checksums(run_dir))
+    load_weights(network, tensors, path)
+    return meta

@@ -1,6 +1,6 @@
-"""The score view as a face: sampling an oracle, the oracle of a trained run, the model's score error per t,
+"""The score view's entry points: sampling an oracle, the oracle of a trained run, the model's score error per t,
 and likelihoods of held-out data in the data's own units (nats per point, or bits per dimension for images).
-Thin over diffkit.oracle and diffkit.likelihood, like runs.py over the trainer and samplers.
+Thin over diffkit.oracle and diffkit.likelihood, as pipeline.py is over the samplers.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cond import class_id
-from .data.images import is_image_spec, load_images
-from .data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
-from .data.normalize import Normalizer
-from .data.points import PointSource, _check_spec
-from .devices import module_device
-from .errors import ConfigError, DataError
-from .likelihood import elbo, ode_nll
-from .oracle import OracleDenoiser
-from .runs import check_sample_memory
-from .sampling import sample as run_sampler
-from .schedule import NoiseSchedule
-from .training.checkpoint import Run, load_run
+from ..cond import check_guidance_target, class_id, null_untrained
+from ..data.images import is_image_spec, load_images
+from ..data.mixture import BUILTIN_MIXTURES, GaussianMixture, load_mixture
+from ..data.normalize import Normalizer
+from ..data.points import PointSource, check_spec
+from ..devices import module_device
+from ..errors import ConfigError, DataError
+from ..likelihood import elbo, ode_nll
+from ..oracle import OracleDenoiser
+from ..sampling import sample as run_sampler
+from ..schedule import NoiseSchedule
+from .pipeline import Run, check_sample_memory, load_run
 
 MAX_NLL_POINTS = 100_000
 
@@ -50,9 +49,8 @@ def sample_oracle(spec: str, n: int, sampler: str = "ddim", steps: int | None = 
             raise ConfigError(f"the mixture {spec} has no labels, so it has no classes to sample; drop --class")
         labels = torch.full((n,), class_id(cls, [str(c) for c in range(mix.num_classes)], mix.num_classes,
                                            owner=f"the mixture {spec}"))
+    check_guidance_target(labels, guidance)
     if guidance is not None:
-        if labels is None:
-            raise ConfigError("a guidance scale needs a class to guide towards; give one (--class)")
         oracle = oracle.replace(guidance_scale=guidance)
     check_sample_memory(n, (mix.dim,))
     g = torch.Generator().manual_seed(seed)
@@ -127,7 +125,7 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
         run = load_run(run)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 < n <= MAX_NLL_POINTS:
         raise ConfigError(f"the likelihood needs 2..{MAX_NLL_POINTS} points, got {n!r}")
-    if run.config.network.num_classes and run.config.train.p_uncond == 0:
+    if null_untrained(run.config):
         raise ConfigError("this run was trained with p_uncond 0, so its unconditional model (the null class) never "
                           "trained and log p(x) would be meaningless; score a run trained with --p-uncond > 0")
     if run.config.fitted.kind == "latents":
@@ -146,7 +144,7 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     else:
         if is_image_spec(spec):
             raise DataError(f"{spec} is image data, but the run models {run.config.fitted.shape[0]}-D points")
-        x = PointSource(_check_spec(spec)).fresh(n, seed)
+        x = PointSource(check_spec(spec)).fresh(n, seed)
         if x.shape[1] != run.config.fitted.shape[0]:
             raise DataError(f"{spec} holds {x.shape[1]}-D points; the run models {run.config.fitted.shape[0]}-D points")
     norm = run.normalizer

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .rundir import save_tensors
 
 
 def cache_root() -> Path:
@@ -18,11 +22,6 @@ def cached_tensors(name: str, rows: int, compute: Callable[[], dict[str, torch.T
                    metadata: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """The tensors cached as `name`.safetensors when they load and each holds `rows` rows; else compute() them
     and cache the result (a damaged or stale file is recomputed)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .training.checkpoint import save_tensors
-
     path = cache_root() / f"{name}.safetensors"
     if path.exists():
         try:

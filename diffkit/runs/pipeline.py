@@ -1,0 +1,175 @@
+"""A loaded run, ready to sample (like a diffusers pipeline object): its network, schedule and Denoiser, its
+conditioning (class names, prompts through the run's text encoder, guidance defaults), the VAE decoder of a
+latent run, and the map back to the data's coordinates. The CLI, the lab, the demos and the benchmarks sample
+through here; none builds its own Denoiser."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cond import (
+    check_guidance_target,
+    check_null_for_sampling,
+    class_labels,
+    conditioning_for,
+    to_device,
+)
+from ..config import RunConfig
+from ..data.normalize import Normalizer
+from ..denoiser import Denoiser, Interval, check_guidance_interval
+from ..devices import module_device, randn
+from ..errors import CheckpointError, ConfigError
+from ..memory import require_memory
+from ..nn import registry
+from ..sampling import sample as run_sampler
+from ..store.rundir import read_config, read_model
+from ..text.data import null_cond, prompt_cond
+from .vae import LatentDecoder, load_vae, vae_sha256
+
+
+class Default(enum.Enum):
+    """A setting left to the run: what its config.json says (resolved once, in sample_run)."""
+    RUN = "the run's default"
+
+
+RUN_DEFAULT = Default.RUN
+
+
+@dataclass
+class Run:
+    """A loaded run: its config, EMA network, Denoiser, the data normalizer and (latent runs) the VAE decoder."""
+
+    config: RunConfig
+    network: torch.nn.Module
+    denoiser: Denoiser
+    normalizer: Normalizer
+    step: int
+    decoder: object = None  # latent runs: latents -> pixels (LatentDecoder)
+
+    def sample(self, n: int, sampler: str = "ddim", steps: int | None = None, **options) -> np.ndarray:
+        """sample_run(self, ...): n samples in the data's coordinates."""
+        return sample_run(self, n, sampler, steps, **options)
+
+    def to_data(self, x: torch.Tensor) -> np.ndarray:
+        return to_data(self, x)
+
+
+def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None) -> Run:
+    """Everything `sample` needs, from the run directory alone.
+
+    fast: the Denoiser calls the network kind's sampling fast path (e.g. the folded MLP) in its sampling
+    chunks; False calls the plain network in one piece (the reference the fast path is tested against).
+    device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one)."""
+    config = read_config(run_dir)
+    if registry.kind_of(config.network) == "vae":
+        raise CheckpointError(f"{run_dir} is a VAE run (an autoencoder, not a diffusion model); train a diffusion "
+                              f"model on its latents with `diffkit train --latent {run_dir} ...` and sample that")
+    if config.fitted.normalizer is None:
+        raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
+    network = registry.build_network(config.network)
+    meta = read_model(run_dir, network)
+    if device is not None:
+        network.to(device)
+    denoiser = make_denoiser(config, network, guidance_scale=guidance_scale, fast=fast)
+    decoder = None
+    if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
+        _, vae = load_vae(config.data.latent, device)
+        if vae_sha256(config.data.latent) != config.fitted.vae_sha256:
+            raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
+                                  "latents (its weights' checksum differs); restore that VAE run")
+        decoder = LatentDecoder(vae, config.fitted.latent_scale)
+    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder)
+
+
+def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale: float = 1.0,
+                  fast: bool = True) -> Denoiser:
+    """The Denoiser of a run's config around `network` (the trained one, or a live copy during training)."""
+    sampling_net, chunk = registry.for_sampling(network, fast)
+    return Denoiser(sampling_net, config.schedule.build(), config.prediction, conditioning=conditioning_for(config),
+                    guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
+                    clip_x0=config.x0_clip(), chunk=chunk if fast else None)
+
+
+def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> tuple:
+    """(the cond of n samples, the sample count): class ids for a class run (cond: one class id or name, or n
+    ids; None: the null class), token embeddings for a text run (prompt: one or a list, n samples of each;
+    None: the null prompt). Refuses guidance without a target and uses of a null that never trained."""
+    if config.data.text or prompt is not None:
+        if cond is not None:
+            raise ConfigError("this is a text run; give it a prompt (--prompt), not a class")
+        check_guidance_target(prompt, guidance, "prompt", "--prompt")
+        if prompt is None:
+            return null_cond(config, n, device), n
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if config.data.text:  # (a class run given a prompt is refused by prompt_cond, by name)
+            check_null_for_sampling(config, prompts, guidance)
+        return prompt_cond(config, prompts, n, device), n * len(prompts)
+    labels = class_labels(config, cond, n)
+    check_null_for_sampling(config, labels, guidance)
+    check_guidance_target(labels, guidance)
+    return labels, n
+
+
+def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
+               seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
+               cond=None, guidance: float | None = None, guidance_interval: Interval | Default = RUN_DEFAULT,
+               device=None,
+               prompt=None, **options) -> np.ndarray:
+    """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
+    same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
+
+    clip: clip x0_hat to the training data's bounding box (see FittedStats.x0_bound; images: the pixel range);
+        None: the run's default (config.sampling.clip_x0).
+    callback: receives each sampler step's StepRecord (normalized coordinates) and may stop the loop.
+    cond: for a conditional run, a class (id or name) for all n samples, or n class ids (a mixed batch);
+        None samples the unconditional model (the null class).
+    guidance: classifier-free guidance scale w (default 1: the plain conditional model; 0: unconditional).
+    guidance_interval: (sigma_lo, sigma_hi) where guidance applies, None for every level; RUN_DEFAULT: the run's
+        (config.sampling.guidance_interval).
+    device: where to sample a run given by its path (a loaded Run samples where its network is).
+    prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
+        the unconditional model (the null prompt).
+    """
+    if not isinstance(run, Run):
+        run = load_run(run, device=device)
+    device = module_device(run.network)
+    labels, n = conditioning(run.config, cond, prompt, n, guidance, device)
+    changes = {} if clip is None else {"clip_x0": run.config.x0_clip(clip)}
+    if guidance is not None:
+        changes["guidance_scale"] = guidance
+    if guidance_interval is not RUN_DEFAULT:
+        changes["guidance_interval"] = check_guidance_interval(guidance_interval)
+    denoiser = run.denoiser.replace(**changes) if changes else run.denoiser
+    shape = tuple(run.config.fitted.shape)
+    check_sample_memory(n, shape)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
+    x_T = randn((n, *shape), g, device=device)
+    labels = to_device(labels, device)
+    x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
+    return to_data(run, x)
+
+
+def to_data(run: Run, x: torch.Tensor) -> np.ndarray:
+    """Normalized samples back in the data's coordinates (images: pixels clipped to [0, 1]; latents: decoded
+    by the run's VAE into pixels)."""
+    if run.decoder is not None:
+        return run.decoder(x.detach())
+    out = run.normalizer.invert(x.detach().cpu().numpy())
+    return np.clip(out, 0.0, 1.0) if run.config.fitted.kind == "images" else out
+
+
+# sampling holds about this many copies of the batch at once (x_T, x, x0_hat, eps_hat, the multistep history,
+# the result in the data's coordinates)
+SAMPLE_COPIES = 8
+
+
+def check_sample_memory(n: int, shape) -> None:
+    """Refuse, before any work, a sample count whose arrays would not fit in the memory available now."""
+    require_memory(n * int(np.prod(shape)) * 4 * SAMPLE_COPIES,
+                   f"{n} samples of shape {list(shape)} need about {{need}} GiB but {{free}} GiB are available; "
+                   "ask for fewer (--n) or sample in parts")

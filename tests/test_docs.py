@@ -1,0 +1,73 @@
+"""The documentation: the strict MkDocs build, a short README, every page in the nav, every picture there,
+and every measured table beside the machine and the benchmark command that produced it. Offline."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+MACHINE_WORDS = ("Xeon", "EPYC", "machine:")
+
+
+def nav_pages() -> set[str]:
+    """The .md files named in mkdocs.yml's `nav:` block (read as text: no YAML library needed)."""
+    pages, in_nav = set(), False
+    for line in (ROOT / "mkdocs.yml").read_text().splitlines():
+        if re.match(r"^nav\s*:", line):
+            in_nav = True
+            continue
+        if in_nav and line.strip() and not line[0].isspace() and not line.startswith("-"):
+            break  # the next top-level key
+        if in_nav:
+            pages.update(re.findall(r"([\w./-]+\.md)\b", line))
+    return pages
+
+
+def test_mkdocs_strict_build(tmp_path):
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    pytest.importorskip("material", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_readme_is_short_and_names_the_test_command():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines (at most 150): move the detail into docs/"
+    assert any("make test" in line for line in lines), "README.md must state the test command `make test`"
+
+
+def test_every_docs_page_is_in_the_nav():
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    missing = sorted(pages - nav_pages())
+    assert not missing, f"docs pages missing from mkdocs.yml's nav: {missing}"
+    gone = sorted(nav_pages() - pages)
+    assert not gone, f"mkdocs.yml's nav names pages that do not exist in docs/: {gone}"
+
+
+def test_readme_pictures_exist():
+    text = (ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", text)
+    assert pictures, "README.md shows no pictures"
+    for src in pictures:
+        assert (ROOT / src).is_file(), f"README.md shows {src}, which does not exist"
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_measured_tables_name_machine_and_command(page):
+    text = (DOCS / page).read_text()
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)  # a table is never inside a code block
+    if not any(line.lstrip().startswith("|") for line in prose.splitlines()):
+        return
+    assert any(word in text for word in MACHINE_WORDS), (
+        f"docs/{page} has a table but names no machine (one of {MACHINE_WORDS})")
+    assert "benchmarks/" in text, f"docs/{page} has a table but names no benchmark command (benchmarks/...)"
