@@ -73,7 +73,7 @@ def sample_prompts(run, prompts, n: int, w: float):
 def shapes(args) -> None:
     from diffkit.metrics.shapes import ATTRIBUTES, adherence
     from diffkit.runs import sample_run
-    from diffkit.text.adherence import prompt_adherence
+    from diffkit.metrics.adherence import prompt_adherence
     from diffkit.text.captions import shape_prompt_attributes
     from diffkit.runs import load_run
     from diffkit.viz.images import image_grid

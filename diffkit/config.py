@@ -155,7 +155,7 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict:
-        from . import __version__
+        from .version import __version__
 
         d = asdict(self)
         d["network"] = network_to_dict(self.network)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from diffkit import Denoiser, NoiseSchedule
 from diffkit import schedulers as adapters
-from diffkit.cli import main
 from diffkit.cond import TokenConditioning
 from diffkit.nn.dit import DiT, DiTConfig
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict

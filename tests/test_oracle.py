@@ -19,7 +19,7 @@ from diffkit.likelihood import elbo, ode_nll
 from diffkit.metrics.points import energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
 from diffkit.sampling import sample
-from diffkit.runs import mixture_normalizer
+from diffkit.runs.score import mixture_normalizer
 
 F64 = torch.float64
 

@@ -109,16 +109,30 @@ def _how_it_trains_args(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-    from ..data.images import IMAGE_DATASETS
-    from ..data.points import DATASETS
-    from ..prediction import PREDICTIONS
-    from ..sampling import SAMPLERS, SPACINGS
-    from ..schedule import SCHEDULE_NAMES
+    from ..version import __version__
 
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
     p.add_argument("--version", action="version", version=f"diffkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = _train_parser(sub)
+    _network_args(t)
+    _train_run_args(t)
+    _vae_parser(sub)
+    s = _sample_parser(sub)
+    _sampler_args(s)
+    _sample_cond_args(s)
+    _eval_parser(sub)
+    _demo_parser(sub)
+    _lab_parser(sub)
+    return p
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    """`diffkit train`: the data, schedule and prediction; every flag here is in runs.recipes.TRAIN_FLAGS."""
+    from ..data.images import IMAGE_DATASETS
+    from ..data.points import DATASETS
+    from ..prediction import PREDICTIONS
+    from ..schedule import SCHEDULE_NAMES
 
     t = sub.add_parser("train", help="train a model on 2-D points or images into a run directory")
     t.add_argument("--data", help=f"points: {', '.join(DATASETS)} or a .npy/.npz/.csv [N, 2] file; images: "
@@ -142,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images: text-to-image on the data's captions (shapes, shapes64, mnist5k, digits, or a folder "
                         "with captions.csv / a .txt per image), through a frozen text encoder: minilm (the default, "
                         "all-MiniLM-L6-v2, bundled) or a local transformers model folder")
+    return t
+
+
+def _network_args(t) -> None:
+    """`diffkit train`: the image network's shape (DiT or U-Net)."""
     t.add_argument("--net", choices=["unet", "dit"], help="images: the network, a U-Net (default) or a DiT "
                                                             "(a transformer on patches, Peebles & Xie 2023)")
     t.add_argument("--dit-size", choices=["tiny", "small", "base"], help="--net dit: width / depth / heads preset, "
@@ -158,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
                    help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
     t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
+
+
+def _train_run_args(t) -> None:
+    """`diffkit train`: optimizer, checkpoints, and how (and where) it runs."""
     t.add_argument("--lr", type=finite_float("--lr", 0.0))
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=positive_int("--checkpoint-every"),
@@ -179,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest micro-batch per forward pass; a process's share of --batch-size above it is "
                         "accumulated (same result, less memory)")
 
+
+def _vae_parser(sub) -> None:
+    from ..data.images import IMAGE_DATASETS
+
     v = sub.add_parser("train-vae", help="train an autoencoder (KL VAE) on images, for latent diffusion")
     v.add_argument("--data", help=f"images: {', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
     v.add_argument("--out", required=True, help="VAE run directory to create")
@@ -198,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(v)
     _how_it_trains_args(v)
 
+
+def _sample_parser(sub) -> argparse.ArgumentParser:
+    from ..sampling import SAMPLERS, SPACINGS
+    from ..schedule import SCHEDULE_NAMES
+
     s = sub.add_parser("sample", help="draw samples from a trained run")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory written by `diffkit train`")
@@ -211,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
+    return s
+
+
+def _sampler_args(s) -> None:
+    """`diffkit sample`: the sampler's own options (common.SAMPLER_FLAGS)."""
     s.add_argument("--sigma-min", type=finite_float("--sigma-min", 0.0),
                    help="narrow the grid: lowest noise level before the final step, in data standard deviations "
                         "(default: 0.5 / steps for dpmpp-*, else the schedule's own)")
@@ -221,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
     s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
     s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
+
+
+def _sample_cond_args(s) -> None:
+    """`diffkit sample`: what to sample (class, prompts, guidance), the seed and the files it writes."""
     s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
     s.add_argument("--prompt", action="append", help="text runs: a prompt to sample --n images of (repeat for several)")
     s.add_argument("--prompts", help="text runs: a file of prompts, one per line (--n images of each)")
@@ -241,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _device_arg(s)
+
+
+def _eval_parser(sub) -> None:
+    from ..data.images import IMAGE_DATASETS
+    from ..data.points import DATASETS
 
     e = sub.add_parser("eval", help="score samples against fresh data")
     e.add_argument("--samples", help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
@@ -263,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _device_arg(e)
 
+
+def _demo_parser(sub) -> None:
+    from ..data.images import IMAGE_DATASETS
+
     d = sub.add_parser("demo", help="train on the spiral (or an image set), sample, print a table and draw pictures")
     d.add_argument("--out", default="demo_out", help="output directory (its previous demo output is replaced)")
     d.add_argument("--data", default="spiral", help=f"spiral (default) or an image set: {', '.join(IMAGE_DATASETS)}")
@@ -270,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=positive_int("--n"), help=argparse.SUPPRESS)
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _lab_parser(sub) -> None:
     lb = sub.add_parser("lab", help="the interactive page: forward, schedules, reverse, guidance, train, samplers")
     lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
     lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
     _device_arg(lb)
-    return p

@@ -103,7 +103,7 @@ def _pictures(a, files: dict, x, frames, prompts) -> None:
 
 def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -> dict:
     """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
-    from .. import __version__
+    from ..version import __version__
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 
 def cmd_sample_oracle(a) -> None:
-    from .. import __version__
+    from ..version import __version__
     from ..runs import sample_oracle
     from ..viz.plots import scatter
 

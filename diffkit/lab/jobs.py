@@ -125,28 +125,14 @@ class JobMissing(DiffkitError):
 def _live_samples(trainer) -> dict:
     """A few samples from the EMA weights so far (unconditional: the null class for a conditional run), in the
     data's coordinates: 400 points (DDIM, 20 steps) or 16 images as 0..255 pixels (dpmpp-2m, 10 steps)."""
-    import copy
-
     import numpy as np
-    import torch
 
-    from ..data.normalize import Normalizer
-    from ..denoiser import Denoiser
-    from ..devices import randn
-    from ..sampling import sample
+    from ..runs import sample_run, snapshot_run
 
     images = trainer.config.fitted.kind == "images"
-    net = copy.deepcopy(trainer.network)
-    net.load_state_dict(trainer.ema.state_dict(trainer.network))
-    net.eval()
-    den = Denoiser(net, trainer.schedule, trainer.config.prediction, clip_x0=trainer.config.x0_clip())
-    g = torch.Generator().manual_seed(0)
-    shape = trainer.config.fitted.shape
-    with torch.no_grad():
-        x = sample(den, randn((16 if images else 400, *shape), g, device=trainer.device),
-                   "dpmpp-2m" if images else "ddim", 10 if images else 20, generator=g)
-    x = Normalizer(**trainer.config.fitted.normalizer).invert(x.cpu().numpy())
+    run = snapshot_run(trainer)
+    x = sample_run(run, 16 if images else 400, "dpmpp-2m" if images else "ddim", 10 if images else 20, seed=0)
     if images:
-        pixels = (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1)
-        return {"images": pixels.tolist(), "shape": list(shape)}
+        pixels = (x * 255).round().astype(np.uint8).reshape(len(x), -1)
+        return {"images": pixels.tolist(), "shape": list(trainer.config.fitted.shape)}
     return {"points": np.round(x, 4).tolist()}

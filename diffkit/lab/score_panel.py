@@ -7,7 +7,7 @@ import torch
 
 from ..data.points import PointSource
 from ..errors import DiffkitError
-from ..score_view import run_oracle, score_error
+from ..runs import run_oracle, score_error
 
 CURVE_POINTS = 2000  # held-out points behind the score-error curve
 CURVE_TIMES = 40

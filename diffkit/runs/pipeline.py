@@ -5,6 +5,7 @@ through here; none builds its own Denoiser."""
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,17 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
                                   "latents (its weights' checksum differs); restore that VAE run")
         decoder = LatentDecoder(vae, config.fitted.latent_scale)
     return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder)
+
+
+def snapshot_run(trainer) -> Run:
+    """A Run of a run in training: a copy of its EMA weights so far, sampled as a loaded run would be (plain
+    network, no fast path)."""
+    network = copy.deepcopy(trainer.network)
+    network.load_state_dict(trainer.ema.state_dict(trainer.network))
+    network.eval()
+    config = trainer.config
+    return Run(config, network, make_denoiser(config, network, fast=False), Normalizer(**config.fitted.normalizer),
+               trainer.step)
 
 
 def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale: float = 1.0,

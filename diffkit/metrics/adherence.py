@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from ..metrics.shapes import ATTRIBUTES, adherence
-from .captions import digit_prompt_class, shape_prompt_attributes
-from .encoder import shorten
+from ..text.captions import digit_prompt_class, shape_prompt_attributes
+from ..text.encoder import shorten
+from .shapes import ATTRIBUTES, adherence
 
 SHAPES_SETS = ("shapes", "shapes64")
 DIGIT_SETS = ("digits", "mnist5k")
@@ -41,8 +41,8 @@ def prompt_adherence(samples, prompts: list[str], spec: str, *, progress: bool =
         return {"overall": adherence(samples, columns), "prompts": rows}
     if spec in DIGIT_SETS:
         from ..data.images import load_images
-        from ..metrics.images import check_images
-        from ..metrics.judge import load_or_train_judge
+        from .images import check_images
+        from .judge import load_or_train_judge
 
         digits = [digit_prompt_class(p) for p in prompts]
         if None in digits:

@@ -1,0 +1,58 @@
+"""The lab's training routes: start a job, read it, cancel it, follow its events (jobs.py runs them)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from .jobs import JobMissing
+from .requests import TrainRequest
+from .state import lab_state
+
+router = APIRouter()
+
+
+@router.post("/api/train", status_code=202)
+def train(req: TrainRequest, request: Request):
+    """Start a training job (one at a time: a second is refused with 409)."""
+    state = lab_state(request)
+    return state.jobs.start(req.name, req.model_dump(), state.build_config).public()
+
+
+@router.get("/api/jobs/{job_id}")
+def job(job_id: str, request: Request):
+    return lab_state(request).jobs.get(_plain(job_id)).public()
+
+
+@router.post("/api/jobs/{job_id}/cancel")
+def cancel(job_id: str, request: Request):
+    return lab_state(request).jobs.cancel(_plain(job_id)).public()
+
+
+@router.get("/api/jobs/{job_id}/events")
+def events(job_id: str, request: Request):
+    """Server-sent events: step (loss, lr), samples (2-D), then done / cancelled / failed."""
+    job = lab_state(request).jobs.get(_plain(job_id))
+
+    def stream():
+        i = 0
+        while True:
+            with job.changed:
+                while i >= len(job.events) and job.state == "running":
+                    job.changed.wait(timeout=10)
+                new, i = job.events[i:], len(job.events)
+            for e in new:
+                yield f"event: {e['event']}\ndata: {json.dumps(e)}\n\n"
+            if job.state != "running" and i >= len(job.events):
+                return
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _plain(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{1,32}", text):
+        raise JobMissing(f"no training job {text!r}; job ids are hexadecimal")
+    return text

@@ -1,0 +1,145 @@
+"""The lab's routes over trained runs: the list of runs, sampling (with its trajectory), guidance, the sampler
+comparison, the score field and the prompt panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from ..errors import DiffkitError
+from .requests import (IMAGE_SETS, POINT_SETS, GuidanceRequest, PromptRequest, SampleRequest, SamplersRequest,
+                       ScoreRequest)
+from .state import lab_state, rounded, run_dirs
+
+router = APIRouter()
+
+
+@router.get("/api/runs")
+def runs(request: Request):
+    return {"runs": [_describe(p) for p in run_dirs(lab_state(request).runs_dir)]}
+
+
+@router.post("/api/sample")
+def sample(req: SampleRequest, request: Request):
+    """Sample from pure noise to data; with `trajectory`, x_t and x0_hat at every step (2-D: up to 500
+    points; images: up to 16)."""
+    from ..runs import sample_run, to_data
+
+    run = lab_state(request).load(req.run)
+    images = run.config.fitted.image_shape is not None
+    keep = 16 if images else 500
+    frames, preds = [], []
+
+    def record(step):
+        frames.append(_pack(to_data(run, step.x[:keep]), images))
+        preds.append(_pack(to_data(run, step.x0_hat[:keep]), images))
+
+    n = min(req.n, 64) if images else req.n
+    x = sample_run(run, n, req.sampler, req.steps, seed=req.seed, cond=req.cls,
+                   guidance=req.guidance if req.cls is not None else None,
+                   callback=record if req.trajectory else None)
+    return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
+            "samples": _pack(x, images), "frames": frames, "x0_hat": preds}
+
+
+@router.post("/api/guidance")
+def guidance(req: GuidanceRequest, request: Request):
+    """The same noise under guidance scale w; diversity (mean distance to the samples' centroid, in data
+    units) and adherence (points: the share whose nearest real neighbours share the class; images: the
+    judge's accuracy)."""
+    from ..runs import sample_run
+
+    state = lab_state(request)
+    run = state.load(req.run)
+    if not run.config.network.num_classes:
+        raise DiffkitError(f"run {req.run!r} is unconditional; guidance needs a run trained with cond")
+    images = run.config.fitted.image_shape is not None
+    n = min(req.n, 64) if images else req.n
+    x = sample_run(run, n, "dpmpp-2m", req.steps, seed=req.seed, cond=req.cls, guidance=req.w)
+    flat = x.reshape(len(x), -1)
+    diversity = float(np.linalg.norm(flat - flat.mean(0), axis=1).mean())
+    adherence = state.adherence(run, x, req.cls)
+    return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
+            "samples": _pack(x, images), "diversity": diversity, "adherence": adherence}
+
+
+@router.post("/api/samplers")
+def samplers(req: SamplersRequest, request: Request):
+    """Energy distance to fresh data against network calls, for the samplers on a 2-D run (cached)."""
+    from ..runs import eval_samples, sample_run
+    from ..sampling import SAMPLER_TABLE
+
+    state = lab_state(request)
+    run = state.load(req.run)
+    if run.config.fitted.kind != "points":
+        raise DiffkitError("the sampler comparison scores 2-D runs (energy distance to fresh data); "
+                           f"{req.run!r} holds images")
+    key = ("samplers", req.run, tuple(req.nfe), req.n)
+    if key in state.cache:
+        return state.cache[key]
+    rows = []
+    for name in ("ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"):
+        per_step = SAMPLER_TABLE[name].nfe()
+        for nfe in req.nfe:
+            steps = max(1, round(nfe / per_step))
+            x = sample_run(run, req.n, name, steps, seed=0)
+            m = eval_samples(x, run.config.data.spec, n_reference=req.n)
+            rows.append({"sampler": name, "nfe": nfe, "steps": steps, "energy": m["energy"],
+                         "floor": m["energy_floor"]})
+    state.cache[key] = {"run": req.run, "rows": rows}
+    return state.cache[key]
+
+
+@router.post("/api/score")
+def score(req: ScoreRequest, request: Request):
+    """The score field of a 2-D run at step t (arrows x_t -> x_t + sigma_t^2 score, in normalized units), the
+    exact one beside it where the data is a Gaussian mixture, and the model's score error per t."""
+    from .score_panel import score_panel
+
+    state = lab_state(request)
+    run = state.load(req.run)
+    with state.lock:
+        curves = state.cache.setdefault(("score-curves",), {})
+    return score_panel(run, req.run, req.t, req.n, req.seed, curves)
+
+
+@router.post("/api/prompt")
+def prompt(req: PromptRequest, request: Request):
+    """Samples of a text run for one prompt at guidance w, the same seed every time; shapes runs: adherence."""
+    from .prompt_panel import prompt_panel
+
+    run = lab_state(request).load(req.run)
+    out = prompt_panel(run, req.run, req.prompt, req.w, req.n, req.seed, req.steps)
+    return {**out, "samples": _pack(out["samples"], True)}
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+def _pack(x: np.ndarray, images: bool) -> list:
+    """Points as [[x, y], ...]; images as 0..255 integers, flat per image."""
+    if images:
+        return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1).tolist()
+    return rounded(x, 4)
+
+
+def _kind(run) -> str:
+    """What the page draws: "points" or "images" (a latent run's samples are decoded images)."""
+    return "images" if run.config.fitted.image_shape is not None else "points"
+
+
+def _describe(path: Path) -> dict:
+    from ..runs import read_config
+
+    try:
+        cfg = read_config(path)
+    except DiffkitError as e:
+        return {"name": path.name, "error": str(e)}
+    return {"name": path.name, "data": cfg.data.spec if cfg.data.spec in POINT_SETS + IMAGE_SETS else "file",
+            "kind": "images" if cfg.fitted.image_shape is not None else cfg.fitted.kind,
+            "shape": cfg.fitted.image_shape or cfg.fitted.shape, "cond": bool(cfg.network.num_classes),
+            "text": bool(cfg.data.text),
+            "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
+            "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
+            "prediction": cfg.prediction}
