@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .text.encoder import null_tokens
 
 
 def cat_conds(a, b):
@@ -98,8 +99,6 @@ def conditioning_for(config):
     """The cond kind of a run (diffkit.config.RunConfig): token embeddings for a text run (the null from its text
     encoder), class ids for a class-conditional one, None for an unconditional one."""
     if config.data.text:
-        from .text.encoder import null_tokens
-
         return TokenConditioning(*null_tokens(config.data.text))
     return ClassConditioning(config.network.num_classes) if config.network.num_classes else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 from .denoiser import Interval, check_guidance_interval
 from .devices import PRECISIONS
@@ -12,9 +13,14 @@ from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
 from .prediction import check_prediction
 from .schedule import NoiseSchedule
+from .version import __version__
 
 FORMAT = "diffkit-run"
 FORMAT_VERSION = 3  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto
+
+# what a run's samples are: 2-D (or N-D) points, images, or latents of images (through a VAE, data.latent)
+DataKind = Literal["points", "images", "latents"]
+DATA_KINDS = get_args(DataKind)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class DataConfig:
 class FittedStats:
     """What training measured on the data (filled in by training, kept for sampling and resume)."""
 
-    kind: str = "points"            # "points", "images" or "latents" (images through a VAE, data.latent)
+    kind: DataKind = "points"
     shape: list | None = None       # one sample's shape: [D] or [C, H, W]
     normalizer: dict | None = None  # Normalizer (mean, std): data -> x0 in the standard range
     # largest |x0| of the normalized training data. E[x0 | x_t] lies in the convex hull of the data, so the
@@ -45,6 +51,11 @@ class FittedStats:
     latent_scale: float | None = None  # latents: 1 / std of the VAE's latents of the train split
     vae_sha256: str | None = None   # latents: checksum of the VAE's weights (checked on resume and sampling)
     pixel_shape: list | None = None # latents: the shape of the images they decode to, [C, H, W]
+
+    @property
+    def is_images(self) -> bool:
+        """Pixels are what the diffusion sees (not points, not a VAE's latents)."""
+        return self.kind == "images"
 
     @property
     def image_shape(self) -> list | None:
@@ -118,6 +129,8 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
+        if self.fitted.kind not in DATA_KINDS:
+            raise choice_error("fitted data kind", self.fitted.kind, DATA_KINDS)
         self.schedule.build()
         if self.schedule.zero_terminal_snr and self.prediction == "epsilon":
             raise ConfigError("a zero-terminal-SNR schedule cannot be trained with epsilon prediction (x0 is not "
@@ -155,8 +168,6 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict:
-        from .version import __version__
-
         d = asdict(self)
         d["network"] = network_to_dict(self.network)
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, **d}

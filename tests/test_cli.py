@@ -325,3 +325,34 @@ def test_sample_sigma_range_errors(tiny_run, tmp_path, capsys):
     code, _, err = run(["sample", "--run", tiny_run, "--out", s, "--n", 50, "--sampler", "dpmpp-2m", "--steps", 10,
                         "--sigma-min", 0.05, "--sigma-max", 20], capsys)
     assert code == 0 and np.load(s).shape == (50, 2), err
+
+
+def test_the_same_command_with_resume_appended_continues_the_run(tmp_path, capsys):
+    r = tmp_path / "r"
+    cmd = ["train", "--data", "circle", "--out", r, "--steps", 30, "--checkpoint-every", 10, "--lr", "0.003",
+           "--seed", 4, "--quiet"]
+    assert run(cmd, capsys)[0] == 0
+    uninterrupted = (r / "model.safetensors").read_bytes()
+    shutil.rmtree(r / "train_state" / "step-00000030")  # as if stopped (kill -9, Ctrl-C) after step 20
+    code, out, err = run(cmd + ["--resume"], capsys)
+    assert code == 0, err
+    assert "trained 10 steps" in out and "step 30" in out
+    assert (r / "model.safetensors").read_bytes() == uninterrupted
+    code, _, err = run(cmd[:-5] + ["--lr", "0.004", "--seed", 5, "--resume"], capsys)  # two flags differ
+    assert_user_error(code, err, "--lr 0.004 (the run has train.lr 0.003)", "--seed 5 (the run has train.seed 4)")
+    code, _, err = run(cmd + ["--resume", "--overwrite"], capsys)
+    assert_user_error(code, err, "contradict")
+
+
+def test_resume_of_an_image_run_accepts_its_own_flags_and_names_a_differing_one(tmp_path, capsys):
+    r = tmp_path / "d"
+    cmd = ["train", "--data", "digits", "--cond", "--out", r, "--steps", 20, "--channels", 16, "--checkpoint-every",
+           10, "--precision", "fp32", "--threads", 1, "--quiet"]
+    assert run(cmd, capsys)[0] == 0
+    shutil.rmtree(r / "train_state" / "step-00000020")
+    code, out, err = run(cmd + ["--resume"], capsys)
+    assert code == 0, err
+    assert "trained 10 steps" in out
+    code, _, err = run(["train", "--data", "digits", "--out", r, "--channels", 32, "--resume"], capsys)
+    assert_user_error(code, err, "--channels 32 (the run has network.channels 16)")
+    assert "--data" not in err  # digits agrees with the run

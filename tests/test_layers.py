@@ -184,6 +184,20 @@ def test_every_import_of_the_package_names_a_module_that_exists():
     assert not missing, "\n".join(missing)
 
 
+LAZY_OK = ("diffkit.cli", "diffkit.lab", "diffkit.demo")  # faces: `diffkit --help` and a parse error stay fast
+
+
+def test_function_local_imports_of_the_package_only_in_the_faces():
+    """Below the faces an import of diffkit's own modules sits at the top of the file: a function-local one could
+    only be hiding a circle."""
+    hidden = [f"{path.relative_to(ROOT).as_posix()}:{line} imports {names[-1]} inside a function"
+              for module, path in _modules(ROOT, PACKAGE).items()
+              if path and not module.startswith(LAZY_OK)
+              for names, line, top in raw_imports(path, module)
+              if not top and (names[-1] == PACKAGE or names[-1].startswith(PACKAGE + "."))]
+    assert not hidden, "\n".join(hidden)
+
+
 def test_heavy_dependencies_only_at_the_top_of_lazily_imported_modules():
     offenders = [f"{path.relative_to(ROOT).as_posix()}:{line} imports {names[-1]} at top level"
                  for module, path in _modules(ROOT, PACKAGE).items() if path and module not in HEAVY_AT_TOP

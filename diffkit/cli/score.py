@@ -55,7 +55,7 @@ def cmd_eval_nll(a) -> None:
     if not 0 < a.tol <= 0.1:
         raise ConfigError(f"--tol must be in (0, 0.1], got {a.tol}")
     run = load_run(a.run, device=resolve_device(a.device))
-    n = a.n or (500 if run.config.fitted.kind == "images" else 2000)
+    n = a.n or (500 if run.config.fitted.is_images else 2000)
     bar = tqdm(total=200, desc="likelihood", unit="%", disable=not sys.stderr.isatty(), leave=False)
 
     def progress(stage, fraction):  # the ODE fills the first half of the bar, the ELBO the second

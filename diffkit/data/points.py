@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, notice
 from .labeled import LABELED_MAKERS
 from .mixture import GaussianMixture
 from .toy2d import MAKERS
@@ -68,7 +68,6 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of x, y or x, y, label; '#' comments; a first row of column names is skipped (with a notice)."""
     import csv
 
-    from ..errors import notice
 
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(line for line in f if not line.lstrip().startswith("#")) if any(c.strip() for c in r)]

@@ -129,7 +129,7 @@ def _live_samples(trainer) -> dict:
 
     from ..runs import sample_run, snapshot_run
 
-    images = trainer.config.fitted.kind == "images"
+    images = trainer.config.fitted.is_images
     run = snapshot_run(trainer)
     x = sample_run(run, 16 if images else 400, "dpmpp-2m" if images else "ddim", 10 if images else 20, seed=0)
     if images:

@@ -10,6 +10,9 @@ from ..errors import DataError
 from ..text.captions import digit_prompt_class, shape_prompt_attributes
 from ..text.encoder import shorten
 from .shapes import ATTRIBUTES, adherence
+from ..data.images import load_images
+from .images import check_images
+from .judge import load_or_train_judge
 
 SHAPES_SETS = ("shapes", "shapes64")
 DIGIT_SETS = ("digits", "mnist5k")
@@ -40,10 +43,6 @@ def prompt_adherence(samples, prompts: list[str], spec: str, *, progress: bool =
                 for i, p in enumerate(prompts)]
         return {"overall": adherence(samples, columns), "prompts": rows}
     if spec in DIGIT_SETS:
-        from ..data.images import load_images
-        from .images import check_images
-        from .judge import load_or_train_judge
-
         digits = [digit_prompt_class(p) for p in prompts]
         if None in digits:
             raise DataError(f"the prompt {shorten(prompts[digits.index(None)])!r} names no digit; write e.g. \"the "

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.shapes import COLOUR_NAMES, PALETTE
+from ..data.shapes import COLOUR_NAMES, PALETTE, SIZE_FRACTIONS, SIZE_NAMES
 from ..errors import DataError
+from ..text.captions import position_cells
 
 _RGB = np.array([PALETTE[c] for c in COLOUR_NAMES], dtype=np.float32)  # [P, 3], index = attributes["colour"]
 
@@ -69,8 +70,6 @@ def read_shapes(samples, foreground: float = 0.5) -> dict[str, np.ndarray]:
     """
     from scipy import ndimage
 
-    from ..data.shapes import SIZE_FRACTIONS, SIZE_NAMES
-    from ..text.captions import position_cells
 
     x = _check(samples)
     n, _, H, W = x.shape

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from .attention import CrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
+from ..errors import ConfigError, choice_error
 
 # size presets (--dit-size), small enough for a CPU; the paper's S/B/L/XL are 384/768/1024/1152 wide
 DIT_SIZES = {"tiny": (64, 4, 4), "small": (128, 6, 4), "base": (192, 8, 6)}  # width, depth, heads
@@ -35,8 +36,6 @@ class DiTConfig:
     num_timesteps: int = 1000       # training T (sets the time-embedding scale)
 
     def check(self) -> "DiTConfig":
-        from ..errors import ConfigError
-
         if min(self.in_channels, self.patch_size, self.width, self.depth, self.heads) <= 0 or self.mlp_ratio <= 0 \
                 or self.context_dim < 0:
             raise ConfigError("DiT channels, patch size, width, depth, heads and mlp ratio must be positive")
@@ -48,8 +47,6 @@ class DiTConfig:
 
     def check_input(self, shape, what: str = "the data") -> None:
         """A ConfigError unless the patch size divides the input's height and width (shape [C, H, W])."""
-        from ..errors import ConfigError
-
         C, H, W = shape
         if C != self.in_channels:
             raise ConfigError(f"the DiT takes {self.in_channels} channels but {what} has {C}")
@@ -176,8 +173,6 @@ class DiT(nn.Module):
 def dit_preset(shape, num_classes: int = 0, size: str = "small", patch_size: int | None = None,
                context_dim: int = 0) -> DiTConfig:
     """A DiT for inputs of shape [C, H, W]: patch 2 up to 16 px sides (64 tokens at 16x16), 4 above."""
-    from ..errors import choice_error
-
     if size not in DIT_SIZES:
         raise choice_error("DiT size", size, DIT_SIZES)
     C, H, W = shape

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .embeddings import SinusoidalEmbedding
+from ..errors import ConfigError
 
 
 @dataclass
@@ -22,8 +23,6 @@ class MLPConfig:
     norm: bool = False         # LayerNorm before each block
 
     def check_input(self, shape, what: str = "the data") -> None:
-        from ..errors import ConfigError
-
         if self.dim != shape[0]:
             raise ConfigError(f"the MLP takes {self.dim}-D points but {what} has {shape[0]}-D points")
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .attention import SpatialCrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
+from ..errors import ConfigError, notice
 
 
 @dataclass
@@ -54,8 +55,6 @@ class UNetConfig:
 
     def check_input(self, shape, what: str = "the data") -> None:
         """A ConfigError unless the channels match; a notice when the levels need zero padding."""
-        from ..errors import ConfigError, notice
-
         if self.in_channels != shape[0]:
             raise ConfigError(f"the U-Net takes {self.in_channels} channels but {what} has {shape[0]}")
         m = 2 ** (self.levels - 1)
@@ -66,8 +65,6 @@ class UNetConfig:
 
     def check(self) -> "UNetConfig":
         """Raise a ConfigError naming the first value out of range."""
-        from ..errors import ConfigError
-
         if self.in_channels <= 0:
             raise ConfigError(f"the U-Net takes a positive number of channels (1 grayscale, 3 RGB, a VAE's latent "
                               f"channels), got {self.in_channels}")

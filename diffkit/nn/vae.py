@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from ..errors import ConfigError
 
 FACTORS = (2, 4, 8)
 
@@ -40,8 +41,6 @@ class VAEConfig:
         return self.latent_channels, H // self.factor, W // self.factor
 
     def check(self) -> "VAEConfig":
-        from ..errors import ConfigError
-
         if self.factor not in FACTORS:
             raise ConfigError(f"the VAE's downsampling factor must be one of {', '.join(map(str, FACTORS))}, "
                               f"got {self.factor}")
@@ -54,8 +53,6 @@ class VAEConfig:
         return self
 
     def check_input(self, shape, what: str = "the data") -> None:
-        from ..errors import ConfigError
-
         C, H, W = shape
         if C != self.in_channels:
             raise ConfigError(f"the VAE takes {self.in_channels} channels but {what} has {C}")

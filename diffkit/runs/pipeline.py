@@ -172,7 +172,7 @@ def to_data(run: Run, x: torch.Tensor) -> np.ndarray:
     if run.decoder is not None:
         return run.decoder(x.detach())
     out = run.normalizer.invert(x.detach().cpu().numpy())
-    return np.clip(out, 0.0, 1.0) if run.config.fitted.kind == "images" else out
+    return np.clip(out, 0.0, 1.0) if run.config.fitted.is_images else out
 
 
 # sampling holds about this many copies of the batch at once (x_T, x, x0_hat, eps_hat, the multistep history,

@@ -131,7 +131,7 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     if run.config.fitted.kind == "latents":
         raise ConfigError("this run diffuses a VAE's latents, so its likelihood would be of latents, not of "
                           "images; score a pixel-space run")
-    images = run.config.fitted.kind == "images"
+    images = run.config.fitted.is_images
     spec = data or run.config.data.spec
     g = torch.Generator().manual_seed(seed)
     if images:

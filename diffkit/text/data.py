@@ -12,16 +12,15 @@ import torch
 
 from ..data.source import TensorSource
 from ..errors import ConfigError, DataError
+from ..data.captions import folder_captions
 from .captions import digits_captions, shapes_captions
-from .encoder import load_encoder
+from .encoder import load_encoder, null_tokens
 
 CAPTIONED = ("shapes", "shapes64", "mnist5k", "digits")  # built-ins with generated captions
 
 
 def training_captions(data) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(captions, choices int [N, K] into captions, keep bool [N]) for the train split of ImageData `data`."""
-    from ..data.captions import folder_captions
-
     spec = data.spec
     if spec in ("shapes", "shapes64"):
         return shapes_captions(data.attributes["train"], data.shape[-1])
@@ -67,8 +66,6 @@ def prompt_cond(config, prompts: list[str], n: int, device=None) -> dict:
 
 def null_cond(config, n: int, device=None) -> dict:
     """The null prompt for n samples: what a text run samples when no prompt is given (unconditional)."""
-    from .encoder import null_tokens
-
     tokens, mask = null_tokens(config.data.text)
     out = {"tokens": tokens.expand(n, -1, -1), "mask": mask.expand(n, -1)}
     return {k: v.to(device) for k, v in out.items()} if device is not None else out

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import _limits, _scatter, plt
+from .plots import limits, scatter_on, plt
+from ..errors import DiffkitError
 
 
 def gif(frames: list[tuple[str, np.ndarray]], path, lims=None, duration_ms: int = 80, hold_last: int = 12) -> Path:
@@ -15,16 +16,14 @@ def gif(frames: list[tuple[str, np.ndarray]], path, lims=None, duration_ms: int 
     try:
         from PIL import Image
     except ImportError:
-        from ..errors import DiffkitError
-
         raise DiffkitError("animations need Pillow; install it with `pip install 'diffkit[viz]'`") from None
     p = plt()
-    lims = lims or _limits(frames[-1][1])
+    lims = lims or limits(frames[-1][1])
     images = []
     fig, ax = p.subplots(figsize=(3.6, 3.6), dpi=80)
     for caption, x in frames:
         ax.clear()
-        _scatter(ax, x, lims, caption, color="C3", s=3)
+        scatter_on(ax, x, lims, caption, color="C3", s=3)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         buf.seek(0)

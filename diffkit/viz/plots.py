@@ -21,14 +21,14 @@ def plt():
     return pyplot
 
 
-def _limits(points: np.ndarray, pad: float = 0.15):
+def limits(points: np.ndarray, pad: float = 0.15):
     lo, hi = np.quantile(points, 0.001, axis=0), np.quantile(points, 0.999, axis=0)
     span = (hi - lo).max() * (1 + 2 * pad)
     mid = (hi + lo) / 2
     return (mid[0] - span / 2, mid[0] + span / 2), (mid[1] - span / 2, mid[1] + span / 2)
 
 
-def _scatter(ax, x, lims=None, title=None, **kw):
+def scatter_on(ax, x, lims=None, title=None, **kw):
     ax.scatter(x[:, 0], x[:, 1], s=kw.pop("s", 2), alpha=kw.pop("alpha", 0.6), linewidths=0, **kw)
     if lims is not None:
         ax.set_xlim(*lims[0])
@@ -52,9 +52,9 @@ def strip(frames: list[tuple[str, np.ndarray]], path, title: str, lims=None) -> 
     """A row of scatter plots, e.g. x_t at several t."""
     p = plt()
     fig, axes = p.subplots(1, len(frames), figsize=(2.2 * len(frames), 2.5))
-    lims = lims or _limits(frames[0][1])
+    lims = lims or limits(frames[0][1])
     for ax, (label, x) in zip(np.atleast_1d(axes), frames):
-        _scatter(ax, x, lims, label)
+        scatter_on(ax, x, lims, label)
     fig.suptitle(title, fontsize=11)
     return save(fig, path)
 
@@ -88,9 +88,9 @@ def loss_curve(log: dict, path) -> Path:
 def samples_over_data(samples: np.ndarray, data: np.ndarray, path, title: str = "samples over data") -> Path:
     p = plt()
     fig, ax = p.subplots(figsize=(4.2, 4.2))
-    lims = _limits(data)
-    _scatter(ax, data, lims, color="0.7", label="data")
-    _scatter(ax, samples, lims, title, color="C3", label="samples")
+    lims = limits(data)
+    scatter_on(ax, data, lims, color="0.7", label="data")
+    scatter_on(ax, samples, lims, title, color="C3", label="samples")
     ax.legend(loc="upper right", fontsize=8, markerscale=4)
     return save(fig, path)
 
@@ -98,7 +98,7 @@ def samples_over_data(samples: np.ndarray, data: np.ndarray, path, title: str = 
 def scatter(samples: np.ndarray, path, title: str = "samples") -> Path:
     p = plt()
     fig, ax = p.subplots(figsize=(4.2, 4.2))
-    _scatter(ax, samples, _limits(samples), title, color="C3")
+    scatter_on(ax, samples, limits(samples), title, color="C3")
     return save(fig, path)
 
 
@@ -121,12 +121,12 @@ def guidance_grid(panels: dict, data: np.ndarray, path, class_names=None, title:
     classes = sorted({c for c, _ in panels})
     scales = sorted({w for _, w in panels})
     fig, axes = p.subplots(len(classes), len(scales), figsize=(2.1 * len(scales), 2.2 * len(classes)), squeeze=False)
-    lims = _limits(data)
+    lims = limits(data)
     for i, c in enumerate(classes):
         for j, w in enumerate(scales):
             ax = axes[i, j]
-            _scatter(ax, data, lims, color="0.85", s=1)
-            _scatter(ax, panels[(c, w)], lims, f"w = {w:g}" if i == 0 else None, color=f"C{c}", s=2)
+            scatter_on(ax, data, lims, color="0.85", s=1)
+            scatter_on(ax, panels[(c, w)], lims, f"w = {w:g}" if i == 0 else None, color=f"C{c}", s=2)
         name = class_names[c] if class_names else str(c)
         axes[i, 0].set_ylabel(f"class {c}: {name}", fontsize=9)
     fig.suptitle(title, fontsize=11)
