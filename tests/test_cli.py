@@ -356,3 +356,19 @@ def test_resume_of_an_image_run_accepts_its_own_flags_and_names_a_differing_one(
     code, _, err = run(["train", "--data", "digits", "--out", r, "--channels", 32, "--resume"], capsys)
     assert_user_error(code, err, "--channels 32 (the run has network.channels 16)")
     assert "--data" not in err  # digits agrees with the run
+
+
+def test_every_train_flag_is_in_the_table_resume_checks():
+    """A new `train` / `train-vae` flag either configures the run (runs.recipes.TRAIN_FLAGS / VAE_FLAGS, so that
+    --resume compares it) or says how it runs; none is forgotten."""
+    import argparse
+
+    from diffkit.cli.args import build_parser
+    from diffkit.runs.recipes import HOW_FLAGS, TRAIN_FLAGS, VAE_FLAGS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    how_it_runs = {"help", "out", "resume", "overwrite", "quiet", "device", "compile", "nproc", "batch_per_device",
+                   "json", *HOW_FLAGS}
+    for command, table in (("train", TRAIN_FLAGS), ("train-vae", VAE_FLAGS)):
+        dests = {a.dest for a in sub.choices[command]._actions}
+        assert dests - how_it_runs == set(table), command
