@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
 from .denoiser import Interval, check_guidance_interval
 from .devices import PRECISIONS
 from .errors import CheckpointError, ConfigError, choice_error
+from .path import EDMPath, FlowPath, check_shift
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
-from .prediction import check_prediction
+from .prediction import check_prediction, check_prediction_on
 from .schedule import NoiseSchedule
 from .version import __version__
 
 FORMAT = "diffkit-run"
-FORMAT_VERSION = 3  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto
+FORMAT_VERSION = 4  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto;
+# 4: the objective (ddpm, edm, flow)
 
 # what a run's samples are: 2-D (or N-D) points, images, or latents of images (through a VAE, data.latent)
 DataKind = Literal["points", "images", "latents"]
@@ -74,6 +77,72 @@ class ScheduleConfig:
         return NoiseSchedule.from_config(asdict(self))
 
 
+ObjectiveName = Literal["ddpm", "edm", "flow"]
+OBJECTIVES = get_args(ObjectiveName)
+TimeDist = Literal["uniform", "logit-normal", "lognormal"]
+TIME_DISTS = get_args(TimeDist)
+# objective -> (its path, the time distributions it takes, the default one with its (loc, scale))
+OBJECTIVE_TABLE = {
+    "ddpm": ("vp", ("uniform",), ("uniform", None, None)),            # t ~ U{0..T-1} (Ho et al. 2020)
+    "flow": ("flow", ("uniform", "logit-normal"), ("logit-normal", 0.0, 1.0)),  # SD3 (Esser et al. 2024, sec. 3.1)
+    "edm": ("edm", ("lognormal",), ("lognormal", -1.2, 1.2)),         # P_mean, P_std (Karras et al. 2022, Table 1)
+}
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a training step minimises, on which Gaussian path (Kingma & Gao 2023): "ddpm" (the discrete VP schedule
+    of `schedule`, t uniform), "flow" (rectified flow: the linear path, velocity target) or "edm" (Karras et al.
+    2022: variance exploding, preconditioned network, log-normal sigma). The path, parametrization, time
+    distribution and loss weight follow from it; the fields say the rest."""
+
+    name: ObjectiveName = "ddpm"
+    time_dist: TimeDist = "uniform"   # flow: uniform or logit-normal of tau; edm: lognormal of sigma
+    time_loc: float | None = None     # logit-normal / lognormal: mean of the underlying normal
+    time_scale: float | None = None   # and its std
+    shift: float = 1.0                # flow: SD3's time shift s (training times and the sampling grid)
+    sigma_data: float | None = None   # edm: the data's std (recipes: 1 for standardized points and latents, 0.5 pixels)
+
+    def check(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise choice_error("objective", self.name, OBJECTIVES)
+        _, dists, _ = OBJECTIVE_TABLE[self.name]
+        if self.time_dist not in TIME_DISTS:
+            raise choice_error("time distribution", self.time_dist, TIME_DISTS)
+        if self.time_dist not in dists:
+            raise ConfigError(f"--time-dist {self.time_dist} does not apply to the {self.name} objective; it takes "
+                              f"{', '.join(dists)}")
+        for name, v in (("--time-loc", self.time_loc), ("--time-scale", self.time_scale)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ConfigError(f"{name} is a finite number, got {v!r}")
+        if self.time_dist == "uniform" and (self.time_loc is not None or self.time_scale is not None):
+            raise ConfigError("--time-loc and --time-scale shape a logit-normal or lognormal time distribution, not "
+                              "a uniform one")
+        if self.time_scale is not None and not 0 < self.time_scale <= 10:
+            raise ConfigError(f"--time-scale is the std of the time distribution's normal, in (0, 10], got "
+                              f"{self.time_scale}")
+        if self.time_loc is not None and not -10 <= self.time_loc <= 10:
+            raise ConfigError(f"--time-loc is the mean of the time distribution's normal, in [-10, 10], got "
+                              f"{self.time_loc}")
+        check_shift(self.shift)
+        if self.shift != 1.0 and self.name != "flow":
+            raise ConfigError(f"--shift shifts a flow's times; the {self.name} objective has none")
+        if self.sigma_data is not None and not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise ConfigError(f"sigma_data is the data's std, a finite number > 0, got {self.sigma_data}")
+
+    @property
+    def path_name(self) -> str:
+        return OBJECTIVE_TABLE[self.name][0]
+
+    def time_params(self) -> tuple[str, float | None, float | None]:
+        """(distribution, loc, scale) with the objective's defaults filled in."""
+        _, _, (dist, loc, scale) = OBJECTIVE_TABLE[self.name]
+        if self.time_dist != dist:
+            loc, scale = 0.0, 1.0
+        return self.time_dist, (loc if self.time_loc is None else self.time_loc), \
+            (scale if self.time_scale is None else self.time_scale)
+
+
 @dataclass
 class TrainConfig:
     steps: int = 3000               # x batch_size: 3.1M points (~13 s on a 2-core CPU)
@@ -122,6 +191,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     fitted: FittedStats = field(default_factory=FittedStats)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def path(self) -> NoiseSchedule:
+        """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""
+        o = self.objective
+        if o.name == "flow":
+            return FlowPath(self.schedule.num_timesteps, o.shift)
+        if o.name == "edm":
+            return EDMPath(self.schedule.num_timesteps, sigma_data=o.sigma_data or 1.0)
+        return self.schedule.build()
 
     def x0_clip(self, clip: bool | None = None) -> float | None:
         """The bound x0_hat is clipped to when sampling: the fitted x0 bound if clip (None: sampling.clip_x0)."""
@@ -129,6 +208,15 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         check_prediction(self.prediction)
+        self.objective.check()
+        check_prediction_on(self.objective.path_name, self.prediction, self.objective.name)
+        if self.objective.name != "ddpm":
+            if self.train.min_snr_gamma > 0:
+                raise ConfigError(f"Min-SNR weighting is for the ddpm objective; {self.objective.name} weights its "
+                                  "loss its own way")
+            if self.schedule.name != "linear" or self.schedule.zero_terminal_snr:
+                raise ConfigError(f"--schedule and --zero-terminal-snr choose a ddpm schedule; the "
+                                  f"{self.objective.name} objective has its own path")
         if self.fitted.kind not in DATA_KINDS:
             raise choice_error("fitted data kind", self.fitted.kind, DATA_KINDS)
         self.schedule.build()
@@ -192,7 +280,8 @@ class RunConfig:
             return cls(data=_build(DataConfig, d["data"]), schedule=_build(ScheduleConfig, d["schedule"]),
                        network=network_from_dict(d["network"]), prediction=d["prediction"],
                        train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"]),
-                       sampling=_build(SamplingConfig, d.get("sampling", {}))).validate()
+                       sampling=_build(SamplingConfig, d.get("sampling", {})),
+                       objective=_build(ObjectiveConfig, d.get("objective", {}))).validate()
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
 

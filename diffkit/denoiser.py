@@ -15,7 +15,7 @@ import torch
 
 from .cond import cat_conds, slice_cond
 from .errors import ConfigError
-from .prediction import check_prediction, score_from_eps, to_eps_x0
+from .prediction import check_prediction, score_from_eps, to_eps_x0, to_eps_x0_on_path
 from .schedule import NoiseSchedule
 
 
@@ -140,13 +140,33 @@ class Denoiser:
                 scales = torch.tensor([self.scale_at(a) for a in alpha_bar64.tolist()], dtype=x_t.dtype)
                 w = scales.to(x_t.device).reshape(alpha_bar.shape)
         time_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-        # a shared time is expanded (stride 0): networks may read that as "one time for the batch" with no sync
-        output = self._forward(x_t, t.to(x_t.device, time_dtype).expand(x_t.shape[0]), cond, w)
-        eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
+        if self.schedule.path != "vp":  # flow / EDM (path.py): the network sees the path's own x and time
+            eps_hat, x0_hat = self._on_path(x_t, t, cond, w, time_dtype)
+        else:
+            # a shared time is expanded (stride 0): networks may read that as "one time for the batch" with no sync
+            output = self._forward(x_t, t.to(x_t.device, time_dtype).expand(x_t.shape[0]), cond, w)
+            eps_hat, x0_hat = to_eps_x0(self.prediction, output, x_t, alpha_bar)
         if self.clip_x0 is not None:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)
             eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()
         return eps_hat, x0_hat
+
+
+    def _on_path(self, x_vp, t, cond, w, time_dtype):
+        """(eps_hat, x0_hat) on a path of path.py: x_vp (the samplers' VP view) is scaled back to the path's
+        x = alpha x0 + sigma eps (EDM: and by c_in for the network's input), the network sees the path's time."""
+        path = self.schedule
+
+        def col(v):  # float64 [B] or [1] -> broadcastable over x, in x's dtype and device
+            v = v.to(x_vp.device, x_vp.dtype)
+            return v[0] if len(v) == 1 else v.reshape(-1, *([1] * (x_vp.dim() - 1)))
+
+        alpha, sigma = path.path_scales(t)
+        x = x_vp * col(torch.sqrt(alpha**2 + sigma**2))
+        x_in = x * col(path.input_scale(t)) if hasattr(path, "input_scale") else x
+        t_net = path.network_time(t).to(x_vp.device, time_dtype).expand(x_vp.shape[0])
+        output = self._forward(x_in, t_net, cond, w)
+        return to_eps_x0_on_path(self.prediction, output, x, col(alpha), col(sigma), getattr(path, "sigma_data", None))
 
 
 def score(denoiser: Denoiser, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:

@@ -65,7 +65,10 @@ def _gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.T
 
 
 class NoiseSchedule:
-    """Float64 tables of a discrete variance-preserving diffusion of length T."""
+    """Float64 tables of a discrete variance-preserving diffusion of length T (the "vp" path; path.py holds the
+    flow and EDM paths, which are NoiseSchedules too, seen through their VP view)."""
+
+    path = "vp"
 
     def __init__(self, betas, name: str = "custom"):
         betas = torch.as_tensor(betas, dtype=F64).flatten().clone()
@@ -155,6 +158,16 @@ class NoiseSchedule:
     def t_at_sigma_ve(self, sigma_ve) -> torch.Tensor:
         """t at a variance-exploding noise level sigma_ve = sigma / alpha = exp(-log_snr / 2)."""
         return self.t_at_log_snr(-2.0 * torch.log(torch.as_tensor(sigma_ve, dtype=F64)))
+
+    # the path's own coordinates (path.py): for a VP schedule they are the schedule's own ---------------
+    def path_scales(self, t):
+        """(alpha, sigma) of x = alpha x0 + sigma eps at float t, float64 [B]."""
+        abar = self.alpha_bar_at(t)
+        return abar.sqrt(), (1.0 - abar).sqrt()
+
+    def network_time(self, t) -> torch.Tensor:
+        """The time the network sees: the float index t itself."""
+        return torch.as_tensor(t, dtype=F64).reshape(-1)
 
     # forward process ------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

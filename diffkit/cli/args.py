@@ -142,7 +142,18 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive_int("--batch-size"), help="points per step (default 1024)")
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear for points, cosine for images)")
     t.add_argument("--timesteps", type=positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
-    t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default v)")
+    t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default: v for ddpm, "
+                                        "flow for flow, edm for edm)")
+    t.add_argument("--objective", help="what training minimises on which path: ddpm (default: a discrete VP "
+                                       "schedule), flow (rectified flow / flow matching), edm (Karras et al. 2022)")
+    t.add_argument("--time-dist", help="flow: uniform or logit-normal (default, SD3); edm: lognormal (default)")
+    t.add_argument("--time-loc", type=finite_float("--time-loc"),
+                   help="mean of the time distribution's normal (default: flow 0, edm -1.2)")
+    t.add_argument("--time-scale", type=finite_float("--time-scale"),
+                   help="std of the time distribution's normal (default: flow 1, edm 1.2)")
+    t.add_argument("--shift", type=finite_float("--shift"),
+                   help="flow: SD3's time shift s, tau -> s tau / (1 + (s - 1) tau), in training and the sampling "
+                        "grid (default 1: none)")
     t.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
     t.add_argument("--cond", action="store_true",

@@ -102,7 +102,7 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
                   fast: bool = True) -> Denoiser:
     """The Denoiser of a run's config around `network` (the trained one, or a live copy during training)."""
     sampling_net, chunk = registry.for_sampling(network, fast)
-    return Denoiser(sampling_net, config.schedule.build(), config.prediction, conditioning=conditioning_for(config),
+    return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
                     guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
                     clip_x0=config.x0_clip(), chunk=chunk if fast else None)
 

@@ -50,6 +50,12 @@ def ode_sigma_range(steps: int) -> tuple[float, float]:
     return ODE_SIGMA_MIN_TIMES_STEPS / steps, ODE_SIGMA_MAX
 
 
+def karras_sigmas(ramp: torch.Tensor, sigma_min: float, sigma_max: float, rho: float = RHO) -> torch.Tensor:
+    """Noise levels (s_max^(1/rho) + ramp (s_min^(1/rho) - s_max^(1/rho)))^rho for ramp in [0, 1] (Karras et al.
+    2022, eq. 5): sigma_max at ramp 0, sigma_min at ramp 1."""
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
 def check_steps(steps, num_timesteps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0 or steps > num_timesteps:
         raise ConfigError(f"steps must be an integer from 1 to the model's {num_timesteps} timesteps, got {steps}")
@@ -115,7 +121,7 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         u = torch.linspace(0, 1, k, dtype=torch.float64)
         if spacing == "karras":
             s_min, s_max = math.exp(-lam_max / 2), math.exp(-lam_floor / 2)
-            sigma = (s_max ** (1 / RHO) + u * (s_min ** (1 / RHO) - s_max ** (1 / RHO))) ** RHO
+            sigma = karras_sigmas(u, s_min, s_max)
             body = schedule.t_at_sigma_ve(sigma) if k else u
         else:  # logsnr
             body = schedule.t_at_log_snr(lam_floor + u * (lam_max - lam_floor)) if k else u

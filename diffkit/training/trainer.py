@@ -82,7 +82,7 @@ class Trainer:
         self.conditioning = conditioning_for(config)
         self.progress = progress and self.runtime.is_main
         self.callback = callback
-        self.schedule = config.schedule.build()
+        self.schedule = config.path()
         self.objective = objective_for(config, self.schedule)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
