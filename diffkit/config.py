@@ -10,7 +10,7 @@ from typing import Literal, get_args
 from .denoiser import Interval, check_guidance_interval
 from .devices import PRECISIONS
 from .errors import CheckpointError, ConfigError, choice_error
-from .path import EDMPath, FlowPath, check_shift
+from .path import check_shift, path_for
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
 from .prediction import check_prediction, check_prediction_on
@@ -196,11 +196,9 @@ class RunConfig:
     def path(self) -> NoiseSchedule:
         """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""
         o = self.objective
-        if o.name == "flow":
-            return FlowPath(self.schedule.num_timesteps, o.shift)
-        if o.name == "edm":
-            return EDMPath(self.schedule.num_timesteps, sigma_data=o.sigma_data or 1.0)
-        return self.schedule.build()
+        if o.name == "ddpm":
+            return self.schedule.build()
+        return path_for(o.name, num_timesteps=self.schedule.num_timesteps, shift=o.shift, sigma_data=o.sigma_data or 1.0)
 
     def x0_clip(self, clip: bool | None = None) -> float | None:
         """The bound x0_hat is clipped to when sampling: the fitted x0 bound if clip (None: sampling.clip_x0)."""

@@ -73,6 +73,8 @@ class Denoiser:
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
         self.chunk = chunk
+        # a flow / EDM path (path.py): the network sees the path's own x and time (an oracle sees the VP view)
+        self.on_path = getattr(schedule, "path", "vp") != "vp"
 
     def _arguments(self) -> dict:
         return {"network": self.network, "schedule": self.schedule, "prediction": self.prediction,
@@ -140,7 +142,7 @@ class Denoiser:
                 scales = torch.tensor([self.scale_at(a) for a in alpha_bar64.tolist()], dtype=x_t.dtype)
                 w = scales.to(x_t.device).reshape(alpha_bar.shape)
         time_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-        if self.schedule.path != "vp":  # flow / EDM (path.py): the network sees the path's own x and time
+        if self.on_path:  # flow / EDM (path.py): the network sees the path's own x and time
             eps_hat, x0_hat = self._on_path(x_t, t, cond, w, time_dtype)
         else:
             # a shared time is expanded (stride 0): networks may read that as "one time for the batch" with no sync

@@ -109,11 +109,12 @@ class OracleDenoiser(Denoiser):
         network = MixtureNetwork(mixture, schedule)
         conditioning = ClassConditioning(mixture.num_classes) if mixture.num_classes else None
         super().__init__(network, schedule, "v", conditioning=conditioning, **options)
-        self.mixture = mixture
+        self.mixture, self.on_path = mixture, False  # exact in the VP view of any path (path.py)
 
     def replace(self, **changes) -> "OracleDenoiser":
         new = copy.copy(self)
         Denoiser.__init__(new, **{**self._arguments(), **changes})
+        new.on_path = False
         return new
 
     def score(self, x_t: torch.Tensor, t, cond=None) -> torch.Tensor:

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, choice_error
 from .schedule import F64, NoiseSchedule
 
 
@@ -154,3 +154,16 @@ class EDMPath(_ContinuousPath):
     def to_config(self) -> dict:
         return {"name": "edm", "num_timesteps": self.T, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
                 "sigma_data": self.sigma_data}
+
+
+def path_for(objective: str = "ddpm", *, schedule: str = "linear", num_timesteps: int = 1000, shift: float = 1.0,
+             sigma_data: float = 1.0) -> NoiseSchedule:
+    """The path an objective trains on, as the samplers see it: ddpm's VP schedule by name, the flow path with
+    its shift, the EDM path with its sigma_data."""
+    if objective == "flow":
+        return FlowPath(num_timesteps, shift)
+    if objective == "edm":
+        return EDMPath(num_timesteps, sigma_data=sigma_data)
+    if objective != "ddpm":
+        raise choice_error("objective", objective, ("ddpm", "edm", "flow"))
+    return NoiseSchedule.from_name(schedule, num_timesteps)

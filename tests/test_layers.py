@@ -30,7 +30,7 @@ FLOORS = {  # module prefix -> floor; the longest matching prefix decides; the b
     "diffkit.training": 2, "diffkit.metrics": 2, "diffkit.store": 2,
     "diffkit.sampling": 1, "diffkit.schedulers": 1, "diffkit.path_schedulers": 1, "diffkit.denoiser": 1, "diffkit.oracle": 1,
     "diffkit.likelihood": 1, "diffkit.schedule": 1, "diffkit.path": 1, "diffkit.prediction": 1, "diffkit.cond": 1,
-    "diffkit.config": 1,
+    "diffkit.config": 1, "diffkit.straightness": 1,
     "diffkit.nn": 0, "diffkit.data": 0, "diffkit.viz": 0, "diffkit.text": 0, "diffkit.errors": 0,
     "diffkit.devices": 0, "diffkit.memory": 0, "diffkit.machine": 0, "diffkit.version": 0,
 }

@@ -248,6 +248,9 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
                                       "or a mixture .json (weights, means, covariances, optional labels)")
     s.add_argument("--schedule", help=f"--oracle: its noise schedule, {', '.join(SCHEDULE_NAMES)} (default linear)")
     s.add_argument("--timesteps", type=positive_int("--timesteps"), help="--oracle: T (default 1000)")
+    s.add_argument("--objective", help="--oracle: the path it runs on: ddpm (default: the VP --schedule), flow "
+                                       "(rectified flow) or edm")
+    s.add_argument("--shift", type=finite_float("--shift"), help="--oracle with --objective flow: SD3's time shift")
     s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
                                                 "(images: [N, C, H, W] in [0, 1])")
@@ -303,7 +306,11 @@ def _eval_parser(sub) -> None:
     e.add_argument("--samples", help=".npy/.npz/.csv file of [N, 2] samples (images: .npy [N, C, H, W])")
     e.add_argument("--nll", action="store_true", help="instead of samples: the likelihood of held-out --data under "
                    "--run (probability-flow ODE and ELBO; nats per point, bits/dim for images)")
-    e.add_argument("--run", help="--nll: the run directory to score")
+    e.add_argument("--straightness", action="store_true",
+                   help="instead of samples: how straight --run's ODE trajectories from noise to data are, S of "
+                        "Liu et al. 2023 (eq. 5; 0: straight lines, one Euler step is exact)")
+    e.add_argument("--steps", type=positive_int("--steps"), help="--straightness: ODE steps (ddim; default 100)")
+    e.add_argument("--run", help="--nll, --straightness: the run directory to measure")
     e.add_argument("--n", type=positive_int("--n"), help="--nll: held-out points or test images (default 2000 / 500)")
     e.add_argument("--tol", type=finite_float("--tol", 0.0), default=1e-5, help="--nll: ODE solver tolerance (default 1e-5)")
     e.add_argument("--probes", type=positive_int("--probes"),

@@ -14,10 +14,14 @@ def cmd_eval(a) -> None:
     from ..runs import eval_image_samples, eval_samples
 
     device = resolve_device(a.device)  # checked for every kind of eval (points are scored by NumPy / SciPy)
-    if a.nll:
-        from .score import cmd_eval_nll
+    if a.nll and a.straightness:
+        raise ConfigError("--nll and --straightness are two measurements of a run; give one")
+    if a.nll or a.straightness:
+        from .score import cmd_eval_nll, cmd_eval_straightness
 
-        return cmd_eval_nll(a)
+        return cmd_eval_nll(a) if a.nll else cmd_eval_straightness(a)
+    if a.steps is not None:
+        raise ConfigError("--steps belongs to --straightness (the ODE's steps)")
     for flag, value in (("--run", a.run), ("--n", a.n), ("--elbo-strata", a.elbo_strata), ("--probes", a.probes)):
         if value is not None:
             raise ConfigError(f"{flag} belongs to --nll; scoring samples takes --samples and --data")

@@ -21,9 +21,10 @@ def cmd_sample(a) -> None:
         from .score import cmd_sample_oracle
 
         return cmd_sample_oracle(a)
-    for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps)):
+    for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps), ("--objective", a.objective),
+                        ("--shift", a.shift)):
         if value is not None:
-            raise ConfigError(f"{flag} applies to --oracle; a run samples with the schedule it was trained with")
+            raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
     run = load_run(a.run, device=resolve_device(a.device))
     images = run.config.fitted.image_shape is not None

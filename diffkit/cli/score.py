@@ -28,11 +28,12 @@ def cmd_sample_oracle(a) -> None:
     seed = a.seed if a.seed is not None else fresh_seed()
     x = sample_oracle(a.oracle, a.n, a.sampler, a.steps, schedule=a.schedule or "linear",
                       num_timesteps=a.timesteps or 1000, seed=seed, spacing=a.spacing, cls=a.cls,
-                      guidance=a.guidance, **options)
+                      guidance=a.guidance, objective=a.objective or "ddpm", shift=1.0 if a.shift is None else a.shift,
+                      **options)
     record = {"oracle": a.oracle if a.oracle == "gaussians8" else str(Path(a.oracle).resolve()), "n": a.n,
               "sampler": a.sampler, "steps": a.steps, "spacing": a.spacing, "schedule": a.schedule or "linear",
-              "timesteps": a.timesteps or 1000, "seed": seed, "class": a.cls, "guidance": a.guidance,
-              "options": options, "diffkit": __version__}
+              "timesteps": a.timesteps or 1000, "objective": a.objective or "ddpm", "shift": a.shift, "seed": seed,
+              "class": a.cls, "guidance": a.guidance, "options": options, "diffkit": __version__}
     write_samples(out, sidecar, x, record)
     print(f"wrote {len(x)} samples of the {a.oracle} oracle to {out} (seed {seed}; settings in {sidecar})")
     if plot:
@@ -74,3 +75,22 @@ def cmd_eval_nll(a) -> None:
     print(f"{'probability-flow ODE':<22} {m['nll_ode']:>10.4f} +- {m['nll_ode_se']:.4f}  ({m['nfe']} network evaluations, "
           f"tolerance {a.tol:g}, {div})")
     print(f"{'negative ELBO':<22} {m['nll_elbo']:>10.4f} +- {m['nll_elbo_se']:.4f}  (an upper bound on the NLL)")
+
+
+def cmd_eval_straightness(a) -> None:
+    from ..devices import resolve_device
+    from ..runs import load_run, straightness_run
+
+    if a.run is None:
+        raise ConfigError("--straightness measures a trained model: give --run RUN")
+    for flag, value in (("--samples", a.samples), ("--data", a.data), ("--probes", a.probes),
+                        ("--elbo-strata", a.elbo_strata), ("--prompts", a.prompts)):
+        if value is not None:
+            raise ConfigError(f"--straightness measures --run's own ODE; it takes no {flag}")
+    run = load_run(a.run, device=resolve_device(a.device))
+    m = straightness_run(run, a.n or 2000, "ddim", a.steps, seed=a.seed, cls=a.cls)
+    if a.json:
+        print(json.dumps(m))
+        return
+    print(f"straightness S = {m['straightness']:.4f} +- {m['straightness_se']:.4f} over {m['n']} trajectories "
+          f"({m['objective']} run, ddim, {m['steps']} steps; 0 is straight)")

@@ -20,8 +20,10 @@ from ..devices import module_device
 from ..errors import ConfigError, DataError
 from ..likelihood import elbo, ode_nll
 from ..oracle import OracleDenoiser
+from ..sampling import make_grid
 from ..sampling import sample as run_sampler
-from ..schedule import NoiseSchedule
+from ..straightness import straightness
+from ..path import path_for
 from .pipeline import Run, check_sample_memory, load_run
 
 MAX_NLL_POINTS = 100_000
@@ -35,14 +37,20 @@ def mixture_normalizer(mix: GaussianMixture) -> Normalizer:
 
 def sample_oracle(spec: str, n: int, sampler: str = "ddim", steps: int | None = None, *, schedule: str = "linear",
                   num_timesteps: int = 1000, seed: int = 0, spacing: str | None = None, cls=None,
-                  guidance: float | None = None, callback=None, **options) -> np.ndarray:
+                  guidance: float | None = None, callback=None, objective: str = "ddpm", shift: float = 1.0,
+                  **options) -> np.ndarray:
     """n samples float32 [n, D] of a sampler run on the exact denoiser of a mixture (pure discretisation
     error), in the mixture's coordinates. The diffusion runs on the mixture standardized by its exact
-    moments, as a trained run would see its data. cls: a class of a labelled mixture (guidance needs one)."""
+    moments, as a trained run would see its data. cls: a class of a labelled mixture (guidance needs one).
+    objective: the path it runs on (ddpm: the VP `schedule`; flow with its `shift`; edm)."""
     mix = load_mixture(spec)
     norm = mixture_normalizer(mix)
+    if shift != 1.0 and objective != "flow":
+        raise ConfigError(f"--shift shifts a flow's times; the {objective} path has none")
+    if objective != "ddpm" and schedule != "linear":
+        raise ConfigError(f"--schedule chooses a ddpm schedule; the {objective} path has its own")
     oracle = OracleDenoiser(mix.affine(np.asarray(norm.mean), np.asarray(norm.std)),
-                            NoiseSchedule.from_name(schedule, num_timesteps))
+                            path_for(objective, schedule=schedule, num_timesteps=num_timesteps, shift=shift))
     labels = None
     if cls is not None:
         if not mix.num_classes:
@@ -173,3 +181,25 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     out.update(nll_elbo=float(v.mean()), nll_elbo_se=float(v.std(ddof=1) / math.sqrt(len(v))),
                elbo_terms=terms.tolist(), elbo_t=e["t"].tolist())
     return out
+
+
+def straightness_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
+                     seed: int = 0, cls=None) -> dict:
+    """S (Liu et al. 2023, eq. 5) of a run's ODE trajectories from n noises (straightness.py): its mean and
+    standard error, in the run's normalized coordinates; a conditional run is measured unguided on class cls
+    (None: the null class)."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 < n <= MAX_NLL_POINTS:
+        raise ConfigError(f"straightness is averaged over 2..{MAX_NLL_POINTS} trajectories, got {n!r}")
+    steps = steps or (20 if sampler.startswith("dpmpp") else 100)
+    labels = None if cls is None else torch.full((n,), class_id(cls, list(run.config.fitted.class_names or []),
+                                                               run.config.network.num_classes))
+    check_sample_memory(n, run.config.fitted.shape)
+    g = torch.Generator().manual_seed(seed)
+    device = module_device(run.network)
+    x_T = torch.randn((n, *run.config.fitted.shape), generator=g).to(device)
+    grid = make_grid(run.denoiser.schedule, steps, "trailing")
+    s = straightness(run.denoiser.replace(guidance_scale=1.0), x_T, grid, sampler, cond=labels)
+    return {"straightness": float(s.mean()), "straightness_se": float(s.std(ddof=1) / math.sqrt(n)), "n": n,
+            "sampler": sampler, "steps": len(grid), "objective": run.config.objective.name}
