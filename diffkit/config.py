@@ -144,6 +144,21 @@ class ObjectiveConfig:
 
 
 @dataclass
+class ParentConfig:
+    """A derived run's parent (DESIGN: derived runs): what it was made from, by path and checksum, and how.
+    kind "reflow": a flow trained on (noise, sample) pairs of the teacher's ODE (Liu et al. 2023)."""
+
+    kind: str
+    path: str                       # the parent run directory, absolute
+    sha256: str                     # of its model.safetensors when this run was made
+    pairs: int = 0                  # reflow: how many pairs
+    sampler: str = "dpmpp-2m"       # reflow: the teacher's ODE solver and its steps
+    steps: int = 20
+    guidance: float | None = None   # reflow: the teacher's guidance scale (conditional teachers; None: w = 1)
+    seed: int = 0                   # reflow: the pairs' noises
+
+
+@dataclass
 class TrainConfig:
     steps: int = 3000               # x batch_size: 3.1M points (~13 s on a 2-core CPU)
     batch_size: int = 1024          # a CPU runs 1024 points per step at ~2x the cost of 256: more data per second
@@ -192,6 +207,7 @@ class RunConfig:
     fitted: FittedStats = field(default_factory=FittedStats)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    parent: ParentConfig | None = None
 
     def path(self) -> NoiseSchedule:
         """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""
@@ -279,7 +295,8 @@ class RunConfig:
                        network=network_from_dict(d["network"]), prediction=d["prediction"],
                        train=_build(TrainConfig, d["train"]), fitted=_build(FittedStats, d["fitted"]),
                        sampling=_build(SamplingConfig, d.get("sampling", {})),
-                       objective=_build(ObjectiveConfig, d.get("objective", {}))).validate()
+                       objective=_build(ObjectiveConfig, d.get("objective", {})),
+                       parent=_build(ParentConfig, d["parent"]) if d.get("parent") else None).validate()
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
 

@@ -46,6 +46,8 @@ class PathObjective:
     def __init__(self, config, path):
         self.path, self.prediction, self.objective = path, config.prediction, config.objective
         self.dist, self.loc, self.scale = config.objective.time_params()
+        # reflow (Liu et al. 2023): the source draws (sample, noise) pairs as x0 [B, 2, ...]; no fresh eps
+        self.paired = config.parent is not None and config.parent.kind == "reflow"
 
     def draw(self, batch_size: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.dist == "uniform":
@@ -59,10 +61,15 @@ class PathObjective:
             sigma = torch.exp(u)
             alpha, t_net = torch.ones_like(sigma), self.path.t_at_sigma(sigma)
             c_in = 1.0 / torch.sqrt(sigma**2 + self.path.sigma_data**2)
+        if self.paired:
+            return alpha, sigma, t_net, c_in
         return alpha, sigma, t_net, c_in, torch.randn((batch_size, *shape), generator=generator)
 
     def loss(self, model, x0, draws, cond) -> torch.Tensor:
-        alpha, sigma, t_net, c_in, eps = draws
+        if self.paired:
+            (alpha, sigma, t_net, c_in), x0, eps = draws, x0[:, 0], x0[:, 1]
+        else:
+            alpha, sigma, t_net, c_in, eps = draws
 
         def col(v):
             return v.to(x0.device, x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))

@@ -67,7 +67,8 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, source, run_dir, progress: bool = True,
-                 callback: Callable[[TrainStep], bool | None] | None = None, runtime: Runtime | None = None):
+                 callback: Callable[[TrainStep], bool | None] | None = None, runtime: Runtime | None = None,
+                 init_weights: dict | None = None):
         self.config = config.validate()
         self.cfg = config.train
         self.runtime = runtime or Runtime()
@@ -87,6 +88,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             self.network = build_network(config.network)  # on the CPU, so every device starts from the same weights
+        if init_weights is not None:  # a derived run starts from its parent's weights (resume loads its own)
+            load_weights(self.network, init_weights, "the parent run's model.safetensors")
         check_train_memory(config, self.rows // self.micro)
         self.network.to(self.device)
         self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it
