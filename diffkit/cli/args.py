@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _network_args(t)
     _train_run_args(t)
     _vae_parser(sub)
+    _reflow_parser(sub)
     s = _sample_parser(sub)
     _sampler_args(s)
     _sample_cond_args(s)
@@ -235,6 +236,25 @@ def _vae_parser(sub) -> None:
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_arg(v)
     _how_it_trains_args(v)
+
+
+def _reflow_parser(sub) -> None:
+    r = sub.add_parser("reflow", help="straighten a run's ODE: a flow trained on its (noise, sample) pairs")
+    r.add_argument("--teacher", help="the run whose ODE gives the pairs (ddpm, edm or flow)")
+    r.add_argument("--out", required=True, help="the student's run directory")
+    r.add_argument("--pairs", type=positive_int("--pairs"), help="(noise, sample) pairs (default 10000)")
+    r.add_argument("--sampler", help="the teacher's ODE solver: dpmpp-2m (default), dpmpp-3m, ddim, euler, heun")
+    r.add_argument("--steps", type=positive_int("--steps"), help="the teacher's ODE steps (default 20)")
+    r.add_argument("--guidance", type=finite_float("--guidance", 0.0),
+                   help="class-conditional teachers: the guidance scale of the pairs (default 1)")
+    r.add_argument("--train-steps", type=positive_int("--train-steps"),
+                   help="the student's optimizer steps (default: the teacher's)")
+    r.add_argument("--seed", type=int, help="seed of the pairs' noises and of training (default 0)")
+    r.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arg(r)
+    _how_it_trains_args(r)
 
 
 def _sample_parser(sub) -> argparse.ArgumentParser:
