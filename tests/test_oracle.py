@@ -18,7 +18,9 @@ from diffkit.denoiser import score
 from diffkit.likelihood import elbo, ode_nll
 from diffkit.metrics.points import energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
-from diffkit.sampling import sample
+from diffkit.path import EDMPath, FlowPath
+from diffkit.sampling import make_grid, sample
+from diffkit.straightness import straightness
 from diffkit.runs.score import mixture_normalizer
 
 F64 = torch.float64
@@ -251,3 +253,34 @@ def test_cli_samples_the_oracle_and_scores_a_trained_run(tmp_path, capsys):
     assert 0 < m["nll_ode_se"] < 1 and m["nfe"] > 10
     true = float(-log_prob(anisotropic(), anisotropic().sample(20000, np.random.default_rng(0))[0]).mean())
     assert true - 0.5 < m["nll_ode"] < true + 3.0  # a short run: near the entropy, never below it by much
+
+
+@pytest.mark.parametrize("make", [lambda: standardized(gaussians8()), lambda: standardized(anisotropic())],
+                         ids=["gaussians8", "anisotropic"])
+@pytest.mark.parametrize("path", [FlowPath(1000, 1.0), FlowPath(1000, 3.0), EDMPath(1000, sigma_data=1.0)],
+                         ids=["flow", "flow-shift3", "edm"])
+def test_the_exact_flow_and_edm_odes_reproduce_the_mixture(make, path):
+    """The oracle on the flow and EDM paths, Euler steps (ddim on the uniform grid: on the flow path exactly
+    x' = x + (tau' - tau) u), lands on the mixture; its ODE likelihood is the mixture's own log-density."""
+    mix, n, oracle = make(), 3000, OracleDenoiser(make(), path)
+    ref = mix.sample(n, np.random.default_rng(7))[0]
+    # a deterministic map of x_T is as good as its draw of N(0, I): averaged over 4 draws, within the data-vs-data
+    # floor (one unlucky draw of 3000 points can sit at 2.5x it: seed 0 on the anisotropic mixture, on every path)
+    ed = [energy_distance(sample(oracle, torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=F64),
+                                 "ddim", 200, "trailing").numpy(), ref) for seed in range(4)]
+    assert np.mean(ed) <= _floor(mix, n, 11), ed
+    x0 = torch.from_numpy(mix.sample(200, np.random.default_rng(3))[0]).double()
+    nll = np.asarray(ode_nll(oracle, x0, rtol=1e-6, atol=1e-6, generator=torch.Generator().manual_seed(0))["nll"])
+    assert np.abs(nll - -log_prob(mix, x0.numpy())).mean() < 0.01
+
+
+def test_the_exact_1_rectified_flow_of_gaussians8_is_not_straight(g8):
+    """S > 0 for the exact flow of gaussians8 (trajectories bend to reach their mode); data of a single point
+    has straight trajectories, S = 0 (up to rounding)."""
+    path = FlowPath(1000, 1.0)
+    x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    grid = make_grid(path, 100, "trailing")
+    s = straightness(OracleDenoiser(g8, path), x_T, grid)
+    assert s.mean() > 0.3 and s.mean() > 20 * s.std() / np.sqrt(len(s))
+    point = GaussianMixture(np.ones(1), np.array([[0.5, -1.0]]), np.array([np.eye(2) * 1e-12]))
+    assert straightness(OracleDenoiser(point, path), x_T, grid).mean() < 1e-6
