@@ -1,0 +1,143 @@
+"""DDPM, EDM, rectified flow and 2-rectified flow side by side on 2-D data: quality against network calls.
+
+    .venv/bin/python benchmarks/paths.py [--data spiral moons gaussians8] [--steps 3000] [--n 20000] [--seeds 3]
+                                         [--pairs 20000] [--plot docs/paths_spiral.png]
+
+Each formulation trains the same default MLP for the same number of steps (their wall times are printed: the
+network and batch are the same, so equal steps are equal time up to noise); 2-rectified flow is reflow of the
+flow-logit-normal run (its pairs and training time counted apart). Quality: the energy distance to fresh data
+(n points, O(n log n) projections) minus the data-vs-data floor, mean and standard error over --seeds sampling
+seeds, at 1, 2, 4, 8, 16 and 32 network calls with Euler (ddim on the trailing grid: on a flow exactly
+x' = x + (tau' - tau) u) and with dpmpp-2m; and the straightness S of each (Liu et al. 2023, eq. 5). Where the data
+is a Gaussian mixture, the exact ODE's rows (the oracle on the flow path) show the sampler's own error.
+Run it alone: two torch processes on 2 cores slow each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+from diffkit import machine
+from diffkit.data.points import PointSource, check_spec
+from diffkit.metrics.points import projected_energy_distance
+from diffkit.runs import load_run, reflow_run, sample_oracle, sample_run, straightness_run, train_config, train_run
+
+NFES = (1, 2, 4, 8, 16, 32)
+FORMULATIONS = {"ddpm": {}, "edm": {"objective": "edm"}, "flow-uniform": {"objective": "flow", "time_dist": "uniform"},
+                "flow-logit-normal": {"objective": "flow"}}
+
+
+def excess(x, data: str, n: int, seed: int, floor: float) -> float:
+    ref = PointSource(check_spec(data)).fresh(n, 10_000 + seed)
+    return projected_energy_distance(x, ref) - floor
+
+
+def data_floor(data: str, n: int) -> float:
+    src = PointSource(check_spec(data))
+    return statistics.mean(projected_energy_distance(src.fresh(n, 20_000 + k), src.fresh(n, 30_000 + k))
+                           for k in range(3))
+
+
+def rows_for(draw, data: str, n: int, seeds: int, floor: float) -> dict:
+    """{(sampler, nfe): (mean, se)} of the excess energy distance; draw(sampler, steps, seed) -> samples."""
+    out = {}
+    for sampler in ("ddim", "dpmpp-2m"):
+        for nfe in NFES:
+            if sampler == "dpmpp-2m" and nfe < 2:
+                continue
+            v = [excess(draw(sampler, nfe, s), data, n, s, floor) for s in range(seeds)]
+            out[(sampler, nfe)] = (statistics.mean(v), statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0)
+    return out
+
+
+def train(data: str, flags: dict, steps: int, out: Path) -> float:
+    cfg = train_config({"data": data, "steps": steps, "seed": 0, "precision": "fp32", "threads": 1, **flags})
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        train_run(cfg, out, progress=False)
+    return time.perf_counter() - t0
+
+
+def bench(data: str, a, root: Path) -> dict:
+    floor, table, costs, straight = data_floor(data, a.n), {}, {}, {}
+    for name, flags in FORMULATIONS.items():
+        costs[name] = f"{train(data, flags, a.steps, root / name):.1f} s"
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        reflow_run(root / "flow-logit-normal", root / "2-rectified", pairs=a.pairs, train_steps=a.steps,
+                   progress=False)
+    costs["2-rectified"] = f"+{time.perf_counter() - t0:.1f} s (pairs and training)"
+    for name in (*FORMULATIONS, "2-rectified"):
+        run = load_run(root / name)
+        table[name] = rows_for(lambda s, k, seed, run=run: sample_run(run, a.n, s, k, seed=seed), data, a.n, a.seeds,
+                               floor)
+        straight[name] = straightness_run(run, 2000)["straightness"]
+    if data == "gaussians8":
+        table["exact flow (oracle)"] = rows_for(
+            lambda s, k, seed: sample_oracle(data, a.n, s, k, objective="flow", seed=seed), data, a.n, a.seeds, floor)
+    return {"floor": floor, "table": table, "costs": costs, "straight": straight}
+
+
+def print_table(data: str, r: dict, a) -> None:
+    print(f"\n## {data}: excess energy distance over the data floor ({r['floor']:.2e}), mean +- se over {a.seeds} "
+          f"seeds, n = {a.n}; training {a.steps} steps each\n")
+    cols = [(s, k) for s in ("ddim", "dpmpp-2m") for k in NFES if not (s == "dpmpp-2m" and k < 2)]
+    print("| formulation | train | S | " + " | ".join(f"{'euler' if s == 'ddim' else s} {k}" for s, k in cols) + " |")
+    print("|---" * (len(cols) + 3) + "|")
+    for name, rows in r["table"].items():
+        cells = " | ".join(f"{rows[c][0]:.1e} +- {rows[c][1]:.0e}" for c in cols)
+        s = r["straight"].get(name)
+        print(f"| {name} | {r['costs'].get(name, '-')} | {'-' if s is None else f'{s:.3f}'} | {cells} |")
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (data, r) in zip(axes[0], results.items()):
+        for name, rows in r["table"].items():
+            ks = [k for k in NFES if ("ddim", k) in rows]
+            ax.plot(ks, [max(rows[("ddim", k)][0], 1e-5) for k in ks], marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="network calls (Euler)", ylabel="excess energy distance",
+               title=data)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="+", default=["spiral", "moons", "gaussians8"])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=20_000)
+    ap.add_argument("--plot")
+    a = ap.parse_args()
+    print(machine.describe())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DIFFKIT_CACHE"] = str(Path(tmp) / "cache")
+        for data in a.data:
+            (Path(tmp) / data).mkdir()
+            results[data] = bench(data, a, Path(tmp) / data)
+            print_table(data, results[data], a)
+    if a.plot:
+        plot(results, a.plot)
+
+
+if __name__ == "__main__":
+    main()
