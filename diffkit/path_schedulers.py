@@ -23,22 +23,14 @@ from .prediction import to_eps_x0_on_path
 from .sampling.common import Level
 from .sampling.euler import euler_step
 from .sampling.grids import karras_sigmas
-from .schedulers import SchedulerOutput, _Config
+from .schedulers import SchedulerOutput, scheduler_config
 
 
 class _PathScheduler:
     defaults: dict = {}
 
     def __init__(self, **kwargs):
-        cfg = dict(self.defaults)
-        for key, value in kwargs.items():
-            if key.startswith("_"):
-                continue  # _class_name, _diffusers_version
-            if key not in cfg:
-                raise ConfigError(f"{type(self).__name__} does not support {key}={value!r}; it takes: "
-                                  f"{', '.join(sorted(self.defaults))}")
-            cfg[key] = value
-        self.config = _Config(cfg)
+        self.config = scheduler_config(type(self).__name__, self.defaults, kwargs)
         self.num_inference_steps, self._step_index, self._begin_index = None, None, None
 
     @classmethod

@@ -40,7 +40,7 @@ _ONLY_DEFAULT = {"thresholding": False, "dynamic_thresholding_ratio": 0.995, "sa
                  "time_shift_type": "exponential", "variance_type": None}
 
 
-class _Config(dict):
+class SchedulerConfig(dict):
     """A dict that also reads as attributes, like diffusers' FrozenDict."""
 
     def __getattr__(self, name):
@@ -48,6 +48,20 @@ class _Config(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def scheduler_config(owner: str, defaults: dict, kwargs: dict, only_default: dict | None = None) -> SchedulerConfig:
+    """The keywords of a diffusers scheduler config onto our defaults: "_"-keys (_class_name, _diffusers_version)
+    skipped, keys in only_default accepted at their default value only, anything else refused by name."""
+    cfg, only_default = dict(defaults), only_default or {}
+    for key, value in kwargs.items():
+        if key.startswith("_"):
+            continue
+        if key in cfg:
+            cfg[key] = value
+        elif not (key in only_default and _same(value, only_default[key])):
+            raise ConfigError(f"{owner} does not support {key}={value!r}; it takes: {', '.join(sorted(defaults))}")
+    return SchedulerConfig(cfg)
 
 
 @dataclass
@@ -60,18 +74,7 @@ class _Scheduler:
     defaults: dict = {}
 
     def __init__(self, **kwargs):
-        cfg = dict(self.defaults)
-        for key, value in kwargs.items():
-            if key.startswith("_"):
-                continue  # _class_name, _diffusers_version
-            if key in cfg:
-                cfg[key] = value
-            elif key in _ONLY_DEFAULT and _same(value, _ONLY_DEFAULT[key]):
-                continue
-            else:
-                raise ConfigError(f"{type(self).__name__} does not support {key}={value!r}; "
-                                  f"it takes: {', '.join(sorted(self.defaults))}")
-        self.config = _Config(cfg)
+        self.config = cfg = scheduler_config(type(self).__name__, self.defaults, kwargs, _ONLY_DEFAULT)
         if cfg["prediction_type"] not in PREDICTION_TYPES:
             raise choice_error("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
         if cfg["timestep_spacing"] not in ("linspace", "leading", "trailing"):
