@@ -1,0 +1,36 @@
+"""The front door: what the faces (CLI, lab, demos, benchmarks) and Python users call.
+
+    recipes.py   data + flags -> a complete RunConfig, before any training
+    sources.py   data -> the source a run trains on; fills config.fitted once
+    pipeline.py  Run: a loaded run and its sample(...)
+    train.py     train / resume / overwrite a run directory
+    evaluate.py  samples against their data, a VAE's reconstructions, class adherence
+    score.py     oracle samples, score error, likelihoods
+"""
+
+from ..store.rundir import read_config
+from .evaluate import adherence, adherence_judge, eval_image_samples, eval_samples, read_image_samples, vae_report
+from .pipeline import (
+    RUN_DEFAULT,
+    Run,
+    check_sample_memory,
+    conditioning,
+    load_run,
+    make_denoiser,
+    sample_run,
+    snapshot_run,
+    to_data,
+)
+from .recipes import default_config, resume_conflicts, train_config, vae_train_config
+from .reflow import reflow_config, reflow_run
+from .score import likelihood_model, nll_run, run_oracle, sample_oracle, score_error, straightness_run
+from .sources import make_source
+from .train import is_run_dir, make_trainer, train_run
+
+__all__ = [
+    "RUN_DEFAULT", "Run", "adherence", "adherence_judge", "check_sample_memory", "conditioning", "default_config",
+    "eval_image_samples", "eval_samples", "is_run_dir", "likelihood_model", "load_run", "make_denoiser",
+    "make_source", "make_trainer", "nll_run", "read_config", "read_image_samples", "reflow_config", "reflow_run", "resume_conflicts", "run_oracle",
+    "sample_oracle", "sample_run", "score_error", "snapshot_run", "straightness_run", "to_data", "train_config", "train_run",
+    "vae_report", "vae_train_config",
+]

@@ -1,0 +1,81 @@
+"""VAE runs as latent diffusion uses them: loading a trained autoencoder run, its weights' checksum, encoding
+images to cached latents, the latent scale, decoding samples back to pixels, and reconstructions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..nn.vae import VAE, VAEConfig
+from ..store.cache import cached_tensors
+from ..store.manifest import sha256
+from ..store.rundir import MODEL, read_config, read_model
+
+
+def load_vae(run_dir, device=None):
+    """(config, VAE in eval mode with frozen weights) of a run trained by `diffkit train-vae`; a CheckpointError
+    for anything else."""
+    config = read_config(run_dir)
+    if not isinstance(config.network, VAEConfig):
+        raise CheckpointError(f"{run_dir} is not a VAE run (it trains a {type(config.network).__name__}); give a "
+                              "run directory written by `diffkit train-vae`")
+    if config.fitted.shape is None or not (Path(run_dir) / MODEL).exists():
+        raise CheckpointError(f"{run_dir} is a VAE run that never reached a checkpoint; train it first "
+                              "(diffkit train-vae ... --resume)")
+    vae = VAE(config.network)
+    read_model(run_dir, vae)
+    vae.eval().requires_grad_(False)
+    return config, (vae if device is None else vae.to(device))
+
+
+def vae_sha256(run_dir) -> str:
+    """The checksum of a VAE run's weights (what a latent run records and checks)."""
+    return sha256((Path(run_dir) / MODEL).read_bytes())
+
+
+@torch.no_grad()
+def reconstruct(vae: VAE, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Images in [0, 1], [N, C, H, W], through the encoder's mean and the decoder, back in [0, 1]."""
+    device = next(vae.parameters()).device
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().to(device) * 2 - 1
+        out.append(((vae(x)[0].float().clamp(-1, 1) + 1) / 2).cpu().numpy())
+    return np.concatenate(out) if out else np.empty_like(images)
+
+
+@torch.no_grad()
+def encode_images(vae: VAE, images: np.ndarray, key: str, batch: int = 256) -> np.ndarray:
+    """Posterior means of images in [0, 1], float32 [N, c, H/f, W/f], computed once and cached (safetensors
+    under DIFFKIT_CACHE, named by `key`: a hash of the VAE's weights and the data)."""
+    device = next(vae.parameters()).device
+
+    def encode():
+        return {"latents": torch.cat([vae.encode(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float()
+                                                 .to(device) * 2 - 1)[0].float().cpu()
+                                      for i in range(0, len(images), batch)])}
+
+    return cached_tensors(f"latents-{key[:32]}", len(images), encode, {"key": key})["latents"].numpy()
+
+
+def latent_scale(latents: np.ndarray) -> float:
+    """1 / std of the latents, so the diffusion model sees unit-variance data (Rombach et al. 2022, sec. 4.3.2
+    and app. G: Stable Diffusion's 0.18215 is this number for its own autoencoder, measured on a batch)."""
+    return float(1.0 / max(np.asarray(latents, np.float64).std(), 1e-8))
+
+
+class LatentDecoder:
+    """Diffusion-space samples (latents x latent scale) -> pixels in [0, 1] through the VAE's decoder."""
+
+    def __init__(self, vae: VAE, scale: float):
+        self.vae, self.scale = vae, scale
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+        device = next(self.vae.parameters()).device
+        out = [((self.vae.decode((x[i:i + batch] / self.scale).float().to(device)).float().clamp(-1, 1) + 1) / 2)
+               .cpu().numpy() for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.empty((0,))
