@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from diffkit import machine
+from diffkit.machine import intra_op_threads
 from diffkit.runs import default_config, make_trainer
 from diffkit.store.rundir import MODEL, STATE, STATE_DIR, checkpoint_steps, step_dir
-from diffkit.machine import intra_op_threads
 
 
 def measure(spec: str, saves: int, steps: int) -> dict:

@@ -24,8 +24,7 @@ from diffkit import machine
 from diffkit.config import DataConfig, RunConfig
 from diffkit.data.points import make_labeled
 from diffkit.metrics.classes import ClassJudge
-from diffkit.runs import make_trainer, sample_run, train_run
-from diffkit.runs import load_run
+from diffkit.runs import load_run, make_trainer, sample_run, train_run
 
 SCALES = (0, 1, 2, 3, 5, 8)
 DATA = "shapes3"

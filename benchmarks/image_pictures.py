@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from diffkit import machine
-from diffkit.runs import sample_run, to_data
-from diffkit.runs import load_run
+from diffkit.runs import load_run, sample_run, to_data
 from diffkit.viz.images import guidance_sweep, reverse_strip
 
 

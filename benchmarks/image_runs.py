@@ -22,8 +22,7 @@ from diffkit.data.images import load_images
 from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
-from diffkit.runs import sample_run
-from diffkit.runs import load_run
+from diffkit.runs import load_run, sample_run
 from diffkit.viz.images import class_grid
 
 

@@ -29,22 +29,21 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import peer_unet as peer
 import torch
 
-import peer_unet as peer
 from diffkit import machine
 from diffkit.cond import ClassConditioning, drop_conds
 from diffkit.data.images import load_images
+from diffkit.machine import intra_op_threads
 from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
 from diffkit.nn.registry import build_network
-from diffkit.runs import default_config, make_trainer, sample_run
-from diffkit.runs import load_run
+from diffkit.runs import default_config, load_run, make_trainer, sample_run
 from diffkit.store.rundir import save_config, save_model
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
-from diffkit.machine import intra_op_threads
 from diffkit.training.trainer import LOG, read_log
 
 DEFAULT_SECONDS = {"digits": 150, "mnist5k": 1200, "shapes": 600}

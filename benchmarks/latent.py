@@ -86,8 +86,9 @@ def one_model(spec: str, model: str, vae_run: str, seconds: float, n: int, tmp: 
 
 
 def picture(spec: str, rows: list, classes: int) -> Path:
-    from diffkit.viz.images import to_uint8_tiles, _tile_grid
     from PIL import Image, ImageDraw
+
+    from diffkit.viz.images import _tile_grid, to_uint8_tiles
 
     panels = []
     for r in rows:

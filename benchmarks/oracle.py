@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from samplers import NFES, steps_for
 
 from diffkit import machine
 from diffkit.data.mixture import GaussianMixture, gaussians8
@@ -31,11 +32,14 @@ from diffkit.data.points import PointSource
 from diffkit.likelihood import elbo, ode_nll
 from diffkit.metrics.points import projected_energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
-from diffkit.runs import default_config, train_run
+from diffkit.runs import (
+    default_config,
+    likelihood_model,
+    load_run,
+    score_error,
+    train_run,
+)
 from diffkit.sampling import SAMPLERS, sample
-from diffkit.runs import likelihood_model, score_error
-from diffkit.runs import load_run
-from samplers import NFES, steps_for
 
 HERE = Path(__file__).parent
 DATA = {"gaussians8": ("gaussians8", gaussians8), "anisotropic": (str(HERE / "anisotropic.json"),

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from diffkit import machine
 from diffkit.data.points import PointSource, check_spec
 from diffkit.metrics.points import projected_energy_distance

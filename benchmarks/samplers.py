@@ -20,9 +20,8 @@ from diffkit import machine
 from diffkit.config import DataConfig, RunConfig, ScheduleConfig
 from diffkit.data.points import make_dataset
 from diffkit.metrics.points import projected_energy_distance
-from diffkit.runs import sample_run, train_run
+from diffkit.runs import load_run, sample_run, train_run
 from diffkit.sampling import SAMPLER_TABLE, SAMPLERS
-from diffkit.runs import load_run
 
 NFES = (5, 10, 20, 50, 100)
 

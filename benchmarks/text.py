@@ -50,7 +50,12 @@ def log_seconds(run) -> float:
 
 def shape_prompt_sets(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
     """{set: [(prompt, group)]}: group names the held-out combination (else "")."""
-    from diffkit.text.captions import PARAPHRASE_TEMPLATES, TRAIN_TEMPLATES, is_held_out, shape_caption
+    from diffkit.text.captions import (
+        PARAPHRASE_TEMPLATES,
+        TRAIN_TEMPLATES,
+        is_held_out,
+        shape_caption,
+    )
 
     rng = np.random.default_rng(seed)
     combos = [(s, c, z, p) for s in range(3) for c in range(6) for z in range(2) for p in range(9)]
@@ -71,11 +76,10 @@ def sample_prompts(run, prompts, n: int, w: float):
 
 
 def shapes(args) -> None:
-    from diffkit.metrics.shapes import ATTRIBUTES, adherence
-    from diffkit.runs import sample_run
     from diffkit.metrics.adherence import prompt_adherence
+    from diffkit.metrics.shapes import ATTRIBUTES, adherence
+    from diffkit.runs import load_run, sample_run
     from diffkit.text.captions import shape_prompt_attributes
-    from diffkit.runs import load_run
     from diffkit.viz.images import image_grid
 
     tmp = Path(tempfile.mkdtemp(prefix="text-bench-"))

@@ -18,8 +18,7 @@ import torch
 
 from diffkit import machine
 from diffkit.config import DataConfig, RunConfig
-from diffkit.runs import eval_samples, sample_run, train_run
-from diffkit.runs import load_run
+from diffkit.runs import eval_samples, load_run, sample_run, train_run
 
 
 def bench(dataset: str, n: int, root: str) -> list[dict]:

@@ -10,9 +10,9 @@ from typing import Literal, get_args
 from .denoiser import Interval, check_guidance_interval
 from .devices import PRECISIONS
 from .errors import CheckpointError, ConfigError, choice_error
-from .path import check_shift, path_for
 from .nn.mlp import MLPConfig
 from .nn.registry import network_from_dict, network_to_dict
+from .path import check_shift, path_for
 from .prediction import check_prediction, check_prediction_on
 from .schedule import NoiseSchedule
 from .version import __version__

@@ -18,7 +18,6 @@ from .errors import ConfigError
 from .prediction import check_prediction, score_from_eps, to_eps_x0, to_eps_x0_on_path
 from .schedule import NoiseSchedule
 
-
 # the noise levels (sigma_lo, sigma_hi] where guidance applies, None for every level: the one form this setting
 # has from the parser to the Denoiser (Kynkaanniemi et al. 2024)
 Interval = Optional[tuple[float, float]]
@@ -165,7 +164,7 @@ class Denoiser:
 
         alpha, sigma = path.path_scales(t)
         x = x_vp * col(torch.sqrt(alpha**2 + sigma**2))
-        x_in = x * col(path.input_scale(t)) if hasattr(path, "input_scale") else x
+        x_in = x * col(path.input_scale(t))
         t_net = path.network_time(t).to(x_vp.device, time_dtype).expand(x_vp.shape[0])
         output = self._forward(x_in, t_net, cond, w)
         return to_eps_x0_on_path(self.prediction, output, x, col(alpha), col(sigma), getattr(path, "sigma_data", None))

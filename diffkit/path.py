@@ -71,6 +71,10 @@ class _ContinuousPath(NoiseSchedule):
         alpha, sigma = self.path_scales(t)
         return alpha**2 / (alpha**2 + sigma**2)
 
+    def input_scale(self, t) -> torch.Tensor:
+        """What the network's input x is multiplied by (1; EDM: c_in)."""
+        return torch.ones_like(_as_t(t))
+
 
 class FlowPath(_ContinuousPath):
     """Rectified flow: x_tau = (1 - tau) x0 + tau eps, tau = shift_time((t + 1) / T)."""

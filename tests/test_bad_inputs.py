@@ -314,8 +314,7 @@ def _api_cases():
     from diffkit.config import RunConfig
     from diffkit.data.images import load_images
     from diffkit.data.points import load_file
-    from diffkit.runs import eval_samples, sample_run
-    from diffkit.runs import load_run
+    from diffkit.runs import eval_samples, load_run, sample_run
 
     base = RunConfig().to_dict()
 

@@ -7,19 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from diffkit.cond import ClassConditioning
 from diffkit.config import DataConfig, RunConfig
 from diffkit.data.labeled import SHAPES3_WEIGHTS
 from diffkit.data.points import PointSource, load_file, load_labeled_file, make_labeled
 from diffkit.denoiser import Denoiser
 from diffkit.errors import ConfigError, DataError
 from diffkit.metrics.classes import ClassJudge, precision_recall_coverage
-from diffkit.cond import ClassConditioning
 from diffkit.nn.mlp import MLP, MLPConfig
-from diffkit.runs import sample_run, train_run
+from diffkit.runs import load_run, sample_run, train_run
 from diffkit.schedule import NoiseSchedule
-from diffkit.runs import load_run
 from tests.test_cli import assert_user_error, run
-
 
 # --- labeled data ------------------------------------------------------------------------------------
 

@@ -9,11 +9,10 @@ import torch
 
 from diffkit import devices
 from diffkit.errors import ConfigError
-from diffkit.runs import default_config, make_trainer, sample_run, train_run
+from diffkit.runs import default_config, load_run, make_trainer, sample_run, train_run
 from diffkit.sampling import SAMPLERS, sample
-from diffkit.training import distributed
-from diffkit.runs import load_run
 from diffkit.store.rundir import read_state
+from diffkit.training import distributed
 
 
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):

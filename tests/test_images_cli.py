@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from test_cli import run  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from diffkit.cli import main
 from diffkit.runs import default_config, train_run
-from test_cli import run  # noqa: E402  (tests/ is on sys.path under pytest)
 
 TINY_FLAGS = ["--channels", "8", "--quiet"]
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from diffkit.cli import main
-from diffkit.runs.vae import latent_scale
-from diffkit.runs import default_config, sample_run, train_run
-from diffkit.sampling import SAMPLERS
 from test_cli import run  # noqa: E402
 from test_images_cli import assert_user_error
+
+from diffkit.cli import main
+from diffkit.runs import default_config, sample_run, train_run
+from diffkit.runs.vae import latent_scale
+from diffkit.sampling import SAMPLERS
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from diffkit import machine
 from diffkit.cli import main
 from diffkit.config import RunConfig
-from diffkit.runs import default_config, make_trainer, train_run
+from diffkit.runs import default_config, load_run, make_trainer, train_run
+from diffkit.store.rundir import read_config
 from diffkit.training.autotune import (
     BF16_MARGIN,
     SMALL_STEP_S,
@@ -24,8 +25,6 @@ from diffkit.training.autotune import (
     StepProbe,
     settle,
 )
-from diffkit.runs import load_run
-from diffkit.store.rundir import read_config
 from diffkit.training.distributed import Runtime
 from diffkit.training.trainer import LOG, read_log
 

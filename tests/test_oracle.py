@@ -19,9 +19,9 @@ from diffkit.likelihood import elbo, ode_nll
 from diffkit.metrics.points import energy_distance
 from diffkit.oracle import OracleDenoiser, log_prob
 from diffkit.path import EDMPath, FlowPath
+from diffkit.runs.score import mixture_normalizer
 from diffkit.sampling import make_grid, sample
 from diffkit.straightness import straightness
-from diffkit.runs.score import mixture_normalizer
 
 F64 = torch.float64
 
@@ -205,9 +205,7 @@ def test_hutchinson_divergence_estimates_the_exact_one(g8):
 
 def test_nll_in_the_data_coordinates_includes_the_normalizer_jacobian(tmp_path):
     """A run whose denoiser is the oracle: `nll_run` reports the mixture's own log-density in data units."""
-    from diffkit.runs import default_config
-    from diffkit.runs import nll_run
-    from diffkit.runs import Run
+    from diffkit.runs import Run, default_config, nll_run
 
     mix = gaussians8()
     norm = mixture_normalizer(mix)

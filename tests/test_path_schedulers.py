@@ -1,13 +1,12 @@
 """diffkit's FlowMatchEulerDiscreteScheduler and EDMEulerScheduler against diffusers' own, step by step over whole
 trajectories, with a model whose output depends on x and t (so a wrong timestep or input scale shows)."""
 
+import diffusers  # the test extra (make test installs it): a missing one fails, never skips
 import pytest
 import torch
 
 from diffkit import path_schedulers as ours
 from diffkit.errors import DiffkitError
-
-diffusers = pytest.importorskip("diffusers")
 
 
 def model(x, t):

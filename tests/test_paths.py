@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from diffkit import Denoiser
+from diffkit.data.points import make_dataset
 from diffkit.metrics.points import energy_distance
 from diffkit.path import EDMPath, FlowPath, shift_time, unshift_time
 from diffkit.prediction import target_on_path, to_eps_x0_on_path
-from diffkit.data.points import make_dataset
 from diffkit.runs import load_run, sample_run, train_config, train_run
 from diffkit.training.objectives import PathObjective
 

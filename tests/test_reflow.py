@@ -12,7 +12,15 @@ from diffkit.cli import main
 from diffkit.data.points import make_dataset
 from diffkit.errors import DiffkitError
 from diffkit.metrics.points import energy_distance
-from diffkit.runs import load_run, reflow_run, sample_run, straightness_run, train_config, train_run, vae_train_config
+from diffkit.runs import (
+    load_run,
+    reflow_run,
+    sample_run,
+    straightness_run,
+    train_config,
+    train_run,
+    vae_train_config,
+)
 
 
 def quiet(fn, *args, **kwargs):

@@ -20,11 +20,16 @@ from safetensors.torch import load_file
 from diffkit.cli import main
 from diffkit.config import DataConfig, RunConfig, TrainConfig
 from diffkit.data.source import TensorSource
-from diffkit.errors import CheckpointError, DataError, StorageError, TrainingError, TrainingInterrupted
+from diffkit.errors import (
+    CheckpointError,
+    DataError,
+    StorageError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from diffkit.nn.mlp import MLPConfig
 from diffkit.nn.unet import UNetConfig
-from diffkit.runs import make_source, train_run
-from diffkit.runs import load_run
+from diffkit.runs import load_run, make_source, train_run
 from diffkit.store.lock import RunLock
 from diffkit.training.trainer import Trainer, read_log
 

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from diffkit import Denoiser, DiffkitError, NoiseSchedule, rescale_zero_terminal_snr
-from diffkit.sampling import SAMPLERS, sample, sample_ddim, sample_ddpm, sampler_options, timesteps
+from diffkit.sampling import (
+    SAMPLERS,
+    sample,
+    sample_ddim,
+    sample_ddpm,
+    sampler_options,
+    timesteps,
+)
 
 F64 = torch.float64
 M = torch.tensor([1.0, -0.5], dtype=F64)

@@ -14,8 +14,7 @@ from safetensors.torch import load_file, save_file
 from diffkit.config import DataConfig, RunConfig, TrainConfig
 from diffkit.errors import CheckpointError, ConfigError, DiffkitError
 from diffkit.nn.mlp import MLPConfig
-from diffkit.runs import sample_run, train_run
-from diffkit.runs import load_run
+from diffkit.runs import load_run, sample_run, train_run
 from diffkit.training import EMA
 from diffkit.training.trainer import lr_at, read_log
 

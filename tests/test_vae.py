@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from diffkit.metrics.images import psnr
-from diffkit.runs.vae import load_vae, reconstruct
-from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
-from diffkit.nn.vae import VAE, VAEConfig, vae_loss
 from test_cli import run  # noqa: E402
 from test_images_cli import assert_user_error
+
+from diffkit.metrics.images import psnr
+from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
+from diffkit.nn.vae import VAE, VAEConfig, vae_loss
+from diffkit.runs.vae import load_vae, reconstruct
 
 TINY = dict(channels=8, groups=4)
 
@@ -78,8 +78,8 @@ def test_train_vae_prints_psnr_fd_and_accuracy(tmp_path, capsys):
 
 
 def test_vae_resume_is_bitwise_identical(tmp_path):
-    from diffkit.runs.presets import vae_config
     from diffkit.runs import train_run
+    from diffkit.runs.presets import vae_config
 
     class Stop(Exception):
         pass

@@ -34,8 +34,7 @@ def cmd_eval(a) -> None:
 
     if is_image_spec(a.data):
         m = eval_image_samples(a.samples, a.data, cls=a.cls, seed=a.seed, device=device)
-        if a.json:
-            print(json.dumps(m, indent=2))
+        if _printed_json(m, a.json):
             return
         _print_metrics(m, ("fd", "precision", "recall"), 16, 4)
         if "class_accuracy" in m:
@@ -47,12 +46,18 @@ def cmd_eval(a) -> None:
         raise ConfigError("--class applies to image samples; point samples are scored against the whole data set")
     x = load_file(a.samples)
     m = eval_samples(x, a.data, n_reference=a.n_ref, seed=a.seed)
-    if a.json:
-        print(json.dumps(m, indent=2))
+    if _printed_json(m, a.json):
         return
     _print_metrics(m, ("energy", "mmd", "swd"), 10, 5)
     if "radius_mean" in m:
         print(f"radius mean {m['radius_mean']:.4f}  std {m['radius_std']:.4f}")
+
+
+def _printed_json(m: dict, as_json: bool) -> bool:
+    """--json: the metrics as JSON (True: nothing else to print)."""
+    if as_json:
+        print(json.dumps(m, indent=2))
+    return as_json
 
 
 def _print_metrics(m: dict, names, width: int, digits: int) -> None:

@@ -6,9 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import check_new_file, clip_flag, fresh_seed, sampler_options, write_samples
+from .common import (
+    check_new_file,
+    clip_flag,
+    fresh_seed,
+    sampler_options,
+    write_samples,
+)
 from .text import prompt_grid, prompts_of
-
 
 GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 

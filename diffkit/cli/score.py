@@ -8,13 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from .common import check_new_file, fresh_seed, sampler_options, write_samples
 from ..errors import ConfigError
+from .common import check_new_file, fresh_seed, sampler_options, write_samples
 
 
 def cmd_sample_oracle(a) -> None:
-    from ..version import __version__
     from ..runs import sample_oracle
+    from ..version import __version__
     from ..viz.plots import scatter
 
     for flag, given in (("--grid", a.grid is not None), ("--gif", a.gif is not None),

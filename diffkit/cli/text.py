@@ -31,8 +31,8 @@ def prompt_grid(x, n_prompts: int, path) -> None:
 
 def cmd_eval_prompts(a, device) -> None:
     """diffkit eval --samples S.npy --prompts FILE --data shapes|mnist5k|...: adherence per prompt and overall."""
-    from ..runs import read_image_samples
     from ..metrics.adherence import prompt_adherence
+    from ..runs import read_image_samples
     from ..text.data import read_prompts
 
     if a.cls is not None:

@@ -12,8 +12,8 @@ def cmd_train(a) -> None:
     import os
 
     from ..devices import resolve_device
-    from ..training import distributed
     from ..store.rundir import read_config
+    from ..training import distributed
     from ..training.launch import launch
 
     device = resolve_device(a.device)

@@ -7,8 +7,8 @@ from ..errors import DiffkitError
 
 
 def prompt_panel(run, name: str, prompt: str, w: float, n: int, seed: int, steps: int) -> dict:
-    from ..runs import sample_run
     from ..metrics.adherence import SHAPES_SETS, prompt_adherence
+    from ..runs import sample_run
     from ..text.captions import shape_prompt_attributes
     from ..text.encoder import check_prompt, load_encoder
 

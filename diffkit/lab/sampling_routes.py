@@ -9,8 +9,15 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from ..errors import DiffkitError
-from .requests import (IMAGE_SETS, POINT_SETS, GuidanceRequest, PromptRequest, SampleRequest, SamplersRequest,
-                       ScoreRequest)
+from .requests import (
+    IMAGE_SETS,
+    POINT_SETS,
+    GuidanceRequest,
+    PromptRequest,
+    SampleRequest,
+    SamplersRequest,
+    ScoreRequest,
+)
 from .state import lab_state, rounded, run_dirs
 
 router = APIRouter()

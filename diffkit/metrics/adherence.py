@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.images import load_images
 from ..errors import DataError
 from ..text.captions import digit_prompt_class, shape_prompt_attributes
 from ..text.encoder import shorten
-from .shapes import ATTRIBUTES, adherence
-from ..data.images import load_images
 from .images import check_images
 from .judge import load_or_train_judge
+from .shapes import ATTRIBUTES, adherence
 
 SHAPES_SETS = ("shapes", "shapes64")
 DIGIT_SETS = ("digits", "mnist5k")

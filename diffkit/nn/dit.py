@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError, choice_error
 from .attention import CrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
-from ..errors import ConfigError, choice_error
 
 # size presets (--dit-size), small enough for a CPU; the paper's S/B/L/XL are 384/768/1024/1152 wide
 DIT_SIZES = {"tiny": (64, 4, 4), "small": (128, 6, 4), "base": (192, 8, 6)}  # width, depth, heads

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .embeddings import SinusoidalEmbedding
 from ..errors import ConfigError
+from .embeddings import SinusoidalEmbedding
 
 
 @dataclass

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError, notice
 from .attention import SpatialCrossAttention, pooled, text_parts
 from .embeddings import SinusoidalEmbedding
-from ..errors import ConfigError, notice
 
 
 @dataclass

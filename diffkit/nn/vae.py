@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
 from ..errors import ConfigError
 
 FACTORS = (2, 4, 8)

@@ -9,7 +9,14 @@
 """
 
 from ..store.rundir import read_config
-from .evaluate import adherence, adherence_judge, eval_image_samples, eval_samples, read_image_samples, vae_report
+from .evaluate import (
+    adherence,
+    adherence_judge,
+    eval_image_samples,
+    eval_samples,
+    read_image_samples,
+    vae_report,
+)
 from .pipeline import (
     RUN_DEFAULT,
     Run,
@@ -23,7 +30,14 @@ from .pipeline import (
 )
 from .recipes import default_config, resume_conflicts, train_config, vae_train_config
 from .reflow import reflow_config, reflow_run
-from .score import likelihood_model, nll_run, run_oracle, sample_oracle, score_error, straightness_run
+from .score import (
+    likelihood_model,
+    nll_run,
+    run_oracle,
+    sample_oracle,
+    score_error,
+    straightness_run,
+)
 from .sources import make_source
 from .train import is_run_dir, make_trainer, train_run
 

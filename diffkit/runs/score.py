@@ -20,10 +20,10 @@ from ..devices import module_device
 from ..errors import ConfigError, DataError
 from ..likelihood import elbo, ode_nll
 from ..oracle import OracleDenoiser
+from ..path import path_for
 from ..sampling import make_grid
 from ..sampling import sample as run_sampler
 from ..straightness import straightness
-from ..path import path_for
 from .pipeline import Run, check_sample_memory, load_run
 
 MAX_NLL_POINTS = 100_000

@@ -10,9 +10,23 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..data.fingerprint import absolute_spec
-from ..errors import CheckpointError, ConfigError, StorageError, TrainingInterrupted, notice
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    StorageError,
+    TrainingInterrupted,
+    notice,
+)
 from ..store.lock import RunLock
-from ..store.rundir import CONFIG, MODEL, STATE_DIR, checkpoint_steps, model_checksums, read_config, read_tensors
+from ..store.rundir import (
+    CONFIG,
+    MODEL,
+    STATE_DIR,
+    checkpoint_steps,
+    model_checksums,
+    read_config,
+    read_tensors,
+)
 from ..training.distributed import Runtime
 from ..training.trainer import LOG, Trainer
 from .sources import BUILTIN, make_source

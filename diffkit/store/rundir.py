@@ -19,7 +19,15 @@ from safetensors.torch import save as st_save
 
 from ..config import RunConfig
 from ..errors import CheckpointError
-from .manifest import MANIFEST, atomic_dir, atomic_write, manifest_bytes, read_manifest, sha256, verify
+from .manifest import (
+    MANIFEST,
+    atomic_dir,
+    atomic_write,
+    manifest_bytes,
+    read_manifest,
+    sha256,
+    verify,
+)
 
 CONFIG, MODEL, STATE_DIR, STATE = "config.json", "model.safetensors", "train_state", "state.safetensors"
 STEP_DIR = re.compile(r"step-(\d{8})")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.captions import folder_captions
 from ..data.source import TensorSource
 from ..errors import ConfigError, DataError
-from ..data.captions import folder_captions
 from .captions import digits_captions, shapes_captions
 from .encoder import load_encoder, null_tokens
 

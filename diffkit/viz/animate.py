@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import limits, scatter_on, plt
 from ..errors import DiffkitError
+from .plots import limits, plt, scatter_on
 
 
 def gif(frames: list[tuple[str, np.ndarray]], path, lims=None, duration_ms: int = 80, hold_last: int = 12) -> Path:
