@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: demo test bench docs clean browser
+.PHONY: demo test bench bench-peers docs clean browser
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(VENV)/.installed browser
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/toy2d.py
+
+# peers for benchmarks/paths.py: torchcfm without its dependencies (its matchers need only torch, NumPy and POT;
+# its torchdyn helpers are not used), POT from PyPI
+bench-peers: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps "torchcfm==1.0.7"
+	$(PY) -m pip install --quiet "pot>=0.9"
 
 # the documentation (docs/, mkdocs.yml) into site/; strict: a broken link or picture fails the build
 docs: $(VENV)/.installed

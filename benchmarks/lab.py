@@ -58,7 +58,8 @@ def main() -> None:
     p.add_argument("--digits", action="store_true", help="also train the digits preset (~2 min) for image panels")
     p.add_argument("--loads", type=int, default=5)
     p.add_argument("--moves", type=int, default=40)
-    p.add_argument("--only", choices=["score", "prompt"], help="with --shots: only this panel's screenshot, no timings")
+    p.add_argument("--only", choices=["score", "prompt", "paths"],
+                   help="with --shots: only this panel's screenshot, no timings")
     a = p.parse_args()
     print(machine.describe())
     runs = Path(a.runs) if a.runs else Path(tempfile.mkdtemp(prefix="lab-bench-"))
@@ -66,6 +67,11 @@ def main() -> None:
         cli(["train", "--data", "shapes3", "--cond", "--out", str(runs / "shapes3"), "--quiet"])
     if not (runs / "gaussians8").exists():
         cli(["train", "--data", "gaussians8", "--out", str(runs / "gaussians8"), "--quiet"])
+    for name, objective in (("gaussians8-edm", "edm"), ("gaussians8-flow", "flow")):
+        if not (runs / name).exists():
+            cli(["train", "--data", "gaussians8", "--objective", objective, "--out", str(runs / name), "--quiet"])
+    if not (runs / "gaussians8-2rf").exists():
+        cli(["reflow", "--teacher", str(runs / "gaussians8-flow"), "--out", str(runs / "gaussians8-2rf"), "--quiet"])
     if a.digits and not (runs / "digits").exists():
         cli(["train", "--data", "digits", "--cond", "--out", str(runs / "digits"), "--quiet"])
     srv, url = serve(runs)
@@ -75,7 +81,7 @@ def main() -> None:
         if a.only and a.shots:
             page.goto(url)
             page.wait_for_function("window.lab && window.lab.ready")
-            (score_shot if a.only == "score" else prompt_shot)(page, Path(a.shots))
+            {"score": score_shot, "prompt": prompt_shot, "paths": paths_shot}[a.only](page, Path(a.shots))
             browser.close()
             srv.should_exit = True
             return
@@ -129,6 +135,7 @@ def shots(page, url: str, out: Path, runs: Path) -> None:
     page.wait_for_function("window.lab.samplers !== undefined", timeout=300_000)
     page.locator("#samplers").screenshot(path=str(out / "lab_samplers.png"))
     score_shot(page, out)
+    paths_shot(page, out)
     print(f"screenshots in {out}/lab_*.png")
 
 
@@ -139,6 +146,15 @@ def score_shot(page, out: Path) -> None:
     page.eval_on_selector("#sf-t", "(el) => { el.value = 150; el.dispatchEvent(new Event('change')); }")
     page.wait_for_function("window.lab.score && window.lab.score.t === 150 && window.lab.score.oracle", timeout=120_000)
     page.locator("#score").screenshot(path=str(out / "lab_score.png"))
+
+
+def paths_shot(page, out: Path, steps: int = 4) -> None:
+    """The diffusion and flow panel on the gaussians8 family (ddpm, edm, flow, 2-rectified flow) at 4 Euler steps."""
+    page.eval_on_selector("#pf-steps", f"(el) => {{ el.value = {steps}; el.dispatchEvent(new Event('change')); }}")
+    page.wait_for_function(f"window.lab.paths && window.lab.paths.steps === {steps} && window.lab.paths.runs.length === 4",
+                           timeout=120_000)
+    page.locator("#paths").screenshot(path=str(out / "lab_paths.png"))
+    print("  " + "\n  ".join(page.text_content(f"#pf-read-{i}") for i in range(4)))
 
 
 def prompt_shot(page, out: Path, prompt: str = "a large red circle at the top left") -> None:

@@ -1,7 +1,9 @@
 """DDPM, EDM, rectified flow and 2-rectified flow side by side on 2-D data: quality against network calls.
 
     .venv/bin/python benchmarks/paths.py [--data spiral moons gaussians8] [--steps 3000] [--n 20000] [--seeds 3]
-                                         [--pairs 20000] [--plot docs/paths_spiral.png]
+                                         [--pairs 20000] [--plot docs/paths_2d.png] [--no-peers]
+    .venv/bin/python benchmarks/paths.py --grids [--data spiral]       # each path's sampling grid
+    .venv/bin/python benchmarks/paths.py --images digits [--n 1000] [--pairs 4000] [--teacher best]
 
 Each formulation trains the same default MLP for the same number of steps (their wall times are printed: the
 network and batch are the same, so equal steps are equal time up to noise); 2-rectified flow is reflow of the
@@ -10,6 +12,10 @@ flow-logit-normal run (its pairs and training time counted apart). Quality: the 
 seeds, at 1, 2, 4, 8, 16 and 32 network calls with Euler (ddim on the trailing grid: on a flow exactly
 x' = x + (tau' - tau) u) and with dpmpp-2m; and the straightness S of each (Liu et al. 2023, eq. 5). Where the data
 is a Gaussian mixture, the exact ODE's rows (the oracle on the flow path) show the sampler's own error.
+Peer rows (`make bench-peers` installs them): torchcfm's rectified-flow and OT-CFM matchers training the same MLP
+for the flow run's wall time in a plain loop, as its own 2-D examples do; k-diffusion's EDM recipe where its
+package imports (it imports torchvision at the top, which does not load beside the local torch build; the row
+then says so).
 Run it alone: two torch processes on 2 cores slow each other.
 """
 
@@ -55,10 +61,10 @@ def data_floor(data: str, n: int) -> float:
                            for k in range(3))
 
 
-def rows_for(draw, data: str, n: int, seeds: int, floor: float) -> dict:
+def rows_for(draw, data: str, n: int, seeds: int, floor: float, euler_only: bool = False) -> dict:
     """{(sampler, nfe): (mean, se)} of the excess energy distance; draw(sampler, steps, seed) -> samples."""
     out = {}
-    for sampler in ("ddim", "dpmpp-2m"):
+    for sampler in ("ddim",) if euler_only else ("ddim", "dpmpp-2m"):
         for nfe in NFES:
             if sampler == "dpmpp-2m" and nfe < 2:
                 continue
@@ -89,10 +95,87 @@ def bench(data: str, a, root: Path) -> dict:
         table[name] = rows_for(lambda s, k, seed, run=run: sample_run(run, a.n, s, k, seed=seed), data, a.n, a.seeds,
                                floor)
         straight[name] = straightness_run(run, 2000)["straightness"]
+    peers = peer_rows(data, a, floor, float(costs["flow-logit-normal"].split()[0])) if a.peers else {}
+    for name, rows in peers.items():
+        if isinstance(rows, str):
+            costs[name] = rows
+        else:
+            table[name], costs[name] = rows, costs["flow-logit-normal"]
     if data == "gaussians8":
         table["exact flow (oracle)"] = rows_for(
             lambda s, k, seed: sample_oracle(data, a.n, s, k, objective="flow", seed=seed), data, a.n, a.seeds, floor)
     return {"floor": floor, "table": table, "costs": costs, "straight": straight}
+
+
+# --- peers: the same data, network (diffkit's default MLP) and wall time, trained in the peer's own way ----------
+
+def peer_rows(data: str, a, floor: float, seconds: float) -> dict:
+    """{name: rows or the reason it cannot run}: torchcfm's rectified-flow (I-CFM, sigma = 0) and OT-CFM matchers in a
+    plain loop as its 2-D examples write it (Adam at 1e-3, x0 noise -> x1 data, t in [0, 1]) and k-diffusion's EDM
+    Denoiser / loss / sample_heun; each trains diffkit's default MLP on the run's training points for `seconds`."""
+    out = {}
+    try:
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
+    except ImportError as e:  # a benchmark extra: `make bench-peers`
+        out["torchcfm"] = f"not installed ({e}); `make bench-peers` installs it"
+    else:
+        for name, matcher in (("torchcfm rectified flow", ConditionalFlowMatcher(sigma=0.0)),
+                              ("torchcfm OT-CFM", ExactOptimalTransportConditionalFlowMatcher(sigma=0.0))):
+            net, norm, steps = _peer_train(data, seconds, lambda net, x1, g, m=matcher: _cfm_loss(m, net, x1, g))
+            out[f"{name} ({steps} steps)"] = rows_for(lambda s, k, seed, net=net, norm=norm: _cfm_euler(
+                net, norm, a.n, k, seed) if s == "ddim" else None, data, a.n, a.seeds, floor, euler_only=True)
+    try:
+        import k_diffusion  # noqa: F401
+    except Exception as e:  # its package imports torchvision (and clean-fid, clip) at the top
+        out["k-diffusion EDM"] = f"cannot run here: `import k_diffusion` fails ({type(e).__name__}: {e})"
+    return out
+
+
+def _peer_train(data: str, seconds: float, loss_fn):
+    import torch
+
+    from diffkit.data.normalize import Normalizer
+    from diffkit.nn.registry import build_network
+
+    torch.set_num_threads(1)  # as the diffkit rows (threads 1)
+    cfg = train_config({"data": data})
+    x = PointSource(check_spec(data)).train_labeled(cfg.data.num_points, 0)[0]
+    norm = Normalizer.fit(x)
+    xn = torch.tensor(norm.apply(x), dtype=torch.float32)
+    torch.manual_seed(0)
+    net = build_network(cfg.network)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        x1 = xn[torch.randint(len(xn), (cfg.train.batch_size,), generator=g)]
+        loss = loss_fn(net, x1, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    return net.eval(), norm, steps
+
+
+def _cfm_loss(matcher, net, x1, g):
+    """torchcfm's conditional flow matching loss: its matcher draws t, x_t and the target u_t for (noise, data)."""
+    import torch
+
+    t, xt, ut = matcher.sample_location_and_conditional_flow(torch.randn(x1.shape, generator=g), x1)
+    return (net(xt, 1000 * t) - ut).square().mean()
+
+
+def _cfm_euler(net, norm, n: int, nfe: int, seed: int):
+    import torch
+
+    x = torch.randn((n, 2), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for k in range(nfe):
+            x = x + net(x, torch.full((n,), 1000.0 * k / nfe)) / nfe
+    return norm.invert(x.double().numpy())
 
 
 def print_table(data: str, r: dict, a) -> None:
@@ -102,9 +185,12 @@ def print_table(data: str, r: dict, a) -> None:
     print("| formulation | train | S | " + " | ".join(f"{'euler' if s == 'ddim' else s} {k}" for s, k in cols) + " |")
     print("|---" * (len(cols) + 3) + "|")
     for name, rows in r["table"].items():
-        cells = " | ".join(f"{rows[c][0]:.1e} +- {rows[c][1]:.0e}" for c in cols)
+        cells = " | ".join(f"{rows[c][0]:.1e} +- {rows[c][1]:.0e}" if c in rows else "-" for c in cols)
         s = r["straight"].get(name)
         print(f"| {name} | {r['costs'].get(name, '-')} | {'-' if s is None else f'{s:.3f}'} | {cells} |")
+    for name, why in r["costs"].items():
+        if name not in r["table"]:
+            print(f"\n{name}: {why}")
 
 
 def plot(results: dict, path: str) -> None:
@@ -126,23 +212,51 @@ def plot(results: dict, path: str) -> None:
     print(f"\nwrote {path}")
 
 
+GRID_NFES = (4, 8, 16)
+
+
+def bench_grids(data: str, a, root: Path) -> None:
+    """The default grid per path, by measurement: each formulation's excess energy distance with ddim (Euler) and
+    dpmpp-2m on the trailing grid (uniform in the path's index: uniform in the flow's shifted time, log-uniform in
+    EDM's sigma, the VP schedule's own steps), Karras rho = 7 and uniform log-SNR."""
+    floor = data_floor(data, a.n)
+    print(f"\n## {data}: the grid per path, excess energy distance (mean +- se over {a.seeds} seeds, n = {a.n})\n")
+    cols = [(s, k) for s in ("ddim", "dpmpp-2m") for k in GRID_NFES]
+    print("| formulation | spacing | " + " | ".join(f"{s} {k}" for s, k in cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
+    for name in ("ddpm", "edm", "flow-logit-normal"):
+        train(data, FORMULATIONS[name], a.steps, root / name)
+        run = load_run(root / name)
+        for spacing in ("trailing", "karras", "logsnr"):
+            cells = []
+            for sampler, nfe in cols:
+                v = [excess(sample_run(run, a.n, sampler, nfe, seed=seed, spacing=spacing), data, a.n, seed, floor)
+                     for seed in range(a.seeds)]
+                cells.append(f"{statistics.mean(v):.1e} +- {statistics.stdev(v) / math.sqrt(len(v)):.0e}")
+            print(f"| {name} | {spacing} | " + " | ".join(cells) + " |", flush=True)
+
+
 IMAGE_NFES = (2, 4, 8, 20)
 
 
 def bench_images(data: str, a, root: Path) -> None:
     """The default class-conditional run of an image set (its preset: network, steps, batch) under each objective,
-    and 2-rectified flow from the flow run's guided pairs; dpmpp-2m at each NFE, guided at w in the run's interval,
-    classes cycled; the judge's FD against its floor and the class accuracy."""
+    and 2-rectified flow by reflow of the formulation with the lowest FD at 20 calls (--teacher best) or of the
+    one named; dpmpp-2m at each NFE, guided at w in the run's interval, classes cycled; the judge's FD against its
+    floor and the class accuracy."""
     print(f"\n## {data}: FD / floor and guided class accuracy (w = {a.guidance}, {a.n} samples, classes cycled, "
           "dpmpp-2m)\n")
     print("| formulation | train | S | " + " | ".join(f"NFE {k}" for k in IMAGE_NFES) + " |")
     print("|---" * (len(IMAGE_NFES) + 3) + "|")
+    fd20 = {}
     for name, flags in {"ddpm": {}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"},
                         "2-rectified": None}.items():
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):
             if flags is None:
-                reflow_run(root / "flow-logit-normal", root / name, pairs=a.pairs, guidance=a.guidance, progress=False)
+                teacher = min(fd20, key=fd20.get) if a.teacher == "best" else a.teacher
+                name = f"2-rectified ({teacher})"
+                reflow_run(root / teacher, root / name, pairs=a.pairs, guidance=a.guidance, progress=False)
             else:
                 train_run(train_config({"data": data, "cond": True, **flags}), root / name, progress=False)
         cost = time.perf_counter() - t0
@@ -154,6 +268,7 @@ def bench_images(data: str, a, root: Path) -> None:
             x = sample_run(run, a.n, "dpmpp-2m", nfe, seed=0, cond=labels, guidance=a.guidance)
             m = eval_image_samples(x, data, labels=labels, progress=False)
             cells.append(f"{m['fd'] / m['fd_floor']:.2f}x, {m['class_accuracy']:.1%}")
+            fd20[name] = m["fd"]
         s = straightness_run(run, 500, cls=0)["straightness"]
         print(f"| {name} | {'+' if flags is None else ''}{cost:.0f} s | {s:.3f} | " + " | ".join(cells) + " |",
               flush=True)
@@ -167,8 +282,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=20_000)
     ap.add_argument("--plot")
+    ap.add_argument("--grids", action="store_true", help="instead: each path's sampling grid, by measurement")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                    help="2-D: torchcfm's and k-diffusion's rows at the flow run's wall time (default on)")
     ap.add_argument("--images", help="instead: an image set (digits, mnist5k), its default class-conditional run")
     ap.add_argument("--guidance", type=float, default=3.0, help="--images: the guidance scale (default 3)")
+    ap.add_argument("--teacher", default="best", choices=("best", "ddpm", "edm", "flow-logit-normal"),
+                    help="--images: the reflow teacher (default: the lowest FD at 20 calls)")
     a = ap.parse_args()
     print(machine.describe())
     results = {}
@@ -176,6 +296,11 @@ def main() -> None:
         os.environ["DIFFKIT_CACHE"] = str(Path(tmp) / "cache")
         if a.images:
             return bench_images(a.images, a, Path(tmp))
+        if a.grids:
+            for data in a.data:
+                (Path(tmp) / data).mkdir()
+                bench_grids(data, a, Path(tmp) / data)
+            return
         for data in a.data:
             (Path(tmp) / data).mkdir()
             results[data] = bench(data, a, Path(tmp) / data)

@@ -101,7 +101,7 @@ class ObjectiveConfig:
     time_loc: float | None = None     # logit-normal / lognormal: mean of the underlying normal
     time_scale: float | None = None   # and its std
     shift: float = 1.0                # flow: SD3's time shift s (training times and the sampling grid)
-    sigma_data: float | None = None   # edm: the data's std (recipes: 1 for standardized points and latents, 0.5 pixels)
+    sigma_data: float | None = None   # edm: the data's std (recipes: 1 for standardized points, latents; pixels measured)
 
     def check(self) -> None:
         if self.name not in OBJECTIVES:

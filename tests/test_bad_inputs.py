@@ -250,6 +250,10 @@ CLI = [
     ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--schedule", "wavy"], "unknown schedule", 2),
     ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--grid", "{tmp}/g.png"], "does not apply to --oracle", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--schedule", "cosine"], "applies to --oracle", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--shift", "3"], "a run samples on the path it was trained on", 2),
+    ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--shift", "3"], "the ddpm path has none", 2),
+    ([S, "--oracle", "gaussians8", "--out", "{tmp}/s.npy", "--objective", "edm", "--shift", "3"],
+     "the edm path has none", 2),
     ([R, "--data", "{mixnonpd}", "--out", "{tmp}/r1"], "not positive definite", 2),
     ([R, "--data", "{mixok}", "--cond", "--out", "{tmp}/r1", "--steps", "0"], "--steps must be a positive", 2),
     # likelihoods

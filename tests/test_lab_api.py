@@ -224,6 +224,45 @@ def test_a_crashing_job_leaves_the_server_working(client, runs, monkeypatch):
         assert not (runs / "crash").exists() and not [p for p in runs.iterdir() if p.name.startswith(".")]
 
 
+def test_objectives_reflow_and_the_diffusion_and_flow_panel(client, runs):
+    """A flow and an EDM run trained from the page, a reflow of the flow, then the same noises along each ODE."""
+    assert "flow objective's network predicts" in one_sentence(
+        client.post("/api/train", json={"name": "bad", "objective": "flow", "prediction": "v"}), 422)
+    assert "shape a ddpm schedule" in one_sentence(
+        client.post("/api/train", json={"name": "bad", "objective": "edm", "schedule": "cosine"}), 422)
+    for name, objective in (("fl", "flow"), ("ve", "edm")):
+        job = client.post("/api/train", json={"name": name, "data": "gaussians8", "steps": 300,
+                                              "objective": objective}).json()["id"]
+        assert _wait(client, job)["state"] == "done"
+    assert "no run named 'nothing'" in one_sentence(client.post("/api/reflow", json={"name": "x", "teacher": "nothing"}), 404)
+    job = client.post("/api/reflow", json={"name": "fl2", "teacher": "fl", "pairs": 1000, "steps": 300}).json()["id"]
+    assert _wait(client, job)["state"] == "done"
+    listed = {r["name"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert [listed[k]["objective"] for k in ("g8", "fl", "ve", "fl2")] == ["ddpm", "flow", "edm", "flow"]
+    assert listed["fl2"]["reflow"] and not listed["fl"]["reflow"]
+
+    p = client.post("/api/paths", json={"runs": ["g8", "ve", "fl", "fl2"], "steps": 4, "n": 200}).json()
+    by = {r["name"]: r for r in p["runs"]}
+    assert [by[k]["formulation"] for k in ("g8", "ve", "fl", "fl2")] == ["VP (ddpm)", "EDM", "rectified flow",
+                                                                        "2-rectified flow"]
+    for r in p["runs"]:
+        paths = np.array(r["paths"])
+        assert paths.shape == (5, 48, 2) and r["nfe"] == 4 and len(r["ends"]) == 200
+        assert abs(sum(r["times"]) - 1) < 1e-3 and len(r["times"]) == len(p["edges"]) - 1
+        assert np.allclose(paths[-1], np.array(r["ends"])[:48])
+    # the same noises start every run (z = x / (alpha + sigma) differs from x_T by the first level's alpha only)
+    assert np.abs(np.array(by["fl"]["paths"][0]) - np.array(by["g8"]["paths"][0])).max() < 0.05
+    assert np.abs(np.array(by["fl"]["paths"][0]) - np.array(by["ve"]["paths"][0])).max() < 0.05
+    # reflow straightens: S falls well below its teacher's
+    assert by["fl2"]["straightness"] < 0.5 * by["fl"]["straightness"], (by["fl2"]["straightness"], by["fl"]["straightness"])
+    # logit-normal times sit near log-SNR 0; the linear VP schedule's uniform steps spread far to both sides
+    mid = [i for i, (a, b) in enumerate(zip(p["edges"], p["edges"][1:])) if -2 <= a and b <= 2]
+    share = {k: sum(by[k]["times"][i] for i in mid) for k in by}
+    assert share["fl"] > 0.6 and share["g8"] < 0.45 and share["fl"] > share["g8"] + 0.2, share
+    assert "draws 2-D runs" in one_sentence(client.post("/api/paths", json={"runs": ["img"]}), 400)
+    assert "runs" in one_sentence(client.post("/api/paths", json={"runs": []}), 422)
+
+
 # --- schema-driven fuzz ---------------------------------------------------------------------------
 
 def test_schema_fuzz_finds_no_server_error(runs):

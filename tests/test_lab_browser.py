@@ -34,6 +34,11 @@ def server(tmp_path_factory, digits_text_run):
     shutil.copytree(digits_text_run, runs / "digitstext")
     assert main(["train", "--data", "shapes3", "--cond", "--out", str(runs / "cond"), "--steps", "150", "--quiet"]) == 0
     assert main(["train", "--data", "gaussians8", "--out", str(runs / "g8"), "--steps", "300", "--quiet"]) == 0
+    for name, objective in (("ve", "edm"), ("fl", "flow")):
+        assert main(["train", "--data", "gaussians8", "--objective", objective, "--out", str(runs / name),
+                     "--steps", "300", "--quiet"]) == 0
+    assert main(["reflow", "--teacher", str(runs / "fl"), "--out", str(runs / "fl2"), "--pairs", "1000",
+                 "--train-steps", "300", "--quiet"]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -81,7 +86,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 3 and page.locator("#gd-run option").count() == 1  # g8, the text run: no class
+    assert page.locator("#rv-run option").count() == 6 and page.locator("#gd-run option").count() == 1  # only cond has classes
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -194,3 +199,24 @@ def test_score_panel_draws_both_fields_and_the_error_curve(page):
     page.select_option("#sf-run", "cond")  # shapes3: no closed form
     page.wait_for_function("window.lab.score.oracle === null", timeout=60_000)
     assert "not a Gaussian mixture" in page.text_content("#sf-oracle-cap")
+
+
+def test_diffusion_and_flow_panel_draws_each_path_and_reflow_is_straighter(page):
+    """The panel picks one run per formulation, sends the same noises along each ODE and reads out S and NFE;
+    the step slider redraws at the new number of calls."""
+    page.wait_for_function("window.lab.paths && window.lab.paths.runs.length === 4", timeout=60_000)
+    assert [page.input_value(f"#pf-{k}") for k in ("ddpm", "edm", "flow", "reflow")] == ["g8", "ve", "fl", "fl2"]
+    S = {r["name"]: r["straightness"] for r in page.evaluate("window.lab.paths.runs")}
+    assert S["fl2"] < 0.5 * S["fl"], S
+    reads = [page.text_content(f"#pf-read-{i}") for i in range(4)]
+    assert reads[0].startswith("VP (ddpm) (g8): S = ") and reads[3].startswith("2-rectified flow (fl2)")
+    assert all("NFE 8" in r for r in reads)
+    before = [pixels(page, f"pf-canvas-{i}") for i in range(4)]
+    assert len(set(before)) == 4 and "EDM" in page.text_content("#pf-legend")
+    set_range(page, "#pf-steps", 1, event="change")
+    page.wait_for_function("window.lab.paths.steps === 1", timeout=60_000)
+    assert all("NFE 1" in page.text_content(f"#pf-read-{i}") for i in range(4))
+    assert pixels(page, "pf-canvas-2") != before[2]
+    page.select_option("#pf-edm", "")
+    page.wait_for_function("window.lab.paths.runs.length === 3", timeout=60_000)
+    assert page.text_content("#pf-read-1") == "EDM: no run"

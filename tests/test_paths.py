@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from diffkit import Denoiser
+from diffkit.config import RunConfig
+from diffkit.data.images import load_images
 from diffkit.data.points import make_dataset
 from diffkit.metrics.points import energy_distance
 from diffkit.path import EDMPath, FlowPath, shift_time, unshift_time
 from diffkit.prediction import target_on_path, to_eps_x0_on_path
 from diffkit.runs import load_run, sample_run, train_config, train_run
-from diffkit.training.objectives import PathObjective
+from diffkit.schedule import NoiseSchedule
+from diffkit.training.objectives import PathObjective, objective_for
 
 F64 = torch.float64
 
@@ -157,3 +160,29 @@ def test_flow_sampling_with_ddim_is_the_flow_euler_step():
     assert torch.allclose((1 - tau2) * x0_hat + tau2 * eps_hat, x + (tau2 - tau) * u, atol=1e-12)
     assert math.isclose(float(path.tau(path.t_at_tau(torch.tensor([tau], dtype=F64)))), tau, rel_tol=1e-12)
     assert np.isfinite(path.log_snr[:-1].numpy()).all()
+
+
+def test_training_times_on_the_log_snr_axis():
+    """Each objective's draws on lambda = log(alpha^2 / sigma^2): flow logit-normal(0, 1) gives lambda = -2u, so
+    N(0, 4); EDM's ln sigma ~ N(-1.2, 1.2^2) gives lambda ~ N(2.4, 2.4^2); ddpm's uniform steps of the linear
+    schedule span its table's ends."""
+    g = torch.Generator().manual_seed(0)
+    flow = objective_for(train_config({"data": "spiral", "objective": "flow"}),
+                         FlowPath(1000, 1.0)).log_snr(200_000, g).numpy()
+    assert abs(flow.mean()) < 0.02 and abs(flow.std() - 2.0) < 0.02
+    edm_cfg = train_config({"data": "spiral", "objective": "edm"})
+    edm = objective_for(edm_cfg, edm_cfg.path()).log_snr(200_000, g).numpy()
+    assert abs(edm.mean() - 2.4) < 0.03 and abs(edm.std() - 2.4) < 0.03
+    sched = NoiseSchedule.from_name("linear", 1000)
+    lam = objective_for(RunConfig(), sched).log_snr(50_000, g).numpy()
+    table = sched.log_snr
+    assert lam.max() <= float(table.max()) + 1e-9 and lam.min() >= float(table.min()) - 1e-9
+    assert lam.max() > 8 and lam.min() < -9  # the linear schedule's uniform steps reach both ends
+
+
+def test_edm_sigma_data_is_the_pixels_std():
+    """On pixels EDM's sigma_data is the training images' std in [-1, 1] (digits: 0.75), not a fixed 0.5."""
+    cfg = train_config({"data": "digits", "objective": "edm"})
+    std = float((load_images("digits").train * 2 - 1).std())
+    assert abs(cfg.objective.sigma_data - std) < 1e-3 and 0.7 < std < 0.8
+    assert train_config({"data": "spiral", "objective": "edm"}).objective.sigma_data == 1.0

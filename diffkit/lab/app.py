@@ -113,4 +113,7 @@ def _build_config(spec: dict):
     """A training job's RunConfig from its TrainRequest (as a dict): the recipe `diffkit train` uses."""
     from ..runs import train_config
 
-    return train_config({**spec, "checkpoint_every": max(spec["steps"], 10)})  # the run appears whole at the end
+    flags = {**spec, "checkpoint_every": max(spec["steps"], 10)}  # the run appears whole at the end
+    if flags.get("objective", "ddpm") == "ddpm":  # the lab's ddpm default: a linear schedule of 1000 steps
+        flags.update(schedule=flags.get("schedule") or "linear", timesteps=flags.get("timesteps") or 1000)
+    return train_config(flags)

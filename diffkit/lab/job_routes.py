@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from .jobs import JobMissing
-from .requests import TrainRequest
-from .state import lab_state
+from .requests import ReflowRequest, TrainRequest
+from .state import find_run, lab_state
 
 router = APIRouter()
 
@@ -20,6 +20,26 @@ def train(req: TrainRequest, request: Request):
     """Start a training job (one at a time: a second is refused with 409)."""
     state = lab_state(request)
     return state.jobs.start(req.name, req.model_dump(), state.build_config).public()
+
+
+@router.post("/api/reflow", status_code=202)
+def reflow(req: ReflowRequest, request: Request):
+    """Start a reflow job (Liu et al. 2023): solve the teacher's ODE for the pairs, then train a flow on them from
+    the teacher's weights (one job at a time, as training)."""
+    from ..runs import reflow_config
+    from ..runs.pairs import cached_pairs
+
+    state = lab_state(request)
+    teacher = find_run(state.runs_dir, req.teacher)
+    reflow_config(teacher, pairs=req.pairs, train_steps=req.steps)  # a bad teacher is refused before the job starts
+
+    def build(spec: dict):
+        config = reflow_config(teacher, pairs=spec["pairs"], train_steps=spec["steps"])
+        config.train.checkpoint_every = max(spec["steps"], 10)
+        cached_pairs(config.parent, device=state.device, progress=False)
+        return config
+
+    return state.jobs.start(req.name, req.model_dump(), build).public()
 
 
 @router.get("/api/jobs/{job_id}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from ..prediction import PATH_PREDICTIONS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
 POINT_SETS = ("spiral", "circle", "moons", "circles", "swissroll", "gaussians8", "checkerboard", "shapes3")
@@ -36,10 +38,38 @@ class TrainRequest(BaseModel):
     name: str = Field(pattern=NAME, description="the new run's name")
     data: Literal[POINT_SETS + IMAGE_SETS] = "spiral"
     steps: int = Field(1000, ge=10, le=20000)
-    schedule: Literal[SCHEDULES] = "linear"
-    prediction: Literal["epsilon", "x0", "v"] = "v"
-    timesteps: int = Field(1000, ge=10, le=4000)
+    objective: Literal["ddpm", "edm", "flow"] = Field("ddpm", description="ddpm (a VP schedule), edm or flow")
+    schedule: Literal[SCHEDULES] | None = Field(None, description="ddpm only (default linear)")
+    prediction: Literal["epsilon", "x0", "v", "flow", "edm"] | None = Field(
+        None, description="what the network predicts; default: the objective's own (v, edm, flow)")
+    timesteps: int | None = Field(None, ge=10, le=4000, description="ddpm only (default 1000)")
     cond: bool = False
+
+    @model_validator(mode="after")
+    def _fits_objective(self):
+        path = {"ddpm": "vp", "edm": "edm", "flow": "flow"}[self.objective]
+        if self.prediction is not None and self.prediction not in PATH_PREDICTIONS[path]:
+            raise ValueError(f"the {self.objective} objective's network predicts one of "
+                             f"{', '.join(PATH_PREDICTIONS[path])}, not {self.prediction}")
+        if self.objective != "ddpm" and (self.schedule is not None or self.timesteps is not None):
+            raise ValueError(f"schedule and timesteps shape a ddpm schedule; the {self.objective} objective has "
+                             "its own path")
+        return self
+
+
+class ReflowRequest(BaseModel):
+    name: str = Field(pattern=NAME, description="the new (student) run's name")
+    teacher: str = Field(pattern=NAME, description="a trained run in the runs directory")
+    pairs: int = Field(4000, ge=100, le=20_000, description="(noise, sample) pairs from the teacher's ODE")
+    steps: int = Field(1000, ge=10, le=20000, description="the student's training steps")
+
+
+class PathsRequest(BaseModel):
+    runs: list[Annotated[str, Field(pattern=NAME)]] = Field(min_length=1, max_length=4,
+                                                            description="1-4 runs on 2-D data")
+    steps: int = Field(8, ge=1, le=100, description="Euler (DDIM) steps along each run's ODE")
+    n: int = Field(300, ge=10, le=2000, description="noises (all runs get the same ones)")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class SamplersRequest(BaseModel):

@@ -13,6 +13,7 @@ from .requests import (
     IMAGE_SETS,
     POINT_SETS,
     GuidanceRequest,
+    PathsRequest,
     PromptRequest,
     SampleRequest,
     SamplersRequest,
@@ -112,6 +113,16 @@ def score(req: ScoreRequest, request: Request):
     return score_panel(run, req.run, req.t, req.n, req.seed, curves)
 
 
+@router.post("/api/paths")
+def paths(req: PathsRequest, request: Request):
+    """The same noises along each 2-D run's probability-flow ODE (Euler / DDIM steps), in the linear path's
+    coordinates, with each run's straightness, network calls and training-time distribution on the log-SNR axis."""
+    from .paths_panel import paths_panel
+
+    state = lab_state(request)
+    return paths_panel([(name, state.load(name)) for name in req.runs], req.steps, req.n, req.seed)
+
+
 @router.post("/api/prompt")
 def prompt(req: PromptRequest, request: Request):
     """Samples of a text run for one prompt at guidance w, the same seed every time; shapes runs: adherence."""
@@ -149,4 +160,5 @@ def _describe(path: Path) -> dict:
             "text": bool(cfg.data.text),
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
             "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
-            "prediction": cfg.prediction}
+            "prediction": cfg.prediction, "objective": cfg.objective.name,
+            "reflow": cfg.parent is not None and cfg.parent.kind == "reflow"}

@@ -37,6 +37,8 @@ from .score import (
     sample_oracle,
     score_error,
     straightness_run,
+    time_log_snr,
+    trajectories_run,
 )
 from .sources import make_source
 from .train import is_run_dir, make_trainer, train_run
@@ -44,7 +46,8 @@ from .train import is_run_dir, make_trainer, train_run
 __all__ = [
     "RUN_DEFAULT", "Run", "adherence", "adherence_judge", "check_sample_memory", "conditioning", "default_config",
     "eval_image_samples", "eval_samples", "is_run_dir", "likelihood_model", "load_run", "make_denoiser",
-    "make_source", "make_trainer", "nll_run", "read_config", "read_image_samples", "reflow_config", "reflow_run", "resume_conflicts", "run_oracle",
-    "sample_oracle", "sample_run", "score_error", "snapshot_run", "straightness_run", "to_data", "train_config", "train_run",
-    "vae_report", "vae_train_config",
+    "make_source", "make_trainer", "nll_run", "read_config", "read_image_samples", "reflow_config", "reflow_run",
+    "resume_conflicts", "run_oracle", "sample_oracle", "sample_run", "score_error", "snapshot_run",
+    "straightness_run", "time_log_snr", "to_data", "train_config", "train_run", "trajectories_run", "vae_report",
+    "vae_train_config",
 ]

@@ -21,9 +21,10 @@ from ..errors import ConfigError, DataError
 from ..likelihood import elbo, ode_nll
 from ..oracle import OracleDenoiser
 from ..path import path_for
-from ..sampling import make_grid
+from ..sampling import SAMPLER_TABLE, make_grid
 from ..sampling import sample as run_sampler
-from ..straightness import straightness
+from ..straightness import linear_view, straightness_of
+from ..training.objectives import objective_for
 from .pipeline import Run, check_sample_memory, load_run
 
 MAX_NLL_POINTS = 100_000
@@ -183,11 +184,12 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
     return out
 
 
-def straightness_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
+def trajectories_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
                      seed: int = 0, cls=None) -> dict:
-    """S (Liu et al. 2023, eq. 5) of a run's ODE trajectories from n noises (straightness.py): its mean and
-    standard error, in the run's normalized coordinates; a conditional run is measured unguided on class cls
-    (None: the null class)."""
+    """A run's ODE trajectories from n noises (x_T ~ N(0, I) from seed, so runs of one data shape share them), in
+    the linear path's coordinates (straightness.py): tau [K + 1] and z [K + 1, n, ...] (numpy, the run's normalized
+    units), each trajectory's S [n], and the network calls; a conditional run unguided on class cls (None: the null
+    class)."""
     if not isinstance(run, Run):
         run = load_run(run)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 < n <= MAX_NLL_POINTS:
@@ -200,6 +202,29 @@ def straightness_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim"
     device = module_device(run.network)
     x_T = torch.randn((n, *run.config.fitted.shape), generator=g).to(device)
     grid = make_grid(run.denoiser.schedule, steps, "trailing")
-    s = straightness(run.denoiser.replace(guidance_scale=1.0), x_T, grid, sampler, cond=labels)
+    tau, z = linear_view(run.denoiser.replace(guidance_scale=1.0), x_T, grid, sampler, cond=labels)
+    return {"tau": tau.numpy(), "z": z.numpy(), "straightness": straightness_of(tau, z), "steps": len(grid),
+            "nfe": SAMPLER_TABLE[sampler].nfe() * (len(tau) - 1)}
+
+
+def straightness_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
+                     seed: int = 0, cls=None) -> dict:
+    """S (Liu et al. 2023, eq. 5) of a run's ODE trajectories from n noises (straightness.py): its mean and
+    standard error, in the run's normalized coordinates; a conditional run is measured unguided on class cls
+    (None: the null class)."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    t = trajectories_run(run, n, sampler, steps, seed=seed, cls=cls)
+    s = t["straightness"]
     return {"straightness": float(s.mean()), "straightness_se": float(s.std(ddof=1) / math.sqrt(n)), "n": n,
-            "sampler": sampler, "steps": len(grid), "objective": run.config.objective.name}
+            "sampler": sampler, "steps": t["steps"], "objective": run.config.objective.name}
+
+
+def time_log_snr(run: Run | str | Path, n: int = 20_000, *, seed: int = 0) -> np.ndarray:
+    """The log-SNR lambda = log(alpha^2 / sigma^2) of n training times as the run's objective draws them (ddpm:
+    uniform steps of its schedule; flow: its time distribution and shift; edm: log-normal sigma): where on the
+    common axis each formulation spends its training (Kingma & Gao 2023, Fig. 2). float64 [n]."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    g = torch.Generator().manual_seed(seed)
+    return objective_for(run.config, run.denoiser.schedule).log_snr(n, g).numpy()

@@ -26,6 +26,11 @@ class DiffusionObjective:
         t = torch.randint(0, self.schedule.num_timesteps, (batch_size,), generator=generator)
         return t, torch.randn((batch_size, *shape), generator=generator)
 
+    def log_snr(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """lambda = log(alpha_bar / (1 - alpha_bar)) at n training times as draw() picks them; float64 [n]."""
+        ab = self.schedule.alpha_bar_at(self.draw(n, (), generator)[0]).double()
+        return torch.log(ab) - torch.log1p(-ab)
+
     def loss(self, model, x0, draws, cond) -> torch.Tensor:
         t, eps = draws
         loss = simple_loss(model, self.schedule, self.prediction, x0, t, eps, cond).float()
@@ -64,6 +69,11 @@ class PathObjective:
         if self.paired:
             return alpha, sigma, t_net, c_in
         return alpha, sigma, t_net, c_in, torch.randn((batch_size, *shape), generator=generator)
+
+    def log_snr(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """lambda = 2 log(alpha / sigma) at n training times as draw() picks them; float64 [n] (+-inf at tau = 0, 1)."""
+        alpha, sigma = self.draw(n, (), generator)[:2]
+        return 2 * (torch.log(alpha) - torch.log(sigma))
 
     def loss(self, model, x0, draws, cond) -> torch.Tensor:
         if self.paired:

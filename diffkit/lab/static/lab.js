@@ -154,6 +154,7 @@ async function loadRuns() {
   options($("sm-run"), lab.runs.filter((r) => r.kind === "points").map((r) => r.name));
   guidanceClasses();
   scoreRuns();
+  pathRuns();
   options($("pp-run"), lab.runs.filter((r) => r.text).map((r) => r.name));
 }
 
@@ -249,14 +250,27 @@ async function drawPrompt() {
 
 // --- train ----------------------------------------------------------------------------------------
 async function startTraining() {
-  const body = { name: $("tr-name").value, data: $("tr-data").value, steps: +$("tr-steps").value,
-    schedule: $("tr-schedule").value, prediction: $("tr-prediction").value, cond: $("tr-cond").checked };
+  const objective = $("tr-objective").value;
+  const body = { name: $("tr-name").value, data: $("tr-data").value, steps: +$("tr-steps").value, objective,
+    prediction: $("tr-prediction").value || null, cond: $("tr-cond").checked };
+  if (objective === "ddpm") body.schedule = $("tr-schedule").value;
+  return startJob("/api/train", body, body.steps);
+}
+
+async function startReflow() {
+  const body = { name: $("rf-name").value, teacher: $("rf-teacher").value, pairs: +$("rf-pairs").value,
+    steps: +$("tr-steps").value };
+  $("tr-status").textContent = `solving ${body.teacher}'s ODE for ${body.pairs} pairs...`;
+  return startJob("/api/reflow", body, body.steps);
+}
+
+async function startJob(path, body, total) {
   let job;
-  try { job = await api("/api/train", body); } catch (e) { $("tr-status").textContent = e.message; $("tr-status").className = "readout error"; return; }
+  try { job = await api(path, body); } catch (e) { $("tr-status").textContent = e.message; $("tr-status").className = "readout error"; return; }
   $("tr-status").className = "readout";
-  lab.job = { id: job.id, losses: [], total: body.steps, state: "running" };
+  lab.job = { id: job.id, losses: [], total, state: "running" };
   $("tr-cancel").disabled = false;
-  $("tr-go").disabled = true;
+  $("tr-go").disabled = $("rf-go").disabled = true;
   const es = new EventSource(`/api/jobs/${job.id}/events`);
   es.addEventListener("start", (m) => {
     const e = JSON.parse(m.data);
@@ -281,7 +295,7 @@ async function startTraining() {
     lab.job.state = state;
     $("tr-status").textContent = text;
     $("tr-cancel").disabled = true;
-    $("tr-go").disabled = false;
+    $("tr-go").disabled = $("rf-go").disabled = false;
     await loadRuns();
   };
   es.addEventListener("done", (m) => finish("done", `done: run ${JSON.parse(m.data).run} in ${JSON.parse(m.data).seconds} s`));
@@ -359,6 +373,68 @@ async function drawScore() {
   lab.score = sf;
 }
 
+// --- diffusion and flow ---------------------------------------------------------------------------
+const FAMILY = [["pf-ddpm", (r) => r.objective === "ddpm"], ["pf-edm", (r) => r.objective === "edm"],
+  ["pf-flow", (r) => r.objective === "flow" && !r.reflow], ["pf-reflow", (r) => r.reflow]];
+const FAMILY_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+
+function pathRuns() {
+  const flat = lab.runs.filter((r) => r.kind === "points" && r.shape.length === 1 && r.shape[0] === 2);
+  options($("rf-teacher"), lab.runs.filter((r) => !r.text).map((r) => r.name));
+  // start on the data set with the most formulations trained
+  const count = (d) => FAMILY.filter(([, fits]) => flat.some((r) => r.data === d && fits(r))).length;
+  const best = [...new Set(flat.map((r) => r.data))].sort((a, b) => count(b) - count(a))[0];
+  for (const [id, fits] of FAMILY) {
+    const mine = flat.filter(fits);
+    options($(id), ["", ...mine.map((r) => r.name)], ["(none)", ...mine.map((r) => `${r.name} (${r.data})`)]);
+    const pick = mine.find((r) => r.data === best);
+    $(id).value = pick ? pick.name : "";
+  }
+}
+
+let pathsBusy = null;
+async function drawPaths() {
+  const steps = +$("pf-steps").value;
+  $("pf-steps-out").textContent = steps;
+  const slots = FAMILY.map(([id]) => $(id).value);
+  const names = slots.filter((v) => v);
+  if (!names.length) return;
+  const req = { runs: names, steps, n: 300, seed: 0 };
+  pathsBusy = req;
+  const res = await api("/api/paths", req);
+  if (pathsBusy !== req) return;  // a later slider move wins
+  let k = 0;
+  FAMILY.forEach(([id], i) => {
+    const canvas = $(`pf-canvas-${i}`), read = $(`pf-read-${i}`);
+    if (!slots[i]) { clear(canvas.getContext("2d")); read.textContent = `${$(id).parentElement.firstChild.textContent.trim()}: no run`; return; }
+    const r = res.runs[k++];
+    drawTrajectories(canvas, r, FAMILY_COLORS[i]);
+    read.textContent = `${r.formulation} (${r.name}): S = ${r.straightness.toFixed(3)} +- ${r.straightness_se.toFixed(3)}, NFE ${r.nfe}`;
+  });
+  const hist = res.runs.map((r, i) => ({ values: r.times, color: FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)] || CLASS_COLORS[i] }));
+  const hi = Math.max(...res.runs.flatMap((r) => r.times));
+  plotCurves($("pf-times"), hist, [0, +(hi * 1.05).toFixed(3)], undefined, `training times: share per log-SNR bin, ${res.edges[0]} .. ${res.edges.at(-1)}`);
+  $("pf-legend").innerHTML = res.runs.map((r) => `<span style="color:${FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)]}">&#9632; ${r.formulation}</span>`).join("");
+  lab.paths = res;
+}
+
+// trajectories from noise (light) to data (dark) in the linear path's coordinates, a fixed view of half-width 3.5
+function drawTrajectories(canvas, r, color) {
+  const ctx = canvas.getContext("2d"), W = canvas.width, s = W / 7;
+  drawPoints(canvas, r.ends, 3.5, "rgba(0,0,0,0.35)", 2);
+  ctx.strokeStyle = color;
+  ctx.globalAlpha = 0.7;
+  for (let p = 0; p < r.paths[0].length; p++) {
+    ctx.beginPath();
+    r.paths.forEach((frame, j) => {
+      const [x, y] = frame[p];
+      j ? ctx.lineTo(W / 2 + x * s, W / 2 - y * s) : ctx.moveTo(W / 2 + x * s, W / 2 - y * s);
+    });
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 1;
+}
+
 // --- start ----------------------------------------------------------------------------------------
 async function main() {
   const ds = await api("/api/datasets");
@@ -385,6 +461,11 @@ async function main() {
   $("pp-w").addEventListener("input", () => ($("pp-w-out").textContent = $("pp-w").value));
   $("pp-text").addEventListener("keydown", (e) => e.key === "Enter" && drawPrompt().catch((err) => say(err.message, true)));
   $("tr-go").addEventListener("click", startTraining);
+  $("tr-objective").addEventListener("change", () => ($("tr-schedule").disabled = $("tr-objective").value !== "ddpm"));
+  $("rf-go").addEventListener("click", startReflow);
+  for (const [id] of FAMILY) $(id).addEventListener("change", () => drawPaths().catch((e) => say(e.message, true)));
+  $("pf-steps").addEventListener("input", () => ($("pf-steps-out").textContent = $("pf-steps").value));
+  $("pf-steps").addEventListener("change", () => drawPaths().catch((e) => say(e.message, true)));
   $("tr-cancel").addEventListener("click", () => lab.job && api(`/api/jobs/${lab.job.id}/cancel`, {}));
   $("sm-go").addEventListener("click", () => compareSamplers().catch((e) => say(e.message, true)));
   $("sf-run").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
@@ -392,6 +473,7 @@ async function main() {
   $("sf-t").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
   if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
   if ($("sf-run").value) drawScore().catch((e) => say(e.message, true));
+  if (FAMILY.some(([id]) => $(id).value)) drawPaths().catch((e) => say(e.message, true));
   lab.ready = true;
 }
 
