@@ -45,7 +45,7 @@ from diffkit.runs import (
     train_run,
 )
 
-NFES = (1, 2, 4, 8, 16, 32)
+NFES = (1, 2, 4, 8, 20, 32)
 FORMULATIONS = {"ddpm": {}, "edm": {"objective": "edm"}, "flow-uniform": {"objective": "flow", "time_dist": "uniform"},
                 "flow-logit-normal": {"objective": "flow"}}
 
@@ -110,9 +110,10 @@ def bench(data: str, a, root: Path) -> dict:
 # --- peers: the same data, network (diffkit's default MLP) and wall time, trained in the peer's own way ----------
 
 def peer_rows(data: str, a, floor: float, seconds: float) -> dict:
-    """{name: rows or the reason it cannot run}: torchcfm's rectified-flow (I-CFM, sigma = 0) and OT-CFM matchers in a
-    plain loop as its 2-D examples write it (Adam at 1e-3, x0 noise -> x1 data, t in [0, 1]) and k-diffusion's EDM
-    Denoiser / loss / sample_heun; each trains diffkit's default MLP on the run's training points for `seconds`."""
+    """{name: rows or the reason it cannot run}: torchcfm's rectified-flow (I-CFM, sigma = 0) and OT-CFM (exact
+    OT couplings per batch, sigma = 0) matchers in a plain loop as its 2-D examples write it (Adam at 1e-3, batches
+    of 256, x0 noise -> x1 data, t in [0, 1]), training diffkit's default MLP on the run's training points for
+    `seconds`, sampled with Euler; k-diffusion's EDM, where its package imports."""
     out = {}
     try:
         from torchcfm.conditional_flow_matching import (
@@ -129,9 +130,17 @@ def peer_rows(data: str, a, floor: float, seconds: float) -> dict:
                 net, norm, a.n, k, seed) if s == "ddim" else None, data, a.n, a.seeds, floor, euler_only=True)
     try:
         import k_diffusion  # noqa: F401
-    except Exception as e:  # its package imports torchvision (and clean-fid, clip) at the top
-        out["k-diffusion EDM"] = f"cannot run here: `import k_diffusion` fails ({type(e).__name__}: {e})"
+    except Exception as e:
+        out["k-diffusion EDM"] = (
+            f"cannot run here: `import k_diffusion` fails ({type(e).__name__}: {e}). Its package imports torchvision "
+            "at the top (k_diffusion/utils.py, evaluation.py) and PyPI's torchvision does not load beside the local "
+            "torch 2.13 build (torchvision 0.29.1: 'operator torchvision::nms does not exist'), so `make "
+            "bench-peers` does not install it; diffkit's --objective edm follows the same recipe (Karras et al. "
+            "2022, Table 1: preconditioning, log-normal sigma, loss weight)")
     return out
+
+
+PEER_BATCH = 256  # torchcfm's 2-D examples
 
 
 def _peer_train(data: str, seconds: float, loss_fn):
@@ -151,7 +160,7 @@ def _peer_train(data: str, seconds: float, loss_fn):
     g = torch.Generator().manual_seed(0)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        x1 = xn[torch.randint(len(xn), (cfg.train.batch_size,), generator=g)]
+        x1 = xn[torch.randint(len(xn), (PEER_BATCH,), generator=g)]
         loss = loss_fn(net, x1, g)
         opt.zero_grad()
         loss.backward()
@@ -191,6 +200,28 @@ def print_table(data: str, r: dict, a) -> None:
     for name, why in r["costs"].items():
         if name not in r["table"]:
             print(f"\n{name}: {why}")
+    print_checks(r["table"])
+
+
+def ratio(a: tuple, ref: tuple) -> float:
+    """a's excess over ref's, where ref's excess within 2 standard errors of zero counts as 2 standard errors."""
+    return a[0] / max(ref[0], 2 * ref[1]) if ref[0] <= 2 * ref[1] else a[0] / ref[0]
+
+
+def print_checks(t: dict) -> None:
+    """The issue's comparisons, each with its numbers: edm and flow against ddpm at 20 calls (dpmpp-2m), 2-rectified
+    flow's 1 call against 1-rectified flow's, its 4 Euler calls against its teacher's dpmpp-2m at 20."""
+    ddpm = t["ddpm"][("dpmpp-2m", 20)]
+    for name in ("edm", "flow-uniform", "flow-logit-normal"):
+        x = t[name][("dpmpp-2m", 20)]
+        z = (x[0] - ddpm[0]) / math.hypot(x[1], ddpm[1])
+        print(f"- {name} at 20 calls (dpmpp-2m): {x[0]:.1e} against ddpm's {ddpm[0]:.1e}, a difference of "
+              f"{z:+.1f} standard errors ({'within noise' if abs(z) <= 2 else 'not within noise'})")
+    two, one = t["2-rectified"], t["flow-logit-normal"]
+    print(f"- 2-rectified flow at 1 call: {one[('ddim', 1)][0] / max(two[('ddim', 1)][0], 2 * two[('ddim', 1)][1]):.0f}x "
+          f"lower excess than 1-rectified flow's at 1 call (target >= 5x)")
+    print(f"- 2-rectified flow at 4 Euler calls: {ratio(two[('ddim', 4)], one[('dpmpp-2m', 20)]):.2f}x its teacher's "
+          f"dpmpp-2m at 20 calls (target <= 1.5x)")
 
 
 def plot(results: dict, path: str) -> None:
@@ -249,8 +280,10 @@ def bench_images(data: str, a, root: Path) -> None:
     print("| formulation | train | S | " + " | ".join(f"NFE {k}" for k in IMAGE_NFES) + " |")
     print("|---" * (len(IMAGE_NFES) + 3) + "|")
     fd20 = {}
-    for name, flags in {"ddpm": {}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"},
-                        "2-rectified": None}.items():
+    rows = {"ddpm": {}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"}, "2-rectified": None}
+    for name, flags in rows.items():
+        if flags is None and not a.reflow:
+            break
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):
             if flags is None:
@@ -287,6 +320,8 @@ def main() -> None:
                     help="2-D: torchcfm's and k-diffusion's rows at the flow run's wall time (default on)")
     ap.add_argument("--images", help="instead: an image set (digits, mnist5k), its default class-conditional run")
     ap.add_argument("--guidance", type=float, default=3.0, help="--images: the guidance scale (default 3)")
+    ap.add_argument("--reflow", action=argparse.BooleanOptionalAction, default=True,
+                    help="--images: also the 2-rectified row (default on)")
     ap.add_argument("--teacher", default="best", choices=("best", "ddpm", "edm", "flow-logit-normal"),
                     help="--images: the reflow teacher (default: the lowest FD at 20 calls)")
     a = ap.parse_args()

@@ -22,13 +22,14 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def torchrun(*args, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
+def torchrun(*args, nproc: int = 2, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})}, cwd=ROOT)
 
 
-def one_process(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+def one_process(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**ENV, **(env or {})}, cwd=ROOT)
 
 
 def ok(proc: subprocess.CompletedProcess) -> None:
@@ -66,6 +67,22 @@ def test_two_ranks_under_torchrun_match_one_process(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
     log = (tmp_path / "two" / "train_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in log[1:]] == ["50", "60"]
+
+
+def test_reflow_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun --nproc-per-node 2 -m diffkit reflow` = `diffkit reflow`: the ranks solve (or share) the same
+    pairs and train the same student, with one set of outputs."""
+    ok(one_process("-m", "diffkit", "train", "--data", "moons", "--steps", "60", "--out", str(tmp_path / "teacher"),
+                   "--quiet"))
+    env = {"DIFFKIT_CACHE": str(tmp_path / "cache")}
+    args = ["--teacher", str(tmp_path / "teacher"), "--pairs", "2000", "--train-steps", "40", "--quiet"]
+    ok(torchrun("-m", "diffkit", "reflow", "--out", str(tmp_path / "two"), *args, env=env))
+    ok(one_process("-m", "diffkit", "reflow", "--out", str(tmp_path / "one"), *args, env=env))
+    one, two = (load_file(tmp_path / k / "model.safetensors") for k in ("one", "two"))
+    assert set(one) == set(two) and rel_diff(one, two) < 1e-5
+    assert rel_diff(one, load_file(tmp_path / "teacher" / "model.safetensors")) > 1e-3  # the student trained
+    assert run_files(tmp_path / "two") == run_files(tmp_path / "one")
+    assert len(list((tmp_path / "cache").rglob("reflow-*.safetensors"))) == 1
 
 
 def test_every_rank_holds_the_same_model_with_gradient_accumulation(tmp_path):

@@ -209,13 +209,13 @@ def test_diffusion_and_flow_panel_draws_each_path_and_reflow_is_straighter(page)
     S = {r["name"]: r["straightness"] for r in page.evaluate("window.lab.paths.runs")}
     assert S["fl2"] < 0.5 * S["fl"], S
     reads = [page.text_content(f"#pf-read-{i}") for i in range(4)]
-    assert reads[0].startswith("VP (ddpm) (g8): S = ") and reads[3].startswith("2-rectified flow (fl2)")
-    assert all("NFE 8" in r for r in reads)
+    assert reads[0].startswith("VP (ddpm) (g8)") and reads[3].startswith("2-rectified flow (fl2)")
+    assert all("8 calls: path S" in r and "(ODE)" in r for r in reads)
     before = [pixels(page, f"pf-canvas-{i}") for i in range(4)]
     assert len(set(before)) == 4 and "EDM" in page.text_content("#pf-legend")
     set_range(page, "#pf-steps", 1, event="change")
     page.wait_for_function("window.lab.paths.steps === 1", timeout=60_000)
-    assert all("NFE 1" in page.text_content(f"#pf-read-{i}") for i in range(4))
+    assert all("1 call: path S" in page.text_content(f"#pf-read-{i}") for i in range(4))
     assert pixels(page, "pf-canvas-2") != before[2]
     page.select_option("#pf-edm", "")
     page.wait_for_function("window.lab.paths.runs.length === 3", timeout=60_000)

@@ -7,11 +7,19 @@ from ..errors import ConfigError
 
 def cmd_reflow(a) -> None:
     from ..devices import resolve_device
-    from ..runs import reflow_run, straightness_run, train_run
-    from ..training.distributed import Runtime
+    from ..training import distributed
 
-    runtime = Runtime(device=resolve_device(a.device), precision=a.precision if a.resume else None,
-                      threads=a.threads if a.resume else None)
+    runtime = distributed.start(resolve_device(a.device), precision=a.precision if a.resume else None,
+                                threads=a.threads if a.resume else None)
+    try:
+        _reflow(a, runtime)
+    finally:
+        distributed.stop()
+
+
+def _reflow(a, runtime) -> None:
+    from ..runs import reflow_run, straightness_run, train_run
+
     if a.resume:
         if a.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; give one of them")
@@ -27,6 +35,8 @@ def cmd_reflow(a) -> None:
         settings = {k: getattr(a, k) for k in ("pairs", "sampler", "steps", "guidance", "train_steps", "seed")
                     if getattr(a, k) is not None}
         summary = reflow_run(a.teacher, a.out, progress=not a.quiet, runtime=runtime, overwrite=a.overwrite, **settings)
+    if not runtime.is_main:  # one report per job, from rank 0
+        return
     print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
     if a.teacher is not None:
         before, after = (straightness_run(path, 500)["straightness"] for path in (a.teacher, a.out))

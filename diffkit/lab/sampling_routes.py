@@ -120,7 +120,10 @@ def paths(req: PathsRequest, request: Request):
     from .paths_panel import paths_panel
 
     state = lab_state(request)
-    return paths_panel([(name, state.load(name)) for name in req.runs], req.steps, req.n, req.seed)
+    runs = [(name, state.load(name)) for name in req.runs]
+    with state.lock:
+        cache = state.cache.setdefault(("paths-panel",), {})
+    return paths_panel(runs, req.steps, req.n, req.seed, cache)
 
 
 @router.post("/api/prompt")

@@ -12,7 +12,7 @@ from ..errors import CheckpointError, ConfigError
 from ..nn import registry
 from ..sampling import SAMPLERS
 from ..store.rundir import read_config
-from ..training.distributed import Runtime
+from ..training.distributed import Runtime, barrier
 from .pairs import cached_pairs, check_pairs, teacher_sha256
 from .train import train_run
 
@@ -52,5 +52,8 @@ def reflow_run(teacher, out, *, progress: bool = True, runtime: Runtime | None =
                **settings) -> dict:
     """Solve (or load) the teacher's pairs, then train the student into `out` (reflow_config's settings)."""
     config = reflow_config(teacher, **settings)
-    cached_pairs(config.parent, device=(runtime or Runtime()).device, progress=progress)
+    runtime = runtime or Runtime()
+    if runtime.is_main:  # one rank solves and caches the pairs; the others read them after the barrier
+        cached_pairs(config.parent, device=runtime.device, progress=progress)
+    barrier(runtime)
     return train_run(config, out, overwrite=overwrite, progress=progress, runtime=runtime)

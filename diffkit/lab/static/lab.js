@@ -409,7 +409,8 @@ async function drawPaths() {
     if (!slots[i]) { clear(canvas.getContext("2d")); read.textContent = `${$(id).parentElement.firstChild.textContent.trim()}: no run`; return; }
     const r = res.runs[k++];
     drawTrajectories(canvas, r, FAMILY_COLORS[i]);
-    read.textContent = `${r.formulation} (${r.name}): S = ${r.straightness.toFixed(3)} +- ${r.straightness_se.toFixed(3)}, NFE ${r.nfe}`;
+    read.textContent = `${r.formulation} (${r.name})\nS ${r.straightness.toFixed(3)} +- ${r.straightness_se.toFixed(3)} (ODE)` +
+      `\n${r.nfe} call${r.nfe === 1 ? "" : "s"}: path S ${r.path_straightness.toFixed(3)}, energy distance ${r.energy.toExponential(1)}`;
   });
   const hist = res.runs.map((r, i) => ({ values: r.times, color: FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)] || CLASS_COLORS[i] }));
   const hi = Math.max(...res.runs.flatMap((r) => r.times));
