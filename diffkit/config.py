@@ -209,6 +209,11 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     parent: ParentConfig | None = None
 
+    @property
+    def reflowed(self) -> bool:
+        """A student trained on a teacher's (noise, sample) pairs (runs/reflow.py)."""
+        return self.parent is not None and self.parent.kind == "reflow"
+
     def path(self) -> NoiseSchedule:
         """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""
         o = self.objective

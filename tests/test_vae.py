@@ -17,7 +17,7 @@ from diffkit.nn.registry import build_network, network_from_dict, network_to_dic
 from diffkit.nn.vae import VAE, VAEConfig, vae_loss
 from diffkit.runs.vae import load_vae, reconstruct
 
-TINY = dict(channels=8, groups=4)
+TINY = {"channels": 8, "groups": 4}
 
 
 @pytest.mark.parametrize("C, H, W, f", [(1, 8, 8, 2), (3, 16, 12, 4), (1, 16, 16, 8)])

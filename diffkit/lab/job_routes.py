@@ -30,12 +30,11 @@ def reflow(req: ReflowRequest, request: Request):
     from ..runs.pairs import cached_pairs
 
     state = lab_state(request)
-    teacher = find_run(state.runs_dir, req.teacher)
-    reflow_config(teacher, pairs=req.pairs, train_steps=req.steps)  # a bad teacher is refused before the job starts
+    # built (and a bad teacher refused) before the job starts; the job solves the pairs, then trains
+    config = reflow_config(find_run(state.runs_dir, req.teacher), pairs=req.pairs, train_steps=req.steps)
+    config.train.checkpoint_every = max(req.steps, 10)
 
     def build(spec: dict):
-        config = reflow_config(teacher, pairs=spec["pairs"], train_steps=spec["steps"])
-        config.train.checkpoint_every = max(spec["steps"], 10)
         cached_pairs(config.parent, device=state.device, progress=False)
         return config
 

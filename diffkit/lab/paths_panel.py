@@ -21,7 +21,7 @@ FINE_STEPS = 100                         # the model's own S: its ODE resolved f
 
 def formulation(config) -> str:
     """What the page calls a run: "2-rectified flow" for a reflowed flow, else its objective's path."""
-    if config.parent is not None and config.parent.kind == "reflow":
+    if config.reflowed:
         return "2-rectified flow"
     return {"ddpm": "VP (ddpm)", "edm": "EDM", "flow": "rectified flow"}[config.objective.name]
 

@@ -164,4 +164,4 @@ def _describe(path: Path) -> dict:
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
             "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
             "prediction": cfg.prediction, "objective": cfg.objective.name,
-            "reflow": cfg.parent is not None and cfg.parent.kind == "reflow"}
+            "reflow": cfg.reflowed}

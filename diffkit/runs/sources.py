@@ -36,7 +36,7 @@ def image_spec(spec: str) -> str:
 
 def make_source(config: RunConfig) -> TensorSource:
     """The training source of a run, after filling in (or, on resume, checking) config.fitted."""
-    if config.parent is not None and config.parent.kind == "reflow":  # the teacher's pairs; fitted is the teacher's
+    if config.reflowed:  # the teacher's pairs; fitted is the teacher's
         return pair_source(config)
     spec, fitted, data = config.data.spec, config.fitted, None
     if config.data.latent is not None:  # images through the VAE: its latents, scaled to unit variance

@@ -52,7 +52,7 @@ class PathObjective:
         self.path, self.prediction, self.objective = path, config.prediction, config.objective
         self.dist, self.loc, self.scale = config.objective.time_params()
         # reflow (Liu et al. 2023): the source draws (sample, noise) pairs as x0 [B, 2, ...]; no fresh eps
-        self.paired = config.parent is not None and config.parent.kind == "reflow"
+        self.paired = config.reflowed
 
     def draw(self, batch_size: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.dist == "uniform":

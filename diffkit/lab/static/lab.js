@@ -412,10 +412,11 @@ async function drawPaths() {
     read.textContent = `${r.formulation} (${r.name})\nS ${r.straightness.toFixed(3)} +- ${r.straightness_se.toFixed(3)} (ODE)` +
       `\n${r.nfe} call${r.nfe === 1 ? "" : "s"}: path S ${r.path_straightness.toFixed(3)}, energy distance ${r.energy.toExponential(1)}`;
   });
-  const hist = res.runs.map((r, i) => ({ values: r.times, color: FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)] || CLASS_COLORS[i] }));
+  const color = (r) => FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)];
+  const hist = res.runs.map((r) => ({ values: r.times, color: color(r) }));
   const hi = Math.max(...res.runs.flatMap((r) => r.times));
   plotCurves($("pf-times"), hist, [0, +(hi * 1.05).toFixed(3)], undefined, `training times: share per log-SNR bin, ${res.edges[0]} .. ${res.edges.at(-1)}`);
-  $("pf-legend").innerHTML = res.runs.map((r) => `<span style="color:${FAMILY_COLORS[FAMILY.findIndex(([id]) => $(id).value === r.name)]}">&#9632; ${r.formulation}</span>`).join("");
+  $("pf-legend").innerHTML = res.runs.map((r) => `<span style="color:${color(r)}">&#9632; ${r.formulation}</span>`).join("");
   lab.paths = res;
 }
 
