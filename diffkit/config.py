@@ -146,16 +146,23 @@ class ObjectiveConfig:
 @dataclass
 class ParentConfig:
     """A derived run's parent (DESIGN: derived runs): what it was made from, by path and checksum, and how.
-    kind "reflow": a flow trained on (noise, sample) pairs of the teacher's ODE (Liu et al. 2023)."""
+    kind "reflow": a flow trained on (noise, sample) pairs of the teacher's ODE (Liu et al. 2023);
+    kind "progressive": a student whose one DDIM step learned two of its teacher's, halving `rounds` times down to
+    `steps` (Salimans & Ho 2022)."""
 
     kind: str
     path: str                       # the parent run directory, absolute
     sha256: str                     # of its model.safetensors when this run was made
     pairs: int = 0                  # reflow: how many pairs
     sampler: str = "dpmpp-2m"       # reflow: the teacher's ODE solver and its steps
-    steps: int = 20
-    guidance: float | None = None   # reflow: the teacher's guidance scale (conditional teachers; None: w = 1)
+    steps: int = 20                 # reflow: the teacher's ODE steps; progressive: the student's steps K
+    guidance: float | None = None   # the teacher's guidance scale (conditional teachers; None: w = 1); a student
+                                    # has it folded in and samples at w = 1
     seed: int = 0                   # reflow: the pairs' noises
+    rounds: int = 0                 # progressive: halvings, from K * 2^rounds teacher steps down to K
+
+
+KINDS_OF_PARENT = ("reflow", "progressive")
 
 
 @dataclass
@@ -183,6 +190,8 @@ class TrainConfig:
     checkpoint_every: int = 1000    # steps between checkpoints (the first comes at a tenth of it)
     keep_checkpoints: int = 2       # resumable states kept in train_state/
     log_every: int = 50
+    lr_cycles: int = 1              # the warm-up and cosine decay repeat this many times over the steps (a
+                                    # progressive student: once per halving round)
 
 
 @dataclass
@@ -195,6 +204,10 @@ class SamplingConfig:
     # clip x0_hat to the training data's range at every step (points: their bounding box; images: the pixel
     # range [-1, 1]); image presets turn it off (measured, see presets.py)
     clip_x0: bool = True
+    # the run's own sampler and steps when none is asked for (None: ddim at its default steps); a distilled student
+    # records the ones it was distilled for
+    sampler: str | None = None
+    steps: int | None = None
 
 
 @dataclass
@@ -213,6 +226,11 @@ class RunConfig:
     def reflowed(self) -> bool:
         """A student trained on a teacher's (noise, sample) pairs (runs/reflow.py)."""
         return self.parent is not None and self.parent.kind == "reflow"
+
+    @property
+    def distilled(self) -> bool:
+        """A student distilled from a teacher to few sampling steps (runs/distill.py)."""
+        return self.parent is not None and self.parent.kind == "progressive"
 
     def path(self) -> NoiseSchedule:
         """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""
@@ -236,6 +254,8 @@ class RunConfig:
             if self.schedule.name != "linear" or self.schedule.zero_terminal_snr:
                 raise ConfigError(f"--schedule and --zero-terminal-snr choose a ddpm schedule; the "
                                   f"{self.objective.name} objective has its own path")
+        if self.parent is not None and self.parent.kind not in KINDS_OF_PARENT:
+            raise choice_error("kind of parent run", self.parent.kind, KINDS_OF_PARENT)
         if self.fitted.kind not in DATA_KINDS:
             raise choice_error("fitted data kind", self.fitted.kind, DATA_KINDS)
         self.schedule.build()
@@ -243,9 +263,11 @@ class RunConfig:
             raise ConfigError("a zero-terminal-SNR schedule cannot be trained with epsilon prediction (x0 is not "
                               "recoverable from eps at alpha_bar = 0); use --prediction v or x0")
         t = self.train
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "lr_cycles"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(t, name)}")
+        if t.lr_cycles > t.steps:
+            raise ConfigError(f"{t.lr_cycles} learning-rate cycles do not fit in {t.steps} steps")
         if t.precision not in PRECISIONS:
             raise choice_error("training precision", t.precision, PRECISIONS)
         if t.threads < 0:

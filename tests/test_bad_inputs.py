@@ -268,6 +268,10 @@ CLI = [
     ([E, "--nll", "--run", "{nullrun}"], "its unconditional model (the null class) never trained", 2),
     ([E, "--samples", "{samples}", "--data", "circle", "--run", "{run}"], "--run belongs to --nll", 2),
     ([E, "--data", "circle"], "eval needs --samples FILE and --data NAME", 2),
+    ([E, "--samples", "{samples}", "--data", "circle", "--prompt", "a 7"], "--prompt belongs to --straightness", 2),
+    ([E, "--straightness", "--run", "{crun}", "--prompt", "a 7"], "cannot follow a prompt", 2),
+    ([E, "--straightness", "--run", "{nullrun}"], "p_uncond 0", 2),
+    (["reflow", "--teacher", "{nullrun}", "--out", "{tmp}/rf", "--guidance", "2"], "drop --guidance (w = 1)", 2),
     # devices, precision and processes
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "tpu"], "unknown device 'tpu'; use auto, cpu", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "cuda"] if not torch.cuda.is_available() else

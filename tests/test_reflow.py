@@ -97,3 +97,37 @@ def test_reflow_refuses_what_it_cannot_use(pair, tmp_path, capsys):
         assert not (tmp_path / "new").exists()
     code = main(["reflow", "--out", str(tmp_path / "new"), "--resume", "--teacher", str(teacher)])
     assert code == 2 and "drop --teacher" in capsys.readouterr().err
+
+
+def test_a_text_teacher_gives_pairs_per_prompt_and_its_student_follows_prompts(digits_text_run, tmp_path, capsys):
+    from diffkit.runs.captions import caption_bank
+    from diffkit.runs.pairs import cached_pairs
+    from diffkit.sampling import sample as run_sampler
+
+    student = tmp_path / "text-student"
+    code = main(["reflow", "--teacher", str(digits_text_run), "--out", str(student), "--pairs", "96", "--steps", "6",
+                 "--guidance", "2", "--train-steps", "20", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "straightness S" in out, out
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["parent"]["guidance"] == 2 and cfg["data"]["text"] == "minilm"
+    pairs = cached_pairs(load_run(student).config.parent)
+    teacher = load_run(digits_text_run)
+    choices, bank = caption_bank(teacher.config)
+    ids = pairs["captions"]
+    assert ids.shape == (96,) and len(set(ids.tolist())) > 20  # many of the training captions, not one
+    assert set(ids.tolist()) <= set(choices.reshape(-1).tolist())
+    # each pair is where the guided teacher's ODE takes its own noise under its own caption (no shift in the rows)
+    rows = [5, 61]
+    cond = {k: v[ids[rows]] for k, v in bank.items()}
+    x = run_sampler(teacher.denoiser.replace(guidance_scale=2.0), pairs["noise"][rows], "dpmpp-2m", 6, cond=cond)
+    assert (x - pairs["x0"][rows]).abs().max() < 1e-4
+    x_other = run_sampler(teacher.denoiser.replace(guidance_scale=2.0), pairs["noise"][rows], "dpmpp-2m", 6,
+                          cond={k: v.flip(0) for k, v in cond.items()})
+    assert (x_other - pairs["x0"][rows]).abs().max() > 1e-2  # the caption matters, so the check above can fail
+    images = sample_run(student, 4, "euler", 2, prompt="a handwritten digit 3")
+    assert images.shape == (4, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    code = main(["eval", "--straightness", "--run", str(student), "--prompt", "the digit 7", "--n", "50", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["straightness"] >= 0
+    assert main(["eval", "--samples", "x.npy", "--data", "digits", "--prompt", "7"]) == 2
+    assert "--prompt belongs to --straightness" in capsys.readouterr().err

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_run_args(t)
     _vae_parser(sub)
     _reflow_parser(sub)
+    _distill_parser(sub)
     s = _sample_parser(sub)
     _sampler_args(s)
     _sample_cond_args(s)
@@ -246,7 +247,7 @@ def _reflow_parser(sub) -> None:
     r.add_argument("--sampler", help="the teacher's ODE solver: dpmpp-2m (default), dpmpp-3m, ddim, euler, heun")
     r.add_argument("--steps", type=positive_int("--steps"), help="the teacher's ODE steps (default 20)")
     r.add_argument("--guidance", type=finite_float("--guidance", 0.0),
-                   help="class-conditional teachers: the guidance scale of the pairs (default 1)")
+                   help="class-conditional and text teachers: the guidance scale of the pairs (default 1)")
     r.add_argument("--train-steps", type=positive_int("--train-steps"),
                    help="the student's optimizer steps (default: the teacher's)")
     r.add_argument("--seed", type=int, help="seed of the pairs' noises and of training (default 0)")
@@ -255,6 +256,27 @@ def _reflow_parser(sub) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_arg(r)
     _how_it_trains_args(r)
+
+
+def _distill_parser(sub) -> None:
+    d = sub.add_parser("distill", help="a student that samples in a few network calls what its teacher needs many for")
+    d.add_argument("--teacher", help="the run to distill (any objective; class, text or unconditional)")
+    d.add_argument("--out", required=True, help="the student's run directory")
+    d.add_argument("--method", help="progressive (default; Salimans & Ho 2022: one student step learns two teacher "
+                                    "steps, halving down to --steps)")
+    d.add_argument("--steps", type=positive_int("--steps"),
+                   help="the student's sampling steps, a power of two (default 4); `sample` uses them by default")
+    d.add_argument("--guidance", type=finite_float("--guidance", 0.0),
+                   help="class-conditional and text teachers: the guidance scale folded into the student (default 1); "
+                        "a guided student step costs one network call")
+    d.add_argument("--train-steps", type=positive_int("--train-steps"),
+                   help="the student's optimizer steps over all rounds (default: half the teacher's)")
+    d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
+    d.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arg(d)
+    _how_it_trains_args(d)
 
 
 def _sample_parser(sub) -> argparse.ArgumentParser:
@@ -274,7 +296,8 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
                                                 "(images: [N, C, H, W] in [0, 1])")
-    s.add_argument("--sampler", default="ddim", help=f"{', '.join(SAMPLERS)} (default ddim)")
+    s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own; ddim unless a distilled student "
+                                     "records another)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
     return s
@@ -342,6 +365,8 @@ def _eval_parser(sub) -> None:
     e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
     e.add_argument("--prompts", help="images: the prompts file the samples were drawn for (`diffkit sample --prompts`); "
                                      "reports how well they obey it (shapes: per attribute; digits, mnist5k: digit)")
+    e.add_argument("--prompt", help="--straightness on a text run: the prompt its trajectories follow (default: the "
+                                    "null prompt)")
     e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -16,6 +16,9 @@ def cmd_eval(a) -> None:
     device = resolve_device(a.device)  # checked for every kind of eval (points are scored by NumPy / SciPy)
     if a.nll and a.straightness:
         raise ConfigError("--nll and --straightness are two measurements of a run; give one")
+    if a.prompt is not None and not a.straightness:
+        raise ConfigError("--prompt belongs to --straightness (a text run's trajectories); scoring samples drawn for "
+                          "prompts takes --prompts FILE")
     if a.nll or a.straightness:
         from .score import cmd_eval_nll, cmd_eval_straightness
 

@@ -20,11 +20,12 @@ GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 
 def cmd_sample(a) -> None:
     from ..devices import resolve_device
-    from ..runs import RUN_DEFAULT, load_run
+    from ..runs import RUN_DEFAULT, load_run, run_sampling
 
     if a.oracle is not None:
         from .score import cmd_sample_oracle
 
+        a.sampler = a.sampler or "ddim"
         return cmd_sample_oracle(a)
     for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps), ("--objective", a.objective),
                         ("--shift", a.shift)):
@@ -32,6 +33,7 @@ def cmd_sample(a) -> None:
             raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
     run = load_run(a.run, device=resolve_device(a.device))
+    a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)  # the run's own unless asked
     images = run.config.fitted.image_shape is not None
     if (files["grid"] or files["gif"]) and not images:
         raise ConfigError("--grid and --gif draw image runs; for points use --plot")

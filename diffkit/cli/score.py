@@ -88,7 +88,7 @@ def cmd_eval_straightness(a) -> None:
         if value is not None:
             raise ConfigError(f"--straightness measures --run's own ODE; it takes no {flag}")
     run = load_run(a.run, device=resolve_device(a.device))
-    m = straightness_run(run, a.n or 2000, "ddim", a.steps, seed=a.seed, cls=a.cls)
+    m = straightness_run(run, a.n or 2000, "ddim", a.steps, seed=a.seed, cls=a.cls, prompt=a.prompt)
     if a.json:
         print(json.dumps(m))
         return

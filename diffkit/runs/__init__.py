@@ -9,6 +9,7 @@
 """
 
 from ..store.rundir import read_config
+from .distill import distill_config, distill_run
 from .evaluate import (
     adherence,
     adherence_judge,
@@ -24,6 +25,7 @@ from .pipeline import (
     conditioning,
     load_run,
     make_denoiser,
+    run_sampling,
     sample_run,
     snapshot_run,
     to_data,
@@ -45,9 +47,10 @@ from .train import is_run_dir, make_trainer, train_run
 
 __all__ = [
     "RUN_DEFAULT", "Run", "adherence", "adherence_judge", "check_sample_memory", "conditioning", "default_config",
+    "distill_config", "distill_run",
     "eval_image_samples", "eval_samples", "is_run_dir", "likelihood_model", "load_run", "make_denoiser",
     "make_source", "make_trainer", "nll_run", "read_config", "read_image_samples", "reflow_config", "reflow_run",
-    "resume_conflicts", "run_oracle", "sample_oracle", "sample_run", "score_error", "snapshot_run",
+    "resume_conflicts", "run_oracle", "run_sampling", "sample_oracle", "sample_run", "score_error", "snapshot_run",
     "straightness_run", "time_log_snr", "to_data", "train_config", "train_run", "trajectories_run", "vae_report",
     "vae_train_config",
 ]

@@ -1,38 +1,33 @@
 """Reflow's coupling (Liu et al. 2023, Algorithm 1): N noises and the samples the teacher's probability-flow ODE
 carries them to, in the teacher's normalized coordinates, computed once and cached (safetensors under
 DIFFKIT_CACHE, keyed by the teacher's weights and the settings), so an interrupted student resumes on the same
-pairs. A conditional teacher is solved per class (classes cycled over the N noises) at the recorded guidance."""
+pairs. A conditional teacher is solved per class (classes cycled over the N noises) or, for a text run, per
+prompt (each noise with a training caption, drawn as training draws them) at the recorded guidance."""
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cond import to_device
 from ..config import ParentConfig
 from ..data.source import TensorSource
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..memory import require_memory
 from ..sampling import sample as run_sampler
 from ..store.cache import cached_tensors
-from ..store.manifest import sha256
-from ..store.rundir import MODEL
+from ..store.rundir import read_config
+from ..text.data import TextSource
+from .captions import caption_bank, draw_captions
 from .pipeline import Run, load_run
+from .teachers import check_unchanged
 
 PAIR_COPIES = 12  # the pairs, a chunk's sampling state (x, x0_hat, eps_hat, history) and the cached copy
 CHUNK = 4096      # noises solved at once
 MAX_PAIRS = 10_000_000
-
-
-def teacher_sha256(teacher) -> str:
-    path = Path(teacher) / MODEL
-    if not path.is_file():
-        raise CheckpointError(f"{teacher} holds no trained model ({MODEL}); give a run directory written by "
-                              "`diffkit train`")
-    return sha256(path.read_bytes())
 
 
 def check_pairs(n, shape) -> int:
@@ -47,29 +42,32 @@ def check_pairs(n, shape) -> int:
 
 @torch.no_grad()
 def solve_pairs(teacher: Run, parent: ParentConfig, progress: bool = True) -> dict:
-    """{"noise", "x0"[, "labels"]}: parent.pairs noises (drawn on the CPU from parent.seed) and where the
-    teacher's ODE takes them (parent.sampler, parent.steps; deterministic)."""
+    """{"noise", "x0"[, "labels" | "captions"]}: parent.pairs noises (drawn on the CPU from parent.seed) and where
+    the teacher's ODE takes them (parent.sampler, parent.steps; deterministic); a class-conditional teacher's
+    labels, a text teacher's caption ids into runs.captions.caption_bank."""
     cfg = teacher.config
     shape, n, K = tuple(cfg.fitted.shape), parent.pairs, cfg.network.num_classes
     g = torch.Generator().manual_seed(parent.seed)
     noise = torch.randn((n, *shape), generator=g)
-    labels = torch.arange(n) % K if K else None
+    labels, key = (torch.arange(n) % K, "labels") if K else (None, None)
+    if cfg.data.text:
+        choices, bank = caption_bank(cfg)
+        labels, key = draw_captions(choices, n, parent.seed + 1), "captions"
     denoiser = teacher.denoiser if parent.guidance is None else teacher.denoiser.replace(guidance_scale=parent.guidance)
     device = next(teacher.network.parameters()).device
     out = []
     for i in tqdm(range(0, n, CHUNK), desc="reflow pairs", unit="chunk", disable=not progress, leave=False):
-        cond = None if labels is None else labels[i:i + CHUNK].to(device)
+        cond = None if labels is None else labels[i:i + CHUNK]
+        cond = {k: v[cond].to(device) for k, v in bank.items()} if key == "captions" else to_device(cond, device)
         x = run_sampler(denoiser, noise[i:i + CHUNK].to(device), parent.sampler, parent.steps, cond=cond)
         out.append(x.float().cpu())
     pairs = {"noise": noise, "x0": torch.cat(out)}
-    return pairs if labels is None else {**pairs, "labels": labels}
+    return pairs if labels is None else {**pairs, key: labels}
 
 
 def cached_pairs(parent: ParentConfig, device=None, progress: bool = True) -> dict:
     """The pairs of `parent`, from the cache or solved now; the teacher must be the one recorded (checksum)."""
-    if teacher_sha256(parent.path) != parent.sha256:
-        raise CheckpointError(f"the teacher {parent.path} changed since this reflow run was made (its weights' "
-                              "checksum differs); restore that run")
+    check_unchanged(parent, "reflow")
     key = hashlib.sha256(f"{parent.sha256}|{parent.pairs}|{parent.sampler}|{parent.steps}|{parent.guidance}|"
                          f"{parent.seed}".encode()).hexdigest()
     return cached_tensors(f"reflow-{key[:32]}", parent.pairs,
@@ -78,6 +76,11 @@ def cached_pairs(parent: ParentConfig, device=None, progress: bool = True) -> di
 
 
 def pair_source(config) -> TensorSource:
-    """The student's training source: each draw is a pair stacked as [B, 2, ...] (sample, noise), with its class."""
+    """The student's training source: each draw is a pair stacked as [B, 2, ...] (sample, noise), with its class
+    or its caption's tokens."""
     pairs = cached_pairs(config.parent)
-    return TensorSource(torch.stack([pairs["x0"], pairs["noise"]], 1), pairs.get("labels"))
+    x = torch.stack([pairs["x0"], pairs["noise"]], 1)
+    if "captions" in pairs:
+        bank = caption_bank(read_config(config.parent.path))[1]  # the teacher's split (the student's seed is its own)
+        return TextSource(x, pairs["captions"].reshape(-1, 1).numpy(), bank)
+    return TensorSource(x, pairs.get("labels"))

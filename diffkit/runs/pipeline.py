@@ -127,7 +127,7 @@ def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> t
     return labels, n
 
 
-def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int | None = None, *,
+def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval: Interval | Default = RUN_DEFAULT,
                device=None,
@@ -146,9 +146,11 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     device: where to sample a run given by its path (a loaded Run samples where its network is).
     prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
         the unconditional model (the null prompt).
+    sampler, steps: None: the run's own (run_sampling; ddim at its default steps unless a student records others).
     """
     if not isinstance(run, Run):
         run = load_run(run, device=device)
+    sampler, steps = run_sampling(run.config, sampler, steps, guidance)
     device = module_device(run.network)
     labels, n = conditioning(run.config, cond, prompt, n, guidance, device)
     changes = {} if clip is None else {"clip_x0": run.config.x0_clip(clip)}
@@ -164,6 +166,25 @@ def sample_run(run: Run | str | Path, n: int, sampler: str = "ddim", steps: int 
     labels = to_device(labels, device)
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
+
+
+def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guidance=None) -> tuple[str, int | None]:
+    """The sampler and steps a run samples with: those asked for, else the run's own (config.sampling; a distilled
+    student's are the ones it was distilled for). A progressive student refuses more steps than it learned and
+    a second guidance on top of the one folded into it."""
+    own = config.sampling.sampler or "ddim"
+    sampler = sampler or own
+    if steps is None and sampler == own:
+        steps = config.sampling.steps
+    parent = config.parent
+    if config.distilled:
+        if steps is not None and steps > parent.steps:
+            raise ConfigError(f"this student was distilled for {parent.steps} steps; sample it with --steps "
+                              f"{parent.steps} or fewer (more steps would leave the levels it learned)")
+        if parent.guidance not in (None, 1) and guidance not in (None, 1):
+            raise ConfigError(f"this student has guidance w = {parent.guidance:g} folded in, so it samples at w = 1; "
+                              "drop --guidance")
+    return sampler, steps
 
 
 def to_data(run: Run, x: torch.Tensor) -> np.ndarray:

@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ObjectiveConfig, ParentConfig, RunConfig
-from ..errors import CheckpointError, ConfigError
-from ..nn import registry
+from ..errors import ConfigError
 from ..sampling import SAMPLERS
-from ..store.rundir import read_config
 from ..training.distributed import Runtime, barrier
-from .pairs import cached_pairs, check_pairs, teacher_sha256
+from .pairs import cached_pairs, check_pairs
+from .teachers import check_teacher, teacher_sha256
 from .train import train_run
 
 DEFAULT_PAIRS = 10_000
@@ -23,19 +22,10 @@ def reflow_config(teacher, *, pairs: int = DEFAULT_PAIRS, sampler: str = "dpmpp-
                   guidance: float | None = None, train_steps: int | None = None, seed: int = 0) -> RunConfig:
     """The student's whole config: the teacher's data, network, fitted statistics and sampling defaults; the flow
     objective with uniform times (as Liu et al.); the teacher recorded as its parent."""
-    t_cfg = read_config(teacher)
-    if registry.kind_of(t_cfg.network) == "vae":
-        raise CheckpointError(f"{teacher} is a VAE run (an autoencoder, not a diffusion model); reflow needs a "
-                              "diffusion or flow run as its teacher")
-    if t_cfg.fitted.normalizer is None:
-        raise CheckpointError(f"{teacher} never trained (no fitted statistics); train it first")
-    if t_cfg.data.text:
-        raise ConfigError("reflow of a text run is not supported yet; give a class-conditional or unconditional run")
+    t_cfg = check_teacher(teacher, "reflow", guidance)
     if sampler not in SAMPLERS or sampler in ("ddpm", "euler-a", "dpmpp-2m-sde", "langevin"):
         raise ConfigError(f"the pairs come from the teacher's deterministic ODE; --sampler {sampler} is not one of: "
                           "ddim, dpmpp-2m, dpmpp-3m, euler, heun")
-    if guidance is not None and not t_cfg.network.num_classes:
-        raise ConfigError("--guidance guides a class-conditional teacher; this one is unconditional")
     check_pairs(pairs, t_cfg.fitted.shape)
     config = RunConfig.from_dict(t_cfg.to_dict())
     config.objective = ObjectiveConfig(name="flow", time_dist="uniform", sigma_data=t_cfg.objective.sigma_data)

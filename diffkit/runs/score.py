@@ -25,7 +25,7 @@ from ..sampling import SAMPLER_TABLE, make_grid
 from ..sampling import sample as run_sampler
 from ..straightness import linear_view, straightness_of
 from ..training.objectives import objective_for
-from .pipeline import Run, check_sample_memory, load_run
+from .pipeline import Run, check_sample_memory, conditioning, load_run
 
 MAX_NLL_POINTS = 100_000
 
@@ -185,21 +185,20 @@ def nll_run(run: Run | str | Path, data: str | None = None, *, n: int = 2000, se
 
 
 def trajectories_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
-                     seed: int = 0, cls=None) -> dict:
+                     seed: int = 0, cls=None, prompt: str | None = None) -> dict:
     """A run's ODE trajectories from n noises (x_T ~ N(0, I) from seed, so runs of one data shape share them), in
     the linear path's coordinates (straightness.py): tau [K + 1] and z [K + 1, n, ...] (numpy, the run's normalized
-    units), each trajectory's S [n], and the network calls; a conditional run unguided on class cls (None: the null
-    class)."""
+    units), each trajectory's S [n], and the network calls; a conditional run unguided on class cls or, for a text
+    run, on prompt (None: the null class or prompt)."""
     if not isinstance(run, Run):
         run = load_run(run)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 < n <= MAX_NLL_POINTS:
         raise ConfigError(f"straightness is averaged over 2..{MAX_NLL_POINTS} trajectories, got {n!r}")
     steps = steps or (20 if sampler.startswith("dpmpp") else 100)
-    labels = None if cls is None else torch.full((n,), class_id(cls, list(run.config.fitted.class_names or []),
-                                                               run.config.network.num_classes))
     check_sample_memory(n, run.config.fitted.shape)
     g = torch.Generator().manual_seed(seed)
     device = module_device(run.network)
+    labels = conditioning(run.config, cls, prompt, n, None, device)[0]
     x_T = torch.randn((n, *run.config.fitted.shape), generator=g).to(device)
     grid = make_grid(run.denoiser.schedule, steps, "trailing")
     tau, z = linear_view(run.denoiser.replace(guidance_scale=1.0), x_T, grid, sampler, cond=labels)
@@ -208,13 +207,13 @@ def trajectories_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim"
 
 
 def straightness_run(run: Run | str | Path, n: int = 2000, sampler: str = "ddim", steps: int | None = None, *,
-                     seed: int = 0, cls=None) -> dict:
+                     seed: int = 0, cls=None, prompt: str | None = None) -> dict:
     """S (Liu et al. 2023, eq. 5) of a run's ODE trajectories from n noises (straightness.py): its mean and
-    standard error, in the run's normalized coordinates; a conditional run is measured unguided on class cls
-    (None: the null class)."""
+    standard error, in the run's normalized coordinates; a conditional run is measured unguided on class cls or,
+    for a text run, on prompt (None: the null class or prompt)."""
     if not isinstance(run, Run):
         run = load_run(run)
-    t = trajectories_run(run, n, sampler, steps, seed=seed, cls=cls)
+    t = trajectories_run(run, n, sampler, steps, seed=seed, cls=cls, prompt=prompt)
     s = t["straightness"]
     return {"straightness": float(s.mean()), "straightness_se": float(s.std(ddof=1) / math.sqrt(n)), "n": n,
             "sampler": sampler, "steps": t["steps"], "objective": run.config.objective.name}

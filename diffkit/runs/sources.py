@@ -18,9 +18,8 @@ from ..data.source import TensorSource
 from ..errors import ConfigError, DataError, notice
 from ..nn import registry
 from ..nn.mlp import MLPConfig
-from ..store.cache import cached_tensors
 from ..text.data import TextSource, training_captions
-from ..text.encoder import load_encoder
+from .captions import encode_captions
 from .pairs import pair_source
 from .vae import encode_images, latent_scale, load_vae, vae_sha256
 
@@ -159,20 +158,6 @@ def latent_training_data(config, data):
 
 
 # --- text: every image with its captions, encoded once ------------------------------------------------------
-
-def encode_captions(encoder_name: str, captions: list[str]) -> dict:
-    """{"tokens" [U, L, D], "mask" [U, L]} of the captions, cached by a hash of the encoder's files and the captions."""
-    encoder = load_encoder(encoder_name)
-    h = hashlib.sha256(encoder.fingerprint.encode())
-    h.update("\n".join(captions).encode())
-
-    def encode():
-        cond = encoder.encode(captions)
-        return {"tokens": cond["tokens"], "mask": cond["mask"].to(torch.uint8)}
-
-    cached = cached_tensors(f"text-{h.hexdigest()[:32]}", len(captions), encode)
-    return {"tokens": cached["tokens"], "mask": cached["mask"].bool()}
-
 
 def text_source(config, x0: torch.Tensor, data) -> TextSource:
     """The TextSource of a text run on ImageData `data` (None: not images), whose train split, normalized (pixels

@@ -30,6 +30,7 @@ from ..store.rundir import (
 from ..training.distributed import Runtime
 from ..training.trainer import LOG, Trainer
 from .sources import BUILTIN, make_source
+from .teachers import distill_objective
 
 RUN_FILES = (CONFIG, MODEL, STATE_DIR, LOG)
 
@@ -128,7 +129,8 @@ def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None
     measures on the data (config.fitted: kind, shape, normalizer, x0 bound, class names). A derived run starts
     from its parent's weights."""
     init = None
+    objective = distill_objective(config, (runtime or Runtime()).device) if config.distilled else None
     if config.parent is not None:
         init, _ = read_tensors(Path(config.parent.path) / MODEL, *model_checksums(config.parent.path))
     return Trainer(config, make_source(config), out, progress=progress, callback=callback, runtime=runtime,
-                   init_weights=init)
+                   init_weights=init, objective=objective)

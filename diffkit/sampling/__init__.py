@@ -11,10 +11,17 @@ from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from .euler import sample_euler, sample_euler_a, sample_heun
-from .grids import CONTINUOUS_SPACINGS, SIGMA_MAX, SPACINGS, check_steps, make_grid, ode_sigma_range, timesteps
+from .grids import (
+    CONTINUOUS_SPACINGS,
+    SIGMA_MAX,
+    SPACINGS,
+    check_steps,
+    make_grid,
+    ode_sigma_range,
+    timesteps,
+)
 from .langevin import sample_langevin
 from .record import StepRecord
-
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,15 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     for key in options:
         if key not in allowed:
             raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: {', '.join(allowed) or 'none'}")
+    grid = sampler_grid(denoiser.schedule, name, steps, spacing, sigma_min=sigma_min, sigma_max=sigma_max)
+    return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
+
+
+def sampler_grid(schedule, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,
+                 sigma_min: float | None = None, sigma_max: float | None = None):
+    """The grid (descending float times, before the final step to x_0) sampler `name` runs on by default."""
     spec = SAMPLER_TABLE[name]
-    T = denoiser.schedule.num_timesteps
+    T = schedule.num_timesteps
     steps = check_steps(spec.steps or T if steps is None else steps, T)
     spacing = spacing or spec.spacing
     if spec.narrowed and spacing in CONTINUOUS_SPACINGS:  # each end not given takes the DPM-Solver default
@@ -85,8 +99,7 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
         sigma_max = high if sigma_max is None else sigma_max
     if sigma_max is None and spec.capped:
         sigma_max = SIGMA_MAX
-    grid = make_grid(denoiser.schedule, steps, spacing, sigma_max=sigma_max, sigma_min=sigma_min)
-    return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
+    return make_grid(schedule, steps, spacing, sigma_max=sigma_max, sigma_min=sigma_min)
 
 
 def nfe_per_step(name: str, **options) -> float:
@@ -96,5 +109,6 @@ def nfe_per_step(name: str, **options) -> float:
     return SAMPLER_TABLE[name].nfe(**options)
 
 
-__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_options",
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_grid",
+           "sampler_options",
            "timesteps", *(f.__name__ for f in SAMPLERS.values())]

@@ -41,10 +41,14 @@ MAX_BAD_STEPS = 10  # consecutive non-finite steps that stop training
 
 
 def lr_at(step: int, cfg) -> float:
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio (Loshchilov & Hutter 2017)."""
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (Loshchilov & Hutter 2017), repeated in each of
+    cfg.lr_cycles equal parts of the steps (the last takes the remainder)."""
+    length = cfg.steps // cfg.lr_cycles
+    cycle = min(step // length, cfg.lr_cycles - 1)
+    step, steps = step - cycle * length, cfg.steps - cycle * length if cycle == cfg.lr_cycles - 1 else length
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
@@ -63,12 +67,14 @@ class Trainer:
     """Trains `config.network` on batches drawn from `source` (draw(B, generator) -> (x0, cond)) into run_dir.
 
     callback(TrainStep) is called after every optimizer step (for live plots); returning True stops training
-    after a checkpoint.
+    after a checkpoint. objective: what a step minimises (default: objectives.objective_for the config); one
+    with state of its own (a distillation round's frozen teacher) has begin_step(step, network), called before
+    each step's draws, and state_tensors() / load_state_tensors(tensors), kept in every checkpoint.
     """
 
     def __init__(self, config: RunConfig, source, run_dir, progress: bool = True,
                  callback: Callable[[TrainStep], bool | None] | None = None, runtime: Runtime | None = None,
-                 init_weights: dict | None = None):
+                 init_weights: dict | None = None, objective=None):
         self.config = config.validate()
         self.cfg = config.train
         self.runtime = runtime or Runtime()
@@ -84,7 +90,7 @@ class Trainer:
         self.progress = progress and self.runtime.is_main
         self.callback = callback
         self.schedule = config.path()
-        self.objective = objective_for(config, self.schedule)
+        self.objective = objective or objective_for(config, self.schedule)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             self.network = build_network(config.network)  # on the CPU, so every device starts from the same weights
@@ -173,6 +179,8 @@ class Trainer:
         mean loss of this rank's rows (a detached 0-d tensor; the loop averages it over ranks when it logs)."""
         if self.settled is None:  # a caller stepping by hand, outside train()
             self.settle()
+        if hasattr(self.objective, "begin_step"):
+            self.objective.begin_step(self.step, self.network)
         x0, draws, cond = self._draw_batch()
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -301,6 +309,8 @@ class Trainer:
         for i, s in opt["state"].items():
             tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in s.items()})
         tensors["rng.train"] = self.generator.get_state()
+        if hasattr(self.objective, "state_tensors"):
+            tensors.update({f"objective.{k}": v for k, v in self.objective.state_tensors().items()})
         meta = {"param_groups": json.dumps(opt["param_groups"]), "skipped": str(self.skipped)}
         if self.scaler is not None:
             meta["grad_scaler"] = json.dumps(self.scaler.state_dict())
@@ -333,6 +343,8 @@ class Trainer:
             self.skipped = int(meta.get("skipped", 0))
             if self.scaler is not None and "grad_scaler" in meta:
                 self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
+            if hasattr(self.objective, "load_state_tensors"):
+                self.objective.load_state_tensors({k[10:]: v for k, v in tensors.items() if k.startswith("objective.")})
         except (KeyError, ValueError, RuntimeError):
             raise CheckpointError(f"{path} is incomplete or foreign; it cannot resume this run") from None
         return True

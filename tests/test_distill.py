@@ -1,0 +1,180 @@
+"""Distillation: a progressive student samples in a few steps what its teacher needs many for, records its teacher,
+samples with its own steps by default, resumes to the same bits after kill -9, and works on every kind of run."""
+
+import contextlib
+import io
+import json
+import shutil
+
+import pytest
+import torch
+from test_robustness import train_killed_at
+
+from diffkit.cli import main
+from diffkit.config import RunConfig
+from diffkit.data.points import make_dataset
+from diffkit.denoiser import Denoiser
+from diffkit.errors import DiffkitError
+from diffkit.metrics.points import energy_distance
+from diffkit.runs import (
+    distill_config,
+    distill_run,
+    load_run,
+    sample_run,
+    train_config,
+    train_run,
+)
+from diffkit.sampling import sampler_grid
+from diffkit.schedule import NoiseSchedule
+from diffkit.training.distill import ProgressiveObjective, ladder
+
+
+def quiet(fn, *args, **kwargs):
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def spiral(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    teacher = train_config({"data": "spiral", "steps": 1500, "seed": 0, "precision": "fp32", "threads": 1})
+    quiet(train_run, teacher, root / "teacher", progress=False)
+    quiet(distill_run, root / "teacher", root / "s4", steps=4, progress=False)
+    return root / "teacher", root / "s4"
+
+
+def test_the_ladder_ends_on_ddims_own_grid_and_halves_by_midpoints():
+    schedule = NoiseSchedule.from_name("cosine", 1000)
+    grids = ladder(schedule, 4, 3)
+    assert [len(g) - 1 for g in grids] == [32, 16, 8, 4]
+    assert torch.equal(grids[-1][:-1], sampler_grid(schedule, "ddim", 4)) and grids[-1][-1] == -1
+    for fine, coarse in zip(grids, grids[1:]):
+        assert torch.equal(fine[::2], coarse)  # every round's student levels are its teacher's, every other one
+        assert torch.allclose(fine[1::2], (coarse[:-1] + coarse[1:]) / 2)
+
+
+class _Point(torch.nn.Module):
+    """A network whose x0 prediction is a fixed point c, whatever x_t: DDIM is exact for it in any number of steps."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x, t, cond=None):
+        return self.c.expand_as(x)
+
+
+def test_the_target_is_the_teachers_two_steps_and_the_weight_is_the_truncated_snr():
+    schedule = NoiseSchedule.from_name("cosine", 1000)
+    config = RunConfig().validate()
+    config.prediction = "x0"
+    teacher = Denoiser(_Point(0.7), schedule, "x0")
+    objective = ProgressiveObjective(config, schedule, teacher, steps=2, rounds=2, steps_per_round=10)
+    g = torch.Generator().manual_seed(0)
+    i, eps = objective.draw(256, (2,), g)
+    x0 = torch.randn(256, 2, generator=g)
+    # a student that predicts the teacher's point has nothing to learn; one off by 0.1 pays 0.01 x the weight
+    assert objective.loss(_Point(0.7), x0, (i, eps), None).abs().max() < 1e-9
+    loss = objective.loss(_Point(0.8), x0, (i, eps), None)
+    weight = objective.tables[0]["weight"][i].float()
+    assert torch.allclose(loss, 0.01 * weight, rtol=1e-4) and weight.max() > 1 and weight.min() == 1
+
+
+def test_the_student_samples_in_four_steps_what_the_teacher_needs_twenty_for(spiral):
+    teacher, student = (load_run(p) for p in spiral)
+    ref = make_dataset("spiral", 6000, seed=7)
+    floor = energy_distance(make_dataset("spiral", 6000, seed=8), ref)
+    reference = energy_distance(sample_run(teacher, 6000, "dpmpp-2m", 20, seed=1), ref) - floor
+    teacher_4 = energy_distance(sample_run(teacher, 6000, "ddim", 4, seed=1), ref) - floor
+    steps = []
+    x = sample_run(student, 6000, seed=1, callback=lambda rec: steps.append(rec.t))
+    student_4 = energy_distance(x, ref) - floor
+    assert len(steps) == 4  # its own sampler and steps by default
+    assert student_4 * 10 < teacher_4, (student_4, teacher_4)
+    assert student_4 < 3 * max(reference, 1e-4), (student_4, reference)
+
+
+def test_the_student_records_its_teacher_and_refuses_what_it_did_not_learn(spiral, tmp_path, capsys):
+    teacher, student = spiral
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["parent"]["kind"] == "progressive" and cfg["parent"]["path"] == str(teacher.resolve())
+    assert cfg["parent"]["steps"] == 4 and cfg["parent"]["rounds"] == 3 and len(cfg["parent"]["sha256"]) == 64
+    assert cfg["sampling"]["sampler"] == "ddim" and cfg["sampling"]["steps"] == 4 and cfg["train"]["lr_cycles"] == 3
+    moved = shutil.copytree(student, tmp_path / "alone")
+    shutil.move(str(teacher), str(tmp_path / "teacher-away"))
+    try:
+        assert sample_run(moved, 50, steps=2, seed=0).shape == (50, 2)  # fewer steps are allowed, without the teacher
+    finally:
+        shutil.move(str(tmp_path / "teacher-away"), str(teacher))
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--run", str(student), "--out", str(out), "--steps", "8", "--n", "10"]) == 2
+    assert "distilled for 4 steps" in capsys.readouterr().err and not out.exists()
+    assert main(["sample", "--run", str(student), "--out", str(out), "--n", "10", "--seed", "0"]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["steps"] == 4
+
+
+def test_a_killed_student_resumes_to_the_same_bits_in_any_round(spiral, tmp_path):
+    teacher, _ = spiral
+    config = distill_config(teacher, steps=2, train_steps=60)  # 4 rounds of 15 steps (32 -> 16 -> 8 -> 4 -> 2)
+    config.train.checkpoint_every, config.train.threads, config.train.precision = 5, 1, "fp32"
+    whole = tmp_path / "whole"
+    quiet(train_run, config, whole, progress=False)
+    for kill_at in (22, 31):  # in round 1, and in round 2 just after a checkpoint at its first step (30)
+        out = tmp_path / f"killed-{kill_at}"
+        train_killed_at(config, out, kill_at)
+        quiet(train_run, None, out, resume=True, progress=False)
+        assert (out / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes(), kill_at
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["parent"]["sha256"] = "0" * 64  # as if the teacher had been retrained since
+    (out / "config.json").write_text(json.dumps(cfg))
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "train_state" / sorted(p.name for p in (out / "train_state").iterdir())[-1])
+    with pytest.raises(DiffkitError, match="changed since this distilled run was made"):
+        quiet(train_run, None, out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("net", ["unet", "dit"])
+def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_path, net, capsys):
+    tiny = ["--channels", "8", "--channel-mult", "1,2", "--attention", ""] if net == "unet" else \
+        ["--net", "dit", "--dit-size", "tiny"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert main(["train", "--data", "digits", "--cond", "--out", str(teacher), "--steps", "16", "--batch-size", "16",
+                 *tiny, "--quiet"]) == 0
+    assert main(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2", "--guidance", "3",
+                 "--train-steps", "8", "--quiet"]) == 0
+    assert "sample it with" in capsys.readouterr().out
+    run = load_run(student)
+    calls, network = [], run.denoiser.network
+    run.denoiser.network = lambda x, *rest: calls.append(len(x)) or network(x, *rest)
+    x = sample_run(run, 6, cond=3, seed=0)
+    assert x.shape == (6, 1, 8, 8) and calls == [6, 6]  # 2 steps, one unguided call each: w = 3 is folded in
+    with pytest.raises(DiffkitError, match="folded in"):
+        sample_run(run, 6, cond=3, guidance=2.0)
+
+
+def test_a_text_student(digits_text_run, tmp_path, capsys):
+    student = tmp_path / "text-student"
+    assert main(["distill", "--teacher", str(digits_text_run), "--out", str(student), "--steps", "1", "--train-steps",
+                 "5", "--guidance", "2", "--quiet"]) == 0
+    assert json.loads((student / "config.json").read_text())["parent"]["rounds"] == 5
+    x = sample_run(student, 3, prompt="a handwritten 7", seed=0)
+    assert x.shape == (3, 1, 8, 8)
+
+
+def test_distill_refuses_what_it_cannot_use(spiral, tmp_path, capsys):
+    teacher, student = spiral
+    (tmp_path / "empty").mkdir()
+    cases = [(["--teacher", tmp_path / "empty"], "not a diffkit run directory"),
+             (["--teacher", teacher, "--method", "magic"], "unknown distillation method 'magic'"),
+             (["--teacher", teacher, "--steps", "3"], "power of two"),
+             (["--teacher", teacher, "--guidance", "2"], "unconditional"),
+             (["--teacher", student], "already a distilled student"),
+             (["--teacher", teacher, "--steps", "1", "--train-steps", "3"], "fewer than the 5 halving rounds"),
+             ([], "needs --teacher")]
+    for extra, fragment in cases:
+        code = main(["distill", "--out", str(tmp_path / "new"), *map(str, extra)])
+        err = capsys.readouterr().err
+        assert code == 2 and fragment in err and "Traceback" not in err, (extra, err)
+        assert not (tmp_path / "new").exists()
+    code = main(["distill", "--out", str(tmp_path / "new"), "--resume", "--teacher", str(teacher)])
+    assert code == 2 and "drop --teacher" in capsys.readouterr().err
