@@ -148,7 +148,8 @@ class ParentConfig:
     """A derived run's parent (DESIGN: derived runs): what it was made from, by path and checksum, and how.
     kind "reflow": a flow trained on (noise, sample) pairs of the teacher's ODE (Liu et al. 2023);
     kind "progressive": a student whose one DDIM step learned two of its teacher's, halving `rounds` times down to
-    `steps` (Salimans & Ho 2022)."""
+    `steps` (Salimans & Ho 2022); kind "consistency": a consistency model distilled on `levels` noise levels down to
+    the VE level `boundary` (Song et al. 2023)."""
 
     kind: str
     path: str                       # the parent run directory, absolute
@@ -160,9 +161,12 @@ class ParentConfig:
                                     # has it folded in and samples at w = 1
     seed: int = 0                   # reflow: the pairs' noises
     rounds: int = 0                 # progressive: halvings, from K * 2^rounds teacher steps down to K
+    levels: int = 0                 # consistency: the noise levels of the teacher's ODE steps
+    boundary: float | None = None   # consistency: s_min, where the consistency function is the identity
+    target_ema: float = 0.0         # consistency: the target network's EMA rate (0: the student, stop-gradient)
 
 
-KINDS_OF_PARENT = ("reflow", "progressive")
+KINDS_OF_PARENT = ("reflow", "progressive", "consistency")
 
 
 @dataclass
@@ -230,7 +234,7 @@ class RunConfig:
     @property
     def distilled(self) -> bool:
         """A student distilled from a teacher to few sampling steps (runs/distill.py)."""
-        return self.parent is not None and self.parent.kind == "progressive"
+        return self.parent is not None and self.parent.kind in ("progressive", "consistency")
 
     def path(self) -> NoiseSchedule:
         """The run's Gaussian path as the samplers see it: the VP schedule (ddpm), or a flow / EDM path (path.py)."""

@@ -15,7 +15,13 @@ import torch
 
 from .cond import cat_conds, slice_cond
 from .errors import ConfigError
-from .prediction import check_prediction, score_from_eps, to_eps_x0, to_eps_x0_on_path
+from .prediction import (
+    check_prediction,
+    score_from_eps,
+    to_boundary,
+    to_eps_x0,
+    to_eps_x0_on_path,
+)
 from .schedule import NoiseSchedule
 
 # the noise levels (sigma_lo, sigma_hi] where guidance applies, None for every level: the one form this setting
@@ -51,6 +57,8 @@ class Denoiser:
         clip_x0: if set, clamp x0_hat to [-clip_x0, clip_x0] and recompute eps_hat from it.
         chunk: largest batch sent to the network in one call; bigger batches are split (to bound memory or
             keep activations in cache). None: never split.
+        boundary: a consistency model's s_min (VE units): x0_hat becomes f = x0_hat + s_min eps_hat
+            (prediction.to_boundary; Song et al. 2023). None: a plain denoiser.
 
     It decides nothing about gradients (samplers run under no_grad; likelihoods and gradient guidance need
     them) and keeps everything on x_t's device. Time reaches the network as float32 (float64 for float64 x):
@@ -59,7 +67,7 @@ class Denoiser:
 
     def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
                  conditioning=None, guidance_scale: float = 1.0, guidance_interval: Interval = None,
-                 clip_x0: float | None = None, chunk: int | None = None):
+                 clip_x0: float | None = None, chunk: int | None = None, boundary: float | None = None):
         self.network = network
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
@@ -72,13 +80,15 @@ class Denoiser:
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0):
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
         self.chunk = chunk
+        self.boundary = boundary
         # a flow / EDM path (path.py): the network sees the path's own x and time (an oracle sees the VP view)
         self.on_path = getattr(schedule, "path", "vp") != "vp"
 
     def _arguments(self) -> dict:
         return {"network": self.network, "schedule": self.schedule, "prediction": self.prediction,
                 "conditioning": self.conditioning, "guidance_scale": self.guidance_scale,
-                "guidance_interval": self.guidance_interval, "clip_x0": self.clip_x0, "chunk": self.chunk}
+                "guidance_interval": self.guidance_interval, "clip_x0": self.clip_x0, "chunk": self.chunk,
+                "boundary": self.boundary}
 
     def replace(self, **changes) -> "Denoiser":
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
@@ -150,6 +160,8 @@ class Denoiser:
         if self.clip_x0 is not None:
             x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)
             eps_hat = (x_t - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()
+        if self.boundary is not None:
+            eps_hat, x0_hat = to_boundary(eps_hat, x0_hat, alpha_bar, self.boundary)
         return eps_hat, x0_hat
 
 

@@ -110,6 +110,14 @@ def to_x0(prediction: Prediction, output, x_t, alpha_bar):
 
 # --- on a path of its own (path.py) ---------------------------------------------------------------------------
 
+def to_boundary(eps_hat, x0_hat, alpha_bar, s_min: float):
+    """A consistency model's (eps_hat, f) from a denoiser's: f = x0_hat + s_min eps_hat, the DDIM step to the VE level
+    s_min (= c_skip y + c_out x0_hat with y = x_t / alpha, c_skip = s_min / s, c_out = 1 - s_min / s, s = sigma /
+    alpha), so f(y, s_min) = y (Song et al. 2023, sec. 3); eps_hat becomes the noise that f and x_t imply."""
+    s = ((1 - alpha_bar) / alpha_bar).sqrt()
+    return eps_hat * (1 - s_min / s), x0_hat + s_min * eps_hat
+
+
 def edm_scalings(sigma, sigma_data: float):
     """(c_skip, c_out) of EDM's preconditioning (Karras et al. 2022, Table 1)."""
     var = sigma**2 + sigma_data**2

@@ -133,15 +133,15 @@ def test_a_killed_student_resumes_to_the_same_bits_in_any_round(spiral, tmp_path
         quiet(train_run, None, out, resume=True, progress=False)
 
 
-@pytest.mark.parametrize("net", ["unet", "dit"])
-def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_path, net, capsys):
+@pytest.mark.parametrize("net, method", [("unet", "progressive"), ("dit", "progressive"), ("unet", "consistency")])
+def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_path, net, method, capsys):
     tiny = ["--channels", "8", "--channel-mult", "1,2", "--attention", ""] if net == "unet" else \
         ["--net", "dit", "--dit-size", "tiny"]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     assert main(["train", "--data", "digits", "--cond", "--out", str(teacher), "--steps", "16", "--batch-size", "16",
                  *tiny, "--quiet"]) == 0
     assert main(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2", "--guidance", "3",
-                 "--train-steps", "8", "--quiet"]) == 0
+                 "--method", method, "--train-steps", "8", "--quiet"]) == 0
     assert "sample it with" in capsys.readouterr().out
     run = load_run(student)
     calls, network = [], run.denoiser.network
@@ -178,3 +178,38 @@ def test_distill_refuses_what_it_cannot_use(spiral, tmp_path, capsys):
         assert not (tmp_path / "new").exists()
     code = main(["distill", "--out", str(tmp_path / "new"), "--resume", "--teacher", str(teacher)])
     assert code == 2 and "drop --teacher" in capsys.readouterr().err
+
+
+def test_the_consistency_function_is_the_identity_at_the_boundary_and_a_ddim_jump_above_it():
+    from diffkit.prediction import to_boundary
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    for s in (0.01, 0.5, 20.0):
+        ab = torch.tensor(1 / (1 + s * s), dtype=torch.float64)
+        x = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # y = x / alpha = x0 + s eps
+        e, f = to_boundary(eps, x0, ab, 0.01)
+        assert torch.allclose(f, x0 + 0.01 * eps)  # the ODE (exact for this denoiser) run down to s_min
+        assert torch.allclose(ab.sqrt() * f + (1 - ab).sqrt() * e, x)  # (e, f) still explain x_t
+    e, f = to_boundary(eps, x0, torch.tensor(1 / (1 + 0.01**2), dtype=torch.float64), 0.01)
+    assert torch.allclose(f, x0 + 0.01 * eps) and e.abs().max() < 1e-12  # at s_min: f = y, nothing left to remove
+
+
+def test_a_consistency_student_samples_in_one_call_and_resumes_to_the_same_bits(spiral, tmp_path):
+    teacher, _ = spiral
+    quiet(distill_run, teacher, tmp_path / "cd", method="consistency", progress=False)
+    ref = make_dataset("spiral", 6000, seed=7)
+    floor = energy_distance(make_dataset("spiral", 6000, seed=8), ref)
+    cd_1 = energy_distance(sample_run(tmp_path / "cd", 6000, steps=1, seed=1), ref) - floor
+    best_1 = min(energy_distance(sample_run(teacher, 6000, name, 1, seed=1), ref) for name in ("ddim", "dpmpp-2m"))
+    assert cd_1 * 20 < best_1 - floor, (cd_1, best_1)
+    cfg = json.loads((tmp_path / "cd" / "config.json").read_text())
+    assert cfg["parent"]["kind"] == "consistency" and 0 < cfg["parent"]["boundary"] < 0.05
+    assert cfg["sampling"] == {**cfg["sampling"], "sampler": "consistency", "steps": 2}
+    config = distill_config(teacher, method="consistency", train_steps=40)
+    config.train.checkpoint_every, config.train.threads, config.train.precision = 10, 1, "fp32"
+    quiet(train_run, config, tmp_path / "whole", progress=False)
+    train_killed_at(config, tmp_path / "killed", 27)  # the EMA target comes back from the checkpoint at 20
+    quiet(train_run, None, tmp_path / "killed", resume=True, progress=False)
+    assert (tmp_path / "killed" / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model.safetensors").read_bytes()

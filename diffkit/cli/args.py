@@ -263,9 +263,11 @@ def _distill_parser(sub) -> None:
     d.add_argument("--teacher", help="the run to distill (any objective; class, text or unconditional)")
     d.add_argument("--out", required=True, help="the student's run directory")
     d.add_argument("--method", help="progressive (default; Salimans & Ho 2022: one student step learns two teacher "
-                                    "steps, halving down to --steps)")
+                                    "steps, halving down to --steps) or consistency (Song et al. 2023: every point "
+                                    "of the teacher's ODE maps to its end)")
     d.add_argument("--steps", type=positive_int("--steps"),
-                   help="the student's sampling steps, a power of two (default 4); `sample` uses them by default")
+                   help="the student's sampling steps, `sample`'s default for it (progressive: a power of two, "
+                        "default 4; consistency: default 2)")
     d.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="class-conditional and text teachers: the guidance scale folded into the student (default 1); "
                         "a guided student step costs one network call")

@@ -102,9 +102,10 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
                   fast: bool = True) -> Denoiser:
     """The Denoiser of a run's config around `network` (the trained one, or a live copy during training)."""
     sampling_net, chunk = registry.for_sampling(network, fast)
+    boundary = config.parent.boundary if config.parent is not None and config.parent.kind == "consistency" else None
     return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
                     guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
-                    clip_x0=config.x0_clip(), chunk=chunk if fast else None)
+                    clip_x0=config.x0_clip(), chunk=chunk if fast else None, boundary=boundary)
 
 
 def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> tuple:
@@ -178,7 +179,7 @@ def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guid
         steps = config.sampling.steps
     parent = config.parent
     if config.distilled:
-        if steps is not None and steps > parent.steps:
+        if parent.kind == "progressive" and steps is not None and steps > parent.steps:
             raise ConfigError(f"this student was distilled for {parent.steps} steps; sample it with --steps "
                               f"{parent.steps} or fewer (more steps would leave the levels it learned)")
         if parent.guidance not in (None, 1) and guidance not in (None, 1):

@@ -12,6 +12,7 @@ from ..errors import CheckpointError, ConfigError
 from ..nn import registry
 from ..store.manifest import sha256
 from ..store.rundir import MODEL, read_config
+from ..training.consistency import ConsistencyObjective
 from ..training.distill import ProgressiveObjective
 from .pipeline import load_run
 
@@ -47,7 +48,7 @@ def check_unchanged(parent, what: str) -> None:
                               "checksum differs); restore that run")
 
 
-def distill_objective(config: RunConfig, device=None) -> ProgressiveObjective:
+def distill_objective(config: RunConfig, device=None):
     """The objective of a distilled student (config.parent records how): its teacher loaded and checked, guided
     at the recorded scale (folded into the student)."""
     parent = config.parent
@@ -55,5 +56,8 @@ def distill_objective(config: RunConfig, device=None) -> ProgressiveObjective:
     denoiser = load_run(parent.path, device=device).denoiser
     if parent.guidance is not None:
         denoiser = denoiser.replace(guidance_scale=parent.guidance)
+    if parent.kind == "consistency":
+        return ConsistencyObjective(config, config.path(), denoiser, levels_n=parent.levels,
+                                    target_ema=parent.target_ema)
     return ProgressiveObjective(config, config.path(), denoiser, steps=parent.steps, rounds=parent.rounds,
                                 steps_per_round=config.train.steps // parent.rounds)
