@@ -222,7 +222,7 @@ CLI = [
     ([S, "--run", "{foreignconfig}", "--out", "{tmp}/s.npy"], "not a diffkit run config", 2),
     ([S, "--run", "{flipped}", "--out", "{tmp}/s.npy"], "model.safetensors does not match its checksum", 2),
     ([S, "--run", "{tmp}/nothing", "--out", "{tmp}/s.npy"], "does not exist", 2),
-    ([S, "--run", "{afile}", "--out", "{tmp}/s.npy"], "does not exist", 2),
+    ([S, "--run", "{afile}", "--out", "{tmp}/s.npy"], "is a file, not a diffkit run directory", 2),
     # eval
     ([E, "--samples", "{tmp}/missing.npy", "--data", "circle"], "does not exist", 2),
     ([E, "--samples", "{samples3d}", "--data", "circle"], "expected [N, 2]", 2),
@@ -272,6 +272,14 @@ CLI = [
     ([E, "--straightness", "--run", "{crun}", "--prompt", "a 7"], "cannot follow a prompt", 2),
     ([E, "--straightness", "--run", "{nullrun}"], "p_uncond 0", 2),
     (["reflow", "--teacher", "{nullrun}", "--out", "{tmp}/rf", "--guidance", "2"], "drop --guidance (w = 1)", 2),
+    # distillation (tests/test_distill.py covers a VAE teacher, a replaced teacher and a student's steps)
+    (["distill", "--teacher", "{run}", "--out", "{tmp}/d", "--method", "dmd"], "unknown distillation method 'dmd'", 2),
+    (["distill", "--teacher", "{run}", "--out", "{tmp}/d", "--steps", "6"], "power of two", 2),
+    (["distill", "--teacher", "{run}", "--out", "{tmp}/d", "--guidance", "3"], "this one is unconditional", 2),
+    (["distill", "--teacher", "{nullrun}", "--out", "{tmp}/d", "--guidance", "3"], "drop --guidance (w = 1)", 2),
+    (["distill", "--teacher", "{notes}", "--out", "{tmp}/d"], "not a diffkit run directory", 2),
+    (["distill", "--out", "{tmp}/d"], "distill needs --teacher RUN", 2),
+    (["distill", "--teacher", "{run}", "--out", "{tmp}/d", "--steps", "0"], "--steps", 2),
     # devices, precision and processes
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "tpu"], "unknown device 'tpu'; use auto, cpu", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--device", "cuda"] if not torch.cuda.is_available() else

@@ -152,6 +152,18 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
         sample_run(run, 6, cond=3, guidance=2.0)
 
 
+def test_a_latent_student_and_a_vae_teacher_refused(digits_vae, tmp_path, capsys):
+    teacher = tmp_path / "latent"
+    assert main(["train", "--data", "digits", "--latent", str(digits_vae), "--out", str(teacher), "--steps", "8",
+                 "--batch-size", "16", "--channels", "8", "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
+    assert main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "s"), "--steps", "2", "--train-steps",
+                 "4", "--quiet"]) == 0
+    x = sample_run(tmp_path / "s", 3, seed=0)
+    assert x.shape == (3, 1, 8, 8) and 0 <= x.min() and x.max() <= 1  # latents decoded by the teacher's VAE
+    assert main(["distill", "--teacher", str(digits_vae), "--out", str(tmp_path / "v")]) == 2
+    assert "is a VAE run" in capsys.readouterr().err and not (tmp_path / "v").exists()
+
+
 def test_a_text_student(digits_text_run, tmp_path, capsys):
     student = tmp_path / "text-student"
     assert main(["distill", "--teacher", str(digits_text_run), "--out", str(student), "--steps", "1", "--train-steps",

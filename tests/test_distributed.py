@@ -85,6 +85,20 @@ def test_reflow_under_torchrun_matches_one_process(tmp_path):
     assert len(list((tmp_path / "cache").rglob("reflow-*.safetensors"))) == 1
 
 
+def test_distill_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun --nproc-per-node 2 -m diffkit distill` = `diffkit distill`, across a halving round (every rank
+    freezes the same round teacher), with one set of outputs."""
+    ok(one_process("-m", "diffkit", "train", "--data", "moons", "--steps", "60", "--out", str(tmp_path / "teacher"),
+                   "--quiet"))
+    args = ["--teacher", str(tmp_path / "teacher"), "--steps", "8", "--train-steps", "40", "--quiet"]
+    ok(torchrun("-m", "diffkit", "distill", "--out", str(tmp_path / "two"), *args))
+    ok(one_process("-m", "diffkit", "distill", "--out", str(tmp_path / "one"), *args))
+    one, two = (load_file(tmp_path / k / "model.safetensors") for k in ("one", "two"))
+    assert set(one) == set(two) and rel_diff(one, two) < 1e-5
+    assert rel_diff(one, load_file(tmp_path / "teacher" / "model.safetensors")) > 1e-3  # the student trained
+    assert run_files(tmp_path / "two") == run_files(tmp_path / "one")
+
+
 def test_every_rank_holds_the_same_model_with_gradient_accumulation(tmp_path):
     """Each rank's weights, EMA and Adam moments are identical after training, and 2 ranks x 2 micro-batches
     of 16 equal one process with the whole batch of 64."""

@@ -291,3 +291,20 @@ def test_schema_fuzz_finds_no_server_error(runs):
 
         check()
     assert len(seen) >= 100 and any(code == 200 for code in seen) and any(400 <= code < 500 for code in seen)
+
+
+def test_few_steps_panel_counts_the_calls_of_a_guided_teacher_and_its_student(tmp_path):
+    assert main(["train", "--data", "digits", "--cond", "--out", str(tmp_path / "t"), "--steps", "8", "--channels", "8",
+                 "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), "--method", "consistency",
+                 "--guidance", "3", "--train-steps", "4", "--quiet"]) == 0
+    with TestClient(create_app(tmp_path)) as c:
+        runs = {r["name"]: r for r in c.get("/api/runs").json()["runs"]}
+        assert runs["s"]["distilled"] == "consistency" and runs["t"]["distilled"] is None
+        r = c.post("/api/fewsteps", json={"run": "s", "nfe": 8, "n": 12}).json()
+        assert r["kind"] == "images" and len(r["student"]["samples"]) == len(r["teacher"]["samples"]) == 12
+        assert r["student"]["calls"] == 8 and r["student"]["sampler"] == "consistency"
+        # the teacher is guided at the student's folded-in w = 3: its steps inside the interval call twice
+        assert 8 < r["teacher"]["calls"] <= 16 and r["guidance"] == 3
+        assert "not a distilled student" in one_sentence(c.post("/api/fewsteps", json={"run": "t"}), 400)
+        one_sentence(c.post("/api/fewsteps", json={"run": "s", "nfe": 9}), 422)

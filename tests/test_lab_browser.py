@@ -39,6 +39,8 @@ def server(tmp_path_factory, digits_text_run):
                      "--steps", "300", "--quiet"]) == 0
     assert main(["reflow", "--teacher", str(runs / "fl"), "--out", str(runs / "fl2"), "--pairs", "1000",
                  "--train-steps", "300", "--quiet"]) == 0
+    assert main(["distill", "--teacher", str(runs / "g8"), "--out", str(runs / "g8s"), "--steps", "2",
+                 "--train-steps", "200", "--quiet"]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -86,7 +88,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 6 and page.locator("#gd-run option").count() == 1  # only cond has classes
+    assert page.locator("#rv-run option").count() == 7 and page.locator("#gd-run option").count() == 1  # only cond has classes
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -220,3 +222,21 @@ def test_diffusion_and_flow_panel_draws_each_path_and_reflow_is_straighter(page)
     page.select_option("#pf-edm", "")
     page.wait_for_function("window.lab.paths.runs.length === 3", timeout=60_000)
     assert page.text_content("#pf-read-1") == "EDM: no run"
+
+
+def test_few_steps_panel_puts_the_student_beside_its_teacher(page):
+    """The panel picks the distilled student, samples it and its teacher from the same noise at the slider's
+    number of calls, and the student (which learned two steps) lands nearer the data than the teacher's 2 calls."""
+    assert page.input_value("#fs-run") == "g8s"
+    page.wait_for_function("window.lab.fewsteps && window.lab.fewsteps.teacher.steps === 4", timeout=60_000)
+    set_range(page, "#fs-nfe", 2, event="change")
+    page.wait_for_function("window.lab.fewsteps.teacher.steps === 2", timeout=60_000)
+    res = page.evaluate("window.lab.fewsteps")
+    assert res["teacher"]["calls"] == 2 and res["student"]["calls"] == 2 and res["method"] == "progressive"
+    assert res["student"]["energy"] * 3 < res["teacher"]["energy"], (res["student"]["energy"], res["teacher"]["energy"])
+    assert "2 network calls per sample" in page.text_content("#fs-student-cap")
+    assert "energy distance to the data" in page.text_content("#fs-teacher-cap")
+    assert pixels(page, "fs-teacher") != pixels(page, "fs-student")
+    set_range(page, "#fs-nfe", 8, event="change")
+    page.wait_for_function("window.lab.fewsteps.teacher.steps === 8", timeout=60_000)
+    assert page.evaluate("window.lab.fewsteps.student.steps") == 2  # it stops at the steps it learned

@@ -272,7 +272,8 @@ def _distill_parser(sub) -> None:
                    help="class-conditional and text teachers: the guidance scale folded into the student (default 1); "
                         "a guided student step costs one network call")
     d.add_argument("--train-steps", type=positive_int("--train-steps"),
-                   help="the student's optimizer steps over all rounds (default: half the teacher's)")
+                   help="the student's optimizer steps (default: progressive, a sixth of the teacher's per halving "
+                        "round; consistency, half the teacher's)")
     d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
     d.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")

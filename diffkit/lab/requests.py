@@ -92,3 +92,11 @@ class PromptRequest(BaseModel):
     n: int = Field(16, ge=1, le=36)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     steps: int = Field(20, ge=2, le=100)
+
+
+class FewStepsRequest(BaseModel):
+    run: str = Field(pattern=NAME, description="a distilled student (`diffkit distill`) in the runs directory")
+    nfe: int = Field(4, ge=1, le=8, description="network calls per sample, for teacher and student alike")
+    n: int = Field(16, ge=1, le=2000, description="points (2-D) or images (at most 64)")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    cls: int | None = Field(None, ge=0, le=999, description="class id (default: classes cycled)")

@@ -12,6 +12,7 @@ from ..errors import DiffkitError
 from .requests import (
     IMAGE_SETS,
     POINT_SETS,
+    FewStepsRequest,
     GuidanceRequest,
     PathsRequest,
     PromptRequest,
@@ -126,6 +127,19 @@ def paths(req: PathsRequest, request: Request):
     return paths_panel(runs, req.steps, req.n, req.seed, cache)
 
 
+@router.post("/api/fewsteps")
+def fewsteps(req: FewStepsRequest, request: Request):
+    """A distilled student and its teacher from the same noise at the same number of network calls."""
+    from .fewsteps_panel import fewsteps_panel
+
+    run = lab_state(request).load(req.run)
+    images = _kind(run) == "images"
+    out = fewsteps_panel(req.run, run, req.nfe, min(req.n, 64) if images else req.n, req.seed, req.cls)
+    for role in ("teacher", "student"):
+        out[role]["samples"] = _pack(out[role]["samples"], images)
+    return {**out, "kind": _kind(run), "shape": run.config.fitted.image_shape}
+
+
 @router.post("/api/prompt")
 def prompt(req: PromptRequest, request: Request):
     """Samples of a text run for one prompt at guidance w, the same seed every time; shapes runs: adherence."""
@@ -164,4 +178,4 @@ def _describe(path: Path) -> dict:
             "classes": cfg.fitted.class_names or list(range(cfg.network.num_classes)),
             "steps": cfg.train.steps, "schedule": cfg.schedule.name, "timesteps": cfg.schedule.num_timesteps,
             "prediction": cfg.prediction, "objective": cfg.objective.name,
-            "reflow": cfg.reflowed}
+            "reflow": cfg.reflowed, "distilled": cfg.parent.kind if cfg.distilled else None}

@@ -20,12 +20,20 @@ from .train import train_run
 METHODS = ("progressive", "consistency")
 DEFAULT_STEPS = {"progressive": 4, "consistency": 2}
 FINEST = 32           # progressive: the first round's teacher takes this many steps (or twice the student's, if more)
+# progressive: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval (Salimans &
+# Ho: 1, two DDIM steps). Measured (benchmarks/distill.py; 4-step students): spiral's excess 5.1e-4 at 1, 2.1e-4 at
+# 2, 1.5e-4 at 4; digits' FD 2.02x the floor at 2 and at 4, where the cost fell from 1.64x to about 1.3x the teacher's
+SUBSTEPS = {"points": 4, "images": 2}
 LEVELS = 18           # consistency: the noise levels of the teacher's Heun steps (Song et al. 2023: N = 18, CIFAR-10)
 # consistency: the target network's EMA rate (Song et al. 2023: 0.95 for CD). Measured on spiral (750 steps from the
 # default 1500-step teacher): 1-step energy distance 0.0018 at 0.95 against 0.013-0.055 with the stop-gradient
 # target (0) that Song & Dhariwal (2023) use for consistency training
 TARGET_EMA = 0.95
-TRAIN_SHARE = 0.5     # default training length: this share of the teacher's steps (each step calls the teacher twice)
+# default training length: per halving round, this share of the teacher's steps (a K = 4 student: 3 rounds, half the
+# teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher twice (8
+# times in the first round), so a round costs about 1/3 of the teacher's training (measured: benchmarks/distill.py)
+ROUND_SHARE = 1 / 6
+TRAIN_SHARE = 0.5
 LR_SHARE = 0.5        # the student's peak learning rate: this share of the teacher's
 
 
@@ -59,7 +67,8 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     rounds = rounds_for(steps) if method == "progressive" else 1
     config = RunConfig.from_dict(t_cfg.to_dict())
     t = config.train
-    total = train_steps or max(rounds, round(t.steps * TRAIN_SHARE))
+    share = ROUND_SHARE * rounds if method == "progressive" else TRAIN_SHARE
+    total = train_steps or max(rounds, round(t.steps * share))
     if total < rounds:
         raise ConfigError(f"--train-steps {total} is fewer than the {rounds} halving rounds down to {steps} steps")
     per_round = total // rounds
@@ -72,6 +81,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
     if method == "progressive":
         config.parent.rounds = rounds
+        config.parent.substeps = SUBSTEPS["points" if config.fitted.image_shape is None else "images"]
     else:
         config.parent.levels, config.parent.target_ema = levels, target_ema
         config.parent.boundary = boundary_sigma(config.path(), levels)

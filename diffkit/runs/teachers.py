@@ -60,4 +60,4 @@ def distill_objective(config: RunConfig, device=None):
         return ConsistencyObjective(config, config.path(), denoiser, levels_n=parent.levels,
                                     target_ema=parent.target_ema)
     return ProgressiveObjective(config, config.path(), denoiser, steps=parent.steps, rounds=parent.rounds,
-                                steps_per_round=config.train.steps // parent.rounds)
+                                steps_per_round=config.train.steps // parent.rounds, first_substeps=parent.substeps)

@@ -131,6 +131,9 @@ def read_state(run_dir) -> tuple[dict[str, torch.Tensor], dict[str, str], Path] 
 
 def read_config(run_dir) -> RunConfig:
     path = Path(run_dir) / CONFIG
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a diffkit run directory (a folder that `diffkit train --out "
+                              "DIR` wrote)")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist; train one with `diffkit train --out DIR`")
     data = _read_bytes(path, f"{run_dir} holds no config.json; it is not a diffkit run directory")

@@ -11,9 +11,9 @@ A training step draws a clean x0, an interval i of the round's student grid and 
 start t, takes the teacher's two steps t -> t' -> t'' and asks the student's one DDIM step to land where they do:
 its target x0 is x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t) (Algorithm
 2), weighted by max(SNR_t, 1), the truncated-SNR weight of sec. 4. The first round's teacher may fold classifier-
-free guidance in (its denoiser guided; Meng et al. 2023 with one fixed w) and takes its second step as
-DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) from the two x0_hat it has, which is more accurate at no extra
-call; later rounds' teachers are students, whose two DDIM steps are what they learned.
+free guidance in (its denoiser guided; Meng et al. 2023 with one fixed w) and, being the trained run and not a
+student, crosses each interval in 2 x `first_substeps` DPM-Solver++(2M) steps (Lu et al. 2022, Algorithm 2; its
+first step DDIM), uniform in time; later rounds' teachers are students, whose two DDIM steps are what they learned.
 """
 
 from __future__ import annotations
@@ -46,23 +46,29 @@ def ladder(schedule, steps: int, rounds: int) -> list[torch.Tensor]:
     return grids[::-1]
 
 
-def _weights(schedule, fine: torch.Tensor, second_order: bool) -> dict:
-    """Per student interval i (fine levels 2i -> 2i+1 -> 2i+2): the scalars of the teacher's two steps, the
-    student's target and its weight, as float64 tables [n]. A step is z' = w_x z + sum_j w_j x0_j (dpm_solver.py)."""
-    lv = levels(schedule, fine.tolist())
-    rows = []
-    for i in range(0, len(lv) - 1, 2):
-        a, b, c = lv[i], lv[i + 1], lv[i + 2]
-        first = dpmpp_weights([a], b, 1)  # DDIM a -> b
-        second = dpmpp_weights([a, b], c, 2 if second_order else 1)  # 2M b -> c (first order into x_0)
-        if len(second) == 2:
-            second = [second[0], 0.0, second[1]]
+def _plan(schedule, coarse: torch.Tensor, substeps: int, second_order: bool) -> dict:
+    """Per student interval i (coarse levels i -> i + 1, split uniformly in time into 2 x substeps teacher steps):
+    the teacher's step times "t" [n, m] and weights "w_x", "w_prev", "w_now" [n, m] of z' = w_x z + w_prev
+    x0_(j-1) + w_now x0_j (dpm_solver.py: DDIM, then DPM-Solver++(2M) where second_order; first order into x_0),
+    and the student's "alpha", "sigma", "ratio", "denom", "weight" [n] (module doc)."""
+    m = 2 * substeps
+    times, wx, wp, wn, student = [], [], [], [], []
+    for a_t, c_t in zip(coarse[:-1].tolist(), coarse[1:].tolist()):
+        sub = levels(schedule, [a_t + j / m * (c_t - a_t) for j in range(m + 1)])
+        rows = []
+        for j in range(m):
+            w = dpmpp_weights(sub[max(0, j - 1):j + 1], sub[j + 1], 2 if second_order and j > 0 else 1)
+            rows.append((w[0], *(w[1:] if len(w) == 3 else (0.0, w[1]))))
+        times.append([v.t for v in sub[:-1]])
+        wx.append([r[0] for r in rows])
+        wp.append([r[1] for r in rows])
+        wn.append([r[2] for r in rows])
+        a, c = sub[0], sub[-1]
         ratio = c.sigma / a.sigma  # the student's DDIM a -> c is z'' = ratio z + (alpha'' - ratio alpha) x0
-        snr = (a.alpha / a.sigma) ** 2
-        rows.append([a.t, a.alpha, a.sigma, *first, *second, ratio, c.alpha - ratio * a.alpha, max(snr, 1.0)])
-    table = torch.tensor(rows, dtype=F64)
-    names = ("t", "alpha", "sigma", "w1_x", "w1_x0", "w2_x", "w2_x0a", "w2_x0b", "ratio", "denom", "weight")
-    return dict(zip(names, table.unbind(1)))
+        student.append([a.alpha, a.sigma, ratio, c.alpha - ratio * a.alpha, max((a.alpha / a.sigma) ** 2, 1.0)])
+    plan = {k: torch.tensor(v, dtype=F64) for k, v in (("t", times), ("w_x", wx), ("w_prev", wp), ("w_now", wn))}
+    plan.update(zip(("alpha", "sigma", "ratio", "denom", "weight"), torch.tensor(student, dtype=F64).unbind(1)))
+    return plan
 
 
 def _frozen_copy(network: torch.nn.Module) -> torch.nn.Module:
@@ -77,15 +83,19 @@ class ProgressiveObjective:
 
     teacher: the first round's teacher Denoiser (guided where guidance is folded in); its schedule is the run's
     path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser).
+    first_substeps: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval
+    (later rounds: two DDIM steps, the ones their teacher learned).
     """
 
-    def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int):
+    def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int,
+                 first_substeps: int = 1):
         if steps_per_round < 1:
             raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps")
         self.config, self.schedule = config, schedule
         self.rounds, self.steps_per_round = rounds, steps_per_round
-        self.grids = ladder(schedule, steps, rounds)  # round r's teacher grid is grids[r], its student's grids[r+1]
-        self.tables = [_weights(schedule, g, second_order=(r == 0)) for r, g in enumerate(self.grids[:-1])]
+        self.grids = ladder(schedule, steps, rounds)  # round r's student grid is grids[r + 1]
+        self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0))
+                       for r, g in enumerate(self.grids[1:])]
         self.first_teacher, self.teacher, self.round = teacher, teacher, 0
         self.frozen = None  # the current round's teacher network (rounds > 0): the last round's student
         self.resumed = None  # (round, teacher state) from a checkpoint, until the next begin_step
@@ -133,26 +143,28 @@ class ProgressiveObjective:
 
     # one step ----------------------------------------------------------------------------------------------
     def draw(self, batch_size: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        n = len(self.tables[self.round]["t"])
+        n = len(self.tables[self.round]["alpha"])
         return torch.randint(0, n, (batch_size,), generator=generator), \
             torch.randn((batch_size, *shape), generator=generator)
 
     def loss(self, model, x0, draws, cond) -> torch.Tensor:
         i, eps = draws
-        table = self.tables[self.round]
+        i, plan = i.cpu(), self.tables[self.round]
 
-        def col(name):
-            return table[name][i.cpu()].to(x0.device, torch.float32).reshape(-1, *([1] * (x0.dim() - 1)))
+        def col(v):
+            return v.to(x0.device, torch.float32).reshape(-1, *([1] * (x0.dim() - 1)))
 
-        t = table["t"][i.cpu()]
         x0, eps = x0.float(), eps.float()
-        z = col("alpha") * x0 + col("sigma") * eps
-        with torch.no_grad():  # the teacher's two steps t -> t' -> t''
-            t_mid = self.grids[self.round][2 * i.cpu() + 1]
-            _, x0_a = self.teacher(z, t, cond)
-            z_mid = col("w1_x") * z + col("w1_x0") * x0_a.float()
-            _, x0_b = self.teacher(z_mid, t_mid, cond)
-            z_end = col("w2_x") * z_mid + col("w2_x0a") * x0_a.float() + col("w2_x0b") * x0_b.float()
-            target = (z_end - col("ratio") * z) / col("denom")
-        _, x0_hat = self.student(model)(z, t, cond)
-        return col("weight").flatten() * (x0_hat.float() - target).square().flatten(1).mean(1)
+        z = col(plan["alpha"][i]) * x0 + col(plan["sigma"][i]) * eps
+        with torch.no_grad():  # the teacher's steps t -> t'' (two, or 2 x substeps in the first round)
+            x, prev = z, None
+            for j in range(plan["t"].shape[1]):
+                _, now = self.teacher(x, plan["t"][i, j], cond)
+                now = now.float()
+                x = col(plan["w_x"][i, j]) * x + col(plan["w_now"][i, j]) * now
+                if prev is not None:
+                    x = x + col(plan["w_prev"][i, j]) * prev
+                prev = now
+            target = (x - col(plan["ratio"][i]) * z) / col(plan["denom"][i])
+        _, x0_hat = self.student(model)(z, plan["t"][i, 0], cond)
+        return col(plan["weight"][i]).flatten() * (x0_hat.float() - target).square().flatten(1).mean(1)

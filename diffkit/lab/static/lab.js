@@ -156,6 +156,7 @@ async function loadRuns() {
   scoreRuns();
   pathRuns();
   options($("pp-run"), lab.runs.filter((r) => r.text).map((r) => r.name));
+  options($("fs-run"), lab.runs.filter((r) => r.distilled && !r.text).map((r) => r.name));
 }
 
 const run = (name) => lab.runs.find((r) => r.name === name);
@@ -437,6 +438,28 @@ function drawTrajectories(canvas, r, color) {
   ctx.globalAlpha = 1;
 }
 
+// --- few steps: a distilled student beside its teacher ------------------------------------------------------
+let fewBusy = null;
+async function drawFewSteps() {
+  const name = $("fs-run").value, nfe = +$("fs-nfe").value;
+  $("fs-nfe-out").textContent = nfe;
+  if (!name) return;
+  const req = { run: name, nfe, n: run(name).kind === "points" ? 1000 : 16, seed: 0 };
+  fewBusy = req;
+  const res = await api("/api/fewsteps", req);
+  if (fewBusy !== req) return;  // a later slider move wins
+  for (const role of ["teacher", "student"]) {
+    const r = res[role], canvas = $(`fs-${role}`);
+    if (res.kind === "points") drawPoints(canvas, r.samples, 3, role === "teacher" ? "#1f77b4" : "#d62728", 2);
+    else drawImages(canvas, r.samples, res.shape);
+    const per = r.calls === 1 ? "call" : "calls";
+    $(`fs-${role}-cap`).textContent = `${role}: ${r.sampler} ${r.steps} step${r.steps === 1 ? "" : "s"}, ` +
+      `${+r.calls.toFixed(2)} network ${per} per sample, ${(1000 * r.seconds).toFixed(0)} ms` +
+      (r.energy === undefined ? "" : `\nenergy distance to the data ${r.energy.toExponential(1)}`);
+  }
+  lab.fewsteps = res;
+}
+
 // --- start ----------------------------------------------------------------------------------------
 async function main() {
   const ds = await api("/api/datasets");
@@ -473,6 +496,10 @@ async function main() {
   $("sf-run").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
   $("sf-t").addEventListener("input", () => ($("sf-t-out").textContent = $("sf-t").value));
   $("sf-t").addEventListener("change", () => drawScore().catch((e) => say(e.message, true)));
+  $("fs-run").addEventListener("change", () => drawFewSteps().catch((e) => say(e.message, true)));
+  $("fs-nfe").addEventListener("input", () => ($("fs-nfe-out").textContent = $("fs-nfe").value));
+  $("fs-nfe").addEventListener("change", () => drawFewSteps().catch((e) => say(e.message, true)));
+  if ($("fs-run").value) drawFewSteps().catch((e) => say(e.message, true));
   if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
   if ($("sf-run").value) drawScore().catch((e) => say(e.message, true));
   if (FAMILY.some(([id]) => $(id).value)) drawPaths().catch((e) => say(e.message, true));

@@ -1,0 +1,301 @@
+"""Distillation: students against their teachers, quality against network calls.
+
+Per data set: the teacher (the data's default `diffkit train` run; images class-conditional) at its reference
+setting (dpmpp-2m at 20 steps; images guided at w = 3 in the run's interval, so calls inside it count twice); the
+teacher's own best sampler at 1, 2, 4, 8 calls per sample (ddim, dpmpp-2m, euler, heun, each at the most steps
+that fit; the oracle's rows on gaussians8); a progressive student per K = 1, 2, 4, 8 (`diffkit distill --steps K`)
+and one consistency student sampled at 1, 2, 4, 8 steps (images: guidance w = 3 folded into every student). Quality:
+the excess energy distance over the data-vs-data floor (points) or the judge's FD over its floor and the guided class
+accuracy (images), mean +- standard error over --seeds sampling seeds. Cost: CPU-seconds and peak memory of each
+training (its own process), samples per second at each setting.
+
+    .venv/bin/python benchmarks/distill.py --data spiral gaussians8 [--n 20000] [--seeds 3]
+    .venv/bin/python benchmarks/distill.py --data digits --n 2000 [--plot docs/distill_digits.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from diffkit import machine
+from diffkit.data.images import IMAGE_DATASETS
+from diffkit.runs import eval_image_samples, load_run, sample_oracle, sample_run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from paths import data_floor, excess  # noqa: E402  (the 2-D quality measure of benchmarks/paths.py)
+
+NFES = (1, 2, 4, 8)
+KS = (1, 2, 4, 8)
+SAMPLERS = ("ddim", "dpmpp-2m", "euler", "heun")
+GUIDANCE = 3.0
+
+JOB = """
+import json, resource, sys, time, contextlib, io
+from diffkit.runs import distill_run, train_config, train_run
+spec = json.loads(sys.argv[1])
+t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+with contextlib.redirect_stderr(io.StringIO()):
+    if spec["kind"] == "teacher":
+        train_run(train_config(spec["flags"]), spec["out"], progress=False)
+    else:
+        distill_run(spec["teacher"], spec["out"], progress=False, **spec["flags"])
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime,
+                  "peak_mb": c1.ru_maxrss / 1024}))
+"""
+
+
+def job(spec: dict) -> dict:
+    """Train a teacher or distill a student in a process of its own (its CPU-seconds and peak memory apart)."""
+    out = subprocess.run([sys.executable, "-c", JOB, json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def calls_per_sample(run, sampler: str, steps: int, guided: bool) -> float:
+    """Network calls per sample, counted (guided steps inside the interval call the network on twice the batch)."""
+    rows, net = [], run.denoiser.network
+    run.denoiser.network = lambda x, *rest: rows.append(len(x)) or net(x, *rest)
+    try:
+        kw = {"cond": 0, "guidance": GUIDANCE} if guided else {}
+        sample_run(run, 4, sampler, steps, seed=0, **kw)
+    finally:
+        run.denoiser.network = net
+    return sum(rows) / 4
+
+
+def best_fit(run, nfe: int, guided: bool) -> list[tuple[str, int]]:
+    """Per sampler, the most steps whose calls per sample fit in nfe."""
+    out = []
+    for sampler in SAMPLERS:
+        fits = [k for k in range(1, nfe + 1) if calls_per_sample(run, sampler, k, guided) <= nfe]
+        if fits:
+            out.append((sampler, max(fits)))
+    return out
+
+
+def mean_se(v: list[float]) -> tuple[float, float]:
+    return statistics.mean(v), (statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0)
+
+
+class Scorer:
+    """Quality of a setting over seeds: points (excess energy distance) or images (FD / floor, accuracy)."""
+
+    def __init__(self, data: str, a):
+        self.data, self.n, self.seeds = data, a.n, a.seeds
+        self.images = data in IMAGE_DATASETS
+        self.floor = None if self.images else data_floor(data, a.n)
+
+    def __call__(self, draw) -> dict:
+        q, acc, rate = [], [], []
+        for seed in range(self.seeds):
+            t0 = time.perf_counter()
+            x = draw(seed)
+            rate.append(self.n / (time.perf_counter() - t0))
+            if self.images:
+                labels = [i % 10 for i in range(self.n)]
+                m = eval_image_samples(x, self.data, labels=labels, seed=seed, progress=False)
+                q.append(m["fd"] / m["fd_floor"])
+                acc.append(m["class_accuracy"])
+            else:
+                q.append(excess(x, self.data, self.n, seed, self.floor))
+        return {"q": mean_se(q), "acc": statistics.mean(acc) if acc else None, "rate": statistics.median(rate)}
+
+
+def draw_fn(run, sampler, steps, images: bool, n: int, guided: bool):
+    labels = [i % 10 for i in range(n)] if images else None
+    kw = {"cond": labels, "guidance": GUIDANCE} if guided else ({"cond": labels} if images else {})
+    return lambda seed: sample_run(run, n, sampler, steps, seed=seed, **kw)
+
+
+def bench(data: str, a, root: Path) -> dict:
+    images = data in IMAGE_DATASETS
+    score = Scorer(data, a)
+    flags = {"data": data, **({"cond": True} if images else {})}
+    rows, costs = {}, {}
+    costs["teacher"] = job({"kind": "teacher", "flags": flags, "out": str(root / "teacher")})
+    print(f"# {data}: teacher trained in {costs['teacher']['wall']:.0f} s", file=sys.stderr, flush=True)
+    teacher = load_run(root / "teacher")
+    ref_calls = calls_per_sample(teacher, "dpmpp-2m", 20, images)
+    rows["teacher, dpmpp-2m 20 (reference)"] = {ref_calls: score(draw_fn(teacher, "dpmpp-2m", 20, images, a.n, images))}
+    best = {}
+    for nfe in NFES:
+        cells = {f"{s} {k}": score(draw_fn(teacher, s, k, images, a.n, images)) for s, k in best_fit(teacher, nfe, images)}
+        name = min(cells, key=lambda c: cells[c]["q"][0])
+        best[nfe] = {**cells[name], "setting": name}
+    rows["teacher, its best sampler"] = best
+    if data == "gaussians8":
+        oracle = {}
+        for nfe in NFES:
+            cells = {f"{s} {k}": score(lambda seed, s=s, k=k: sample_oracle(data, a.n, s, k, seed=seed))
+                     for s, k in (("ddim", nfe), ("dpmpp-2m", nfe), ("heun", max(1, nfe // 2)))}
+            name = min(cells, key=lambda c: cells[c]["q"][0])
+            oracle[nfe] = {**cells[name], "setting": name}
+        rows["exact denoiser (oracle), best sampler"] = oracle
+    guide = {"guidance": GUIDANCE} if images else {}
+    progressive = {}
+    for k in KS:
+        name = f"progressive K={k}"
+        costs[name] = job({"kind": "student", "teacher": str(root / "teacher"), "out": str(root / name),
+                           "flags": {"method": "progressive", "steps": k, **guide}})
+        print(f"# {data}: {name} in {costs[name]['wall']:.0f} s", file=sys.stderr, flush=True)
+        progressive[k] = score(draw_fn(load_run(root / name), "ddim", k, images, a.n, False))
+    rows["progressive students (one per K)"] = progressive
+    costs["consistency"] = job({"kind": "student", "teacher": str(root / "teacher"), "out": str(root / "consistency"),
+                                "flags": {"method": "consistency", **guide}})
+    student = load_run(root / "consistency")
+    rows["consistency student"] = {k: score(draw_fn(student, "consistency", k, images, a.n, False)) for k in NFES}
+    if images and a.grid:
+        grid(teacher, root, a.grid)
+    return {"rows": rows, "costs": costs, "ref_calls": ref_calls}
+
+
+def grid(teacher, root: Path, path: str) -> None:
+    """Rows of the same noises, one column per class: the teacher at about 40 calls (dpmpp-2m, guided at w = 3 in
+    its interval), then the progressive students at 4, 2 and 1 calls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffkit.viz.images import grid_array
+
+    steps = next(k for k in range(2, 100) if calls_per_sample(teacher, "dpmpp-2m", k, True) >= 40)
+    classes, per = list(range(10)), 3
+    labels = [c for c in classes for _ in range(per)]
+    shown = [(f"teacher, dpmpp-2m {steps} steps ({calls_per_sample(teacher, 'dpmpp-2m', steps, True):g} calls)",
+              sample_run(teacher, len(labels), "dpmpp-2m", steps, seed=0, cond=labels, guidance=GUIDANCE))]
+    for k in (4, 2, 1):
+        student = load_run(root / f"progressive K={k}")
+        shown.append((f"progressive student, {k} call{'s' if k > 1 else ''}", sample_run(student, len(labels), seed=0,
+                                                                                   cond=labels)))
+    fig, axes = plt.subplots(len(shown), 1, figsize=(5, 1.45 * len(shown)))
+    for ax, (title, x) in zip(axes, shown):
+        ax.imshow(grid_array(x.reshape(10, per, *x.shape[1:]).transpose(1, 0, 2, 3, 4).reshape(-1, *x.shape[1:]),
+                             nrow=10, scale=2), cmap="gray")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def cell(c: dict, images: bool) -> str:
+    m, se = c["q"]
+    q = f"{m:.2f}x +- {se:.2f}" if images else f"{m:.1e} +- {se:.0e}"
+    acc = f", {c['acc']:.1%}" if c.get("acc") is not None else ""
+    setting = f" ({c['setting']})" if "setting" in c else ""
+    return f"{q}{acc}{setting}, {c['rate']:.0f}/s"
+
+
+def print_table(data: str, r: dict, a) -> None:
+    images = data in IMAGE_DATASETS
+    what = "FD / floor, guided class accuracy" if images else "excess energy distance over the data floor"
+    print(f"\n## {data}: {what}; mean +- se over {a.seeds} sampling seeds of {a.n}; samples per second\n")
+    ref_name = "teacher, dpmpp-2m 20 (reference)"
+    (ref_calls, ref), = r["rows"][ref_name].items()
+    print(f"Reference: the teacher at dpmpp-2m 20 steps{' guided at w = 3 in its interval' if images else ''}, "
+          f"{ref_calls:g} calls per sample: {cell(ref, images)}\n")
+    print("| row | " + " | ".join(f"{k} call{'s' if k > 1 else ''}" for k in NFES) + " |")
+    print("|---" * (len(NFES) + 1) + "|")
+    for name, cells in r["rows"].items():
+        if name == ref_name:
+            continue
+        print(f"| {name} | " + " | ".join(cell(cells[k], images) if k in cells else "-" for k in NFES) + " |")
+    t = r["costs"]["teacher"]
+    print(f"\nCost (own process each): teacher {t['cpu']:.0f} CPU-s ({t['wall']:.0f} s wall, peak {t['peak_mb']:.0f} MB)")
+    for name, c in r["costs"].items():
+        if name != "teacher":
+            print(f"- {name}: {c['cpu']:.0f} CPU-s = {c['cpu'] / t['cpu']:.2f}x the teacher's training "
+                  f"({c['wall']:.0f} s wall, peak {c['peak_mb']:.0f} MB)")
+    print_checks(data, r, images)
+
+
+def excess_ratio(x: tuple, ref: tuple) -> float:
+    """x's excess over ref's, where ref's excess within 2 standard errors of zero counts as 2 standard errors."""
+    return x[0] / max(ref[0], 2 * ref[1])
+
+
+def print_checks(data: str, r: dict, images: bool) -> None:
+    """The issue's acceptance lines, each with its numbers."""
+    rows = r["rows"]
+    (ref_calls, ref), = rows["teacher, dpmpp-2m 20 (reference)"].items()
+    prog, cons, best = rows["progressive students (one per K)"], rows["consistency student"], \
+        rows["teacher, its best sampler"]
+    print()
+    if images:  # FD ratios are of FD itself (its floor is the same for every row)
+        for k, fd_max, acc_min in ((4, 1.2, 0.99), (1, 2.0, 0.95)):
+            s = prog[k]
+            print(f"- progressive at {k} call{'s' if k > 1 else ''}: FD {s['q'][0] / ref['q'][0]:.2f}x the teacher's "
+                  f"(target <= {fd_max}), accuracy {s['acc']:.1%} (target >= {acc_min:.0%}), "
+                  f"{s['rate'] / ref['rate']:.1f}x the reference's samples per second")
+    else:
+        for k, target in ((4, 1.2), (1, 2.0)):
+            print(f"- progressive at {k} call{'s' if k > 1 else ''}: excess {excess_ratio(prog[k]['q'], ref['q']):.2f}x "
+                  f"the teacher's at its reference (target <= {target})")
+    for name, cells in (("progressive", prog), ("consistency", cons)):
+        for k in NFES:
+            (m, se), (bm, bse) = cells[k]["q"], best[k]["q"]
+            z = (bm - m) / math.hypot(se, bse) if se or bse else math.inf
+            print(f"- {name} at {k}: {m:.3g} against the teacher's best ({best[k]['setting']}) {bm:.3g}: "
+                  f"{'better by ' + format(z, '.1f') + ' se' if z > 2 else 'NOT better by 2 se (' + format(z, '.1f') + ')'}")
+    t = r["costs"]["teacher"]["cpu"]
+    for name, limit in (("progressive K=4", 1.0), ("progressive K=1", 2.0)):
+        print(f"- cost of {name}: {r['costs'][name]['cpu'] / t:.2f}x the teacher's training (target <= {limit})")
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (data, r) in zip(axes[0], results.items()):
+        images = data in IMAGE_DATASETS
+        for name, cells in r["rows"].items():
+            ks = sorted(cells)
+            ax.plot(ks, [max(cells[k]["q"][0], 1e-6) for k in ks], marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="network calls per sample",
+               ylabel="FD / floor" if images else "excess energy distance", title=data)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="+", default=["spiral", "gaussians8"])
+    ap.add_argument("--n", type=int, default=20_000, help="samples per seed (images: 2000 is plenty)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--plot")
+    ap.add_argument("--grid", help="images: a PNG of the teacher at about 40 calls against the students at 4, 2, 1")
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(machine.describe())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("DIFFKIT_CACHE", str(Path(tmp) / "cache"))
+        for data in a.data:
+            (Path(tmp) / data).mkdir()
+            results[data] = bench(data, a, Path(tmp) / data)
+            print_table(data, results[data], a)
+    if a.plot:
+        plot(results, a.plot)
+
+
+if __name__ == "__main__":
+    main()
