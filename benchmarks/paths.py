@@ -281,6 +281,7 @@ def bench_images(data: str, a, root: Path) -> None:
     print("|---" * (len(IMAGE_NFES) + 3) + "|")
     fd20 = {}
     rows = {"ddpm": {}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"}, "2-rectified": None}
+    rows = {k: v for k, v in rows.items() if v is None or k in a.formulations}
     for name, flags in rows.items():
         if flags is None and not a.reflow:
             break
@@ -320,6 +321,8 @@ def main() -> None:
                     help="2-D: torchcfm's and k-diffusion's rows at the flow run's wall time (default on)")
     ap.add_argument("--images", help="instead: an image set (digits, mnist5k), its default class-conditional run")
     ap.add_argument("--guidance", type=float, default=3.0, help="--images: the guidance scale (default 3)")
+    ap.add_argument("--formulations", nargs="+", default=["ddpm", "edm", "flow-logit-normal"],
+                    choices=["ddpm", "edm", "flow-logit-normal"], help="--images: the rows to train (default all)")
     ap.add_argument("--reflow", action=argparse.BooleanOptionalAction, default=True,
                     help="--images: also the 2-rectified row (default on)")
     ap.add_argument("--teacher", default="best", choices=("best", "ddpm", "edm", "flow-logit-normal"),

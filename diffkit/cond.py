@@ -6,6 +6,10 @@ Kinds of cond:
   class ids    long [B]; the null is the learned extra class `num_classes` (Ho & Salimans 2022, sec. 3.1)
   tokens       {"tokens": float [B, L, D], "mask": bool [B, L]} (text); the null is the encoding of the empty
                prompt (as Stable Diffusion's), padded to the batch's L and broadcast over the batch
+A guidance-distilled student (Meng et al. 2023) also reads the guidance scale w: it travels inside the cond, as
+the entry "w" (float [B]) of a dict ({"labels": ids, "w": w} for a class run, the text dict with "w" added), so
+the network's signature stays network(x_t, t, cond). with_guidance builds it; the networks read it apart with
+nn.embeddings.split_guidance.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .nn.embeddings import GUIDANCE_KEY
 from .text.encoder import null_tokens
 
 
@@ -51,6 +56,13 @@ def index_cond(cond, index: torch.Tensor):
     if isinstance(cond, dict):
         return {k: v[index] for k, v in cond.items()}
     return cond[index]
+
+
+def with_guidance(cond, w):
+    """cond with the guidance scale w (a number or float [B]) inside it, for a network that reads w."""
+    rows = cond_batch_size(cond)
+    w = torch.as_tensor(w, dtype=torch.float32, device=_device(cond)).reshape(-1).expand(rows)
+    return {**cond, GUIDANCE_KEY: w} if isinstance(cond, dict) else {"labels": cond, GUIDANCE_KEY: w}
 
 
 def cond_batch_size(cond) -> int:

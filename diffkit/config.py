@@ -165,6 +165,8 @@ class ParentConfig:
     levels: int = 0                 # consistency: the noise levels of the teacher's ODE steps
     boundary: float | None = None   # consistency: s_min, where the consistency function is the identity
     target_ema: float = 0.0         # consistency: the target network's EMA rate (0: the student, stop-gradient)
+    guidance_range: list | None = None  # progressive: [lo, hi], the guidance scales w a student reads as an input
+                                    # (Meng et al. 2023); it samples at any w in it (default: the midpoint)
 
 
 KINDS_OF_PARENT = ("reflow", "progressive", "consistency")
@@ -261,6 +263,10 @@ class RunConfig:
                                   f"{self.objective.name} objective has its own path")
         if self.parent is not None and self.parent.kind not in KINDS_OF_PARENT:
             raise choice_error("kind of parent run", self.parent.kind, KINDS_OF_PARENT)
+        span = self.parent.guidance_range if self.parent is not None else None
+        if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in span) and 0 <= span[0] < span[1]):
+            raise ConfigError(f"parent.guidance_range must be [lo, hi] with 0 <= lo < hi, got {span!r}")
         if self.fitted.kind not in DATA_KINDS:
             raise choice_error("fitted data kind", self.fitted.kind, DATA_KINDS)
         self.schedule.build()

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .cond import cat_conds, slice_cond
+from .cond import cat_conds, slice_cond, with_guidance
 from .errors import ConfigError
 from .prediction import (
     check_prediction,
@@ -59,6 +59,8 @@ class Denoiser:
             keep activations in cache). None: never split.
         boundary: a consistency model's s_min (VE units): x0_hat becomes f = x0_hat + s_min eps_hat
             (prediction.to_boundary; Song et al. 2023). None: a plain denoiser.
+        guidance_input: the network reads w inside its cond (a guidance-distilled student, Meng et al. 2023):
+            a guided step is one call with w given, not the two of classifier-free guidance.
 
     It decides nothing about gradients (samplers run under no_grad; likelihoods and gradient guidance need
     them) and keeps everything on x_t's device. Time reaches the network as float32 (float64 for float64 x):
@@ -67,7 +69,8 @@ class Denoiser:
 
     def __init__(self, network, schedule: NoiseSchedule, prediction: str = "epsilon", *,
                  conditioning=None, guidance_scale: float = 1.0, guidance_interval: Interval = None,
-                 clip_x0: float | None = None, chunk: int | None = None, boundary: float | None = None):
+                 clip_x0: float | None = None, chunk: int | None = None, boundary: float | None = None,
+                 guidance_input: bool = False):
         self.network = network
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
@@ -81,6 +84,7 @@ class Denoiser:
             raise ConfigError(f"chunk must be a positive batch size or None, got {chunk!r}")
         self.chunk = chunk
         self.boundary = boundary
+        self.guidance_input = guidance_input
         # a flow / EDM path (path.py): the network sees the path's own x and time (an oracle sees the VP view)
         self.on_path = getattr(schedule, "path", "vp") != "vp"
 
@@ -88,7 +92,7 @@ class Denoiser:
         return {"network": self.network, "schedule": self.schedule, "prediction": self.prediction,
                 "conditioning": self.conditioning, "guidance_scale": self.guidance_scale,
                 "guidance_interval": self.guidance_interval, "clip_x0": self.clip_x0, "chunk": self.chunk,
-                "boundary": self.boundary}
+                "boundary": self.boundary, "guidance_input": self.guidance_input}
 
     def replace(self, **changes) -> "Denoiser":
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
@@ -123,6 +127,8 @@ class Denoiser:
     def _forward_batch(self, x_t, t, cond, w):
         if cond is None:
             return self.network(x_t, t)
+        if self.guidance_input:  # one call, w inside the cond (per row where the interval varies by row)
+            return self.network(x_t, t, with_guidance(cond, w.reshape(-1) if isinstance(w, torch.Tensor) else w))
         if isinstance(w, float) and w == 1.0:
             return self.network(x_t, t, cond)
         if self.conditioning is None:

@@ -2,20 +2,28 @@
 samples with its own steps by default, resumes to the same bits after kill -9, and works on every kind of run."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from test_robustness import train_killed_at
 
 from diffkit.cli import main
+from diffkit.cond import ClassConditioning, with_guidance
 from diffkit.config import RunConfig
 from diffkit.data.points import make_dataset
 from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
 from diffkit.metrics.points import energy_distance
+from diffkit.nn import registry
+from diffkit.nn.dit import DiTConfig
+from diffkit.nn.embeddings import split_guidance
+from diffkit.nn.mlp import MLPConfig
+from diffkit.nn.unet import UNetConfig
 from diffkit.runs import (
     distill_config,
     distill_run,
@@ -26,7 +34,9 @@ from diffkit.runs import (
 )
 from diffkit.sampling import sampler_grid
 from diffkit.schedule import NoiseSchedule
+from diffkit.store.rundir import load_weights
 from diffkit.training.distill import ProgressiveObjective, ladder
+from diffkit.training.guided import GuidanceStage
 
 
 def quiet(fn, *args, **kwargs):
@@ -80,6 +90,114 @@ def test_the_target_is_the_teachers_two_steps_and_the_weight_is_the_truncated_sn
     assert torch.allclose(loss, 0.01 * weight, rtol=1e-4) and weight.max() > 1 and weight.min() == 1
 
 
+class _ClassPoint(torch.nn.Module):
+    """x0 = the class's point (class id c: c + 1; the null class 2: 0); reading w (reads_w), w times it: exactly
+    the guided teacher x0_u + w (x0_c - x0_u) of a _ClassPoint that does not read w."""
+
+    def __init__(self, reads_w: bool):
+        super().__init__()
+        self.reads_w, self.scale = reads_w, torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, t, cond=None):
+        labels, w = split_guidance(cond)
+        point = torch.where(labels == 2, 0.0, labels + 1.0).float()[:, None] * self.scale
+        if self.reads_w:
+            assert w is not None and w.shape == labels.shape
+            point = point * w[:, None]
+        return point.expand_as(x)
+
+
+def test_the_guidance_stage_teaches_one_call_the_guided_teachers_two_calls():
+    schedule = NoiseSchedule.from_name("cosine", 1000)
+    config = RunConfig().validate()
+    config.prediction, config.network.num_classes = "x0", 2
+    teacher = Denoiser(_ClassPoint(False), schedule, "x0", conditioning=ClassConditioning(2))
+    stage = GuidanceStage(schedule, teacher, (1.0, 5.0))
+    g = torch.Generator().manual_seed(0)
+    draws = stage.draw(512, (2,), g)
+    assert 1.0 <= float(draws[2].min()) and float(draws[2].max()) <= 5.0 and float(draws[2].std()) > 1.0
+    x0, labels = torch.randn(512, 2, generator=g), torch.randint(0, 2, (512,), generator=g)
+    exact = Denoiser(_ClassPoint(True), schedule, "x0", conditioning=ClassConditioning(2))
+    assert stage.loss(exact, x0, draws, labels).abs().max() < 1e-6
+    ignores_w = Denoiser(_ClassPoint(False), schedule, "x0", conditioning=ClassConditioning(2))
+    assert stage.loss(ignores_w, x0, draws, labels).mean() > 1.0
+    # a guidance interval: outside it the target is the plain conditional model, whatever w
+    narrow = GuidanceStage(schedule, teacher.replace(guidance_interval=(0.5, 2.0)), (1.0, 5.0))
+    t = draws[0] * narrow.top
+    abar = schedule.alpha_bar_at(t)
+    inside = ((1 - abar) / abar).sqrt().gt(0.5) & ((1 - abar) / abar).sqrt().le(2.0)
+    assert 0 < int(inside.sum()) < 512
+    assert narrow.loss(ignores_w, x0, draws, labels)[~inside].abs().max() < 1e-6
+    assert narrow.loss(ignores_w, x0, draws, labels)[inside].mean() > 1.0
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet", "dit"])
+def test_a_guidance_embedding_starts_as_its_teacher_and_then_reads_w(kind):
+    """Built from a network without one (the teacher's weights), a network with a guidance embedding gives the
+    teacher's output at every w (the embedding's last layer starts at zero); once that layer moves, w matters."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        cfg, x = MLPConfig(num_classes=3), torch.randn(4, 2)
+    elif kind == "unet":
+        cfg, x = UNetConfig(channels=8, channel_mult=(1, 2), num_classes=3), torch.randn(4, 1, 8, 8)
+    else:
+        cfg, x = DiTConfig(width=32, depth=1, heads=2, num_classes=3), torch.randn(4, 1, 8, 8)
+    teacher = registry.build_network(cfg).eval()
+    with torch.no_grad():  # as if trained: the zero-initialised output layers moved
+        for p in teacher.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    student = registry.build_network(dataclasses.replace(cfg, guidance_embed=True)).eval()
+    load_weights(student, teacher.state_dict(), "teacher", new=("guidance_embed.",))
+    t, labels = torch.full((4,), 300.0), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        for w in (1.0, 4.0):
+            assert torch.equal(student(x, t, with_guidance(labels, w)), teacher(x, t, labels))
+        torch.nn.init.normal_(student.guidance_embed.mlp[2].weight)
+        assert not torch.allclose(student(x, t, with_guidance(labels, 1.0)), student(x, t, with_guidance(labels, 4.0)))
+    with pytest.raises(DiffkitError, match="does not match"):
+        load_weights(student, teacher.state_dict(), "teacher")  # only the named prefixes may be absent
+
+
+@pytest.mark.parametrize("net", ["unet", "dit"])
+def test_a_guidance_range_student_samples_any_w_in_one_call_per_step(tmp_path, net, capsys):
+    tiny = ["--channels", "8", "--channel-mult", "1,2", "--attention", ""] if net == "unet" else \
+        ["--net", "dit", "--dit-size", "tiny"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert main(["train", "--data", "digits", "--cond", "--out", str(teacher), "--steps", "16", "--batch-size", "16",
+                 *tiny, "--quiet"]) == 0
+    assert main(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2", "--guidance-range",
+                 "1,5", "--train-steps", "12", "--quiet"]) == 0
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["parent"]["guidance_range"] == [1.0, 5.0] and cfg["network"]["guidance_embed"] is True
+    assert cfg["train"]["lr_cycles"] == 5  # the guidance stage and four halving rounds (32 -> 2), 2 steps each
+    run = load_run(student)
+    assert run.denoiser.guidance_interval is not None  # the teacher's: w applies inside it, as for the teacher
+    run.denoiser = run.denoiser.replace(guidance_interval=None)
+    calls, network = [], run.denoiser.network
+    run.denoiser.network = lambda x, *rest: calls.append(len(x)) or network(x, *rest)
+    low, high = (sample_run(run, 6, cond=3, guidance=w, seed=0) for w in (1.0, 5.0))
+    assert calls == [6, 6, 6, 6] and np.abs(low - high).max() > 1e-4  # one call per step; w is read
+    with pytest.raises(DiffkitError, match="from 1 to 5"):
+        sample_run(run, 6, cond=3, guidance=6.0)
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--run", str(student), "--out", str(out), "--class", "3", "--n", "4", "--quiet"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["guidance"] == 3.0  # the range's midpoint
+    if net == "unet":  # killed in the guidance stage, or just after a checkpoint at the first halving round's start
+        config = distill_config(teacher, steps=2, guidance_range=(1, 5), train_steps=12)
+        config.train.checkpoint_every, config.train.threads, config.train.precision = 1, 1, "fp32"
+        quiet(train_run, config, tmp_path / "whole", progress=False)
+        for kill_at in (1, 3):
+            out = tmp_path / f"killed-{kill_at}"
+            train_killed_at(config, out, kill_at)
+            quiet(train_run, None, out, resume=True, progress=False)
+            assert (out / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    for extra, fragment in ((["--guidance-range", "5,1"], "in order"), (["--guidance-range", "1"], "two scales"),
+                            (["--guidance-range", "1,5", "--guidance", "3"], "not both"),
+                            (["--guidance-range", "1,5", "--method", "consistency"], "progressive student")):
+        assert main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "no"), *extra]) == 2
+        assert fragment in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
 def test_the_student_samples_in_four_steps_what_the_teacher_needs_twenty_for(spiral):
     teacher, student = (load_run(p) for p in spiral)
     ref = make_dataset("spiral", 6000, seed=7)
@@ -119,7 +237,7 @@ def test_a_killed_student_resumes_to_the_same_bits_in_any_round(spiral, tmp_path
     config.train.checkpoint_every, config.train.threads, config.train.precision = 5, 1, "fp32"
     whole = tmp_path / "whole"
     quiet(train_run, config, whole, progress=False)
-    for kill_at in (22, 31):  # in round 1, and in round 2 just after a checkpoint at its first step (30)
+    for kill_at in (12, 22, 31):  # in rounds 0 and 1, and in round 2 just after a checkpoint at its first step (30)
         out = tmp_path / f"killed-{kill_at}"
         train_killed_at(config, out, kill_at)
         quiet(train_run, None, out, resume=True, progress=False)

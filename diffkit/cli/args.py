@@ -271,6 +271,10 @@ def _distill_parser(sub) -> None:
     d.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="class-conditional and text teachers: the guidance scale folded into the student (default 1); "
                         "a guided student step costs one network call")
+    d.add_argument("--guidance-range", metavar="LO,HI",
+                   help="progressive, class and text teachers: a student that takes the guidance scale w as an input "
+                        "(Meng et al. 2023) and samples at any w in [LO, HI] in one call per step (`sample "
+                        "--guidance W`; default the midpoint); instead of --guidance")
     d.add_argument("--train-steps", type=positive_int("--train-steps"),
                    help="the student's optimizer steps (default: progressive, a sixth of the teacher's per halving "
                         "round; consistency, half the teacher's)")

@@ -7,7 +7,7 @@ from ..errors import ConfigError
 
 # each command's settings (flags that make a new student; --resume takes none of them)
 SETTINGS = {"reflow": ("pairs", "sampler", "steps", "guidance", "train_steps", "seed"),
-            "distill": ("method", "steps", "guidance", "train_steps", "seed")}
+            "distill": ("method", "steps", "guidance", "guidance_range", "train_steps", "seed")}
 
 
 def cmd_reflow(a) -> None:

@@ -20,7 +20,7 @@ GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
 
 def cmd_sample(a) -> None:
     from ..devices import resolve_device
-    from ..runs import RUN_DEFAULT, load_run, run_sampling
+    from ..runs import RUN_DEFAULT, load_run, run_sampling, student_guidance
 
     if a.oracle is not None:
         from .score import cmd_sample_oracle
@@ -33,6 +33,7 @@ def cmd_sample(a) -> None:
             raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
     run = load_run(a.run, device=resolve_device(a.device))
+    a.guidance = student_guidance(run.config, a.guidance, a.cls is not None or bool(prompts_of(a)))
     a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)  # the run's own unless asked
     images = run.config.fitted.image_shape is not None
     if (files["grid"] or files["gif"]) and not images:

@@ -9,7 +9,7 @@ import time
 from ..data.points import PointSource
 from ..errors import DiffkitError
 from ..metrics.points import energy_distance
-from ..runs import load_run, run_sampling, sample_run
+from ..runs import load_run, run_sampling, sample_run, student_guidance
 
 TEACHER_SAMPLER = "dpmpp-2m"  # the teacher's few-step sampler (ddim at one step, where dpmpp-2m is ddim anyway)
 
@@ -47,7 +47,8 @@ def fewsteps_panel(name: str, student, nfe: int, n: int, seed: int, cls: int | N
     elif cfg.data.text:
         raise DiffkitError("the few-steps panel draws class-conditional and unconditional students; sample a text "
                            "student from the prompt panel")
-    w = {"guidance": parent.guidance} if parent.guidance not in (None, 1) else {}
+    scale = student_guidance(cfg, None, True) if parent.guidance_range else parent.guidance  # w an input: its midpoint
+    w = {"guidance": scale} if scale not in (None, 1) else {}
     out = {}
     for role, run, kw in (("teacher", teacher, {"sampler": TEACHER_SAMPLER if nfe > 1 else "ddim", "steps": nfe, **w}),
                           ("student", student, {"sampler": sampler, "steps": steps})):
@@ -56,4 +57,4 @@ def fewsteps_panel(name: str, student, nfe: int, n: int, seed: int, cls: int | N
                      "seconds": seconds}
         if cfg.fitted.image_shape is None:
             out[role]["energy"] = float(energy_distance(x, PointSource(cfg.data.spec).fresh(n, seed + 1)))
-    return {"method": parent.kind, "learned_steps": parent.steps, "guidance": parent.guidance, **out}
+    return {"method": parent.kind, "learned_steps": parent.steps, "guidance": scale, **out}

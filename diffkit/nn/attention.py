@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 def text_parts(cond) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
     """(tokens [B, L, D], mask bool [B, L]) of a text cond, or (None, None) for anything else."""
-    if isinstance(cond, dict):
+    if isinstance(cond, dict) and "tokens" in cond:
         return cond["tokens"], cond["mask"]
     return None, None
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, choice_error
 from .attention import CrossAttention, pooled, text_parts
-from .embeddings import SinusoidalEmbedding
+from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
 
 # size presets (--dit-size), small enough for a CPU; the paper's S/B/L/XL are 384/768/1024/1152 wide
 DIT_SIZES = {"tiny": (64, 4, 4), "small": (128, 6, 4), "base": (192, 8, 6)}  # width, depth, heads
@@ -34,6 +34,7 @@ class DiTConfig:
     context_dim: int = 0            # > 0: text-conditional: each block cross-attends to token embeddings of this
                                     # width between its self-attention and MLP (as PixArt-alpha, Chen et al. 2023)
     num_timesteps: int = 1000       # training T (sets the time-embedding scale)
+    guidance_embed: bool = False    # reads the guidance scale w from the cond (a guidance-distilled student)
 
     def check(self) -> "DiTConfig":
         if min(self.in_channels, self.patch_size, self.width, self.depth, self.heads) <= 0 or self.mlp_ratio <= 0 \
@@ -124,6 +125,7 @@ class DiT(nn.Module):
         self.embed = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         # one extra row: the learned null class used for classifier-free guidance
         self.class_embed = nn.Embedding(cfg.num_classes + 1, D) if cfg.num_classes > 0 else None
+        self.guidance_embed = GuidanceEmbedding(D) if cfg.guidance_embed else None
         self.text_embed = nn.Linear(cfg.context_dim, D) if cfg.context_dim > 0 else None  # the pooled prompt
         self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -141,7 +143,10 @@ class DiT(nn.Module):
         return self._pos[key]
 
     def conditioning(self, t: torch.Tensor, cond) -> torch.Tensor:
+        cond, w = split_guidance(cond)
         c = self.embed(self.time_embed(t).to(self.patchify.weight.dtype))
+        if self.guidance_embed is not None:
+            c = c + self.guidance_embed(w, t, c.dtype)
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)

@@ -26,3 +26,32 @@ class SinusoidalEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         args = (t.float() * self.scale)[:, None] * self.freqs[None]  # [B, dim/2]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, dim]
+
+
+GUIDANCE_KEY = "w"  # a cond's entry for the guidance scale (cond.with_guidance)
+
+
+def split_guidance(cond):
+    """(the cond without w, w float [B] or None): the class ids or text dict a network reads, and w apart."""
+    if not isinstance(cond, dict) or GUIDANCE_KEY not in cond:
+        return cond, None
+    rest = {k: v for k, v in cond.items() if k != GUIDANCE_KEY}
+    return rest.get("labels", rest), cond[GUIDANCE_KEY]
+
+
+class GuidanceEmbedding(nn.Module):
+    """The guidance scale w as an embedding added to the time embedding (Meng et al. 2023, 'On Distillation of
+    Guided Diffusion Models', sec. 4.1): sinusoidal features of w, an MLP whose last layer starts at zero, so a
+    student built from its teacher starts as the teacher. w absent (None): w = 1, the plain conditional model."""
+
+    def __init__(self, dim: int, features: int = 64):
+        super().__init__()
+        self.features = SinusoidalEmbedding(features, scale=100.0)  # w in 0..10 spans ~1000 units, as time does
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, w: torch.Tensor | None, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if w is None:
+            w = torch.ones_like(t, dtype=torch.float32)
+        return self.mlp(self.features(w).to(dtype))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .embeddings import SinusoidalEmbedding
+from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
 
 
 @dataclass
@@ -22,6 +22,7 @@ class MLPConfig:
     fourier_features: int = 32 # > 0: also feed cos/sin(2 pi x B) of this many random directions B (Tancik et al. 2020)
     fourier_scale: float = 0.5 # std of the entries of B
     norm: bool = False         # LayerNorm before each block
+    guidance_embed: bool = False  # reads the guidance scale w from the cond (a guidance-distilled student)
 
     def check_input(self, shape, what: str = "the data") -> None:
         if self.dim != shape[0]:
@@ -53,6 +54,7 @@ class MLP(nn.Module):
         self.embed = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden))
         # one extra row: the learned null class used for classifier-free guidance
         self.class_embed = nn.Embedding(cfg.num_classes + 1, cfg.hidden) if cfg.num_classes > 0 else None
+        self.guidance_embed = GuidanceEmbedding(cfg.hidden) if cfg.guidance_embed else None
         in_dim = cfg.dim
         if cfg.fourier_features:
             self.register_buffer("fourier", torch.randn(cfg.dim, cfg.fourier_features) * cfg.fourier_scale)
@@ -67,7 +69,10 @@ class MLP(nn.Module):
 
     def embedding(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Per-block embeddings [B, depth, hidden] of time t [B] (and class cond [B])."""
+        cond, w = split_guidance(cond)
         emb = self.embed(self.time_embed(t).to(self.inp.weight.dtype))  # [B, hidden]
+        if self.guidance_embed is not None:
+            emb = emb + self.guidance_embed(w, t, emb.dtype)
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)

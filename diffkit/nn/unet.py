@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, notice
 from .attention import SpatialCrossAttention, pooled, text_parts
-from .embeddings import SinusoidalEmbedding
+from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
 
 
 @dataclass
@@ -34,6 +34,7 @@ class UNetConfig:
     cross_attention_levels: tuple | None = None  # context_dim > 0: levels with cross-attention to the tokens
                                     # after each residual block (None: every level), and always the mid block
     num_timesteps: int = 1000       # training T (sets the embedding scale)
+    guidance_embed: bool = False    # reads the guidance scale w from the cond (a guidance-distilled student)
 
     @property
     def levels(self) -> int:
@@ -170,6 +171,7 @@ class UNet(nn.Module):
         self.embed = nn.Sequential(nn.Linear(ch0, E), nn.SiLU(), nn.Linear(E, E))
         # one extra row: the learned null class used for classifier-free guidance
         self.class_embed = nn.Embedding(cfg.num_classes + 1, E) if cfg.num_classes > 0 else None
+        self.guidance_embed = GuidanceEmbedding(E) if cfg.guidance_embed else None
         # text: the pooled prompt joins the time embedding (GLIDE, sec. 2.3); the tokens reach cross-attention
         self.text_embed = nn.Linear(cfg.context_dim, E) if cfg.context_dim > 0 else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
@@ -211,7 +213,10 @@ class UNet(nn.Module):
 
     def embedding(self, t: torch.Tensor, cond) -> torch.Tensor:
         """SiLU of the time (+ class or pooled prompt) embedding [B, E]: what every residual block reads."""
+        cond, w = split_guidance(cond)
         emb = self.embed(self.time_embed(t).to(self.conv_in.weight.dtype))  # features in float32, then the weights' dtype
+        if self.guidance_embed is not None:
+            emb = emb + self.guidance_embed(w, t, emb.dtype)
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)

@@ -28,6 +28,7 @@ from .pipeline import (
     run_sampling,
     sample_run,
     snapshot_run,
+    student_guidance,
     to_data,
 )
 from .recipes import default_config, resume_conflicts, train_config, vae_train_config
@@ -50,7 +51,7 @@ __all__ = [
     "distill_config", "distill_run",
     "eval_image_samples", "eval_samples", "is_run_dir", "likelihood_model", "load_run", "make_denoiser",
     "make_source", "make_trainer", "nll_run", "read_config", "read_image_samples", "reflow_config", "reflow_run",
-    "resume_conflicts", "run_oracle", "run_sampling", "sample_oracle", "sample_run", "score_error", "snapshot_run",
+    "resume_conflicts", "run_oracle", "run_sampling", "sample_oracle", "sample_run", "student_guidance", "score_error", "snapshot_run",
     "straightness_run", "time_log_snr", "to_data", "train_config", "train_run", "trajectories_run", "vae_report",
     "vae_train_config",
 ]

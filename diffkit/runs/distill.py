@@ -42,12 +42,32 @@ def rounds_for(steps: int) -> int:
     return max(1, int(math.log2(FINEST // steps))) if steps < FINEST else 1
 
 
+def check_guidance_range(value, method: str, guidance) -> list[float] | None:
+    """[lo, hi] with 0 <= lo < hi from "LO,HI" or a pair; None stays None."""
+    if value is None:
+        return None
+    if guidance is not None:
+        raise ConfigError("give --guidance W (one scale folded in) or --guidance-range LO,HI (w an input), not both")
+    if method != "progressive":
+        raise ConfigError("--guidance-range makes a progressive student (Meng et al. 2023: w an input, then halving); "
+                          "a consistency student takes one --guidance W")
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--guidance-range is two scales LO,HI (e.g. 1,5), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise ConfigError(f"--guidance-range LO,HI needs 0 <= LO < HI (in order), got {lo:g},{hi:g}")
+    return [lo, hi]
+
+
 def distill_config(teacher, *, method: str = "progressive", steps: int | None = None, guidance: float | None = None,
-                   train_steps: int | None = None, seed: int = 0, levels: int = LEVELS,
+                   guidance_range=None, train_steps: int | None = None, seed: int = 0, levels: int = LEVELS,
                    target_ema: float = TARGET_EMA) -> RunConfig:
     """The student's whole config: the teacher's data, network, fitted statistics and path; the teacher recorded
     as its parent; its own sampler and steps (progressive: ddim at K, the training split into halving rounds;
-    consistency: multistep consistency sampling at K)."""
+    consistency: multistep consistency sampling at K). guidance_range (lo, hi): a progressive student that reads
+    w (its network's guidance embedding), after a first stage as long as one round (training/guided.py)."""
     if method not in METHODS:
         raise ConfigError(f"unknown distillation method {method!r}; use one of: {', '.join(METHODS)}")
     steps = DEFAULT_STEPS[method] if steps is None else steps
@@ -60,25 +80,31 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         raise ConfigError(f"the consistency levels are an integer from 2 to 1000, got {levels!r}")
     if not 0 <= target_ema < 1:
         raise ConfigError(f"the target network's EMA rate is in [0, 1) (0: stop-gradient), got {target_ema!r}")
-    t_cfg = check_teacher(teacher, "distillation", guidance)
+    guidance_range = check_guidance_range(guidance_range, method, guidance)
+    t_cfg = check_teacher(teacher, "distillation", guidance if guidance_range is None else guidance_range[1])
     if t_cfg.distilled:
         raise ConfigError(f"{teacher} is already a distilled student; distill its teacher ({t_cfg.parent.path}) to "
                           "fewer steps instead")
     rounds = rounds_for(steps) if method == "progressive" else 1
+    stages = rounds + (guidance_range is not None)  # the guidance stage lasts one round
     config = RunConfig.from_dict(t_cfg.to_dict())
     t = config.train
-    share = ROUND_SHARE * rounds if method == "progressive" else TRAIN_SHARE
-    total = train_steps or max(rounds, round(t.steps * share))
-    if total < rounds:
-        raise ConfigError(f"--train-steps {total} is fewer than the {rounds} halving rounds down to {steps} steps")
-    per_round = total // rounds
-    config.train = replace(t, steps=total, lr=t.lr * LR_SHARE, lr_cycles=rounds, seed=seed, ema_halflife=0.0,
+    share = ROUND_SHARE * stages if method == "progressive" else TRAIN_SHARE
+    total = train_steps or max(stages, round(t.steps * share))
+    if total < stages:
+        what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
+        raise ConfigError(f"--train-steps {total} is fewer than the {stages} {what} down to {steps} steps")
+    per_round = total // stages
+    config.train = replace(t, steps=total, lr=t.lr * LR_SHARE, lr_cycles=stages, seed=seed, ema_halflife=0.0,
                            warmup_steps=min(t.warmup_steps, max(1, per_round // 10)),
                            checkpoint_every=min(t.checkpoint_every, per_round))
     own = "ddim" if method == "progressive" else "consistency"
     config.sampling = replace(config.sampling, sampler=own, steps=steps)
     config.parent = ParentConfig(kind=method, path=str(Path(teacher).resolve()), sha256=teacher_sha256(teacher),
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
+    if guidance_range is not None:
+        config.parent.guidance_range = guidance_range
+        config.network = replace(config.network, guidance_embed=True)
     if method == "progressive":
         config.parent.rounds = rounds
         config.parent.substeps = SUBSTEPS["points" if config.fitted.image_shape is None else "images"]

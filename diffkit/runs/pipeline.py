@@ -105,7 +105,8 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
     boundary = config.parent.boundary if config.parent is not None and config.parent.kind == "consistency" else None
     return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
                     guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
-                    clip_x0=config.x0_clip(), chunk=chunk if fast else None, boundary=boundary)
+                    clip_x0=config.x0_clip(), chunk=chunk if fast else None, boundary=boundary,
+                    guidance_input=getattr(config.network, "guidance_embed", False))
 
 
 def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> tuple:
@@ -151,6 +152,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     """
     if not isinstance(run, Run):
         run = load_run(run, device=device)
+    guidance = student_guidance(run.config, guidance, cond is not None or prompt is not None)
     sampler, steps = run_sampling(run.config, sampler, steps, guidance)
     device = module_device(run.network)
     labels, n = conditioning(run.config, cond, prompt, n, guidance, device)
@@ -182,10 +184,25 @@ def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guid
         if parent.kind == "progressive" and steps is not None and steps > parent.steps:
             raise ConfigError(f"this student was distilled for {parent.steps} steps; sample it with --steps "
                               f"{parent.steps} or fewer (more steps would leave the levels it learned)")
-        if parent.guidance not in (None, 1) and guidance not in (None, 1):
+        if parent.guidance not in (None, 1) and guidance not in (None, 1) and not parent.guidance_range:
             raise ConfigError(f"this student has guidance w = {parent.guidance:g} folded in, so it samples at w = 1; "
                               "drop --guidance")
     return sampler, steps
+
+
+def student_guidance(config: RunConfig, guidance, conditioned: bool):
+    """The guidance scale to sample at: as asked, but a student that reads w (distilled with a guidance range)
+    takes a w within its range, and none asked (a class or prompt given) its range's midpoint."""
+    span = config.parent.guidance_range if config.parent is not None else None
+    if not span:
+        return guidance
+    lo, hi = span
+    if guidance is None:
+        return (lo + hi) / 2 if conditioned else None
+    if not lo <= guidance <= hi:
+        raise ConfigError(f"this student learned guidance scales w from {lo:g} to {hi:g}; give --guidance within "
+                          f"them, got {guidance:g}")
+    return guidance
 
 
 def to_data(run: Run, x: torch.Tensor) -> np.ndarray:

@@ -59,5 +59,8 @@ def distill_objective(config: RunConfig, device=None):
     if parent.kind == "consistency":
         return ConsistencyObjective(config, config.path(), denoiser, levels_n=parent.levels,
                                     target_ema=parent.target_ema)
+    stages = parent.rounds + (parent.guidance_range is not None)  # a guidance stage as long as one round
+    per = config.train.steps // stages
     return ProgressiveObjective(config, config.path(), denoiser, steps=parent.steps, rounds=parent.rounds,
-                                steps_per_round=config.train.steps // parent.rounds, first_substeps=parent.substeps)
+                                steps_per_round=per, first_substeps=parent.substeps,
+                                guidance_range=parent.guidance_range, guidance_steps=per)

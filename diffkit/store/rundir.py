@@ -158,8 +158,12 @@ def model_checksums(run_dir) -> tuple[str | None, ...]:
     return manifest["files"].get(MODEL) or "missing", (newest or {}).get("files", {}).get(MODEL)
 
 
-def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
+def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], path, new: tuple[str, ...] = ()) -> None:
+    """tensors into network, every one matching; parameters under the prefixes `new` may be absent (they keep the
+    network's own initialisation: a student's guidance embedding, absent from its teacher)."""
     expected = network.state_dict()
+    tensors = {**{k: v for k, v in expected.items() if k.startswith(new) and k not in tensors}, **tensors} \
+        if new else tensors
     if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
         raise CheckpointError(f"{path} does not match the network in config.json; the run directory is inconsistent")
     network.load_state_dict(tensors)

@@ -14,6 +14,11 @@ its target x0 is x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_
 free guidance in (its denoiser guided; Meng et al. 2023 with one fixed w) and, being the trained run and not a
 student, crosses each interval in 2 x `first_substeps` DPM-Solver++(2M) steps (Lu et al. 2022, Algorithm 2; its
 first step DDIM), uniform in time; later rounds' teachers are students, whose two DDIM steps are what they learned.
+
+With a guidance range (Meng et al. 2023) a first stage (round -1, guided.py) teaches the student to read w and do
+in one call what the teacher does guided at w in two; the rounds then halve as above with the stage's student as
+the first teacher (a many-step model, so its round keeps the DPM-Solver++(2M) sub-steps), each row's w drawn from
+the range and given to teacher and student alike.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import copy
 
 import torch
 
-from ..cond import conditioning_for
+from ..cond import conditioning_for, with_guidance
 from ..denoiser import Denoiser
 from ..errors import ConfigError
 from ..sampling import sampler_grid
 from ..sampling.common import levels
 from ..sampling.dpm_solver import dpmpp_weights
+from .guided import GuidanceStage, draw_guidance
 
 F64 = torch.float64
 
@@ -85,18 +91,23 @@ class ProgressiveObjective:
     path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser).
     first_substeps: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval
     (later rounds: two DDIM steps, the ones their teacher learned).
+    guidance_range: (lo, hi): first a guidance stage of `guidance_steps` steps (round -1; module doc), and w an
+    input of every round's teacher and student; None: no stage, w not an input.
     """
 
     def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int,
-                 first_substeps: int = 1):
-        if steps_per_round < 1:
-            raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps")
+                 first_substeps: int = 1, guidance_range=None, guidance_steps: int = 0):
+        if steps_per_round < 1 or (guidance_range is not None and guidance_steps < 1):
+            raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps"
+                              + (" (and one more for the guidance stage)" if guidance_range is not None else ""))
+        self.range, self.guidance_steps = guidance_range, guidance_steps if guidance_range is not None else 0
+        self.guided = GuidanceStage(schedule, teacher, guidance_range) if guidance_range is not None else None
         self.config, self.schedule = config, schedule
         self.rounds, self.steps_per_round = rounds, steps_per_round
         self.grids = ladder(schedule, steps, rounds)  # round r's student grid is grids[r + 1]
         self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0))
                        for r, g in enumerate(self.grids[1:])]
-        self.first_teacher, self.teacher, self.round = teacher, teacher, 0
+        self.first_teacher, self.teacher, self.round = teacher, teacher, self.round_of(0)
         self.frozen = None  # the current round's teacher network (rounds > 0): the last round's student
         self.resumed = None  # (round, teacher state) from a checkpoint, until the next begin_step
 
@@ -105,21 +116,32 @@ class ProgressiveObjective:
                         clip_x0=None)
 
     def round_of(self, step: int) -> int:
-        return min(step // self.steps_per_round, self.rounds - 1)
+        """-1 in the guidance stage, then the halving round 0 .. rounds - 1."""
+        if step < self.guidance_steps:
+            return -1
+        return min((step - self.guidance_steps) // self.steps_per_round, self.rounds - 1)
+
+    def _frozen_round(self, r: int) -> bool:
+        """Whether round r's teacher is the student as the round began (else: the trained run)."""
+        return r > 0 or (r == 0 and self.guided is not None)
 
     # rounds: each begins with the last round's student as its teacher ---------------------------------------
     def begin_step(self, step: int, network) -> None:
         r = self.round_of(step)
-        if self.resumed is not None:  # the frozen teacher a checkpoint held, if it is this round's
-            held_round, state = self.resumed
-            self.resumed, self.round = None, r
-            if held_round == r:
+        resumed, self.resumed = self.resumed, None
+        if resumed is not None:
+            held_round, state = resumed
+            if state is not None and held_round == r:  # this round's frozen teacher, from the checkpoint
+                self.round = r
                 self._freeze(_frozen_copy(network), state)
                 return
-            self.round = r - 1 if r > 0 else 0  # resumed at a round's first step: freeze below
+            self.round = None  # the checkpoint held no teacher of this round: set it up below
         if r != self.round:
             self.round = r
-            self._freeze(_frozen_copy(network))
+            if self._frozen_round(r):
+                self._freeze(_frozen_copy(network))
+            else:
+                self.frozen, self.teacher = None, self.first_teacher
 
     def _freeze(self, network, state: dict | None = None) -> None:
         if state is not None:
@@ -143,12 +165,19 @@ class ProgressiveObjective:
 
     # one step ----------------------------------------------------------------------------------------------
     def draw(self, batch_size: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        if self.round == -1:
+            return self.guided.draw(batch_size, shape, generator)
         n = len(self.tables[self.round]["alpha"])
-        return torch.randint(0, n, (batch_size,), generator=generator), \
-            torch.randn((batch_size, *shape), generator=generator)
+        draws = (torch.randint(0, n, (batch_size,), generator=generator),
+                 torch.randn((batch_size, *shape), generator=generator))
+        return draws if self.range is None else (*draws, draw_guidance(batch_size, self.range, generator))
 
     def loss(self, model, x0, draws, cond) -> torch.Tensor:
-        i, eps = draws
+        if self.round == -1:
+            return self.guided.loss(self.student(model), x0, draws, cond)
+        i, eps = draws[:2]
+        if self.range is not None:  # every row's w, read by this round's teacher and student alike
+            cond = with_guidance(cond, draws[2].to(x0.device))
         i, plan = i.cpu(), self.tables[self.round]
 
         def col(v):

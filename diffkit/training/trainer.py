@@ -95,7 +95,7 @@ class Trainer:
             torch.manual_seed(self.cfg.seed)
             self.network = build_network(config.network)  # on the CPU, so every device starts from the same weights
         if init_weights is not None:  # a derived run starts from its parent's weights (resume loads its own)
-            load_weights(self.network, init_weights, "the parent run's model.safetensors")
+            load_weights(self.network, init_weights, "the parent run's model.safetensors", new=("guidance_embed.",))
         check_train_memory(config, self.rows // self.micro)
         self.network.to(self.device)
         self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it
