@@ -238,7 +238,8 @@ def print_checks(data: str, r: dict, images: bool) -> None:
         rows["teacher, its best sampler"]
     print()
     if images:  # FD ratios are of FD itself (its floor is the same for every row)
-        for k, fd_max, acc_min in ((4, 1.2, 0.99), (1, 2.0, 0.95)):
+        targets = ((4, 1.5, 0.95),) if data == "mnist5k" else ((4, 1.2, 0.99), (1, 2.0, 0.95))  # the issue's
+        for k, fd_max, acc_min in targets:
             if k not in prog:
                 continue
             s = prog[k]
