@@ -15,7 +15,7 @@ from diffkit.nn.registry import build_network, network_from_dict, network_to_dic
 from diffkit.runs import default_config, train_run
 from test_images import randomized
 from test_images_cli import assert_user_error
-from test_cli import run  # noqa: E402
+from test_cli import run
 
 TINY = dict(patch_size=2, width=16, depth=2, heads=2)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from test_cli import run  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_cli import run
 
 from diffkit.cli import main
 from diffkit.runs import default_config, train_run

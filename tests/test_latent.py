@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import run  # noqa: E402
+from test_cli import run
 from test_images_cli import assert_user_error
 
 from diffkit.cli import main

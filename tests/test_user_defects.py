@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_cli import run
 
 from diffkit import __version__
 from diffkit.cli import main

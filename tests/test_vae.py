@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import run  # noqa: E402
+from test_cli import run
 from test_images_cli import assert_user_error
 
 from diffkit.metrics.images import psnr

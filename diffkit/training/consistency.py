@@ -26,6 +26,7 @@ from ..cond import conditioning_for
 from ..denoiser import Denoiser
 from ..sampling import sampler_grid
 from ..sampling.common import levels
+from .loss import per_row
 
 F64 = torch.float64
 HUBER_C = 0.00054  # x sqrt(dimensions): Song & Dhariwal (2023), sec. 3.3
@@ -99,7 +100,7 @@ class ConsistencyObjective:
         ab, ab_next = self.schedule.alpha_bar_at(t), self.schedule.alpha_bar_at(t_next)
 
         def col(v):
-            return v.to(x0.device, torch.float32).reshape(-1, *([1] * (x0.dim() - 1)))
+            return per_row(v, x0)
 
         a, a_next = col(ab.sqrt()), col(ab_next.sqrt())
         s, s_next = col(((1 - ab) / ab).sqrt()), col(((1 - ab_next) / ab_next).sqrt())

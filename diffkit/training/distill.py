@@ -34,6 +34,7 @@ from ..sampling import sampler_grid
 from ..sampling.common import levels
 from ..sampling.dpm_solver import dpmpp_weights
 from .guided import GuidanceStage, draw_guidance
+from .loss import per_row
 
 F64 = torch.float64
 
@@ -181,7 +182,7 @@ class ProgressiveObjective:
         i, plan = i.cpu(), self.tables[self.round]
 
         def col(v):
-            return v.to(x0.device, torch.float32).reshape(-1, *([1] * (x0.dim() - 1)))
+            return per_row(v, x0)
 
         x0, eps = x0.float(), eps.float()
         z = col(plan["alpha"][i]) * x0 + col(plan["sigma"][i]) * eps

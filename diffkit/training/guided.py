@@ -13,6 +13,7 @@ import torch
 
 from ..cond import with_guidance
 from ..sampling import sampler_grid
+from .loss import per_row
 
 F64 = torch.float64
 
@@ -43,7 +44,8 @@ class GuidanceStage:
         u, eps, w = draws
         t = u.cpu() * self.top
         abar = self.schedule.alpha_bar_at(t)
-        col = (lambda v: v.to(x0.device, torch.float32).reshape(-1, *([1] * (x0.dim() - 1))))
+        def col(v):
+            return per_row(v, x0)
         x0, eps = x0.float(), eps.float()
         z = col(abar.sqrt()) * x0 + col((1 - abar).sqrt()) * eps
         w_eff = w.cpu()

@@ -8,6 +8,11 @@ from ..prediction import target
 from ..schedule import NoiseSchedule
 
 
+def per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample value [B] (float64 schedule arithmetic) as float32 [B, 1, ...], broadcastable over `like`."""
+    return v.to(like.device, torch.float32).reshape(-1, *([1] * (like.dim() - 1)))
+
+
 def simple_loss(network, schedule: NoiseSchedule, prediction: str, x0: torch.Tensor, t: torch.Tensor,
                 eps: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Returns the per-sample loss [B], so a weighting can be applied by the caller."""
