@@ -11,7 +11,8 @@ training (its own process), samples per second at each setting.
 
     .venv/bin/python benchmarks/distill.py --data spiral gaussians8 [--n 20000] [--seeds 3]
     .venv/bin/python benchmarks/distill.py --data digits --n 2000 [--plot docs/distill_digits.png]
-    .venv/bin/python benchmarks/distill.py --data mnist5k --n 1000 --ks 4 --nfes 4 --no-consistency   # one K, ~40 min
+    .venv/bin/python benchmarks/distill.py --data mnist5k --n 1000 --ks 4 --nfes 4 --no-consistency   # ~40 min
+    .venv/bin/python benchmarks/distill.py --data mnist5k ... --teacher-run runs/mnist5k --teacher-cpu 2061  # reuse
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,9 +126,14 @@ def draw_fn(run, sampler, steps, images: bool, n: int, guided: bool):
 def bench(data: str, a, root: Path) -> dict:
     images = data in IMAGE_DATASETS
     score = Scorer(data, a)
-    flags = {"data": data, **({"cond": True} if images else {})}
+    flags = {"data": data, **({"cond": True} if images else {}),
+             **({"objective": a.teacher_objective} if a.teacher_objective else {})}
     rows, costs = {}, {}
-    costs["teacher"] = job({"kind": "teacher", "flags": flags, "out": str(root / "teacher")})
+    if a.teacher_run:  # a default run trained before, its CPU-seconds measured where it trained
+        shutil.copytree(a.teacher_run, root / "teacher")
+        costs["teacher"] = {"cpu": a.teacher_cpu, "wall": float("nan"), "peak_mb": float("nan")}
+    else:
+        costs["teacher"] = job({"kind": "teacher", "flags": flags, "out": str(root / "teacher")})
     print(f"# {data}: teacher trained in {costs['teacher']['wall']:.0f} s", file=sys.stderr, flush=True)
     teacher = load_run(root / "teacher")
     ref_calls = calls_per_sample(teacher, "dpmpp-2m", 20, images)
@@ -291,10 +298,17 @@ def main() -> None:
     ap.add_argument("--grid", help="images: a PNG of the teacher at about 40 calls against the students at 4, 2, 1")
     ap.add_argument("--ks", type=int, nargs="+", default=list(KS), help="the progressive students' K (default 1 2 4 8)")
     ap.add_argument("--nfes", type=int, nargs="+", default=list(NFES), help="the budgets of the table (default 1 2 4 8)")
+    ap.add_argument("--teacher-objective", choices=["ddpm", "edm", "flow"],
+                    help="the teacher's objective (default: the data set's default run's)")
+    ap.add_argument("--teacher-run", help="take this trained run as the teacher instead of training one (with "
+                                          "--teacher-cpu: its training's CPU-seconds, measured where it trained)")
+    ap.add_argument("--teacher-cpu", type=float)
     ap.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=True,
                     help="also the consistency student (default yes)")
     a = ap.parse_args()
     KS, NFES = tuple(a.ks), tuple(a.nfes)
+    if bool(a.teacher_run) != (a.teacher_cpu is not None) or (a.teacher_run and len(a.data) > 1):
+        ap.error("--teacher-run and --teacher-cpu go together, with one --data")
     torch.set_num_threads(os.cpu_count() or 1)
     print(machine.describe())
     results = {}

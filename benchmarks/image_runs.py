@@ -22,7 +22,7 @@ from diffkit.data.images import load_images
 from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
-from diffkit.runs import load_run, sample_run
+from diffkit.runs import RUN_DEFAULT, load_run, sample_run
 from diffkit.viz.images import class_grid
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     labels = np.arange(a.n) % data.num_classes
     grid = a.grid or a.settings[0]
     for w, where in a.settings:
-        interval = "run" if where == "run" else None
+        interval = RUN_DEFAULT if where == "run" else None
         t1 = time.perf_counter()
         x = sample_run(run, a.n, "dpmpp-2m", 20, seed=0, cond=labels, guidance=w, guidance_interval=interval)
         dt = time.perf_counter() - t1

@@ -40,7 +40,7 @@ from diffkit.metrics.images import evaluate_images
 from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
 from diffkit.nn.registry import build_network
-from diffkit.runs import default_config, load_run, make_trainer, sample_run
+from diffkit.runs import RUN_DEFAULT, default_config, load_run, make_trainer, sample_run
 from diffkit.store.rundir import save_config, save_model
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
@@ -91,8 +91,8 @@ def train_diffkit(spec: str, seconds: float, threads: int, root: Path, checkpoin
     return stats
 
 
-def diffkit_sampler(run, seed: int, interval="run"):
-    """interval "run": the run's guidance interval (image presets: (0.2, 1]); None: guidance at every level."""
+def diffkit_sampler(run, seed: int, interval=RUN_DEFAULT):
+    """interval RUN_DEFAULT: the run's guidance interval (image presets: (0.2, 1]); None: guidance at every level."""
     return lambda labels, w: sample_run(run, len(labels), SAMPLER, STEPS, seed=seed, cond=labels, guidance=w,
                                         guidance_interval=interval)
 

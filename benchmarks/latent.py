@@ -37,7 +37,8 @@ def configure(spec: str, model: str, vae_run: str):
 
     latent = vae_run if model.startswith("latent") else None
     net = "dit" if model.endswith("DiT") else "unet"
-    cfg = default_config(spec, cond=True, latent=latent, net=net, dit_size="small")
+    # ddpm in both spaces, so the rows differ only in the space (mnist5k's pixel default is flow matching)
+    cfg = default_config(spec, cond=True, latent=latent, net=net, dit_size="small", objective="ddpm")
     if net == "unet":  # one architecture for both spaces: the 3-level image preset (0.88M parameters)
         cfg.network = UNetConfig(in_channels=cfg.network.in_channels, channels=32, channel_mult=(1, 1, 2),
                                  attention_levels=(2,), num_classes=cfg.network.num_classes)

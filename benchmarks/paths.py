@@ -4,6 +4,8 @@
                                          [--pairs 20000] [--plot docs/paths_2d.png] [--no-peers]
     .venv/bin/python benchmarks/paths.py --grids [--data spiral]       # each path's sampling grid
     .venv/bin/python benchmarks/paths.py --images digits [--n 1000] [--pairs 4000] [--teacher best]
+    .venv/bin/python benchmarks/paths.py --images mnist5k --n 1000 --pairs 4000 --formulations flow-logit-normal \
+        --reuse flow-logit-normal=runs/mnist5k                  # the 2-rectified row of a trained default run
 
 Each formulation trains the same default MLP for the same number of steps (their wall times are printed: the
 network and batch are the same, so equal steps are equal time up to noise); 2-rectified flow is reflow of the
@@ -280,8 +282,11 @@ def bench_images(data: str, a, root: Path) -> None:
     print("| formulation | train | S | " + " | ".join(f"NFE {k}" for k in IMAGE_NFES) + " |")
     print("|---" * (len(IMAGE_NFES) + 3) + "|")
     fd20 = {}
-    rows = {"ddpm": {}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"}, "2-rectified": None}
+    rows = {"ddpm": {"objective": "ddpm"}, "edm": {"objective": "edm"}, "flow-logit-normal": {"objective": "flow"},
+            "2-rectified": None}
     rows = {k: v for k, v in rows.items() if v is None or k in a.formulations}
+    reused = dict(r.split("=", 1) for r in a.reuse)
+    where = {name: root / name for name in rows} | reused
     for name, flags in rows.items():
         if flags is None and not a.reflow:
             break
@@ -290,11 +295,12 @@ def bench_images(data: str, a, root: Path) -> None:
             if flags is None:
                 teacher = min(fd20, key=fd20.get) if a.teacher == "best" else a.teacher
                 name = f"2-rectified ({teacher})"
-                reflow_run(root / teacher, root / name, pairs=a.pairs, guidance=a.guidance, progress=False)
-            else:
-                train_run(train_config({"data": data, "cond": True, **flags}), root / name, progress=False)
+                where[name] = root / name
+                reflow_run(where[teacher], where[name], pairs=a.pairs, guidance=a.guidance, progress=False)
+            elif name not in reused:
+                train_run(train_config({"data": data, "cond": True, **flags}), where[name], progress=False)
         cost = time.perf_counter() - t0
-        run = load_run(root / name)
+        run = load_run(where[name])
         K = run.config.network.num_classes
         cells = []
         for nfe in IMAGE_NFES:
@@ -304,8 +310,8 @@ def bench_images(data: str, a, root: Path) -> None:
             cells.append(f"{m['fd'] / m['fd_floor']:.2f}x, {m['class_accuracy']:.1%}")
             fd20[name] = m["fd"]
         s = straightness_run(run, 500, cls=0)["straightness"]
-        print(f"| {name} | {'+' if flags is None else ''}{cost:.0f} s | {s:.3f} | " + " | ".join(cells) + " |",
-              flush=True)
+        spent = "reused" if name in reused else f"{'+' if flags is None else ''}{cost:.0f} s"
+        print(f"| {name} | {spent} | {s:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:
@@ -325,6 +331,9 @@ def main() -> None:
                     choices=["ddpm", "edm", "flow-logit-normal"], help="--images: the rows to train (default all)")
     ap.add_argument("--reflow", action=argparse.BooleanOptionalAction, default=True,
                     help="--images: also the 2-rectified row (default on)")
+    ap.add_argument("--reuse", nargs="+", default=[], metavar="NAME=RUN",
+                    help="--images: take a formulation's run from a run directory trained before (e.g. "
+                         "flow-logit-normal=runs/mnist5k) instead of training it; its train cell says so")
     ap.add_argument("--teacher", default="best", choices=("best", "ddpm", "edm", "flow-logit-normal"),
                     help="--images: the reflow teacher (default: the lowest FD at 20 calls)")
     a = ap.parse_args()

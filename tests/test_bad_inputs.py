@@ -144,6 +144,8 @@ CLI = [
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--objective", "flow", "--time-dist", "uniform", "--time-loc", "1"],
      "not a uniform one", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--shift", "3"], "the ddpm objective does not take them", 2),
+    ([R, "--data", "mnist5k", "--cond", "--out", "{tmp}/r1", "--prediction", "epsilon"],
+     "does not apply to the flow objective, mnist5k's default", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--time-dist", "uniform"], "the ddpm objective does not take", 2),
     ([R, "--data", "circle", "--out", "{tmp}/r1", "--objective", "edm", "--schedule", "cosine"],
      "--schedule shape a ddpm schedule; the edm objective does not take them", 2),

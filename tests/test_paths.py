@@ -14,10 +14,12 @@ from diffkit import Denoiser
 from diffkit.config import RunConfig
 from diffkit.data.images import load_images
 from diffkit.data.points import make_dataset
+from diffkit.errors import ConfigError
 from diffkit.metrics.points import energy_distance
 from diffkit.path import EDMPath, FlowPath, shift_time, unshift_time
 from diffkit.prediction import target_on_path, to_eps_x0_on_path
 from diffkit.runs import load_run, sample_run, train_config, train_run
+from diffkit.runs.presets import default_objective
 from diffkit.schedule import NoiseSchedule
 from diffkit.training.objectives import PathObjective, objective_for
 
@@ -186,3 +188,22 @@ def test_edm_sigma_data_is_the_pixels_std():
     std = float((load_images("digits").train * 2 - 1).std())
     assert abs(cfg.objective.sigma_data - std) < 1e-3 and 0.7 < std < 0.8
     assert train_config({"data": "spiral", "objective": "edm"}).objective.sigma_data == 1.0
+
+
+def test_each_image_set_gets_its_measured_objective():
+    """mnist5k's pixels default to flow matching (logit-normal times), its measured winner; a ddpm flag without
+    --objective picks ddpm; latent and text runs and the other sets stay ddpm; the default equals the explicit
+    flags, so a run made either way is the same run."""
+    flow = train_config({"data": "mnist5k", "cond": True})
+    explicit = train_config({"data": "mnist5k", "cond": True, "objective": "flow", "time_dist": "logit-normal"})
+    assert (flow.objective.name, flow.objective.time_dist, flow.prediction) == ("flow", "logit-normal", "flow")
+    assert flow.to_dict() == explicit.to_dict()
+    assert abs(flow.objective.sigma_data - float((load_images("mnist5k").train * 2 - 1).std())) < 1e-3
+    by_schedule = train_config({"data": "mnist5k", "cond": True, "schedule": "linear"})
+    assert by_schedule.objective.name == "ddpm" and by_schedule.schedule.name == "linear"
+    ddpm = train_config({"data": "mnist5k", "cond": True, "objective": "ddpm"})
+    assert ddpm.objective.name == "ddpm" and ddpm.schedule.name == "cosine"  # the image preset's schedule kept
+    assert train_config({"data": "digits", "cond": True}).objective.name == "ddpm"
+    assert default_objective("mnist5k", latent=True) == default_objective("mnist5k", text=True) == "ddpm"
+    with pytest.raises(ConfigError, match="mnist5k's default; it takes flow, x0 .or give --objective ddpm"):
+        train_config({"data": "mnist5k", "cond": True, "prediction": "epsilon"})

@@ -17,7 +17,7 @@ from ..nn import registry
 from ..nn.unet import UNetConfig
 from ..prediction import PATH_PREDICTIONS
 from ..text.encoder import DEFAULT_ENCODER, load_encoder
-from .presets import image_config, vae_config
+from .presets import default_objective, image_config, vae_config
 from .sources import BUILTIN, image_spec, settle_classes
 from .vae import load_vae
 
@@ -54,13 +54,29 @@ TRAIN_FIELDS = ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_eve
 
 
 def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit_size: str = "small",
-                   patch_size: int | None = None, latent=None, text: str | None = None) -> RunConfig:
+                   patch_size: int | None = None, latent=None, text: str | None = None,
+                   objective: str | None = None) -> RunConfig:
     """The default run for a data set: the MLP for points, a measured U-Net preset for images (net "dit": a
     DiT of the size preset `dit_size`). latent: a VAE run directory; the network is then sized for its
-    latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions."""
+    latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions.
+    objective: ddpm, edm or flow with its own defaults; None: the data set's measured default
+    (presets.default_objective: flow on mnist5k's pixels, ddpm elsewhere)."""
     if text is not None:
-        return text_config(default_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size,
-                                          latent=latent), text)
+        config = text_config(_network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size,
+                                             latent=latent), text)
+    else:
+        config = _network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size, latent=latent)
+    name = objective or default_objective(spec, latent=latent is not None, text=text is not None)
+    if name not in OBJECTIVES:
+        raise choice_error("objective", name, OBJECTIVES)
+    if name != "ddpm":
+        set_objective(config, name)
+    return config
+
+
+def _network_config(spec: str, *, cond: bool, net: str | None, dit_size: str, patch_size: int | None,
+                    latent) -> RunConfig:
+    """The data's network and training preset, on the ddpm objective."""
     if latent is not None:
         return latent_config(spec, latent, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
     if is_image_spec(spec):
@@ -110,7 +126,7 @@ def train_config(flags: dict) -> RunConfig:
         raise ConfigError("--dit-size and --patch-size shape a DiT; give --net dit too")
     config = default_config(get("data") or "spiral", cond=bool(get("cond")), net=get("net"),
                             dit_size=get("dit_size") or "small", patch_size=get("patch_size"), latent=get("latent"),
-                            text=get("text"))
+                            text=get("text"), objective=_objective_of(flags))
     _apply_network_flags(config, flags)
     _apply_objective_flags(config, flags)
     if get("schedule") is not None or get("timesteps") is not None or get("zero_terminal_snr"):
@@ -138,30 +154,51 @@ DDPM_ONLY = ("schedule", "timesteps", "zero_terminal_snr")
 PATH_ONLY = ("time_dist", "time_loc", "time_scale", "shift")
 
 
+def set_objective(config: RunConfig, name: str, time_dist: str | None = None) -> None:
+    """Put `config` on the edm or flow objective with that objective's defaults: its path's own
+    parametrization, its time distribution (or `time_dist`), sigma_data from the data (pixels: the training
+    images' std in [-1, 1]; 1 for standardized points and unit-variance latents)."""
+    o = config.objective
+    o.name, o.time_dist = name, time_dist or OBJECTIVE_TABLE[name][2][0]
+    o.time_loc = o.time_scale = None
+    o.shift = 1.0
+    pixels = is_image_spec(config.data.spec) and config.data.latent is None
+    o.sigma_data = pixel_std(config.data.spec) if pixels else 1.0
+    config.schedule = ScheduleConfig()
+    config.prediction = PATH_PREDICTIONS[o.path_name][0]
+
+
+def _objective_of(flags: dict) -> str | None:
+    """The objective the flags ask for: --objective, else ddpm where a ddpm-only flag (--schedule, --timesteps,
+    --zero-terminal-snr) is given, else None (the data set's default)."""
+    name = flags.get("objective")
+    if name is None and any(flags.get(k) is not None and flags.get(k) is not False for k in DDPM_ONLY):
+        return "ddpm"
+    return name
+
+
 def _apply_objective_flags(config: RunConfig, flags: dict) -> None:
-    """--objective and its flags: the path's default parametrization (unless --prediction), its time distribution,
-    sigma_data from the data (pixels: the training images' std in [-1, 1]; 1 for standardized points and
-    unit-variance latents); each objective's flags refused under another."""
-    name = flags.get("objective") or "ddpm"
-    if name not in OBJECTIVES:
-        raise choice_error("objective", name, OBJECTIVES)
+    """--objective's flags onto a config already on its objective (default_config): the time distribution and
+    its parameters, the shift; each objective's flags refused under another."""
+    name = config.objective.name
     foreign = [flag_name(k) for k in (DDPM_ONLY if name != "ddpm" else PATH_ONLY)
                if flags.get(k) is not None and flags.get(k) is not False]
     if foreign:
         owner = "a ddpm schedule" if name != "ddpm" else "the time distribution of a flow or edm objective"
         raise ConfigError(f"{', '.join(foreign)} shape {owner}; the {name} objective does not take them"
                           + (" (give --objective flow or edm)" if name == "ddpm" else ""))
+    prediction = flags.get("prediction")
+    if flags.get("objective") is None and name != "ddpm" and prediction is not None \
+            and prediction not in PATH_PREDICTIONS[config.objective.path_name]:
+        raise ConfigError(f"--prediction {prediction} does not apply to the {name} objective, "
+                          f"{config.data.spec}'s default; it takes "
+                          f"{', '.join(PATH_PREDICTIONS[config.objective.path_name])} (or give --objective ddpm)")
     if name == "ddpm":
         return
     o = config.objective
-    o.name, o.time_dist = name, flags.get("time_dist") or OBJECTIVE_TABLE[name][2][0]
+    o.time_dist = flags.get("time_dist") or o.time_dist
     o.time_loc, o.time_scale = flags.get("time_loc"), flags.get("time_scale")
     o.shift = 1.0 if flags.get("shift") is None else flags["shift"]
-    pixels = is_image_spec(config.data.spec) and config.data.latent is None
-    o.sigma_data = pixel_std(config.data.spec) if pixels else 1.0
-    config.schedule = ScheduleConfig()
-    if flags.get("prediction") is None:
-        config.prediction = PATH_PREDICTIONS[o.path_name][0]
 
 
 def _apply_network_flags(config: RunConfig, flags: dict) -> None:
