@@ -154,7 +154,7 @@ def run_data(spec: str, a, root: Path) -> list[dict]:
           f"classes; judge test accuracy {judge.test_accuracy:.3f}; budget {seconds:g} s")
     st = train_diffkit(spec, seconds, a.threads, root / spec)
     print(f"#   diffkit trained: {st['steps']} steps in {st['seconds']:.1f} s (stopped by {st['stopped']}); "
-          f"last logged v-loss {st['loss']:.4f}; process peak RSS so far {peak_rss_mib():.0f} MiB")
+          f"last logged loss {st['loss']:.4f}; process peak RSS so far {peak_rss_mib():.0f} MiB")
     rows = [score("diffkit", "diffkit", st, lambda s: diffkit_sampler(s["run"], a.seed), data, judge, labels, a)]
     final = st["snapshots"][-1]["run"]
     everywhere = evaluate_images(diffkit_sampler(final, a.seed, None)(labels, GUIDED), data, judge, labels=labels, seed=a.seed)
