@@ -154,12 +154,12 @@ DDPM_ONLY = ("schedule", "timesteps", "zero_terminal_snr")
 PATH_ONLY = ("time_dist", "time_loc", "time_scale", "shift")
 
 
-def set_objective(config: RunConfig, name: str, time_dist: str | None = None) -> None:
+def set_objective(config: RunConfig, name: str) -> None:
     """Put `config` on the edm or flow objective with that objective's defaults: its path's own
-    parametrization, its time distribution (or `time_dist`), sigma_data from the data (pixels: the training
+    parametrization, its time distribution, sigma_data from the data (pixels: the training
     images' std in [-1, 1]; 1 for standardized points and unit-variance latents)."""
     o = config.objective
-    o.name, o.time_dist = name, time_dist or OBJECTIVE_TABLE[name][2][0]
+    o.name, o.time_dist = name, OBJECTIVE_TABLE[name][2][0]
     o.time_loc = o.time_scale = None
     o.shift = 1.0
     pixels = is_image_spec(config.data.spec) and config.data.latent is None
