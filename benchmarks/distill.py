@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -129,13 +128,13 @@ def bench(data: str, a, root: Path) -> dict:
     flags = {"data": data, **({"cond": True} if images else {}),
              **({"objective": a.teacher_objective} if a.teacher_objective else {})}
     rows, costs = {}, {}
-    if a.teacher_run:  # a default run trained before, its CPU-seconds measured where it trained
-        shutil.copytree(a.teacher_run, root / "teacher")
+    teacher_dir = Path(a.teacher_run) if a.teacher_run else root / "teacher"
+    if a.teacher_run:  # a default run trained before (read in place), its CPU-seconds measured where it trained
         costs["teacher"] = {"cpu": a.teacher_cpu, "wall": float("nan"), "peak_mb": float("nan")}
     else:
-        costs["teacher"] = job({"kind": "teacher", "flags": flags, "out": str(root / "teacher")})
+        costs["teacher"] = job({"kind": "teacher", "flags": flags, "out": str(teacher_dir)})
     print(f"# {data}: teacher trained in {costs['teacher']['wall']:.0f} s", file=sys.stderr, flush=True)
-    teacher = load_run(root / "teacher")
+    teacher = load_run(teacher_dir)
     ref_calls = calls_per_sample(teacher, "dpmpp-2m", 20, images)
     rows["teacher, dpmpp-2m 20 (reference)"] = {ref_calls: score(draw_fn(teacher, "dpmpp-2m", 20, images, a.n, images))}
     best = {}
@@ -156,13 +155,13 @@ def bench(data: str, a, root: Path) -> dict:
     progressive = {}
     for k in KS:
         name = f"progressive K={k}"
-        costs[name] = job({"kind": "student", "teacher": str(root / "teacher"), "out": str(root / name),
+        costs[name] = job({"kind": "student", "teacher": str(teacher_dir), "out": str(root / name),
                            "flags": {"method": "progressive", "steps": k, **guide}})
         print(f"# {data}: {name} in {costs[name]['wall']:.0f} s", file=sys.stderr, flush=True)
         progressive[k] = score(draw_fn(load_run(root / name), "ddim", k, images, a.n, False))
     rows["progressive students (one per K)"] = progressive
     if a.consistency:
-        costs["consistency"] = job({"kind": "student", "teacher": str(root / "teacher"),
+        costs["consistency"] = job({"kind": "student", "teacher": str(teacher_dir),
                                     "out": str(root / "consistency"), "flags": {"method": "consistency", **guide}})
         student = load_run(root / "consistency")
         rows["consistency student"] = {k: score(draw_fn(student, "consistency", k, images, a.n, False)) for k in NFES}

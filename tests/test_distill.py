@@ -4,6 +4,7 @@ samples with its own steps by default, resumes to the same bits after kill -9, a
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import shutil
 
@@ -58,7 +59,7 @@ def test_the_ladder_ends_on_ddims_own_grid_and_halves_by_midpoints():
     grids = ladder(schedule, 4, 3)
     assert [len(g) - 1 for g in grids] == [32, 16, 8, 4]
     assert torch.equal(grids[-1][:-1], sampler_grid(schedule, "ddim", 4)) and grids[-1][-1] == -1
-    for fine, coarse in zip(grids, grids[1:]):
+    for fine, coarse in itertools.pairwise(grids):
         assert torch.equal(fine[::2], coarse)  # every round's student levels are its teacher's, every other one
         assert torch.allclose(fine[1::2], (coarse[:-1] + coarse[1:]) / 2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -79,7 +80,7 @@ def test_lr_schedule():
     assert lr_at(550, cfg) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half-way down the cosine
     assert lr_at(1000, cfg) == pytest.approx(1e-4)
     lrs = [lr_at(s, cfg) for s in range(100, 1001)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_same_seed_is_bitwise_identical(run60, tmp_path):

@@ -146,10 +146,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--timesteps", type=positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default: v for ddpm, "
                                         "flow for flow, edm for edm)")
-    t.add_argument("--objective", help="what training minimises on which path: ddpm (a discrete VP schedule), "
-                                       "flow (rectified flow / flow matching), edm (Karras et al. 2022); default: "
-                                       "the data set's (flow on mnist5k, ddpm elsewhere and wherever --schedule, "
-                                       "--timesteps or --zero-terminal-snr is given)")
+    t.add_argument("--objective", help="ddpm (a discrete VP schedule), flow (flow matching) or edm (Karras et al. "
+                                       "2022); default: the data set's (flow on mnist5k, else ddpm; ddpm wherever "
+                                       "--schedule, --timesteps or --zero-terminal-snr is given)")
     t.add_argument("--time-dist", help="flow: uniform or logit-normal (default, SD3); edm: lognormal (default)")
     t.add_argument("--time-loc", type=finite_float("--time-loc"),
                    help="mean of the time distribution's normal (default: flow 0, edm -1.2)")

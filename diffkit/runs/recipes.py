@@ -61,11 +61,9 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
     latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions.
     objective: ddpm, edm or flow with its own defaults; None: the data set's measured default
     (presets.default_objective: flow on mnist5k's pixels, ddpm elsewhere)."""
+    config = _network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size, latent=latent)
     if text is not None:
-        config = text_config(_network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size,
-                                             latent=latent), text)
-    else:
-        config = _network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size, latent=latent)
+        config = text_config(config, text)
     name = objective or default_objective(spec, latent=latent is not None, text=text is not None)
     if name not in OBJECTIVES:
         raise choice_error("objective", name, OBJECTIVES)
@@ -187,12 +185,10 @@ def _apply_objective_flags(config: RunConfig, flags: dict) -> None:
         owner = "a ddpm schedule" if name != "ddpm" else "the time distribution of a flow or edm objective"
         raise ConfigError(f"{', '.join(foreign)} shape {owner}; the {name} objective does not take them"
                           + (" (give --objective flow or edm)" if name == "ddpm" else ""))
-    prediction = flags.get("prediction")
-    if flags.get("objective") is None and name != "ddpm" and prediction is not None \
-            and prediction not in PATH_PREDICTIONS[config.objective.path_name]:
-        raise ConfigError(f"--prediction {prediction} does not apply to the {name} objective, "
-                          f"{config.data.spec}'s default; it takes "
-                          f"{', '.join(PATH_PREDICTIONS[config.objective.path_name])} (or give --objective ddpm)")
+    prediction, allowed = flags.get("prediction"), PATH_PREDICTIONS[config.objective.path_name]
+    if flags.get("objective") is None and name != "ddpm" and prediction is not None and prediction not in allowed:
+        raise ConfigError(f"--prediction {prediction} does not apply to the {name} objective, {config.data.spec}'s "
+                          f"default; it takes {', '.join(allowed)} (or give --objective ddpm)")
     if name == "ddpm":
         return
     o = config.objective
