@@ -162,6 +162,7 @@ class ParentConfig:
     seed: int = 0                   # reflow: the pairs' noises
     rounds: int = 0                 # progressive: halvings, from K * 2^rounds teacher steps down to K
     substeps: int = 1               # progressive: the first round's teacher steps per half interval (DPM-Solver++(2M))
+    spacing: str = "time"           # progressive: those steps uniform in "time" or in "log-snr"
     levels: int = 0                 # consistency: the noise levels of the teacher's ODE steps
     boundary: float | None = None   # consistency: s_min, where the consistency function is the identity
     target_ema: float = 0.0         # consistency: the target network's EMA rate (0: the student, stop-gradient)

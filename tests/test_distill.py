@@ -64,6 +64,30 @@ def test_the_ladder_ends_on_ddims_own_grid_and_halves_by_midpoints():
         assert torch.allclose(fine[1::2], (coarse[:-1] + coarse[1:]) / 2)
 
 
+def test_the_first_rounds_teacher_steps_uniformly_in_log_snr_and_later_rounds_on_the_midpoint():
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    objective = ProgressiveObjective(RunConfig().validate(), schedule, None, steps=4, rounds=2, steps_per_round=10,
+                                     first_substeps=4, first_spacing="log-snr")
+    first, second = objective.tables
+    coarse = objective.grids[1]  # the first round's student levels
+    assert first["t"].shape == (8, 8) and torch.equal(first["t"][:, 0], coarse[:-1])
+
+    def log_snr(t):
+        abar = schedule.alpha_bar_at(t)
+        return torch.log(abar / (1 - abar))
+
+    for i in range(7):  # every interval but the last: 8 steps of equal log-SNR, from level i to level i + 1
+        lam = log_snr(torch.cat([first["t"][i], coarse[i + 1:i + 2]]))
+        assert torch.allclose(lam.diff(), lam.diff()[:1].expand(8), rtol=1e-4)
+    last = first["t"][7]  # into x_0: seven equal log-SNR steps down to t = 0, then one to the clean end
+    assert last[-1] == 0 and torch.allclose(log_snr(last).diff(), log_snr(last).diff()[:1].expand(7), rtol=1e-4)
+    # the second round's teacher is the first round's student: two DDIM steps, through the midpoint it learned
+    assert torch.allclose(second["t"][:, 1], (objective.grids[2][:-1] + objective.grids[2][1:]) / 2)
+    spaced_in_time = ProgressiveObjective(RunConfig().validate(), schedule, None, steps=4, rounds=2,
+                                          steps_per_round=10, first_substeps=4).tables[0]["t"]
+    assert torch.allclose(spaced_in_time[0].diff(), spaced_in_time[0].diff()[:1].expand(7))
+
+
 class _Point(torch.nn.Module):
     """A network whose x0 prediction is a fixed point c, whatever x_t: DDIM is exact for it in any number of steps."""
 

@@ -24,17 +24,27 @@ FINEST = 32           # progressive: the first round's teacher takes this many s
 # Ho: 1, two DDIM steps). Measured (benchmarks/distill.py; 4-step students): spiral's excess 5.1e-4 at 1, 2.1e-4 at
 # 2, 1.5e-4 at 4; digits' FD 2.02x the floor at 2 and at 4, where the cost fell from 1.64x to about 1.3x the teacher's
 SUBSTEPS = {"points": 4, "images": 2}
+# and spaces them uniformly in log-SNR (training/distill.py: _split; measured on points) or in time (images, as
+# measured)
+SPACING = {"points": "log-snr", "images": "time"}
 LEVELS = 18           # consistency: the noise levels of the teacher's Heun steps (Song et al. 2023: N = 18, CIFAR-10)
 # consistency: the target network's EMA rate (Song et al. 2023: 0.95 for CD). Measured on spiral (750 steps from the
 # default 1500-step teacher): 1-step energy distance 0.0018 at 0.95 against 0.013-0.055 with the stop-gradient
 # target (0) that Song & Dhariwal (2023) use for consistency training
 TARGET_EMA = 0.95
-# default training length: per halving round, this share of the teacher's steps (a K = 4 student: 3 rounds, half the
-# teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher twice (8
-# times in the first round), so a round costs about 1/3 of the teacher's training (measured: benchmarks/distill.py)
-ROUND_SHARE = 1 / 6
+# default training length: per halving round, this share of the teacher's steps (images: a K = 4 student's 3 rounds
+# take half the teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher
+# twice (8 times in the first round of points, 4 of images), so an image round costs about 1/3 of the teacher's
+# training (measured: benchmarks/distill.py). Points: a third fewer steps at their higher learning rate: spiral's
+# 4-step student 1.07x its teacher's excess at 1,000 steps (0.9x the teacher's CPU time), 1.13x at 1,500 (1.3x)
+ROUND_SHARE = {"points": 1 / 9, "images": 1 / 6}
 TRAIN_SHARE = 0.5
-LR_SHARE = 0.5        # the student's peak learning rate: this share of the teacher's
+# the student's peak learning rate: this share of the teacher's, per method and space. Students of points learn
+# faster at more (benchmarks/distill.py's paired figures, 8 seeds of 50,000 points): progressive, spiral's 4-step
+# excess over its teacher's reference 1.66x at 0.5, 1.31x at 1, 1.22x at 3, 1.21x at 5; gaussians8's 2.75x at 0.5,
+# 1.54x at 3, 1.68x at 8. Consistency, gaussians8 at 8 steps: 6.5e-4 at 6, 5.4e-4 at 12, 5.0e-4 at 24 (4 steps:
+# 6.9e-3 at 0.5, 1.0e-3 at 3); spiral at 8 steps: 2.3e-4 at 6, 1.7e-4 at 12, 2.1e-4 at 24. Images: measured at 0.5.
+LR_SHARE = {"progressive": {"points": 3.0, "images": 0.5}, "consistency": {"points": 12.0, "images": 0.5}}
 
 
 def rounds_for(steps: int) -> int:
@@ -89,13 +99,15 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     stages = rounds + (guidance_range is not None)  # the guidance stage lasts one round
     config = RunConfig.from_dict(t_cfg.to_dict())
     t = config.train
-    share = ROUND_SHARE * stages if method == "progressive" else TRAIN_SHARE
+    space = "points" if config.fitted.image_shape is None else "images"
+    share = ROUND_SHARE[space] * stages if method == "progressive" else TRAIN_SHARE
     total = train_steps or max(stages, round(t.steps * share))
     if total < stages:
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
         raise ConfigError(f"--train-steps {total} is fewer than the {stages} {what} down to {steps} steps")
     per_round = total // stages
-    config.train = replace(t, steps=total, lr=t.lr * LR_SHARE, lr_cycles=stages, seed=seed, ema_halflife=0.0,
+    config.train = replace(t, steps=total, lr=t.lr * LR_SHARE[method][space], lr_cycles=stages, seed=seed,
+                           ema_halflife=0.0,
                            warmup_steps=min(t.warmup_steps, max(1, per_round // 10)),
                            checkpoint_every=min(t.checkpoint_every, per_round))
     own = "ddim" if method == "progressive" else "consistency"
@@ -107,7 +119,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         config.network = replace(config.network, guidance_embed=True)
     if method == "progressive":
         config.parent.rounds = rounds
-        config.parent.substeps = SUBSTEPS["points" if config.fitted.image_shape is None else "images"]
+        config.parent.substeps, config.parent.spacing = SUBSTEPS[space], SPACING[space]
     else:
         config.parent.levels, config.parent.target_ema = levels, target_ema
         config.parent.boundary = boundary_sigma(config.path(), levels)

@@ -62,5 +62,5 @@ def distill_objective(config: RunConfig, device=None):
     stages = parent.rounds + (parent.guidance_range is not None)  # a guidance stage as long as one round
     per = config.train.steps // stages
     return ProgressiveObjective(config, config.path(), denoiser, steps=parent.steps, rounds=parent.rounds,
-                                steps_per_round=per, first_substeps=parent.substeps,
+                                steps_per_round=per, first_substeps=parent.substeps, first_spacing=parent.spacing,
                                 guidance_range=parent.guidance_range, guidance_steps=per)

@@ -13,7 +13,8 @@ its target x0 is x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_
 2), weighted by max(SNR_t, 1), the truncated-SNR weight of sec. 4. The first round's teacher may fold classifier-
 free guidance in (its denoiser guided; Meng et al. 2023 with one fixed w) and, being the trained run and not a
 student, crosses each interval in 2 x `first_substeps` DPM-Solver++(2M) steps (Lu et al. 2022, Algorithm 2; its
-first step DDIM), uniform in time; later rounds' teachers are students, whose two DDIM steps are what they learned.
+first step DDIM), uniform in time or in log-SNR; later rounds' teachers are students, whose two DDIM steps are
+what they learned.
 
 With a guidance range (Meng et al. 2023) a first stage (round -1, guided.py) teaches the student to read w and do
 in one call what the teacher does guided at w in two; the rounds then halve as above with the stage's student as
@@ -53,15 +54,36 @@ def ladder(schedule, steps: int, rounds: int) -> list[torch.Tensor]:
     return grids[::-1]
 
 
-def _plan(schedule, coarse: torch.Tensor, substeps: int, second_order: bool) -> dict:
-    """Per student interval i (coarse levels i -> i + 1, split uniformly in time into 2 x substeps teacher steps):
+def _split(schedule, a_t: float, c_t: float, m: int) -> list[float]:
+    """m + 1 times from a_t down to c_t for a many-step teacher: uniform in log-SNR, as DPM-Solver's own grid (Lu et
+    al. 2022, sec. 3.3), the last interval into x_0 (c_t = -1) ending in one step from t = 0; uniform in time where a
+    log-SNR is infinite (a flow's pure-noise end). Measured on 4-step students against uniform time (benchmarks/
+    distill.py, 8 seeds of 50,000 points): gaussians8's excess over its teacher's reference 1.54x -> 1.34x,
+    spiral's 1.22x -> 1.13x."""
+    end = max(c_t, 0.0)
+    lam = torch.tensor([a_t, end], dtype=F64)
+    lam = schedule.alpha_bar_at(lam)
+    lam = torch.log(lam / (1 - lam))
+    n = m if c_t >= 0 else m - 1
+    if n < 1 or not bool(torch.isfinite(lam).all()) or end >= a_t:
+        return [a_t + (c_t - a_t) * j / m for j in range(m + 1)]
+    ts = schedule.t_at_log_snr(torch.linspace(float(lam[0]), float(lam[1]), n + 1, dtype=F64)).tolist()
+    ts[0], ts[-1] = a_t, end
+    return ts + ([c_t] if c_t < 0 else [])
+
+
+def _plan(schedule, coarse: torch.Tensor, substeps: int, second_order: bool, spacing: str = "time") -> dict:
+    """Per student interval i (coarse levels i -> i + 1, split into 2 x substeps teacher steps: by _split where
+    second_order and spacing is "log-snr", else uniformly in time):
     the teacher's step times "t" [n, m] and weights "w_x", "w_prev", "w_now" [n, m] of z' = w_x z + w_prev
     x0_(j-1) + w_now x0_j (dpm_solver.py: DDIM, then DPM-Solver++(2M) where second_order; first order into x_0),
     and the student's "alpha", "sigma", "ratio", "denom", "weight" [n] (module doc)."""
     m = 2 * substeps
     times, wx, wp, wn, student = [], [], [], [], []
     for a_t, c_t in zip(coarse[:-1].tolist(), coarse[1:].tolist()):
-        sub = levels(schedule, [a_t + j / m * (c_t - a_t) for j in range(m + 1)])
+        # a student teacher steps where it learned to (the midpoint); the trained run anywhere
+        sub = levels(schedule, _split(schedule, a_t, c_t, m) if second_order and spacing == "log-snr" else
+                     [a_t + j / m * (c_t - a_t) for j in range(m + 1)])
         rows = []
         for j in range(m):
             w = dpmpp_weights(sub[max(0, j - 1):j + 1], sub[j + 1], 2 if second_order and j > 0 else 1)
@@ -91,13 +113,14 @@ class ProgressiveObjective:
     teacher: the first round's teacher Denoiser (guided where guidance is folded in); its schedule is the run's
     path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser).
     first_substeps: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval
-    (later rounds: two DDIM steps, the ones their teacher learned).
+    (later rounds: two DDIM steps, the ones their teacher learned); first_spacing: uniform in "time" or "log-snr".
     guidance_range: (lo, hi): first a guidance stage of `guidance_steps` steps (round -1; module doc), and w an
     input of every round's teacher and student; None: no stage, w not an input.
     """
 
     def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int,
-                 first_substeps: int = 1, guidance_range=None, guidance_steps: int = 0):
+                 first_substeps: int = 1, first_spacing: str = "time", guidance_range=None,
+                 guidance_steps: int = 0):
         if steps_per_round < 1 or (guidance_range is not None and guidance_steps < 1):
             raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps"
                               + (" (and one more for the guidance stage)" if guidance_range is not None else ""))
@@ -106,7 +129,8 @@ class ProgressiveObjective:
         self.config, self.schedule = config, schedule
         self.rounds, self.steps_per_round = rounds, steps_per_round
         self.grids = ladder(schedule, steps, rounds)  # round r's student grid is grids[r + 1]
-        self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0))
+        self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0),
+                             spacing=first_spacing)
                        for r, g in enumerate(self.grids[1:])]
         self.first_teacher, self.teacher, self.round = teacher, teacher, self.round_of(0)
         self.frozen = None  # the current round's teacher network (rounds > 0): the last round's student
