@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffkit import machine
 from diffkit.devices import autocast
+from diffkit.nn import registry
 from diffkit.runs import load_run, sample_run, train_config, train_run, vae_train_config
 from diffkit.runs.train import make_trainer
 
@@ -128,7 +129,7 @@ def step_row(name: str, seconds: float, root: Path) -> dict:
         if not vae:
             with torch.no_grad(), autocast(trainer.device, settled.precision):
                 row["gflop_call"] = count_flops(lambda: net(*inputs)) / batch / 1e9  # one sampling call, per sample
-        found = None if config.network.__class__.__name__ == "DiTConfig" else biggest_conv(net, inputs)
+        found = None if registry.kind_of(config.network) == "dit" else biggest_conv(net, inputs)
         if found is not None:  # the DiT's one conv (its patch embedding) is small: its step is matmuls
             conv, shape = found
             row["op"] = (f"conv {conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x"

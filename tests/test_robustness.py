@@ -35,9 +35,8 @@ from diffkit.training.trainer import Trainer, read_log
 
 
 def mlp_config(steps=60, seed=0, data="gaussians8", **train) -> RunConfig:
-    t = dict(steps=steps, batch_size=64, warmup_steps=10, checkpoint_every=20, log_every=10, seed=seed,
-             ema_halflife=500)
-    t.update(train)
+    t = {"steps": steps, "batch_size": 64, "warmup_steps": 10, "checkpoint_every": 20, "log_every": 10, "seed": seed,
+         "ema_halflife": 500, **train}
     return RunConfig(data=DataConfig(spec=data, num_points=2000),
                      network=MLPConfig(hidden=32, depth=2, embed_dim=16, fourier_features=8), train=TrainConfig(**t))
 

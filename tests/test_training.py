@@ -21,9 +21,8 @@ from diffkit.training.trainer import lr_at, read_log
 
 
 def tiny(steps=60, seed=0, prediction="v", data="gaussians8", **train) -> RunConfig:
-    t = dict(steps=steps, batch_size=64, warmup_steps=10, checkpoint_every=20, log_every=10, seed=seed,
-             ema_halflife=500)
-    t.update(train)
+    t = {"steps": steps, "batch_size": 64, "warmup_steps": 10, "checkpoint_every": 20, "log_every": 10, "seed": seed,
+         "ema_halflife": 500, **train}
     return RunConfig(data=DataConfig(spec=data, num_points=2000), prediction=prediction,
                      network=MLPConfig(hidden=32, depth=2, embed_dim=16, fourier_features=8),
                      train=TrainConfig(**t))
@@ -39,8 +38,8 @@ def tensors(path) -> dict[str, torch.Tensor]:
 
 def assert_same_tensors(a: dict, b: dict):
     assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    for k, v in a.items():
+        assert v.dtype == b[k].dtype and torch.equal(v, b[k]), k
 
 
 class Interrupt(Exception):

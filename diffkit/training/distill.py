@@ -25,6 +25,7 @@ the range and given to teacher and student alike.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -54,36 +55,39 @@ def ladder(schedule, steps: int, rounds: int) -> list[torch.Tensor]:
     return grids[::-1]
 
 
-def _split(schedule, a_t: float, c_t: float, m: int) -> list[float]:
-    """m + 1 times from a_t down to c_t for a many-step teacher: uniform in log-SNR, as DPM-Solver's own grid (Lu et
-    al. 2022, sec. 3.3), the last interval into x_0 (c_t = -1) ending in one step from t = 0; uniform in time where a
-    log-SNR is infinite (a flow's pure-noise end). Measured on 4-step students against uniform time (benchmarks/
-    distill.py, 8 seeds of 50,000 points): gaussians8's excess over its teacher's reference 1.54x -> 1.34x,
-    spiral's 1.22x -> 1.13x."""
-    end = max(c_t, 0.0)
-    lam = torch.tensor([a_t, end], dtype=F64)
-    lam = schedule.alpha_bar_at(lam)
-    lam = torch.log(lam / (1 - lam))
-    n = m if c_t >= 0 else m - 1
-    if n < 1 or not bool(torch.isfinite(lam).all()) or end >= a_t:
-        return [a_t + (c_t - a_t) * j / m for j in range(m + 1)]
-    ts = schedule.t_at_log_snr(torch.linspace(float(lam[0]), float(lam[1]), n + 1, dtype=F64)).tolist()
+SPACINGS = ("time", "log-snr")
+
+
+def _split(schedule, a_t: float, c_t: float, m: int, spacing: str = "time") -> list[float]:
+    """m + 1 times from a_t down to c_t: uniform in time, or (spacing "log-snr", for a many-step teacher) uniform in
+    log-SNR as DPM-Solver's own grid (Lu et al. 2022, sec. 3.3), the last interval into x_0 (c_t = -1) ending in one
+    step from t = 0, and uniform in time where a log-SNR is infinite (a flow's pure-noise end). Measured on 4-step
+    students against uniform time (benchmarks/distill.py, 8 seeds of 50,000 points): gaussians8's excess over its
+    teacher's reference 1.54x -> 1.34x, spiral's 1.22x -> 1.13x."""
+    if spacing not in SPACINGS:
+        raise ConfigError(f"the teacher's sub-steps are spaced by {' or '.join(SPACINGS)}, got {spacing!r}")
+    end, n = max(c_t, 0.0), m if c_t >= 0 else m - 1
+    a, c = levels(schedule, [a_t, end])
+    finite = all(v > 0 for v in (a.alpha, a.sigma, c.alpha, c.sigma))  # else a log-SNR is infinite
+    if spacing == "time" or n < 1 or not finite or end >= a_t:
+        return [a_t + j / m * (c_t - a_t) for j in range(m + 1)]
+    lam = (2 * math.log(a.alpha / a.sigma), 2 * math.log(c.alpha / c.sigma))
+    ts = schedule.t_at_log_snr(torch.linspace(*lam, n + 1, dtype=F64)).tolist()
     ts[0], ts[-1] = a_t, end
     return ts + ([c_t] if c_t < 0 else [])
 
 
 def _plan(schedule, coarse: torch.Tensor, substeps: int, second_order: bool, spacing: str = "time") -> dict:
-    """Per student interval i (coarse levels i -> i + 1, split into 2 x substeps teacher steps: by _split where
-    second_order and spacing is "log-snr", else uniformly in time):
+    """Per student interval i (coarse levels i -> i + 1, split into 2 x substeps teacher steps by _split, at
+    `spacing` where second_order, else uniformly in time):
     the teacher's step times "t" [n, m] and weights "w_x", "w_prev", "w_now" [n, m] of z' = w_x z + w_prev
     x0_(j-1) + w_now x0_j (dpm_solver.py: DDIM, then DPM-Solver++(2M) where second_order; first order into x_0),
     and the student's "alpha", "sigma", "ratio", "denom", "weight" [n] (module doc)."""
     m = 2 * substeps
     times, wx, wp, wn, student = [], [], [], [], []
     for a_t, c_t in zip(coarse[:-1].tolist(), coarse[1:].tolist()):
-        # a student teacher steps where it learned to (the midpoint); the trained run anywhere
-        sub = levels(schedule, _split(schedule, a_t, c_t, m) if second_order and spacing == "log-snr" else
-                     [a_t + j / m * (c_t - a_t) for j in range(m + 1)])
+        # a student teacher steps where it learned to (the midpoint, uniform in time); the trained run anywhere
+        sub = levels(schedule, _split(schedule, a_t, c_t, m, spacing if second_order else "time"))
         rows = []
         for j in range(m):
             w = dpmpp_weights(sub[max(0, j - 1):j + 1], sub[j + 1], 2 if second_order and j > 0 else 1)
