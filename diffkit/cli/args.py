@@ -298,8 +298,7 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
                                       "or a mixture .json (weights, means, covariances, optional labels)")
     s.add_argument("--schedule", help=f"--oracle: its noise schedule, {', '.join(SCHEDULE_NAMES)} (default linear)")
     s.add_argument("--timesteps", type=positive_int("--timesteps"), help="--oracle: T (default 1000)")
-    s.add_argument("--objective", help="--oracle: the path it runs on: ddpm (default: the VP --schedule), flow "
-                                       "(rectified flow) or edm")
+    s.add_argument("--objective", help="--oracle: its path: ddpm (default: the VP --schedule), flow or edm")
     s.add_argument("--shift", type=finite_float("--shift"), help="--oracle with --objective flow: SD3's time shift")
     s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
     s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
@@ -332,20 +331,21 @@ def _sample_cond_args(s) -> None:
     s.add_argument("--prompts", help="text runs: a file of prompts, one per line (--n images of each)")
     s.add_argument("--guidance", type=finite_float("--guidance", 0.0),
                    help="classifier-free guidance scale w with --class: 0 unconditional, 1 conditional (default), >1 stronger")
-    s.add_argument("--guidance-interval", type=interval_arg, default=argparse.SUPPRESS,
-                   help="noise levels LO,HI (sigma/alpha) where guidance applies, or 'all' (default: the run's, "
-                        "images 0.2,1)")
+    s.add_argument("--guidance-interval", type=interval_arg, default=argparse.SUPPRESS, help="noise levels LO,HI "
+                   "(sigma/alpha) where guidance applies, or 'all' (default: the run's, images 0.2,1)")
     clip = s.add_mutually_exclusive_group()
     clip.add_argument("--clip", action="store_true", help="clip x0_hat to the training data's bounding box (pixel range) "
                                                           "at every step (default: the run's; on for points)")
     clip.add_argument("--no-clip", action="store_true", help="do not clip x0_hat (the default for image presets)")
-    s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the "
-                                              "sidecar FILE.json, so a sample can be repeated)")
+    s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the sidecar "
+                   "FILE.json, so a sample can be repeated)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--plot", help="points: also draw the samples to this .png")
     s.add_argument("--grid", help="images: also draw the first 100 samples as a grid to this .png")
     s.add_argument("--gif", help="images: also animate the reverse process of the grid to this .gif")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the network calls' "
+                   "precision: auto (default: bf16 for a U-Net on a CPU with native bf16, else fp32), fp32 or bf16")
     _device_arg(s)
 
 

@@ -3,6 +3,7 @@ records how, and optional pictures (`--oracle` lives in score.py)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -32,7 +33,7 @@ def cmd_sample(a) -> None:
         if value is not None:
             raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
-    run = load_run(a.run, device=resolve_device(a.device))
+    run = load_run(a.run, device=resolve_device(a.device), precision=a.precision)
     a.guidance = student_guidance(run.config, a.guidance, a.cls is not None or bool(prompts_of(a)))
     a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)  # the run's own unless asked
     images = run.config.fitted.image_shape is not None
@@ -72,7 +73,9 @@ def _draw(a, run, seed: int, interval, prompts, animate: bool):
     frames, shown, bars, taken = [], min(a.n, GRID_MAX), [], [0]
 
     def record(step):  # progress, and the grid's images at every step for the GIF
-        if not bars:
+        if not bars:  # the first step: every check has passed
+            if not a.quiet and (run.precision != "fp32" or a.precision != "auto"):
+                print(f"precision: {run.precision} ({run.precision_why})", file=sys.stderr)
             bars.append(tqdm(desc=f"sample {a.sampler}", unit="step", disable=a.quiet, leave=False, dynamic_ncols=True))
         bars[0].update(1)
         taken[0] += 1
@@ -119,5 +122,5 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
             "class": a.cls, "prompts": prompts, "guidance": a.guidance,
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
-            "options": sampler_options(a),
+            "options": sampler_options(a), "precision": run.precision,
             "diffkit": __version__}

@@ -18,7 +18,7 @@ def cmd_sample_oracle(a) -> None:
     from ..viz.plots import scatter
 
     for flag, given in (("--grid", a.grid is not None), ("--gif", a.gif is not None),
-                        ("--guidance-interval", "guidance_interval" in vars(a))):
+                        ("--guidance-interval", "guidance_interval" in vars(a)), ("--precision", a.precision != "auto")):
         if given:
             raise ConfigError(f"{flag} does not apply to --oracle (points of a mixture, guided at every level)")
     out = check_new_file(a.out, ".npy", a.overwrite, "--out")

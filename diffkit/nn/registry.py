@@ -18,6 +18,7 @@ from ..errors import ConfigError, choice_error
 from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
+from .precision import Autocast
 from .unet import UNet, UNetConfig
 from .vae import VAE, VAEConfig
 
@@ -71,8 +72,10 @@ def build_network(cfg) -> nn.Module:
     return NETWORKS[kind_of(cfg)].module(cfg)
 
 
-def for_sampling(network: nn.Module, fast: bool = True) -> tuple[nn.Module, int]:
-    """(the network a sampler should call, its batch chunk): the kind's fast path where it has one and fast."""
+def for_sampling(network: nn.Module, fast: bool = True, precision: str = "fp32") -> tuple[nn.Module, int]:
+    """(the network a sampler should call, its batch chunk): the kind's fast path where it has one and fast;
+    precision bf16 wraps it in autocast (precision.sampling_precision decides what 'auto' means)."""
     kind = NETWORKS[kind_of(network.cfg)]
     network.eval()
-    return (kind.fast(network) if fast and kind.fast else network), kind.sampling_chunk
+    net = kind.fast(network) if fast and kind.fast else network
+    return (Autocast(net) if precision == "bf16" else net), kind.sampling_chunk

@@ -71,7 +71,7 @@ def cached_pairs(parent: ParentConfig, device=None, progress: bool = True) -> di
     key = hashlib.sha256(f"{parent.sha256}|{parent.pairs}|{parent.sampler}|{parent.steps}|{parent.guidance}|"
                          f"{parent.seed}".encode()).hexdigest()
     return cached_tensors(f"reflow-{key[:32]}", parent.pairs,
-                          lambda: solve_pairs(load_run(parent.path, device=device), parent, progress),
+                          lambda: solve_pairs(load_run(parent.path, device=device, precision="fp32"), parent, progress),
                           {"teacher": parent.sha256})
 
 

@@ -6,6 +6,7 @@ through here; none builds its own Denoiser."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..devices import module_device, randn
 from ..errors import CheckpointError, ConfigError
 from ..memory import require_memory
 from ..nn import registry
+from ..nn.precision import sampling_precision
 from ..sampling import sample as run_sampler
 from ..store.rundir import read_config, read_model
 from ..text.data import null_cond, prompt_cond
@@ -51,6 +53,8 @@ class Run:
     normalizer: Normalizer
     step: int
     decoder: object = None  # latent runs: latents -> pixels (LatentDecoder)
+    precision: str = "fp32"  # what the Denoiser's network calls run in (nn.precision.sampling_precision)
+    precision_why: str = "as asked"
 
     def sample(self, n: int, sampler: str = "ddim", steps: int | None = None, **options) -> np.ndarray:
         """sample_run(self, ...): n samples in the data's coordinates."""
@@ -60,12 +64,14 @@ class Run:
         return to_data(self, x)
 
 
-def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None) -> Run:
+def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=None, precision: str = "auto") -> Run:
     """Everything `sample` needs, from the run directory alone.
 
     fast: the Denoiser calls the network kind's sampling fast path (e.g. the folded MLP) in its sampling
     chunks; False calls the plain network in one piece (the reference the fast path is tested against).
-    device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one)."""
+    device: where the network lives (default the CPU; devices.resolve_device turns 'auto' into one).
+    precision: the network calls' precision while sampling: auto (bf16 for a U-Net on a CPU with native bf16,
+    else fp32; nn.precision), fp32 or bf16."""
     config = read_config(run_dir)
     if registry.kind_of(config.network) == "vae":
         raise CheckpointError(f"{run_dir} is a VAE run (an autoencoder, not a diffusion model); train a diffusion "
@@ -73,10 +79,11 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
     if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
     network = registry.build_network(config.network)
+    precision, why = sampling_precision(precision, registry.kind_of(config.network), torch.device(device or "cpu"))
     meta = read_model(run_dir, network)
     if device is not None:
         network.to(device)
-    denoiser = make_denoiser(config, network, guidance_scale=guidance_scale, fast=fast)
+    denoiser = make_denoiser(config, network, guidance_scale=guidance_scale, fast=fast, precision=precision)
     decoder = None
     if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
         _, vae = load_vae(config.data.latent, device)
@@ -84,7 +91,8 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
             raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
                                   "latents (its weights' checksum differs); restore that VAE run")
         decoder = LatentDecoder(vae, config.fitted.latent_scale)
-    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder)
+    return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder,
+               precision, why)
 
 
 def snapshot_run(trainer) -> Run:
@@ -99,9 +107,10 @@ def snapshot_run(trainer) -> Run:
 
 
 def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale: float = 1.0,
-                  fast: bool = True) -> Denoiser:
-    """The Denoiser of a run's config around `network` (the trained one, or a live copy during training)."""
-    sampling_net, chunk = registry.for_sampling(network, fast)
+                  fast: bool = True, precision: str = "fp32") -> Denoiser:
+    """The Denoiser of a run's config around `network` (the trained one, or a live copy during training);
+    precision: fp32 or bf16 (autocast around the network's calls)."""
+    sampling_net, chunk = registry.for_sampling(network, fast, precision)
     boundary = config.parent.boundary if config.parent is not None and config.parent.kind == "consistency" else None
     return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
                     guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
@@ -132,7 +141,7 @@ def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> t
 def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval: Interval | Default = RUN_DEFAULT,
-               device=None,
+               device=None, precision: str | None = None,
                prompt=None, **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
@@ -146,12 +155,16 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     guidance_interval: (sigma_lo, sigma_hi) where guidance applies, None for every level; RUN_DEFAULT: the run's
         (config.sampling.guidance_interval).
     device: where to sample a run given by its path (a loaded Run samples where its network is).
+    precision: the network calls' precision (load_run's: auto, fp32 or bf16); None: a loaded Run's own, auto
+        for a path.
     prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
         the unconditional model (the null prompt).
     sampler, steps: None: the run's own (run_sampling; ddim at its default steps unless a student records others).
     """
     if not isinstance(run, Run):
-        run = load_run(run, device=device)
+        run = load_run(run, device=device, precision=precision or "auto")
+    elif precision is not None:
+        run = with_precision(run, precision)
     guidance = student_guidance(run.config, guidance, cond is not None or prompt is not None)
     sampler, steps = run_sampling(run.config, sampler, steps, guidance)
     device = module_device(run.network)
@@ -169,6 +182,16 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     labels = to_device(labels, device)
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
+
+
+def with_precision(run: Run, precision: str) -> Run:
+    """The run sampling at another precision (auto, fp32 or bf16): the same network, a new Denoiser."""
+    precision, why = sampling_precision(precision, registry.kind_of(run.config.network), module_device(run.network))
+    if precision == run.precision:
+        return run
+    network = registry.for_sampling(run.network, True, precision)[0]
+    return dataclasses.replace(run, denoiser=run.denoiser.replace(network=network), precision=precision,
+                               precision_why=why)
 
 
 def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guidance=None) -> tuple[str, int | None]:

@@ -53,7 +53,7 @@ def distill_objective(config: RunConfig, device=None):
     at the recorded scale (folded into the student)."""
     parent = config.parent
     check_unchanged(parent, "distilled")
-    denoiser = load_run(parent.path, device=device).denoiser
+    denoiser = load_run(parent.path, device=device, precision="fp32").denoiser  # targets in float32, as measured
     if parent.guidance is not None:
         denoiser = denoiser.replace(guidance_scale=parent.guidance)
     if parent.kind == "consistency":
