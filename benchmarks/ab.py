@@ -27,7 +27,7 @@ from diffkit import machine
 ONE_RUN = """
 import contextlib, io, json, sys
 from diffkit.runs import default_config, train_run
-from diffkit.training.trainer import LOG, read_log
+from diffkit.store.trainlog import LOG, read_log
 spec, steps, precision, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 config = default_config(spec, cond=spec == "digits")
 config.train.steps, config.train.precision, config.train.threads = steps, precision, threads

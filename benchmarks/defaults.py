@@ -25,7 +25,7 @@ from pathlib import Path
 
 from diffkit import machine
 from diffkit.runs import default_config, train_run
-from diffkit.training.trainer import LOG, read_log
+from diffkit.store.trainlog import LOG, read_log
 
 
 def one_run(spec: str, steps: int, root: Path, **train) -> dict:

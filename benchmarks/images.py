@@ -42,9 +42,9 @@ from diffkit.metrics.shapes import colour_purity
 from diffkit.nn.registry import build_network
 from diffkit.runs import RUN_DEFAULT, default_config, load_run, make_trainer, sample_run
 from diffkit.store.rundir import save_config, save_model
+from diffkit.store.trainlog import LOG, read_log
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
-from diffkit.training.trainer import LOG, read_log
 
 DEFAULT_SECONDS = {"digits": 150, "mnist5k": 1200, "shapes": 600}
 SCALES, GUIDED = (0.0, 1.0, 3.0), 3.0

@@ -18,6 +18,7 @@ from diffkit.cli import main
 from diffkit.config import RunConfig
 from diffkit.runs import default_config, load_run, make_trainer, train_run
 from diffkit.store.rundir import read_config
+from diffkit.store.trainlog import LOG, read_log
 from diffkit.training.autotune import (
     BF16_MARGIN,
     SMALL_STEP_S,
@@ -26,7 +27,6 @@ from diffkit.training.autotune import (
     settle,
 )
 from diffkit.training.distributed import Runtime
-from diffkit.training.trainer import LOG, read_log
 
 CPU = torch.device("cpu")
 ALL = machine.cores()  # what automatic threads choose when more threads are faster

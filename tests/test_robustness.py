@@ -31,7 +31,8 @@ from diffkit.nn.mlp import MLPConfig
 from diffkit.nn.unet import UNetConfig
 from diffkit.runs import load_run, make_source, train_run
 from diffkit.store.lock import RunLock
-from diffkit.training.trainer import Trainer, read_log
+from diffkit.store.trainlog import read_log
+from diffkit.training.trainer import Trainer
 
 
 def mlp_config(steps=60, seed=0, data="gaussians8", **train) -> RunConfig:

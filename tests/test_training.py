@@ -16,8 +16,9 @@ from diffkit.config import DataConfig, RunConfig, TrainConfig
 from diffkit.errors import CheckpointError, ConfigError, DiffkitError
 from diffkit.nn.mlp import MLPConfig
 from diffkit.runs import load_run, sample_run, train_run
+from diffkit.store.trainlog import read_log
 from diffkit.training import EMA
-from diffkit.training.trainer import lr_at, read_log
+from diffkit.training.trainer import lr_at
 
 
 def tiny(steps=60, seed=0, prediction="v", data="gaussians8", **train) -> RunConfig:

@@ -10,7 +10,7 @@ import numpy as np
 from ..data.images import load_images
 from ..runs import default_config, eval_image_samples, load_run, sample_run, to_data
 from ..schedule import NoiseSchedule
-from ..training.trainer import LOG, read_log
+from ..store.trainlog import LOG, read_log
 from .points import train_demo_run
 
 GUIDANCE_SWEEP = (0.0, 1.0, 3.0, 7.5)

@@ -12,7 +12,7 @@ from ..config import DataConfig, RunConfig
 from ..data.points import make_dataset
 from ..runs import eval_samples, load_run, sample_run, train_run
 from ..schedule import NoiseSchedule
-from ..training.trainer import LOG, read_log
+from ..store.trainlog import LOG, read_log
 
 FORWARD_T = (0, 50, 100, 200, 350, 500, 999)
 N_SAMPLES = 4000

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -28,15 +29,15 @@ from ..errors import CheckpointError, TrainingError, TrainingInterrupted
 from ..machine import intra_op_threads
 from ..memory import require_memory
 from ..nn.registry import build_network
+from ..store.cache import cache_root
 from ..store.lock import RunLock
 from ..store.rundir import load_weights, read_state, save_checkpoint, save_config
+from ..store.trainlog import LOG, last_seconds, truncate_log
 from .autotune import Settled, StepProbe, core_share, settle
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
 from .objectives import objective_for
 
-LOG = "train_log.csv"
-LOG_FIELDS = ["step", "loss", "lr", "seconds", "skipped", "precision", "threads"]  # the last two: what ran
 MAX_BAD_STEPS = 10  # consecutive non-finite steps that stop training
 
 
@@ -121,7 +122,15 @@ class Trainer:
             # broadcast of them before every forward pass
             model = DistributedDataParallel(network, device_ids=[self.device] if self.device.type == "cuda" else None,
                                             forward_sync_buffers=False)
-        return torch.compile(model) if self.runtime.compile else model
+        if not self.runtime.compile:
+            return model
+        # inductor's compiled kernels kept under diffkit's cache, not /tmp: compiling costs once per machine and
+        # network shape (17-80 s cold, 1.6-3.6 s warm on 2 cores: benchmarks/compile.py, docs/speed.md)
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):  # not the user's
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
+        return torch.compile(model)
 
     # precision and threads ----------------------------------------------------
     def settle(self) -> Settled:
@@ -249,10 +258,10 @@ class Trainer:
         if self.step == 0 and main:
             save_config(self.run_dir, self.config)
         if main:
-            _truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
+            truncate_log(log_path, self.step)  # a killed run may have logged past its checkpoint
         settled = self.settle()  # before the clock starts: the log's seconds are training time
         start, t0 = self.step, time.perf_counter()
-        seconds_before = _last_seconds(log_path)
+        seconds_before = last_seconds(log_path)
         first = max(1, cfg.checkpoint_every // 10)
         loss_sum, n, signalled, asked = torch.zeros((), device=self.device), 0, False, False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
@@ -382,29 +391,3 @@ def check_train_memory(config: RunConfig, batch_size: int) -> None:
     require_memory(4 * batch_size * config.network.activation_floats(shape),
                    f"a training batch of {batch_size} needs about {{need}} GiB for its activations but {{free}} GiB "
                    "are available; use a smaller --batch-size")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the header and rows up to `step` (a killed run may have logged past its checkpoint)."""
-    rows = []
-    if step > 0 and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _last_seconds(path: Path) -> float:
-    if not path.exists():
-        return 0.0
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["seconds"]) if rows else 0.0
-
-
-def read_log(path) -> dict[str, list[float]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {k: [r.get(k) or "" if k == "precision" else float(r.get(k) or 0) for r in rows] for k in LOG_FIELDS}
