@@ -1,0 +1,89 @@
+"""Time to quality: a built-in image set's default conditional run, trained from a fresh run directory by the CLI
+(`diffkit train --data D --cond`, wall time of the whole command: start-up, data, any VAE, training,
+checkpoints), then scored as the README's table is: 1,000 samples (classes cycled), dpmpp-2m at 20 steps,
+guidance w = 3 in the run's interval, the judge's FD over its floor, class accuracy, precision (and colour purity
+for shapes). Prints the target of the speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4
+more where the CPU has no native bf16.
+
+    .venv/bin/python benchmarks/time_to_quality.py digits [--seeds 1] [--flags "--steps 900 --objective flow"]
+
+--flags: extra `diffkit train` flags (to try a recipe before it becomes the default); the table names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffkit import machine
+from diffkit.data.images import load_images
+from diffkit.metrics.images import evaluate_images
+from diffkit.metrics.judge import load_or_train_judge
+from diffkit.metrics.shapes import colour_purity
+from diffkit.runs import load_run, sample_run
+
+# the speed issue's targets on the 2-core Xeon (fp32 matmul ~230 GFLOP/s, AMX-BF16): seconds, and what to reach
+TARGETS = {"digits": (60, "accuracy >= 99%, FD <= 1.5x the floor"),
+           "mnist5k": (300, "accuracy >= 97%, FD <= 2x the floor, precision >= 0.9"),
+           "shapes": (180, "shape accuracy 100%, colour purity >= 95%")}
+XEON_FP32 = 230.0
+NO_BF16 = 1.4  # the Xeon's bf16 gain, added where a CPU has none
+
+
+def met(data: str, m: dict) -> bool:
+    ratio = m["fd"] / m["fd_floor"]
+    if data == "digits":
+        return m["class_accuracy"] >= 0.99 and ratio <= 1.5
+    if data == "mnist5k":
+        return m["class_accuracy"] >= 0.97 and ratio <= 2.0 and m["precision"] >= 0.9
+    return m["class_accuracy"] >= 1.0 and m["purity"] >= 0.95
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", choices=list(TARGETS))
+    ap.add_argument("--flags", default="", help="extra `diffkit train` flags (quoted)")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=1, help="training seeds (each a fresh run directory)")
+    ap.add_argument("--keep", help="keep the run directories under this folder")
+    a = ap.parse_args()
+    print(machine.describe(peaks=False))
+    torch.set_num_threads(machine.cores())
+    peak = machine.matmul_gflops(torch.float32, seconds=1.0)
+    factor = XEON_FP32 / peak * (1.0 if machine.cpu_bf16_native() else NO_BF16)
+    target_s, what = TARGETS[a.data]
+    print(f"# fp32 matmul peak {peak:.0f} GFLOP/s, native bf16: {machine.cpu_bf16_native()}: targets x {factor:.2f}")
+    print(f"# target: {what} in <= {target_s} s on the Xeon = {target_s * factor:.0f} s here\n")
+    data = load_images(a.data)
+    judge = load_or_train_judge(data, progress=False)
+    labels = np.arange(a.n) % data.num_classes
+    print("| data | flags | seed | wall s | target s | FD / floor | accuracy | precision | purity | met |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
+    for seed in range(a.seeds):
+        out = root / f"{a.data}-{seed}"
+        cmd = [sys.executable, "-m", "diffkit", "train", "--data", a.data, "--cond", "--out", str(out), "--quiet",
+               "--seed", str(seed), *shlex.split(a.flags)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        run = load_run(out)
+        x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=3.0)
+        m = evaluate_images(x, data, judge, labels=labels)
+        m["purity"] = colour_purity(x) if a.data == "shapes" else float("nan")
+        ok = met(a.data, m) and wall <= target_s * factor
+        print(f"| {a.data} | {a.flags or '(default)'} | {seed} | {wall:.0f} | {target_s * factor:.0f} | "
+              f"{m['fd'] / m['fd_floor']:.2f} | {m['class_accuracy']:.1%} | {m['precision']:.3f} | "
+              f"{m['purity']:.3f} | {'yes' if ok else 'no'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
