@@ -300,11 +300,11 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--timesteps", type=positive_int("--timesteps"), help="--oracle: T (default 1000)")
     s.add_argument("--objective", help="--oracle: its path: ddpm (default: the VP --schedule), flow or edm")
     s.add_argument("--shift", type=finite_float("--shift"), help="--oracle with --objective flow: SD3's time shift")
-    s.add_argument("--n", type=positive_int("--n"), default=1000, help="number of samples (default 1000)")
-    s.add_argument("--out", required=True, help="output .npy file: float32 [N, 2] in the data's coordinates "
-                                                "(images: [N, C, H, W] in [0, 1])")
-    s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own; ddim unless a distilled student "
-                                     "records another)")
+    s.add_argument("--n", type=positive_int("--n"), help="number of samples (default 1000, or --noise's rows)")
+    s.add_argument("--noise", help="x_T from this float32 .npy [N, *shape] (the network's space: a latent run's "
+                   "latents), as a diffusers pipeline's latents; the same start gives the same samples on any device")
+    s.add_argument("--out", required=True, help="output .npy: float32 [N, 2] (images: [N, C, H, W] in [0, 1])")
+    s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own; ddim unless a student says)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
     return s

@@ -26,13 +26,16 @@ def cmd_sample(a) -> None:
     if a.oracle is not None:
         from .score import cmd_sample_oracle
 
-        a.sampler = a.sampler or "ddim"
+        a.sampler, a.n = a.sampler or "ddim", a.n or 1000
+        if a.noise is not None:
+            raise ConfigError("--noise applies to --run; the oracle draws its own start from --seed")
         return cmd_sample_oracle(a)
     for flag, value in (("--schedule", a.schedule), ("--timesteps", a.timesteps), ("--objective", a.objective),
                         ("--shift", a.shift)):
         if value is not None:
             raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
+    noise = _noise(a, len(prompts_of(a) or ()) or 1)
     run = load_run(a.run, device=resolve_device(a.device), precision=a.precision)
     a.guidance = student_guidance(run.config, a.guidance, a.cls is not None or bool(prompts_of(a)))
     a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)  # the run's own unless asked
@@ -46,7 +49,7 @@ def cmd_sample(a) -> None:
         raise ConfigError("--gif animates one batch; sample prompts with --grid (one row per prompt)")
     seed = a.seed if a.seed is not None else fresh_seed()
     interval = getattr(a, "guidance_interval", RUN_DEFAULT)  # absent: the run's
-    x, frames, steps_taken = _draw(a, run, seed, interval, prompts, animate=files["gif"] is not None)
+    x, frames, steps_taken = _draw(a, run, seed, interval, prompts, noise, animate=files["gif"] is not None)
     if interval is RUN_DEFAULT:
         interval = run.config.sampling.guidance_interval
     write_samples(files["out"], files["sidecar"], x, sample_record(a, run, seed, interval, steps_taken, prompts))
@@ -63,7 +66,28 @@ def _output_files(a) -> dict:
             "gif": check_new_file(a.gif, ".gif", a.overwrite, "--gif") if a.gif else None}
 
 
-def _draw(a, run, seed: int, interval, prompts, animate: bool):
+def _noise(a, groups: int):
+    """--noise's array (float32, read without unpickling), setting --n from its rows (n per prompt); None without."""
+    import numpy as np
+
+    if a.noise is None:
+        a.n = a.n or 1000
+        return None
+    try:
+        noise = np.load(a.noise, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ConfigError(f"--noise {a.noise} is not a readable .npy array ({e})") from None
+    rows = len(noise) if noise.ndim else 0
+    each = f" for each of {groups} prompts" if groups > 1 else ""
+    if a.n is not None and a.n * groups != rows:
+        raise ConfigError(f"--noise has {rows} rows but --n {a.n}{each} needs {a.n * groups} rows")
+    if not rows or rows % groups:
+        raise ConfigError(f"--noise has {rows} rows; it needs one per sample (a multiple of {groups}{each})")
+    a.n = rows // groups
+    return noise
+
+
+def _draw(a, run, seed: int, interval, prompts, noise, animate: bool):
     """(samples, the GIF's frames, steps taken), with a progress bar that opens at the first step (so that an
     error before sampling prints none)."""
     from tqdm.auto import tqdm
@@ -84,7 +108,7 @@ def _draw(a, run, seed: int, interval, prompts, animate: bool):
 
     x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=clip_flag(a),
                    cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, prompt=prompts,
-                   **sampler_options(a))
+                   noise=noise, **sampler_options(a))
     if bars:
         bars[0].close()
     return x, frames, taken[0]
@@ -123,4 +147,5 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
             "options": sampler_options(a), "precision": run.precision,
+            "noise": str(Path(a.noise).resolve()) if a.noise else None,
             "diffkit": __version__}

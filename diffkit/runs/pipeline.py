@@ -141,7 +141,7 @@ def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> t
 def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval: Interval | Default = RUN_DEFAULT,
-               device=None, precision: str | None = None,
+               device=None, precision: str | None = None, noise=None,
                prompt=None, **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
@@ -159,6 +159,9 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
         for a path.
     prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
         the unconditional model (the null prompt).
+    noise: x_T itself (as a diffusers pipeline's `latents`): float32 [samples, *shape] in the network's space
+        (normalized data; a latent run's latents), the same start on any device; None: drawn from seed. The
+        seed still draws a stochastic sampler's noise.
     sampler, steps: None: the run's own (run_sampling; ddim at its default steps unless a student records others).
     """
     if not isinstance(run, Run):
@@ -178,10 +181,25 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     shape = tuple(run.config.fitted.shape)
     check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
-    x_T = randn((n, *shape), g, device=device)
+    x_T = randn((n, *shape), g, device=device) if noise is None else given_noise(noise, (n, *shape), device)
     labels = to_device(labels, device)
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
+
+
+def given_noise(noise, shape: tuple, device) -> torch.Tensor:
+    """x_T given by the caller, checked: a float32 array or tensor of exactly `shape`, finite."""
+    x = torch.from_numpy(noise) if isinstance(noise, np.ndarray) else noise
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"the noise must be a float32 array, got {type(noise).__name__}")
+    if x.dtype != torch.float32:
+        raise ConfigError(f"the noise must be float32, got {str(x.dtype).removeprefix('torch.')}")
+    if tuple(x.shape) != shape:
+        raise ConfigError(f"the noise has shape {list(x.shape)} but this sampling starts from {shape[0]} samples of "
+                          f"shape {list(shape[1:])}: {list(shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError("the noise has non-finite values (nan or inf)")
+    return x.to(device)
 
 
 def with_precision(run: Run, precision: str) -> Run:
