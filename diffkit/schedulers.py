@@ -13,8 +13,10 @@ euler_step). Tables are float64; the constructor takes the keywords of the diffu
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from .sampling.dpm_solver import dpmpp_update, final_order
 from .sampling.euler import euler_step
 from .schedule import NoiseSchedule, cosine_betas, rescale_zero_terminal_snr
 
+CONFIG_NAME = "scheduler_config.json"  # diffusers' file name
 PREDICTION_TYPES = {"epsilon": "epsilon", "sample": "x0", "v_prediction": "v"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 # diffusers keywords we accept only at their default value (a config file lists them all)
@@ -88,6 +91,34 @@ class _Scheduler:
     @classmethod
     def from_config(cls, config: dict, **overrides):
         return cls(**{**dict(config), **overrides})
+
+    def save_pretrained(self, save_directory, **_) -> Path:
+        """scheduler_config.json in diffusers' format (the class name and every setting), which diffusers' own class
+        of the same name loads; returns its path."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"_class_name": type(self).__name__, **{k: _plain(v) for k, v in self.config.items()}}
+        path = folder / CONFIG_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, subfolder: str | None = None, **overrides):
+        """The scheduler of a local folder's scheduler_config.json (a diffusers pipeline's: subfolder="scheduler"),
+        written by diffusers or by save_pretrained; nothing is downloaded."""
+        folder = Path(pretrained_model_name_or_path) / (subfolder or "")
+        path = folder if folder.suffix == ".json" else folder / CONFIG_NAME
+        try:
+            config = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path} does not exist; give a local folder with a {CONFIG_NAME}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path} is not a readable JSON scheduler config ({e})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path} holds a JSON {type(config).__name__}, not a scheduler config object")
+        return cls.from_config(config, **overrides)
 
     @staticmethod
     def _build_schedule(cfg) -> NoiseSchedule:
@@ -160,6 +191,13 @@ class _Scheduler:
 
     def __len__(self):
         return self.config.num_train_timesteps
+
+
+def _plain(value):
+    """A config value as JSON (trained betas as a list)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.tolist()
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _same(a, b) -> bool:

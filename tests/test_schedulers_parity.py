@@ -190,3 +190,42 @@ def test_trained_betas_match_named_schedule():
     named = ours.DDIMScheduler(beta_schedule="linear")
     custom = ours.DDIMScheduler(trained_betas=torch.linspace(1e-4, 0.02, 1000).tolist())
     assert torch.allclose(named.alphas_cumprod, custom.alphas_cumprod, rtol=1e-6)
+
+
+# --- save_pretrained / from_pretrained: diffusers' scheduler_config.json, both ways ------------------------------
+
+SAVED = [("DDPMScheduler", {"beta_schedule": "scaled_linear", "prediction_type": "v_prediction", "clip_sample": False}),
+         ("DDIMScheduler", {"beta_schedule": "scaled_linear", "steps_offset": 1, "set_alpha_to_one": False}),
+         ("DPMSolverMultistepScheduler", {"beta_schedule": "squaredcos_cap_v2", "solver_order": 3}),
+         ("EulerDiscreteScheduler", {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True,
+                                     "prediction_type": "v_prediction"})]
+
+
+@pytest.mark.parametrize("name, kw", SAVED)
+def test_saved_adapters_load_in_diffusers_and_back(tmp_path, name, kw):
+    mine = getattr(ours, name)(**kw)
+    path = mine.save_pretrained(tmp_path / "a")
+    assert path.name == "scheduler_config.json"
+    theirs = getattr(diffusers, name).from_pretrained(tmp_path / "a")
+    for key, value in kw.items():
+        assert theirs.config[key] == value, key
+    torch.testing.assert_close(theirs.alphas_cumprod.double(), mine.alphas_cumprod.double(), rtol=1e-6, atol=1e-12)
+    mine.set_timesteps(12)
+    theirs.set_timesteps(12)
+    assert mine.timesteps.tolist() == theirs.timesteps.round().long().tolist()
+    theirs.save_pretrained(tmp_path / "b")  # diffusers' file, every key it writes, back into the adapter
+    again = getattr(ours, name).from_pretrained(tmp_path, subfolder="b")
+    assert {k: again.config[k] for k in kw} == kw
+    again.set_timesteps(12)
+    assert again.timesteps.tolist() == mine.timesteps.tolist()
+
+
+def test_from_pretrained_refuses_a_missing_or_bad_config(tmp_path):
+    with pytest.raises(DiffkitError, match="scheduler_config.json does not exist"):
+        ours.DDIMScheduler.from_pretrained(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text("[1, 2]")
+    with pytest.raises(DiffkitError, match="holds a JSON list"):
+        ours.DDIMScheduler.from_pretrained(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text('{"beta_schedule": "sigmoid"}')
+    with pytest.raises(DiffkitError, match="beta_schedule"):
+        ours.DDIMScheduler.from_pretrained(tmp_path)
