@@ -152,8 +152,8 @@ class ParentConfig:
     the VE level `boundary` (Song et al. 2023)."""
 
     kind: str
-    path: str                       # the parent run directory, absolute
-    sha256: str                     # of its model.safetensors when this run was made
+    path: str                       # the parent run directory (import: the diffusers folder), absolute
+    sha256: str                     # of its model.safetensors (import: the folder's weights) when this run was made
     pairs: int = 0                  # reflow: how many pairs
     sampler: str = "dpmpp-2m"       # reflow: the teacher's ODE solver and its steps
     steps: int = 20                 # reflow: the teacher's ODE steps; progressive: the student's steps K
@@ -170,7 +170,7 @@ class ParentConfig:
                                     # (Meng et al. 2023); it samples at any w in it (default: the midpoint)
 
 
-KINDS_OF_PARENT = ("reflow", "progressive", "consistency")
+KINDS_OF_PARENT = ("reflow", "progressive", "consistency", "import")  # import: a diffusers folder (runs/interop.py)
 
 
 @dataclass
@@ -216,6 +216,9 @@ class SamplingConfig:
     # records the ones it was distilled for
     sampler: str | None = None
     steps: int | None = None
+    # the run's own timestep spacing when none is asked for (None: each sampler's default); an imported run
+    # records its scheduler's (leading, trailing or linspace), so it samples the timesteps diffusers would
+    spacing: str | None = None
 
 
 @dataclass

@@ -110,6 +110,7 @@ def _how_it_trains_args(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..version import __version__
+    from .interop import import_parser
 
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
     p.add_argument("--version", action="version", version=f"diffkit {__version__}")
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _demo_parser(sub)
     _lab_parser(sub)
+    import_parser(sub)
     return p
 
 
@@ -150,10 +152,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                                        "2022); default: the data set's (flow on mnist5k, else ddpm; ddpm wherever "
                                        "--schedule, --timesteps or --zero-terminal-snr is given)")
     t.add_argument("--time-dist", help="flow: uniform or logit-normal (default, SD3); edm: lognormal (default)")
-    t.add_argument("--time-loc", type=finite_float("--time-loc"),
-                   help="mean of the time distribution's normal (default: flow 0, edm -1.2)")
-    t.add_argument("--time-scale", type=finite_float("--time-scale"),
-                   help="std of the time distribution's normal (default: flow 1, edm 1.2)")
+    t.add_argument("--time-loc", type=finite_float("--time-loc"), help="time normal's mean (default: flow 0, edm -1.2)")
+    t.add_argument("--time-scale", type=finite_float("--time-scale"), help="its std (default: flow 1, edm 1.2)")
     t.add_argument("--shift", type=finite_float("--shift"),
                    help="flow: SD3's time shift s, tau -> s tau / (1 + (s - 1) tau), in training and the sampling "
                         "grid (default 1: none)")

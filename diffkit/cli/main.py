@@ -14,7 +14,8 @@ from .args import build_parser
 # command -> (module of diffkit.cli, function); a command's module is imported only when it runs
 COMMANDS = {"train": ("train", "cmd_train"), "train-vae": ("train", "cmd_train_vae"), "sample": ("sample", "cmd_sample"),
             "eval": ("eval", "cmd_eval"), "demo": ("demo", "cmd_demo"), "lab": ("lab", "cmd_lab"),
-            "reflow": ("derived", "cmd_reflow"), "distill": ("derived", "cmd_distill")}
+            "reflow": ("derived", "cmd_reflow"), "distill": ("derived", "cmd_distill"),
+            "import": ("interop", "cmd_import")}
 
 
 def run_command(args) -> None:

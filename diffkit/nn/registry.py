@@ -15,6 +15,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, choice_error
+from .diffusers_unet import DiffusersUNet, DiffusersUNetConfig
 from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
@@ -39,8 +40,9 @@ NETWORKS: dict[str, NetworkKind] = {
     "unet": NetworkKind(UNetConfig, UNet, None, 256),
     "dit": NetworkKind(DiTConfig, DiT, None, 256),
     "vae": NetworkKind(VAEConfig, VAE, None, 256),  # an autoencoder (training/objectives.py), not a denoiser
+    "diffusers-unet2d": NetworkKind(DiffusersUNetConfig, DiffusersUNet, None, 256),  # imported (runs/interop.py)
 }
-IMAGE_NETWORKS = ("unet", "dit")  # the kinds that take [B, C, H, W]
+IMAGE_NETWORKS = ("unet", "dit", "diffusers-unet2d")  # the kinds that take [B, C, H, W]
 
 
 def kind_of(cfg) -> str:
@@ -65,7 +67,7 @@ def network_from_dict(d: dict):
     unknown = set(d) - known
     if unknown:
         raise TypeError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # (dicts stay dicts)
 
 
 def build_network(cfg) -> nn.Module:

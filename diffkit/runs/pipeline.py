@@ -183,6 +183,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
     x_T = randn((n, *shape), g, device=device) if noise is None else given_noise(noise, (n, *shape), device)
     labels = to_device(labels, device)
+    spacing = spacing or run.config.sampling.spacing
     x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
     return to_data(run, x)
 

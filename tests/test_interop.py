@@ -1,0 +1,143 @@
+"""diffusers folders in (runs/interop.py, `diffkit import --diffusers`): tiny random UNet2DModels built with
+diffusers and saved to disk, imported, and sampled by diffkit from the same x_T as diffusers' own pipeline and
+scheduler loops (<= 1e-4 relative); every bad folder refused in one sentence with nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from test_cli import run
+from test_images_cli import assert_user_error
+
+from diffkit.runs import load_run, sample_run
+from diffkit.runs.interop import import_diffusers
+
+UNETS = {  # (with attention, unconditional) and (class-conditional, no attention)
+    "attn": dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
+                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                 norm_num_groups=8),
+    "classes": dict(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                    norm_num_groups=4, num_class_embeds=3),
+}
+
+
+def tiny_unet(name: str) -> diffusers.UNet2DModel:
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(**UNETS[name]).eval()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusers")
+    pipe = diffusers.DDIMPipeline(unet=tiny_unet("attn"), scheduler=diffusers.DDIMScheduler(num_train_timesteps=1000))
+    pipe.save_pretrained(root / "pipe")
+    unet = tiny_unet("classes")
+    unet.save_pretrained(root / "model")  # a model folder, its scheduler beside it (as google/ddpm-* ship)
+    diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                            clip_sample=False).save_pretrained(root / "model")
+    for name in ("pipe", "model"):
+        import_diffusers(root / name, root / f"{name}-run")
+    return root
+
+
+def noise_of(seed: int, shape) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # as diffusers' randn_tensor on a CPU
+
+
+def assert_parity(ours: np.ndarray, theirs: np.ndarray, tol: float = 1e-4):
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= tol * max(1.0, np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_ddim_reproduces_ddim_pipeline(folders, clip):
+    pipe = diffusers.DDIMPipeline.from_pretrained(folders / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    if not clip:
+        pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    # diffkit re-derives eps from a clipped x0_hat, which is diffusers' use_clipped_model_output=True
+    theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=10, eta=0.0,
+                  use_clipped_model_output=clip, output_type="np").images
+    r = load_run(folders / "pipe-run")
+    assert r.config.sampling.clip_x0 and r.config.sampling.spacing == "leading"
+    ours = sample_run(r, 4, "ddim", 10, noise=noise_of(3, (4, 1, 8, 8)).numpy(), clip=clip)
+    assert_parity(ours.transpose(0, 2, 3, 1), theirs)
+
+
+def test_class_conditional_v_prediction_cosine_matches_diffusers_loop(folders):
+    unet = diffusers.UNet2DModel.from_pretrained(folders / "model")
+    sched = diffusers.DDIMScheduler.from_pretrained(folders / "model")
+    sched.set_timesteps(8)
+    x, labels = noise_of(4, (6, 3, 8, 8)), torch.tensor([0, 1, 2, 2, 1, 0])
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t, class_labels=labels).sample, t, x, eta=0.0).prev_sample
+    theirs = (x / 2 + 0.5).clamp(0, 1).numpy()
+    r = load_run(folders / "model-run")
+    assert (r.config.schedule.name, r.config.prediction, r.config.network.num_classes) == ("cosine", "v", 3)
+    ours = sample_run(r, 6, "ddim", 8, noise=noise_of(4, (6, 3, 8, 8)).numpy(), cond=labels.tolist(),
+                      sigma_max=1e9)  # the whole cosine schedule, as diffusers starts from its last timestep
+    assert_parity(ours, theirs)
+    with pytest.raises(Exception, match="null class never saw training"):  # no null class was trained
+        sample_run(r, 2, "ddim", 4, cond=1, guidance=3.0)
+
+
+def test_cli_import_then_sample_from_the_same_noise(folders, tmp_path, capsys):
+    code, out, err = run(["import", "--diffusers", folders / "pipe", "--out", tmp_path / "r"], capsys)
+    assert code == 0 and "UNet2DModel [1, 8, 8]" in out and "leading timesteps" in out, err
+    np.save(tmp_path / "x_T.npy", noise_of(9, (3, 1, 8, 8)).numpy())
+    code, _, err = run(["sample", "--run", tmp_path / "r", "--noise", tmp_path / "x_T.npy", "--sampler", "ddim",
+                        "--steps", 5, "--out", tmp_path / "s.npy", "--quiet"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"),
+                                  sample_run(folders / "pipe-run", 3, "ddim", 5, noise=np.load(tmp_path / "x_T.npy")))
+
+
+def _edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+BAD = {
+    "neither": (lambda f: (f / "model_index.json").unlink(), "neither a model_index.json"),
+    "controlnet": (lambda f: _edit_json(f / "model_index.json", _class_name="StableDiffusionControlNetPipeline"),
+                   "is a StableDiffusionControlNetPipeline"),
+    "class": (lambda f: _edit_json(f / "unet" / "config.json", _class_name="ControlNetModel"),
+              "holds a ControlNetModel"),
+    "pickle": (lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").rename(
+        f / "unet" / "diffusion_pytorch_model.bin"), "only as a pickle (diffusion_pytorch_model.bin)"),
+    "shapes": (lambda f: _edit_json(f / "unet" / "config.json", block_out_channels=[16, 48]),
+               "the weights do not match their config.json"),
+    "offset": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", steps_offset=1),
+               "steps_offset = 1 is not representable"),
+    "betas": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", beta_end=0.03),
+              "beta_end 0.03 is not one of diffkit's schedules"),
+    "unknown": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", karras_rho=7.0),
+                "cannot represent karras_rho"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_folders_are_one_sentence_and_nothing_is_written(folders, tmp_path, capsys, case):
+    folder = tmp_path / "pipe"
+    shutil.copytree(folders / "pipe", folder)
+    damage, fragment = BAD[case]
+    damage(folder)
+    code, _, err = run(["import", "--diffusers", folder, "--out", tmp_path / "r"], capsys)
+    assert_user_error(code, err, fragment)
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.*"))
+
+
+def test_an_existing_run_directory_is_never_overwritten(folders, tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "keep.txt").write_text("mine")
+    code, _, err = run(["import", "--diffusers", folders / "pipe", "--out", tmp_path / "r"], capsys)
+    assert_user_error(code, err, "already exists")
+    assert (tmp_path / "r" / "keep.txt").read_text() == "mine"
