@@ -18,7 +18,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..config import DataConfig, FittedStats, ParentConfig, RunConfig, SamplingConfig, ScheduleConfig, TrainConfig
+from ..config import (
+    DataConfig,
+    FittedStats,
+    ParentConfig,
+    RunConfig,
+    SamplingConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from ..errors import ConfigError
 from ..nn.diffusers_unet import DiffusersUNetConfig
 from ..nn.registry import build_network
