@@ -65,16 +65,21 @@ def measure(name: str, mode: str, steps: int, cache: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def child_main() -> None:
+    """One measurement's process: --child NAME MODE --steps N; prints its figures as JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", nargs=2)
+    ap.add_argument("--steps", type=int)
+    a = ap.parse_args()
+    name, mode = a.child
+    sys.stdout.write(json.dumps(child(name, mode != "eager", a.steps)) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["mlp", "digits", "mnist5k"], choices=list(DEFAULT_STEPS))
     ap.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child:
-        name, mode = a.child
-        print(json.dumps(child(name, mode != "eager", a.steps)))
-        return
     print(machine.describe(peaks=True))
     print(f"# torch {torch.__version__}\n")
     print("| run | precision, threads | eager step ms | compiled step ms | speed-up | first compiled step, cold "
@@ -94,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    child_main() if "--child" in sys.argv else main()

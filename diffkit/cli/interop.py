@@ -1,5 +1,6 @@
 """`diffkit import --diffusers FOLDER --out RUN`: a local diffusers UNet2DModel (a model folder, or a DDPM / DDIM
-pipeline folder) as a run directory (runs/interop.py)."""
+pipeline folder) as a run directory (runs/interop.py); `diffkit export --run RUN --format onnx --out DIR`: the
+run's network as ONNX with a NumPy + onnxruntime sampler (runs/export.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ def import_parser(sub) -> None:
     i.add_argument("--diffusers", required=True, help="a local folder that save_pretrained wrote: a DDPMPipeline / "
                    "DDIMPipeline (model_index.json) or a UNet2DModel with its scheduler_config.json beside it")
     i.add_argument("--out", required=True, help="the new run directory")
+    e = sub.add_parser("export", help="export a run: its network as ONNX with a sampler that needs no torch")
+    e.add_argument("--run", required=True, help="a run directory (points or pixels; latent and text runs: not yet)")
+    e.add_argument("--format", choices=("onnx", "diffusers"), default="onnx", help="onnx (default); diffusers: not "
+                   "yet")
+    e.add_argument("--out", required=True, help="the new folder: network.onnx, plan.json, sample.py")
+    e.add_argument("--sampler", help="ddim, dpmpp-2m or dpmpp-3m (default: the run's own, else dpmpp-2m)")
+    e.add_argument("--steps", type=int, help="sampler steps (default: the run's own, else 20)")
 
 
 def cmd_import(a) -> None:
@@ -19,3 +27,16 @@ def cmd_import(a) -> None:
     print(f"imported {a.diffusers} -> {a.out}: UNet2DModel {config.fitted.shape}{classes}, {config.schedule.name} "
           f"betas, {config.prediction} prediction, {config.sampling.spacing} timesteps"
           f"{', x0 clipped to [-1, 1]' if config.sampling.clip_x0 else ''}")
+
+
+def cmd_export(a) -> None:
+    from ..errors import ConfigError
+    from ..runs.export import export_onnx
+
+    if a.format != "onnx":
+        raise ConfigError("export to a diffusers folder is not built yet; use --format onnx")
+    if a.steps is not None and a.steps <= 0:
+        raise ConfigError(f"--steps must be a positive integer, got {a.steps}")
+    plan = export_onnx(a.run, a.out, a.sampler, a.steps)
+    print(f"exported {a.run} -> {a.out}: network.onnx (onnxruntime within {plan['onnx_vs_torch']:.1e} of torch), "
+          f"{plan['sampler']} at {len(plan['steps'])} steps in plan.json, sample.py (NumPy + onnxruntime)")

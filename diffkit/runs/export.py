@@ -1,0 +1,149 @@
+"""`diffkit export --run RUN --format onnx --out DIR`: a run's network as ONNX, checked with onnxruntime, and a
+sampler that needs only NumPy and onnxruntime.
+
+DIR holds network.onnx (x [B, *shape] float32, t [B] float32, cond [B] int64 for a class run -> prediction,
+any batch), plan.json (the run's sampling, precomputed in float64 for one sampler and step count) and sample.py
+(runs/onnx_sample.py, which imports neither torch nor diffkit). The plan is read off diffkit's own arithmetic:
+each level's network input scale, time and the affine map from (x, output) to x0_hat are probed through the
+run's Denoiser with a stand-in network, and each step's update weights come from the samplers' own functions
+(DPM-Solver++ in data-prediction form; DDIM is its first order). So the exported sampler follows the run's path
+(ddpm, flow, edm), prediction type, spacing, guidance interval and x0 clipping without re-implementing them.
+
+Exported: point and pixel runs, unconditional or class-conditional. Latent and text runs are refused by name
+for now (their VAE decoder and text encoder are not exported yet).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..sampling import sampler_grid
+from ..sampling.common import grid_levels
+from ..sampling.dpm_solver import dpmpp_weights, final_order
+from .pipeline import Run, load_run
+
+ORDERS = {"ddim": 1, "dpmpp-2m": 2, "dpmpp-3m": 3}  # the deterministic samplers a plan can hold
+CHECK_BATCHES = (1, 3, 8)
+TOLERANCE = 1e-4  # onnxruntime against torch, relative to the output's largest magnitude
+
+
+class _Probe(torch.nn.Module):
+    """A stand-in network that records what the Denoiser feeds it and returns a constant."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value, self.seen = value, None
+
+    def forward(self, x, t, cond=None):
+        self.seen = (x.detach().clone(), t.detach().clone())
+        return torch.full_like(x, self.value)
+
+
+def level_map(run: Run, t: float) -> dict:
+    """At grid time t: the network's time, its input scale s_in (x_in = s_in x) and x0_hat = c_x x + c_out out."""
+    shape = (1, *run.config.fitted.shape)
+    zero, one = _Probe(0.0), _Probe(1.0)
+    plain = run.denoiser.replace(clip_x0=None, guidance_scale=1.0, chunk=None, conditioning=None)
+    x = torch.ones(shape, dtype=torch.float64)
+    c_x = float(plain.replace(network=zero)(x, t)[1].flatten()[0])
+    x_in, t_net = zero.seen
+    c_out = float(plain.replace(network=one)(torch.zeros(shape, dtype=torch.float64), t)[1].flatten()[0])
+    return {"t": float(t_net[0]), "s_in": float(x_in.flatten()[0]), "c_x": c_x, "c_out": c_out}
+
+
+def sampling_plan(run: Run, sampler: str, steps: int | None) -> list[dict]:
+    """Per step: the level map, whether guidance applies there, and the update weights (w_x, w_x0 oldest first)."""
+    if sampler not in ORDERS:
+        raise ConfigError(f"the exported sampler must be one of {', '.join(ORDERS)} (deterministic multistep), "
+                          f"got {sampler!r}")
+    schedule = run.denoiser.schedule
+    grid = sampler_grid(schedule, sampler, steps, run.config.sampling.spacing)
+    lv = grid_levels(schedule, grid)
+    n, plan = len(lv) - 1, []
+    guided = run.denoiser.replace(guidance_scale=2.0)  # where its scale is not 1: inside the guidance interval
+    for i in range(n):
+        kept = min(i + 1, 3)  # the x0_hat's a multistep sampler keeps
+        order = min(kept, final_order(ORDERS[sampler], i, n, True)) if sampler != "ddim" else 1
+        w_x, *w_x0 = dpmpp_weights(lv[max(0, i + 1 - kept):i + 1], lv[i + 1], order)
+        plan.append({**level_map(run, lv[i].t), "grid_t": lv[i].t, "guided": guided.scale_at(lv[i].alpha ** 2) != 1.0,
+                     "w_x": w_x, "w_x0": w_x0})
+    return plan
+
+
+class _Network(torch.nn.Module):
+    """The run's plain network with diffkit's signature, for the exporter."""
+
+    def __init__(self, network, conditional: bool):
+        super().__init__()
+        self.network, self.conditional = network, conditional
+
+    def forward(self, x, t, cond=None):
+        return self.network(x, t, cond if self.conditional else None)
+
+
+def export_network(run: Run, path: Path) -> float:
+    """network.onnx; returns the largest relative difference onnxruntime showed against torch."""
+    import onnxruntime as ort
+
+    classes = run.config.network.num_classes
+    net = _Network(run.network.eval(), classes > 0)
+    shape = tuple(run.config.fitted.shape)
+    g = torch.Generator().manual_seed(0)
+
+    def inputs(b):
+        x = torch.randn((b, *shape), generator=g)
+        t = torch.rand(b, generator=g) * (run.config.schedule.num_timesteps - 1)
+        return (x, t, torch.randint(0, classes + 1, (b,), generator=g)) if classes else (x, t)
+
+    names = ["x", "t", "cond"][:3 if classes else 2]
+    axes = {name: {0: "batch"} for name in [*names, "prediction"]}
+    with torch.no_grad():
+        torch.onnx.export(net, inputs(2), str(path), input_names=names, output_names=["prediction"],
+                          dynamic_axes=axes, dynamo=False)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for b in CHECK_BATCHES:
+            args = inputs(b)
+            want = net(*args).numpy()
+            got = session.run(["prediction"], {k: v.numpy() for k, v in zip(names, args)})[0]
+            worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)))
+    if worst > TOLERANCE:
+        raise ConfigError(f"onnxruntime's output differs from torch's by {worst:.2e} of its range (more than "
+                          f"{TOLERANCE:g}); this network does not export faithfully")
+    return worst
+
+
+def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = None) -> dict:
+    """Write DIR (new): network.onnx, plan.json, sample.py; returns plan.json's content."""
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"{out} already exists; export into a new folder")
+    run = load_run(run_dir, precision="fp32", fast=False)
+    config = run.config
+    if config.data.latent is not None or config.data.text:
+        raise ConfigError("latent and text runs are not exported yet (their VAE decoder and text encoder would have "
+                          "to go with them); export a point or pixel run")
+    sampler = sampler or config.sampling.sampler or "dpmpp-2m"
+    steps = steps or config.sampling.steps or 20
+    plan = {"format": "diffkit-onnx", "sampler": sampler, "sampler_steps": steps, "shape": list(config.fitted.shape),
+            "num_classes": config.network.num_classes, "null_class": config.network.num_classes,
+            "images": config.fitted.is_images, "clip": run.denoiser.clip_x0,
+            "mean": config.fitted.normalizer["mean"], "std": config.fitted.normalizer["std"],
+            "guidance_interval": config.sampling.guidance_interval, "steps": sampling_plan(run, sampler, steps)}
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        plan["onnx_vs_torch"] = export_network(run, tmp / "network.onnx")
+        (tmp / "plan.json").write_text(json.dumps(plan, indent=1))
+        shutil.copyfile(Path(__file__).with_name("onnx_sample.py"), tmp / "sample.py")
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return plan
