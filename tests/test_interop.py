@@ -121,6 +121,8 @@ BAD = {
               "beta_end 0.03 is not one of diffkit's schedules"),
     "unknown": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", karras_rho=7.0),
                 "cannot represent karras_rho"),
+    "fourier": (lambda f: _edit_json(f / "unet" / "config.json", time_embedding_type="fourier"),
+                "time_embedding_type 'fourier' is not imported"),
 }
 
 

@@ -20,6 +20,7 @@ from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
 from .precision import Autocast
+from .unet_fast import ChannelsLast, sampling_chunk
 from .unet import UNet, UNetConfig
 from .vae import VAE, VAEConfig
 
@@ -37,7 +38,7 @@ class NetworkKind:
 NETWORKS: dict[str, NetworkKind] = {
     # 25k points x hidden floats stay in a CPU's cache (a 100k-point batch in one pass runs ~1.9x slower)
     "mlp": NetworkKind(MLPConfig, MLP, fold_for_sampling, 25_000),
-    "unet": NetworkKind(UNetConfig, UNet, None, 256),
+    "unet": NetworkKind(UNetConfig, UNet, ChannelsLast, 256),  # fast: channels_last, chunk by image size
     "dit": NetworkKind(DiTConfig, DiT, None, 256),
     "vae": NetworkKind(VAEConfig, VAE, None, 256),  # an autoencoder (training/objectives.py), not a denoiser
     "diffusers-unet2d": NetworkKind(DiffusersUNetConfig, DiffusersUNet, None, 256),  # imported (runs/interop.py)
@@ -74,10 +75,14 @@ def build_network(cfg) -> nn.Module:
     return NETWORKS[kind_of(cfg)].module(cfg)
 
 
-def for_sampling(network: nn.Module, fast: bool = True, precision: str = "fp32") -> tuple[nn.Module, int]:
-    """(the network a sampler should call, its batch chunk): the kind's fast path where it has one and fast;
-    precision bf16 wraps it in autocast (precision.sampling_precision decides what 'auto' means)."""
-    kind = NETWORKS[kind_of(network.cfg)]
+def for_sampling(network: nn.Module, fast: bool = True, precision: str = "fp32",
+                 shape=None) -> tuple[nn.Module, int]:
+    """(the network a sampler should call, its batch chunk): the kind's fast path where it has one and fast
+    (the U-Net's chunk then sized to the sample shape); precision bf16 wraps it in autocast
+    (precision.sampling_precision decides what 'auto' means)."""
+    name = kind_of(network.cfg)
+    kind = NETWORKS[name]
     network.eval()
     net = kind.fast(network) if fast and kind.fast else network
-    return (Autocast(net) if precision == "bf16" else net), kind.sampling_chunk
+    chunk = sampling_chunk(shape) if fast and name == "unet" and shape is not None else kind.sampling_chunk
+    return (Autocast(net) if precision == "bf16" else net), chunk

@@ -129,6 +129,9 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     if config.data.latent is not None or config.data.text:
         raise ConfigError("latent and text runs are not exported yet (their VAE decoder and text encoder would have "
                           "to go with them); export a point or pixel run")
+    if getattr(config.network, "guidance_embed", False):
+        raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
+                          "takes class ids only); export its teacher or a student with one w folded in")
     sampler = sampler or config.sampling.sampler or "dpmpp-2m"
     steps = steps or config.sampling.steps or 20
     plan = {"format": "diffkit-onnx", "sampler": sampler, "sampler_steps": steps, "shape": list(config.fitted.shape),

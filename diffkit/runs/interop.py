@@ -46,7 +46,7 @@ READ = {"num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "predi
         "set_alpha_to_one", "thresholding"}
 NEUTRAL = {"variance_type", "dynamic_thresholding_ratio", "sample_max_value", "solver_order", "algorithm_type",
            "solver_type", "lower_order_final", "use_karras_sigmas", "interpolation_type", "timestep_type",
-           "skip_prk_steps", "final_sigmas_type", "euler_at_final", "lambda_min_clipped", "variance_type"}
+           "skip_prk_steps", "final_sigmas_type", "euler_at_final", "lambda_min_clipped"}
 
 
 def _json(path: Path, what: str) -> dict:
@@ -98,10 +98,10 @@ def read_unet(unet_dir: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
         weights = load_file(path)
     except (SafetensorError, OSError) as e:
         raise ConfigError(f"{path} is not a readable safetensors file ({e})") from None
-    if config.get("class_embed_type") not in (None, "identity") or (
-            config.get("num_class_embeds") and config.get("class_embed_type") is not None):
-        raise ConfigError(f"{unet_dir}: class_embed_type {config.get('class_embed_type')!r} is not imported; "
-                          "diffkit takes class labels through num_class_embeds")
+    for key, ok, why in (("class_embed_type", None, "diffkit passes class labels through num_class_embeds"),
+                         ("time_embedding_type", "positional", "diffkit passes discrete training timesteps")):
+        if config.get(key, ok) != ok:
+            raise ConfigError(f"{unet_dir}: {key} {config[key]!r} is not imported ({why}; it takes {ok!r})")
     return config, weights, sha256(data)
 
 

@@ -110,7 +110,7 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
                   fast: bool = True, precision: str = "fp32") -> Denoiser:
     """The Denoiser of a run's config around `network` (the trained one, or a live copy during training);
     precision: fp32 or bf16 (autocast around the network's calls)."""
-    sampling_net, chunk = registry.for_sampling(network, fast, precision)
+    sampling_net, chunk = registry.for_sampling(network, fast, precision, config.fitted.shape)
     boundary = config.parent.boundary if config.parent is not None and config.parent.kind == "consistency" else None
     return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
                     guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
@@ -208,7 +208,7 @@ def with_precision(run: Run, precision: str) -> Run:
     precision, why = sampling_precision(precision, registry.kind_of(run.config.network), module_device(run.network))
     if precision == run.precision:
         return run
-    network = registry.for_sampling(run.network, True, precision)[0]
+    network = registry.for_sampling(run.network, True, precision, run.config.fitted.shape)[0]
     return dataclasses.replace(run, denoiser=run.denoiser.replace(network=network), precision=precision,
                                precision_why=why)
 

@@ -1,0 +1,40 @@
+"""The U-Net's sampling fast path: the same network with its activations in channels_last, called on batches
+sized to the image so that a call's activations stay in the CPU's caches.
+
+Measured on a 2-core AVX2 EPYC (Zen 3), fp32, image-calls per second of a class-conditional U-Net
+(`benchmarks/unet_sampling.py`): 28x28 (mnist5k's preset) 268 at 256 per call in NCHW, 322 at 64, 452 at 64 in
+channels_last (1.69x); 8x8 (digits) 3,716 at 256 in NCHW, 4,174 at 256 and 4,245 at 512 in channels_last
+(1.12-1.14x). Smaller images want larger calls: `sampling_chunk` aims at ~24,576 pixels per call.
+The arithmetic is the plain network's (fp32 convolutions in another memory order: equal up to rounding);
+`diffkit.runs.load_run(..., fast=False)` samples the plain path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+PIXELS_PER_CALL = 24_576  # images x H x W per network call (x2 inside guidance's batched call)
+
+
+def sampling_chunk(shape) -> int:
+    """Images per sampling call for a sample shape [C, H, W]: a power of two in [16, 512]."""
+    pixels = shape[-1] * shape[-2]
+    return int(min(512, max(16, 2 ** round(math.log2(PIXELS_PER_CALL / pixels)))))
+
+
+class ChannelsLast(nn.Module):
+    """network(x, t, cond) with x (and the weights, converted in place: same values) in channels_last."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network.to(memory_format=torch.channels_last)
+
+    @property
+    def cfg(self):
+        return self.network.cfg
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.network(x.contiguous(memory_format=torch.channels_last), t, cond).contiguous()
