@@ -20,8 +20,8 @@ from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
 from .precision import Autocast
-from .unet_fast import ChannelsLast, sampling_chunk
 from .unet import UNet, UNetConfig
+from .unet_fast import ChannelsLast, sampling_chunk
 from .vae import VAE, VAEConfig
 
 
