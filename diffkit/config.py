@@ -217,7 +217,7 @@ class SamplingConfig:
     sampler: str | None = None
     steps: int | None = None
     # the run's own timestep spacing when none is asked for (None: each sampler's default); an imported run
-    # records its scheduler's (leading, trailing or linspace), so it samples the timesteps diffusers would
+    # records diffusers-<its scheduler's timestep_spacing>, so each sampler takes the timesteps diffusers' would
     spacing: str | None = None
 
 

@@ -65,7 +65,7 @@ def test_ddim_reproduces_ddim_pipeline(folders, clip):
     theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=10, eta=0.0,
                   use_clipped_model_output=clip, output_type="np").images
     r = load_run(folders / "pipe-run")
-    assert r.config.sampling.clip_x0 and r.config.sampling.spacing == "leading"
+    assert r.config.sampling.clip_x0 and r.config.sampling.spacing == "diffusers-leading"
     ours = sample_run(r, 4, "ddim", 10, noise=noise_of(3, (4, 1, 8, 8)).numpy(), clip=clip)
     assert_parity(ours.transpose(0, 2, 3, 1), theirs)
 
@@ -81,16 +81,42 @@ def test_class_conditional_v_prediction_cosine_matches_diffusers_loop(folders):
     theirs = (x / 2 + 0.5).clamp(0, 1).numpy()
     r = load_run(folders / "model-run")
     assert (r.config.schedule.name, r.config.prediction, r.config.network.num_classes) == ("cosine", "v", 3)
-    ours = sample_run(r, 6, "ddim", 8, noise=noise_of(4, (6, 3, 8, 8)).numpy(), cond=labels.tolist(),
-                      sigma_max=1e9)  # the whole cosine schedule, as diffusers starts from its last timestep
+    ours = sample_run(r, 6, "ddim", 8, noise=noise_of(4, (6, 3, 8, 8)).numpy(), cond=labels.tolist())
     assert_parity(ours, theirs)
     with pytest.raises(Exception, match="null class never saw training"):  # no null class was trained
         sample_run(r, 2, "ddim", 4, cond=1, guidance=3.0)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_dpm_solver_2m_reproduces_ddpm_pipeline_with_diffusers_multistep(folders, tmp_path, spacing):
+    pipe = diffusers.DDPMPipeline.from_pretrained(folders / "pipe", scheduler=diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, timestep_spacing=spacing))  # DDPMPipeline takes any scheduler with sigma_T = 1
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(5), num_inference_steps=10,
+                  output_type="np").images
+    r = load_run(folders / "pipe-run")
+    ours = sample_run(r, 4, "dpmpp-2m", 10, noise=noise_of(5, (4, 1, 8, 8)).numpy(), clip=False,
+                      spacing=f"diffusers-{spacing}")  # (the solver does not clip: clip_sample is DDIM's)
+    assert_parity(ours.transpose(0, 2, 3, 1), theirs)
+
+
+@pytest.mark.parametrize("spacing", ["leading"])  # trailing / linspace start at sigma 157: 7.5e-4 (docs/diffusers.md)
+def test_euler_reproduces_diffusers_euler_loop(folders, spacing):
+    unet = diffusers.UNet2DModel.from_pretrained(folders / "pipe" / "unet")
+    sched = diffusers.EulerDiscreteScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    sched.set_timesteps(10)
+    x = noise_of(6, (4, 1, 8, 8)) * sched.init_noise_sigma
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x).prev_sample
+    ours = sample_run(folders / "pipe-run", 4, "euler", 10, noise=noise_of(6, (4, 1, 8, 8)).numpy(), clip=False,
+                      spacing=f"diffusers-{spacing}")
+    assert_parity(ours, (x / 2 + 0.5).clamp(0, 1).numpy())
+
+
 def test_cli_import_then_sample_from_the_same_noise(folders, tmp_path, capsys):
     code, out, err = run(["import", "--diffusers", folders / "pipe", "--out", tmp_path / "r"], capsys)
-    assert code == 0 and "UNet2DModel [1, 8, 8]" in out and "leading timesteps" in out, err
+    assert code == 0 and "UNet2DModel [1, 8, 8]" in out and "diffusers-leading timesteps" in out, err
     np.save(tmp_path / "x_T.npy", noise_of(9, (3, 1, 8, 8)).numpy())
     code, _, err = run(["sample", "--run", tmp_path / "r", "--noise", tmp_path / "x_T.npy", "--sampler", "ddim",
                         "--steps", 5, "--out", tmp_path / "s.npy", "--quiet"], capsys)

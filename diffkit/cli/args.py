@@ -306,7 +306,8 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .npy: float32 [N, 2] (images: [N, C, H, W] in [0, 1])")
     s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own; ddim unless a student says)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
-    s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)} (default per sampler)")
+    s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)}, or diffusers-leading|trailing|linspace (the "
+                   "timesteps diffusers' scheduler for the sampler takes; default per sampler, an imported run's own)")
     return s
 
 
@@ -334,8 +335,7 @@ def _sample_cond_args(s) -> None:
     s.add_argument("--guidance-interval", type=interval_arg, default=argparse.SUPPRESS, help="noise levels LO,HI "
                    "(sigma/alpha) where guidance applies, or 'all' (default: the run's, images 0.2,1)")
     clip = s.add_mutually_exclusive_group()
-    clip.add_argument("--clip", action="store_true", help="clip x0_hat to the training data's bounding box (pixel range) "
-                                                          "at every step (default: the run's; on for points)")
+    clip.add_argument("--clip", action="store_true", help="clip x0_hat to the data's box (pixels: [0, 1]) at every step")
     clip.add_argument("--no-clip", action="store_true", help="do not clip x0_hat (the default for image presets)")
     s.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed and written to the sidecar "
                    "FILE.json, so a sample can be repeated)")

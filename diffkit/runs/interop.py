@@ -136,7 +136,7 @@ def read_scheduler(path: Path, unet: dict) -> dict:
         raise ConfigError(f"{path}: timestep_spacing {spacing!r} is not one of leading, trailing, linspace")
     schedule = ScheduleConfig(name=BETAS[(kind, start, end)], num_timesteps=int(cfg.get("num_train_timesteps", 1000)),
                               zero_terminal_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
-    return {"schedule": schedule, "prediction": PREDICTIONS[prediction], "clip": clip, "spacing": spacing}
+    return {"schedule": schedule, "prediction": PREDICTIONS[prediction], "clip": clip, "spacing": f"diffusers-{spacing}"}
 
 
 def import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:

@@ -30,6 +30,32 @@ from ..errors import ConfigError, choice_error
 
 Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
+# the timesteps diffusers' scheduler for the sampler would take (sampler_grid; an imported run's own spacing)
+DIFFUSERS_SPACINGS = ("diffusers-leading", "diffusers-trailing", "diffusers-linspace")
+# diffusers' timesteps for K steps depend on the scheduler as well as on timestep_spacing: its multistep solvers
+# (DPMSolverMultistepScheduler) take K of K + 1 linspace / leading points, dropping the lowest; its Euler schedulers
+# keep linspace's times unrounded; DDIM / DDPM take K points. The sampler's family picks the convention.
+DIFFUSERS_FAMILY = {"dpmpp-2m": "multistep", "dpmpp-3m": "multistep", "dpmpp-2m-sde": "multistep",
+                    "euler": "euler", "heun": "euler", "euler-a": "euler"}
+
+
+def diffusers_timesteps(num_timesteps: int, steps: int, spacing: str, sampler: str) -> torch.Tensor:
+    """The K descending timesteps diffusers' scheduler for `sampler` would use with timestep_spacing `spacing`
+    (leading, trailing, linspace; steps_offset 0), as float64 [K]; the last step then goes to x_0."""
+    T, K = num_timesteps, check_steps(steps, num_timesteps)
+    family = DIFFUSERS_FAMILY.get(sampler, "ddim")
+    extra = 1 if family == "multistep" else 0
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, K + extra)
+        ts = ts if family == "euler" else ts.round()
+        ts = ts[::-1][:K]
+    elif spacing == "leading":
+        ts = (np.arange(0, K + extra) * (T // (K + extra))).round()[::-1][:K]
+    elif spacing == "trailing":
+        ts = np.round(np.arange(T, 0, -T / K)) - 1
+    else:
+        raise choice_error("diffusers timestep spacing", spacing, ("leading", "trailing", "linspace"))
+    return torch.from_numpy(np.ascontiguousarray(ts, dtype=np.float64))
 CONTINUOUS_SPACINGS = ("karras", "logsnr")  # placed by noise level; the others pick training timesteps
 RHO = 7.0
 SIGMA_MAX = 160.0
@@ -72,6 +98,8 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> torc
         ts = np.round(T - np.arange(steps) * (T / steps)).astype(np.int64) - 1
     elif spacing == "linspace":
         ts = np.round(np.linspace(0, T - 1, steps)).astype(np.int64)
+    elif spacing.startswith("diffusers-"):
+        raise ConfigError(f"spacing {spacing!r} depends on the sampler; use sampler_grid(schedule, sampler, ...)")
     elif spacing in SPACINGS:
         raise ConfigError(f"spacing {spacing!r} needs the schedule; use make_grid(schedule, steps, spacing)")
     else:
