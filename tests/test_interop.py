@@ -169,3 +169,15 @@ def test_an_existing_run_directory_is_never_overwritten(folders, tmp_path, capsy
     code, _, err = run(["import", "--diffusers", folders / "pipe", "--out", tmp_path / "r"], capsys)
     assert_user_error(code, err, "already exists")
     assert (tmp_path / "r" / "keep.txt").read_text() == "mine"
+
+
+def test_the_score_view_takes_an_imported_run(folders, capsys):
+    """eval --nll on an imported pixel run (against held-out digits): the ODE likelihood and its ELBO bound, finite
+    and in order; without --data there is no data of its own to score, one sentence."""
+    code, out, err = run(["eval", "--nll", "--run", folders / "pipe-run", "--data", "digits", "--n", 8, "--probes", 1,
+                          "--elbo-strata", 20, "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(out)
+    assert np.isfinite(m["nll_ode"]) and m["unit"] == "bits/dim" and m["nll_elbo"] + 3 * m["nll_elbo_se"] > m["nll_ode"]
+    code, _, err = run(["eval", "--nll", "--run", folders / "pipe-run", "--n", 8], capsys)
+    assert_user_error(code, err, "is not image data")
