@@ -181,3 +181,17 @@ def test_the_score_view_takes_an_imported_run(folders, capsys):
     assert np.isfinite(m["nll_ode"]) and m["unit"] == "bits/dim" and m["nll_elbo"] + 3 * m["nll_elbo_se"] > m["nll_ode"]
     code, _, err = run(["eval", "--nll", "--run", folders / "pipe-run", "--n", 8], capsys)
     assert_user_error(code, err, "is not image data")
+
+
+def test_an_imported_run_exports_to_onnx(folders, tmp_path, capsys):
+    import importlib.util
+
+    code, _, err = run(["export", "--run", folders / "pipe-run", "--out", tmp_path / "onnx", "--sampler", "ddim",
+                        "--steps", 5], capsys)
+    assert code == 0, err
+    spec = importlib.util.spec_from_file_location("exported_sample", tmp_path / "onnx" / "sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    noise = noise_of(8, (4, 1, 8, 8)).numpy()
+    theirs = module.Exported(tmp_path / "onnx").sample(noise)
+    assert_parity(theirs, sample_run(folders / "pipe-run", 4, "ddim", 5, noise=noise), tol=1e-3)
