@@ -232,7 +232,9 @@ def test_resume_at_the_same_precision_stays_bitwise(native, fake_probe, tmp_path
 
 # --- every command that trains ---------------------------------------------------------------------------
 
-def test_the_digits_demo_trains_at_the_chosen_precision(native, fake_probe, tmp_path):
+def test_the_digits_demo_trains_at_the_chosen_precision(native, fake_probe, tmp_path, monkeypatch):
+    # this test is about training: the demo's sampling stays fp32 (bf16 is emulated, slowly, on most CI machines)
+    monkeypatch.setattr("diffkit.nn.precision.bf16_native", lambda device: False)
     native(False)
     fake_probe(fp32_1=0.2, fp32_n=0.1)
     assert main(["demo", "--data", "digits", "--out", str(tmp_path / "d"), "--steps", "4", "--n", "20",
