@@ -26,6 +26,7 @@ def _derive(a, command: str) -> None:
                                 threads=a.threads if a.resume else None)
     try:
         summary = _train(a, command, runtime)
+        distributed.barrier(runtime)  # every rank done before any leaves the group (as in `diffkit train`)
         if runtime.is_main:  # one report per job, from rank 0
             _report(a, command, summary)
     finally:

@@ -27,6 +27,8 @@ def cmd_train(a) -> None:
                                 precision=a.precision if a.resume else None, threads=a.threads if a.resume else None)
     try:
         summary = _train(a, config, runtime)
+        distributed.barrier(runtime)  # every rank done before any leaves the group (a rank leaving early can abort
+        # a peer still tearing down its gloo threads: "terminate called without an active exception")
     except Exception as e:
         if not (runtime.distributed and distributed.peer_lost(e)):
             raise
