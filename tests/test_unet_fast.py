@@ -26,6 +26,6 @@ def test_fast_unet_sampling_equals_the_plain_path_up_to_rounding(tmp_path):
     assert isinstance(fast.denoiser.network, ChannelsLast) and fast.denoiser.chunk == 512
     assert not isinstance(plain.denoiser.network, ChannelsLast) and plain.denoiser.chunk is None
     assert fast.network.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    kw = dict(cond=[i % 10 for i in range(600)], guidance=3.0, seed=2)  # 600 > one chunk: two calls per level
+    kw = {"cond": [i % 10 for i in range(600)], "guidance": 3.0, "seed": 2}  # 600 > one chunk: two calls a level
     a, b = sample_run(fast, 600, "dpmpp-2m", 8, **kw), sample_run(plain, 600, "dpmpp-2m", 8, **kw)
     assert a.shape == b.shape and 0 <= np.abs(a - b).max() < 1e-4 and a.std() > 0.05
