@@ -60,6 +60,16 @@ def timed(fn, seconds: float, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def fastest(fn, repeats: int = 3) -> tuple[float, object]:
+    """(the fastest of `repeats` timed calls of fn after one warm-up call, in seconds; the last call's result)."""
+    out, best = fn(), float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()

@@ -9,7 +9,8 @@ picks), with the largest difference between their samples.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,17 +19,11 @@ from diffkit import machine
 from diffkit.nn.unet_fast import sampling_chunk
 from diffkit.runs import load_run, sample_run
 
+sys.path.insert(0, str(Path(__file__).parent))
+from roofline import fastest  # noqa: E402  (the fastest of a few timed calls)
+
 CHUNKS = (16, 32, 64, 128, 256, 512)
 
-
-def fastest(fn, repeats: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -51,7 +46,7 @@ def main() -> None:
                 net = net.to(memory_format=layout)
                 xx = x.contiguous(memory_format=layout)
                 rates = [a.n / fastest(lambda: [net(xx[i:i + k], t[i:i + k], None if c is None else c[i:i + k])
-                                                for i in range(0, a.n, k)]) for k in CHUNKS]
+                                                for i in range(0, a.n, k)])[0] for k in CHUNKS]
                 name = "NCHW" if layout == torch.contiguous_format else "channels_last"
                 print(f"| {path} | {name} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
     print("\n## Sampling: dpmpp-2m 20 steps, class runs guided at w = 3 in their interval\n")
@@ -59,10 +54,9 @@ def main() -> None:
     for path in a.runs:
         plain, fast = load_run(path, fast=False, precision="fp32"), load_run(path, precision="fp32")
         classes = plain.config.network.num_classes
-        kw = dict(cond=[i % classes for i in range(a.n)], guidance=3.0) if classes else {}
-        times, outs = [], []
-        for r in (plain, fast):
-            times.append(fastest(lambda: outs.append(sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw)), 1))
+        kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
+        times, outs = zip(*[fastest(lambda: sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw), 1)  # noqa: B023
+                            for r in (plain, fast)])
         print(f"| {path} | {sampling_chunk(plain.config.fitted.shape)} | {a.n / times[0]:.1f} | {a.n / times[1]:.1f} "
               f"| {times[0] / times[1]:.2f}x | {np.abs(outs[0] - outs[-1]).max():.1e} |", flush=True)
 
