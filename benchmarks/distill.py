@@ -123,6 +123,19 @@ def draw_fn(run, sampler, steps, images: bool, n: int, guided: bool):
     return lambda seed: sample_run(run, n, sampler, steps, seed=seed, **kw)
 
 
+def throughput(draws: dict, n: int, repeats: int) -> dict:
+    """Samples per second of each setting: the fastest of `repeats` timed draws, the settings taken in turn within
+    every repeat, so a slow spell of a shared machine falls on all of them alike (a single timed batch of a short row
+    varied by up to a third between runs)."""
+    best = dict.fromkeys(draws, math.inf)
+    for _ in range(repeats):
+        for name, draw in draws.items():
+            t0 = time.perf_counter()
+            draw(0)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: n / t for name, t in best.items()}
+
+
 def bench(data: str, a, root: Path) -> dict:
     images = data in IMAGE_DATASETS
     score = Scorer(data, a)
@@ -168,7 +181,14 @@ def bench(data: str, a, root: Path) -> dict:
         rows["consistency student"] = {k: score(draw_fn(student, "consistency", k, images, a.n, False)) for k in NFES}
     if images and a.grid:
         grid(teacher, root, a.grid)
-    return {"rows": rows, "costs": costs, "ref_calls": ref_calls}
+    rates = {}
+    if images and 4 in KS:  # the issue's throughput line: the 4-call students against the reference
+        draws = {"reference": draw_fn(teacher, "dpmpp-2m", 20, images, a.n, images),
+                 "progressive K=4": draw_fn(load_run(root / "progressive K=4"), "ddim", 4, images, a.n, False)}
+        if a.consistency:
+            draws["consistency at 4"] = draw_fn(load_run(root / "consistency"), "consistency", 4, images, a.n, False)
+        rates = throughput(draws, a.n, a.rate_repeats)
+    return {"rows": rows, "costs": costs, "ref_calls": ref_calls, "rates": rates}
 
 
 def grid(teacher, root: Path, path: str) -> None:
@@ -258,7 +278,7 @@ def print_checks(data: str, r: dict, images: bool) -> None:
             s = prog[k]
             print(f"- progressive at {k} call{'s' if k > 1 else ''}: FD {s['q'][0] / ref['q'][0]:.2f}x the teacher's "
                   f"(target <= {fd_max}), accuracy {s['acc']:.1%} (target >= {acc_min:.0%}), "
-                  f"{s['rate'] / ref['rate']:.1f}x the reference's samples per second")
+                  f"{s['rate'] / ref['rate']:.1f}x the reference's samples per second (one timed batch per seed)")
     else:
         for k, target in ((k, t) for k, t in ((4, 1.2), (1, 2.0)) if k in prog):
             m, se = paired(prog[k], ref, target)
@@ -273,6 +293,10 @@ def print_checks(data: str, r: dict, images: bool) -> None:
             print(f"- {name} at {k}: {m:.3g} against the teacher's best ({best[k]['setting']}) {bm:.3g}: "
                   f"{'better by ' + format(z, '.1f') + ' se' if z > 2 else 'NOT better by 2 se (' + format(z, '.1f') + ')'} "
                   "of the paired difference")
+    rates = r.get("rates", {})
+    for name in (n for n in rates if n != "reference"):
+        print(f"- throughput of {name}: {rates[name]:.0f} against the reference's {rates['reference']:.0f} samples/s = "
+              f"{rates[name] / rates['reference']:.2f}x (target >= 6x; the fastest of interleaved timings)")
     t = r["costs"]["teacher"]["cpu"]
     for name, limit in ((n, v) for n, v in (("progressive K=4", 1.0), ("progressive K=1", 2.0)) if n in r["costs"]):
         print(f"- cost of {name}: {r['costs'][name]['cpu'] / t:.2f}x the teacher's training (target <= {limit})")
@@ -313,6 +337,9 @@ def main() -> None:
     ap.add_argument("--teacher-run", help="take this trained run as the teacher instead of training one (with "
                                           "--teacher-cpu: its training's CPU-seconds, measured where it trained)")
     ap.add_argument("--teacher-cpu", type=float)
+    ap.add_argument("--keep", help="keep the teacher and the students in this folder (default: a temporary one)")
+    ap.add_argument("--rate-repeats", type=int, default=3,
+                    help="images: timed draws per setting for the throughput line (default 3)")
     ap.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=True,
                     help="also the consistency student (default yes)")
     a = ap.parse_args()
@@ -323,9 +350,10 @@ def main() -> None:
     print(machine.describe())
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = a.keep or tmp
         os.environ.setdefault("DIFFKIT_CACHE", str(Path(tmp) / "cache"))
         for data in a.data:
-            (Path(tmp) / data).mkdir()
+            (Path(tmp) / data).mkdir(parents=True)
             results[data] = bench(data, a, Path(tmp) / data)
             print_table(data, results[data], a)
     if a.plot:

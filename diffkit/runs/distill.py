@@ -22,7 +22,8 @@ DEFAULT_STEPS = {"progressive": 4, "consistency": 2}
 FINEST = 32           # progressive: the first round's teacher takes this many steps (or twice the student's, if more)
 # progressive: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval (Salimans &
 # Ho: 1, two DDIM steps). Measured (benchmarks/distill.py; 4-step students): spiral's excess 5.1e-4 at 1, 2.1e-4 at
-# 2, 1.5e-4 at 4; digits' FD 2.02x the floor at 2 and at 4, where the cost fell from 1.64x to about 1.3x the teacher's
+# 2, 1.5e-4 at 4; digits' FD 2.02x the floor at 2 and at 4, where the cost fell from 1.64x to about 1.3x the teacher's;
+# at 1 (two DDIM steps) digits' student fell from 1.15x its teacher's reference FD to 1.21x, for 0.91x against 1.03x
 SUBSTEPS = {"points": 4, "images": 2}
 # and spaces them uniformly in log-SNR (training/distill.py: _split; measured on points) or in time (images, as
 # measured)
@@ -33,11 +34,13 @@ LEVELS = 18           # consistency: the noise levels of the teacher's Heun step
 # target (0) that Song & Dhariwal (2023) use for consistency training
 TARGET_EMA = 0.95
 # default training length: per halving round, this share of the teacher's steps (images: a K = 4 student's 3 rounds
-# take half the teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher
+# take 3/7 of the teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher
 # twice (8 times in the first round of points, 4 of images), so an image round costs about 1/3 of the teacher's
 # training (measured: benchmarks/distill.py). Points: a third fewer steps at their higher learning rate: spiral's
-# 4-step student 1.07x its teacher's excess at 1,000 steps (0.9x the teacher's CPU time), 1.13x at 1,500 (1.3x)
-ROUND_SHARE = {"points": 1 / 9, "images": 1 / 6}
+# 4-step student 1.07x its teacher's excess at 1,000 steps (0.9x the teacher's CPU time), 1.13x at 1,500 (1.3x).
+# Images, digits' 4-step student (FD over its teacher's reference FD, CPU-seconds over the teacher's, one teacher,
+# 3 seeds of 2,000): 1/6 of the steps per round 1.15x at 1.03x, 0.15 1.11x at 0.98x, 0.133 1.17x at 0.77x
+ROUND_SHARE = {"points": 1 / 9, "images": 1 / 7}
 TRAIN_SHARE = 0.5
 # the student's peak learning rate: this share of the teacher's, per method and space. Students of points learn
 # faster at more (benchmarks/distill.py's paired figures, 8 seeds of 50,000 points): progressive, spiral's 4-step
