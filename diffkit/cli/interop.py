@@ -1,6 +1,7 @@
 """`diffkit import --diffusers FOLDER --out RUN`: a local diffusers UNet2DModel (a model folder, or a DDPM / DDIM
 pipeline folder) as a run directory (runs/interop.py); `diffkit export --run RUN --format onnx --out DIR`: the
-run's network as ONNX with a NumPy + onnxruntime sampler (runs/export.py)."""
+run's network as ONNX with a NumPy + onnxruntime sampler (runs/export.py); `--format diffusers`: a pixel U-Net run
+as a diffusers pipeline folder (runs/export_diffusers.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ def import_parser(sub) -> None:
     i.add_argument("--diffusers", required=True, help="a local folder that save_pretrained wrote: a DDPMPipeline / "
                    "DDIMPipeline (model_index.json) or a UNet2DModel with its scheduler_config.json beside it")
     i.add_argument("--out", required=True, help="the new run directory")
-    e = sub.add_parser("export", help="export a run: its network as ONNX with a sampler that needs no torch")
+    e = sub.add_parser("export", help="export a run: its network as ONNX with a sampler that needs no torch, or a "
+                       "pixel U-Net run as a diffusers pipeline folder")
     e.add_argument("--run", required=True, help="a run directory (points or pixels; latent and text runs: not yet)")
-    e.add_argument("--format", choices=("onnx", "diffusers"), default="onnx", help="onnx (default); diffusers: not "
-                   "yet")
-    e.add_argument("--out", required=True, help="the new folder: network.onnx, plan.json, sample.py")
+    e.add_argument("--format", choices=("onnx", "diffusers"), default="onnx", help="onnx (default): network.onnx, "
+                   "plan.json, sample.py; diffusers: model_index.json, unet/, scheduler/, README.md")
+    e.add_argument("--out", required=True, help="the new folder")
     e.add_argument("--sampler", help="ddim, dpmpp-2m or dpmpp-3m (default: the run's own, else dpmpp-2m)")
     e.add_argument("--steps", type=int, help="sampler steps (default: the run's own, else 20)")
 
@@ -33,8 +35,16 @@ def cmd_export(a) -> None:
     from ..errors import ConfigError
     from ..runs.export import export_onnx
 
-    if a.format != "onnx":
-        raise ConfigError("export to a diffusers folder is not built yet; use --format onnx")
+    if a.format == "diffusers":
+        from ..runs.export_diffusers import export_diffusers
+
+        if a.sampler is not None or a.steps is not None:
+            raise ConfigError("--sampler and --steps belong to --format onnx; a diffusers pipeline takes its steps "
+                              "when it is called (num_inference_steps)")
+        scheduler = export_diffusers(a.run, a.out)
+        print(f"exported {a.run} -> {a.out}: a DDIMPipeline folder (unet/: UNet2DModel, scheduler/: DDIMScheduler, "
+              f"{scheduler['beta_schedule']} betas, {scheduler['prediction_type']}, trailing timesteps), README.md")
+        return
     if a.steps is not None and a.steps <= 0:
         raise ConfigError(f"--steps must be a positive integer, got {a.steps}")
     plan = export_onnx(a.run, a.out, a.sampler, a.steps)

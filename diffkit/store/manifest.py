@@ -82,7 +82,8 @@ def atomic_dir(path, files: dict[str, bytes]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
             os.chmod(tmp, 0o777 & ~umask())
-            for name, data in files.items():
+            for name, data in files.items():  # a name may hold folders ("unet/config.json")
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 _write_synced(tmp / name, data)
                 os.chmod(tmp / name, 0o666 & ~umask())
             fsync_dir(tmp)

@@ -1,0 +1,200 @@
+"""`diffkit export --run RUN --format diffusers --out DIR`: a pixel U-Net run as a diffusers pipeline folder that
+`DiffusionPipeline.from_pretrained(DIR)` loads offline.
+
+diffkit's U-Net is built as diffusers' UNet2DModel is (Dhariwal & Nichol's adaptive group norm is diffusers'
+`resnet_time_scale_shift="scale_shift"`, the time features are [cos, sin] as `flip_sin_to_cos=True`, the null class
+is the last row of `num_class_embeds`), so its weights map one to one: the qkv 1x1 convolution of an attention splits
+into to_q / to_k / to_v, the 1x1 output convolution becomes to_out.0; nothing is approximated. The scheduler config is
+the run's path: a ddpm run's betas (linear, scaled_linear or cosine = squaredcos_cap_v2), its prediction type and
+x0 clipping in a DDIMScheduler, timesteps "trailing" (`diffkit sample --sampler ddim --spacing diffusers-trailing`
+takes the same ones). Anything that does not map is refused by name: flow and EDM runs, text and latent runs, a
+guidance-embedding student, a training length other than 1000 steps, widths whose GroupNorm groups or attention
+head widths differ between levels. A model card (README.md, huggingface_hub's ModelCard) says what the run is.
+
+A class-conditional run's folder is a DDIMPipeline too: diffusers has no class-conditional pixel pipeline, so its
+UNet2DModel is called with `class_labels` (the null class `num_classes` for the unconditional half of guidance);
+docs/diffusers.md shows the loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from ..errors import ConfigError
+from ..nn.registry import kind_of
+from ..nn.unet import UNet, heads
+from ..store.manifest import atomic_dir
+from .interop import BETAS, PREDICTIONS, WEIGHTS
+from .pipeline import load_run
+
+DIFFUSERS_BETAS = {name: (kind, start, end) for (kind, start, end), name in BETAS.items()}
+DIFFUSERS_PREDICTIONS = {ours: theirs for theirs, ours in PREDICTIONS.items()}
+
+
+def _refuse(run_dir, why: str) -> ConfigError:
+    return ConfigError(f"{run_dir} does not map onto a diffusers UNet2DModel pipeline: {why}")
+
+
+def unet2d_config(network: UNet, shape, run_dir="the run") -> dict:
+    """UNet2DModel's config for diffkit's U-Net (a refusal naming what does not map)."""
+    cfg = network.cfg
+    widths = [cfg.channels * m for m in cfg.channel_mult]
+    if cfg.context_dim or cfg.guidance_embed:
+        raise _refuse(run_dir, "it reads text tokens or a guidance scale, which UNet2DModel does not take")
+    if cfg.embed_mult != 4 or cfg.num_timesteps != 1000:
+        raise _refuse(run_dir, "UNet2DModel's time embedding is 4x the first width over 1000 timesteps, this one "
+                               f"{cfg.embed_mult}x over {cfg.num_timesteps}")
+    if any(c % cfg.groups for c in widths):
+        raise _refuse(run_dir, f"GroupNorm takes {cfg.groups} groups at every width in UNet2DModel; widths {widths}")
+    attended = sorted({widths[level] for level in cfg.attention_levels} | {widths[-1]})
+    head_widths = {c // heads(cfg, c) for c in attended}
+    if len(head_widths) != 1:
+        raise _refuse(run_dir, f"UNet2DModel's attention heads are one width; here {sorted(head_widths)}")
+    down = ["AttnDownBlock2D" if level in cfg.attention_levels else "DownBlock2D" for level in range(cfg.levels)]
+    up = ["AttnUpBlock2D" if level in cfg.attention_levels else "UpBlock2D" for level in reversed(range(cfg.levels))]
+    return {"_class_name": "UNet2DModel", "sample_size": int(shape[-1]), "in_channels": cfg.in_channels,
+            "out_channels": cfg.in_channels, "center_input_sample": False, "time_embedding_type": "positional",
+            "freq_shift": 0, "flip_sin_to_cos": True, "down_block_types": down, "up_block_types": up,
+            "block_out_channels": widths, "layers_per_block": cfg.num_res_blocks, "mid_block_scale_factor": 1,
+            "downsample_padding": 1, "downsample_type": "conv", "upsample_type": "conv", "dropout": cfg.dropout,
+            "act_fn": "silu", "attention_head_dim": head_widths.pop(), "norm_num_groups": cfg.groups,
+            "attn_norm_num_groups": cfg.groups, "norm_eps": 1e-5, "resnet_time_scale_shift": "scale_shift",
+            "add_attention": True, "class_embed_type": None,
+            "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None}
+
+
+def _resnet(state: dict, ours: str, theirs: str, out: dict) -> None:
+    for a, b in (("norm1", "norm1"), ("conv1", "conv1"), ("embed", "time_emb_proj"), ("norm2", "norm2"),
+                 ("conv2", "conv2"), ("skip", "conv_shortcut")):
+        for p in ("weight", "bias"):
+            if f"{ours}.{a}.{p}" in state:
+                out[f"{theirs}.{b}.{p}"] = state[f"{ours}.{a}.{p}"]
+
+
+def _attention(state: dict, ours: str, theirs: str, out: dict) -> None:
+    out[f"{theirs}.group_norm.weight"], out[f"{theirs}.group_norm.bias"] = (state[f"{ours}.norm.{p}"]
+                                                                            for p in ("weight", "bias"))
+    weight, bias = state[f"{ours}.qkv.weight"].flatten(1), state[f"{ours}.qkv.bias"]
+    for name, w, b in zip(("to_q", "to_k", "to_v"), weight.chunk(3), bias.chunk(3)):
+        out[f"{theirs}.{name}.weight"], out[f"{theirs}.{name}.bias"] = w, b
+    out[f"{theirs}.to_out.0.weight"] = state[f"{ours}.out.weight"].flatten(1)
+    out[f"{theirs}.to_out.0.bias"] = state[f"{ours}.out.bias"]
+
+
+def unet2d_weights(network: UNet) -> dict[str, torch.Tensor]:
+    """The U-Net's state dict under UNet2DModel's names (module doc)."""
+    cfg, state = network.cfg, {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    out = {"time_embedding.linear_1.weight": state["embed.0.weight"], "time_embedding.linear_1.bias": state["embed.0.bias"],
+           "time_embedding.linear_2.weight": state["embed.2.weight"], "time_embedding.linear_2.bias": state["embed.2.bias"],
+           "conv_in.weight": state["conv_in.weight"], "conv_in.bias": state["conv_in.bias"],
+           "conv_norm_out.weight": state["out.0.weight"], "conv_norm_out.bias": state["out.0.bias"],
+           "conv_out.weight": state["out.2.weight"], "conv_out.bias": state["out.2.bias"]}
+    if cfg.num_classes:
+        out["class_embedding.weight"] = state["class_embed.weight"]
+    stage = 0
+    for level in range(cfg.levels):  # self.down: num_res_blocks stages per level, then a Downsample stage
+        for i in range(cfg.num_res_blocks):
+            _resnet(state, f"down.{stage}.0", f"down_blocks.{level}.resnets.{i}", out)
+            if level in cfg.attention_levels:
+                _attention(state, f"down.{stage}.1", f"down_blocks.{level}.attentions.{i}", out)
+            stage += 1
+        if level < cfg.levels - 1:
+            for p in ("weight", "bias"):
+                out[f"down_blocks.{level}.downsamplers.0.conv.{p}"] = state[f"down.{stage}.0.conv.{p}"]
+            stage += 1
+    _resnet(state, "mid.0", "mid_block.resnets.0", out)
+    _attention(state, "mid.1", "mid_block.attentions.0", out)
+    _resnet(state, "mid.2", "mid_block.resnets.1", out)
+    stage = 0
+    for block, level in enumerate(reversed(range(cfg.levels))):  # self.up: num_res_blocks + 1 stages per level
+        for i in range(cfg.num_res_blocks + 1):
+            _resnet(state, f"up.{stage}.0", f"up_blocks.{block}.resnets.{i}", out)
+            at = 1
+            if level in cfg.attention_levels:
+                _attention(state, f"up.{stage}.1", f"up_blocks.{block}.attentions.{i}", out)
+                at = 2
+            if level > 0 and i == cfg.num_res_blocks:
+                for p in ("weight", "bias"):
+                    out[f"up_blocks.{block}.upsamplers.0.conv.{p}"] = state[f"up.{stage}.{at}.conv.{p}"]
+            stage += 1
+    return out
+
+
+def scheduler_config(config, run_dir="the run") -> dict:
+    """A DDIMScheduler config for a ddpm run's schedule, prediction and x0 clipping."""
+    if config.objective.name != "ddpm":
+        raise _refuse(run_dir, f"it trains the {config.objective.name} objective; the export maps ddpm runs (a "
+                               "DDIMScheduler of the run's betas)")
+    kind, start, end = DIFFUSERS_BETAS[config.schedule.name]
+    return {"_class_name": "DDIMScheduler", "num_train_timesteps": config.schedule.num_timesteps,
+            "beta_schedule": kind, **({} if start is None else {"beta_start": start, "beta_end": end}),
+            "prediction_type": DIFFUSERS_PREDICTIONS[config.prediction], "clip_sample": bool(config.sampling.clip_x0),
+            "clip_sample_range": 1.0, "set_alpha_to_one": True, "steps_offset": 0, "thresholding": False,
+            "timestep_spacing": "trailing", "rescale_betas_zero_snr": bool(config.schedule.zero_terminal_snr)}
+
+
+def model_card(config, run_dir: Path, classes: int) -> str:
+    from huggingface_hub import ModelCard
+
+    shape = "x".join(map(str, config.fitted.shape))
+    log = run_dir / "train_log.csv"
+    rows = log.read_text().splitlines()[1:] if log.is_file() else []
+    trained = f"{len(rows) and rows[-1].split(',')[0]} steps" if rows else "its recorded steps"
+    cond = (f"class-conditional ({classes} classes; class id {classes} is the null class that classifier-free "
+            "guidance uses)") if classes else "unconditional"
+    text = f"""---
+library_name: diffusers
+tags: [diffkit, unconditional-image-generation]
+---
+# {run_dir.name}: a diffkit run as a diffusers pipeline
+
+A {cond} {shape} image model, `{config.data.spec}`, trained by diffkit ({config.objective.name} objective,
+{config.schedule.name} schedule, {config.prediction} prediction) for {trained}; exported with
+`diffkit export --run {run_dir.name} --format diffusers`.
+
+- `unet/`: a UNet2DModel holding diffkit's U-Net weights, mapped one to one (no retraining, no approximation).
+- `scheduler/`: a DDIMScheduler of the run's betas, `timestep_spacing="trailing"`; diffkit samples the same
+  timesteps with `diffkit sample --sampler ddim --spacing diffusers-trailing`.
+- Pixels: the model works in [-1, 1]; the pipeline's output in [0, 1] is (x + 1) / 2.
+"""
+    return str(ModelCard(text))
+
+
+def export_diffusers(run_dir, out) -> dict:
+    """Write the pipeline folder `out` (new) for run `run_dir`; returns the scheduler config."""
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists():
+        raise ConfigError(f"{out} already exists; export into a new folder")
+    run = load_run(run_dir, fast=False, precision="fp32")
+    config = run.config
+    if config.fitted.kind != "images" or kind_of(config.network) != "unet":
+        raise _refuse(run_dir, f"it is a {kind_of(config.network)} run on {config.fitted.kind}; the export maps "
+                               "diffkit's pixel U-Net runs")
+    if config.data.latent or config.data.text:
+        raise _refuse(run_dir, "latent and text runs need their VAE and text encoder as pipeline components, "
+                               "which the export does not write yet")
+    unet = unet2d_config(run.network, config.fitted.shape, run_dir)
+    scheduler = scheduler_config(config, run_dir)
+    index = {"_class_name": "DDIMPipeline", "_diffusers_version": _diffusers_version(),
+             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    files = {"model_index.json": json.dumps(index, indent=2).encode(),
+             "unet/config.json": json.dumps(unet, indent=2).encode(),
+             f"unet/{WEIGHTS}": safetensors_bytes({k: v.clone() for k, v in unet2d_weights(run.network).items()},
+                                                       {"format": "pt"}),
+             "scheduler/scheduler_config.json": json.dumps(scheduler, indent=2).encode(),
+             "README.md": model_card(config, run_dir.resolve(), config.network.num_classes).encode()}
+    atomic_dir(out, files)
+    return scheduler
+
+
+def _diffusers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:
+        return "0.30.0"

@@ -1,0 +1,113 @@
+"""`diffkit export --format diffusers` (runs/export_diffusers.py): diffkit's U-Net maps one to one onto diffusers'
+UNet2DModel (random weights everywhere, several shapes: equal outputs), an exported run loads offline with
+`DiffusionPipeline.from_pretrained` and samples diffkit's images from the same x_T, and what does not map is refused
+in one sentence with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from test_cli import run
+from test_images_cli import TINY_FLAGS, assert_user_error
+
+from diffkit.nn.unet import UNet, UNetConfig
+from diffkit.runs import load_run, sample_run
+from diffkit.runs.export_diffusers import unet2d_config, unet2d_weights
+
+SHAPES = {  # the digits preset, the 28x28 preset (attention at the lowest level), and more blocks with 3 channels
+    "digits": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 2), num_classes=10), (1, 8, 8)),
+    "mnist5k": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 1, 2), attention_levels=(2,),
+                           num_classes=10), (1, 28, 28)),
+    "rgb": (UNetConfig(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(0, 1),
+                       head_channels=8, groups=4), (3, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_every_weight_maps_onto_unet2dmodel(name):
+    cfg, shape = SHAPES[name]
+    torch.manual_seed(0)
+    ours = UNet(cfg).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # every weight random (the zero-initialised output layers too)
+            p.normal_(0, 0.2)
+    config = unet2d_config(ours, shape)
+    theirs = diffusers.UNet2DModel(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
+    theirs.load_state_dict(unet2d_weights(ours), strict=True)  # every key on both sides
+    x, t = torch.randn(5, *shape), torch.tensor([0.0, 3.0, 250.0, 640.0, 999.0])
+    labels = torch.tensor([0, 4, 9, 10, 2]) if cfg.num_classes else None  # 10: the null class
+    with torch.no_grad():
+        a = ours(x, t, labels)
+        b = theirs(x, t, class_labels=labels).sample
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def _train(root, name, *flags):
+    from diffkit.cli import main
+
+    assert main(["train", "--data", "digits", *flags, "--out", str(root / name), "--steps", "30", *TINY_FLAGS]) == 0
+    return root / name
+
+
+def noise_of(seed: int, shape) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # as diffusers' randn_tensor on a CPU
+
+
+def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_path, capsys):
+    r = _train(tmp_path, "uncond")
+    code, out, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
+    assert code == 0 and "DDIMPipeline" in out and "v_prediction" in out, err
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert "library_name: diffusers" in card and "ddim --spacing diffusers-trailing" in card
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
+    assert type(pipe).__name__ == "DDIMPipeline" and pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=10, eta=0.0,
+                  output_type="np").images
+    ours = sample_run(r, 4, "ddim", 10, noise=noise_of(3, (4, 1, 8, 8)).numpy(), spacing="diffusers-trailing")
+    assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4
+    assert theirs.std() > 0.01  # images, not a constant
+
+
+def test_an_exported_class_run_samples_its_classes_in_diffusers_loop(tmp_path, capsys):
+    r = _train(tmp_path, "cond", "--cond")
+    assert run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)[0] == 0
+    assert json.loads((tmp_path / "pipe" / "unet" / "config.json").read_text())["num_class_embeds"] == 11
+    unet = diffusers.UNet2DModel.from_pretrained(tmp_path / "pipe" / "unet")
+    sched = diffusers.DDIMScheduler.from_pretrained(tmp_path / "pipe" / "scheduler")
+    sched.set_timesteps(8)
+    x, labels = noise_of(4, (6, 1, 8, 8)), torch.tensor([0, 1, 2, 7, 8, 9])
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t, class_labels=labels).sample, t, x, eta=0.0).prev_sample
+    ours = sample_run(r, 6, "ddim", 8, noise=noise_of(4, (6, 1, 8, 8)).numpy(), cond=labels.tolist(), guidance=1.0,
+                      spacing="diffusers-trailing")
+    assert np.abs(ours - (x / 2 + 0.5).clamp(0, 1).numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--objective", "flow"], "trains the flow objective"),
+])
+def test_what_does_not_map_is_refused_in_one_sentence(tmp_path, capsys, flags, fragment):
+    r = _train(tmp_path, "r", *flags)
+    code, _, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "out"], capsys)
+    assert_user_error(code, err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_points_text_runs_and_an_existing_folder_are_refused(tiny_run, digits_text_run, tmp_path, capsys):
+    for r, fragment in ((tiny_run, "pixel U-Net runs"), (digits_text_run, "latent and text runs")):
+        code, _, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "out"], capsys)
+        assert_user_error(code, err, fragment)
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    code, _, err = run(["export", "--run", tiny_run, "--format", "diffusers", "--out", tmp_path / "out"], capsys)
+    assert_user_error(code, err, "already exists")
+    code, _, err = run(["export", "--run", tiny_run, "--format", "diffusers", "--steps", "4", "--out",
+                        tmp_path / "o2"], capsys)
+    assert_user_error(code, err, "belong to --format onnx")
+    assert load_run(tiny_run) is not None
