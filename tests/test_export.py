@@ -82,7 +82,6 @@ def test_exported_point_run_reproduces_diffkit(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--format", "diffusers"], "export to a diffusers folder is not built yet"),
     (["--sampler", "euler"], "the exported sampler must be one of ddim, dpmpp-2m, dpmpp-3m"),
     (["--steps", "0"], "--steps must be a positive integer"),
 ])
