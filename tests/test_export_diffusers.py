@@ -60,7 +60,7 @@ def noise_of(seed: int, shape) -> torch.Tensor:
 def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_path, capsys):
     r = _train(tmp_path, "uncond")
     code, out, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
-    assert code == 0 and "DDIMPipeline" in out and "v_prediction" in out, err
+    assert code == 0 and "DDIMPipeline" in out and "v_prediction" in out and "diffusers-trailing" in out, err
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert "library_name: diffusers" in card and "ddim --spacing diffusers-trailing" in card
     pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
@@ -89,8 +89,23 @@ def test_an_exported_class_run_samples_its_classes_in_diffusers_loop(tmp_path, c
     assert np.abs(ours - (x / 2 + 0.5).clamp(0, 1).numpy()).max() <= 1e-4
 
 
+def test_an_exported_flow_run_samples_diffkits_images_in_ddpm_pipeline(tmp_path, capsys):
+    r = _train(tmp_path, "flow", "--objective", "flow")
+    code, out, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
+    assert code == 0 and "DDPMPipeline" in out and "--sampler euler --spacing diffusers-linspace" in out, err
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(5), num_inference_steps=8,
+                  output_type="np").images
+    ours = sample_run(r, 4, "euler", 8, noise=noise_of(5, (4, 1, 8, 8)).numpy(), spacing="diffusers-linspace")
+    assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4
+    assert theirs.std() > 0.01
+
+
 @pytest.mark.parametrize("flags, fragment", [
-    (["--objective", "flow"], "trains the flow objective"),
+    (["--objective", "edm"], "trains the edm objective"),
+    (["--objective", "flow", "--shift", "3"], "shift 3"),
 ])
 def test_what_does_not_map_is_refused_in_one_sentence(tmp_path, capsys, flags, fragment):
     r = _train(tmp_path, "r", *flags)

@@ -9,9 +9,11 @@ import socket
 import threading
 import time
 
+import diffusers
 import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
+from test_interop import tiny_unet
 
 from diffkit.cli import main
 from diffkit.lab.app import create_app
@@ -41,6 +43,10 @@ def server(tmp_path_factory, digits_text_run):
                  "--train-steps", "300", "--quiet"]) == 0
     assert main(["distill", "--teacher", str(runs / "g8"), "--out", str(runs / "g8s"), "--steps", "2",
                  "--train-steps", "200", "--quiet"]) == 0
+    # a diffusers DDIMPipeline folder (a tiny random UNet2DModel with attention), imported as a run
+    pipe = diffusers.DDIMPipeline(unet=tiny_unet("attn"), scheduler=diffusers.DDIMScheduler(num_train_timesteps=1000))
+    pipe.save_pretrained(runs.parent / "ddim-pipeline")
+    assert main(["import", "--diffusers", str(runs.parent / "ddim-pipeline"), "--out", str(runs / "imported")]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -88,7 +94,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 7 and page.locator("#gd-run option").count() == 1  # only cond has classes
+    assert page.locator("#rv-run option").count() == 8 and page.locator("#gd-run option").count() == 1  # only cond has classes
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -145,6 +151,18 @@ def test_reverse_animation_plays_to_the_end(page):
     assert last != first
     page.check("#rv-x0")  # x0_hat at the last step is drawn instead of x_t
     assert page.evaluate("window.lab.reverse.drawn") == 19
+
+
+def test_an_imported_diffusers_run_plays_in_the_reverse_panel(page):
+    page.select_option("#rv-run", "imported")
+    page.fill("#rv-steps", "10")
+    page.click("#rv-go")
+    page.wait_for_function("window.lab.reverse && window.lab.reverse.drawn === 0", timeout=30_000)
+    first = pixels(page, "rv-canvas")
+    page.click("#rv-play")
+    page.wait_for_function("window.lab.reverse.done === true", timeout=30_000)
+    assert page.text_content("#rv-frame") == "step 10 / 10"
+    assert pixels(page, "rv-canvas") != first
 
 
 def test_guidance_slider_changes_the_samples(page):

@@ -36,14 +36,17 @@ def cmd_export(a) -> None:
     from ..runs.export import export_onnx
 
     if a.format == "diffusers":
-        from ..runs.export_diffusers import export_diffusers
+        from ..runs.export_diffusers import PIPELINES, SPACINGS, export_diffusers
 
         if a.sampler is not None or a.steps is not None:
             raise ConfigError("--sampler and --steps belong to --format onnx; a diffusers pipeline takes its steps "
                               "when it is called (num_inference_steps)")
-        scheduler = export_diffusers(a.run, a.out)
-        print(f"exported {a.run} -> {a.out}: a DDIMPipeline folder (unet/: UNet2DModel, scheduler/: DDIMScheduler, "
-              f"{scheduler['beta_schedule']} betas, {scheduler['prediction_type']}, trailing timesteps), README.md")
+        s = export_diffusers(a.run, a.out)
+        what = (f"{s['beta_schedule']} betas, {s['prediction_type']}, trailing timesteps" if "beta_schedule" in s
+                else "velocity, shift 1")
+        print(f"exported {a.run} -> {a.out}: a {PIPELINES[s['_class_name']]} folder (unet/: UNet2DModel, scheduler/: "
+              f"{s['_class_name']}, {what}; diffkit's same timesteps: --sampler {SPACINGS[s['_class_name']][0]} "
+              f"--spacing {SPACINGS[s['_class_name']][1]}), README.md")
         return
     if a.steps is not None and a.steps <= 0:
         raise ConfigError(f"--steps must be a positive integer, got {a.steps}")

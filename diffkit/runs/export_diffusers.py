@@ -7,7 +7,9 @@ is the last row of `num_class_embeds`), so its weights map one to one: the qkv 1
 into to_q / to_k / to_v, the 1x1 output convolution becomes to_out.0; nothing is approximated. The scheduler config is
 the run's path: a ddpm run's betas (linear, scaled_linear or cosine = squaredcos_cap_v2), its prediction type and
 x0 clipping in a DDIMScheduler, timesteps "trailing" (`diffkit sample --sampler ddim --spacing diffusers-trailing`
-takes the same ones). Anything that does not map is refused by name: flow and EDM runs, text and latent runs, a
+takes the same ones); a flow run (shift 1) in a FlowMatchEulerDiscreteScheduler driven by DDPMPipeline (`--sampler
+euler --spacing diffusers-linspace`: tau = linspace(1, 1/T, K), and Euler in tau on the linear path is diffkit's
+step). Anything that does not map is refused by name: EDM runs, shifted flow runs, text and latent runs, a
 guidance-embedding student, a training length other than 1000 steps, widths whose GroupNorm groups or attention
 head widths differ between levels. A model card (README.md, huggingface_hub's ModelCard) says what the run is.
 
@@ -33,6 +35,11 @@ from .pipeline import load_run
 
 DIFFUSERS_BETAS = {name: (kind, start, end) for (kind, start, end), name in BETAS.items()}
 DIFFUSERS_PREDICTIONS = {ours: theirs for theirs, ours in PREDICTIONS.items()}
+# the pipeline of each scheduler: DDPMPipeline's loop (unet(x, t); scheduler.step(out, t, x)) runs a flow scheduler
+PIPELINES = {"DDIMScheduler": "DDIMPipeline", "FlowMatchEulerDiscreteScheduler": "DDPMPipeline"}
+# the diffkit spacing that takes each scheduler's timesteps (FlowMatchEuler at shift 1: tau = linspace(1, 1/T, K))
+SPACINGS = {"DDIMScheduler": ("ddim", "diffusers-trailing"), "FlowMatchEulerDiscreteScheduler": ("euler",
+                                                                                                   "diffusers-linspace")}
 
 
 def _refuse(run_dir, why: str) -> ConfigError:
@@ -125,10 +132,20 @@ def unet2d_weights(network: UNet) -> dict[str, torch.Tensor]:
 
 
 def scheduler_config(config, run_dir="the run") -> dict:
-    """A DDIMScheduler config for a ddpm run's schedule, prediction and x0 clipping."""
-    if config.objective.name != "ddpm":
-        raise _refuse(run_dir, f"it trains the {config.objective.name} objective; the export maps ddpm runs (a "
-                               "DDIMScheduler of the run's betas)")
+    """The scheduler config for a run's path: a DDIMScheduler of a ddpm run's betas, prediction and x0 clipping; a
+    FlowMatchEulerDiscreteScheduler for a flow run (its velocity u = eps - x0 at 1000 tau is diffusers' own)."""
+    name = config.objective.name
+    if name == "flow":
+        if config.objective.shift != 1.0 or config.sampling.clip_x0 or config.prediction != "flow":
+            raise _refuse(run_dir, "a flow run maps onto FlowMatchEulerDiscreteScheduler with shift 1, velocity "
+                                   "prediction and no x0 clipping; this one has shift "
+                                   f"{config.objective.shift:g}, {config.prediction} prediction"
+                                   f"{', x0 clipping' if config.sampling.clip_x0 else ''}")
+        return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": config.schedule.num_timesteps,
+                "shift": 1.0, "use_dynamic_shifting": False}
+    if name != "ddpm":
+        raise _refuse(run_dir, f"it trains the {name} objective; the export maps ddpm runs (a DDIMScheduler of the "
+                               "run's betas) and flow runs (FlowMatchEulerDiscreteScheduler)")
     kind, start, end = DIFFUSERS_BETAS[config.schedule.name]
     return {"_class_name": "DDIMScheduler", "num_train_timesteps": config.schedule.num_timesteps,
             "beta_schedule": kind, **({} if start is None else {"beta_start": start, "beta_end": end}),
@@ -137,7 +154,7 @@ def scheduler_config(config, run_dir="the run") -> dict:
             "timestep_spacing": "trailing", "rescale_betas_zero_snr": bool(config.schedule.zero_terminal_snr)}
 
 
-def model_card(config, run_dir: Path, classes: int) -> str:
+def model_card(config, run_dir: Path, classes: int, scheduler: str) -> str:
     from huggingface_hub import ModelCard
 
     shape = "x".join(map(str, config.fitted.shape))
@@ -146,6 +163,7 @@ def model_card(config, run_dir: Path, classes: int) -> str:
     trained = f"{len(rows) and rows[-1].split(',')[0]} steps" if rows else "its recorded steps"
     cond = (f"class-conditional ({classes} classes; class id {classes} is the null class that classifier-free "
             "guidance uses)") if classes else "unconditional"
+    sampler, spacing = SPACINGS[scheduler]
     text = f"""---
 library_name: diffusers
 tags: [diffkit, unconditional-image-generation]
@@ -157,8 +175,8 @@ A {cond} {shape} image model, `{config.data.spec}`, trained by diffkit ({config.
 `diffkit export --run {run_dir.name} --format diffusers`.
 
 - `unet/`: a UNet2DModel holding diffkit's U-Net weights, mapped one to one (no retraining, no approximation).
-- `scheduler/`: a DDIMScheduler of the run's betas, `timestep_spacing="trailing"`; diffkit samples the same
-  timesteps with `diffkit sample --sampler ddim --spacing diffusers-trailing`.
+- `scheduler/`: a {scheduler}; diffkit samples the same timesteps with
+  `diffkit sample --sampler {sampler} --spacing {spacing}`.
 - Pixels: the model works in [-1, 1]; the pipeline's output in [0, 1] is (x + 1) / 2.
 """
     return str(ModelCard(text))
@@ -179,14 +197,14 @@ def export_diffusers(run_dir, out) -> dict:
                                "which the export does not write yet")
     unet = unet2d_config(run.network, config.fitted.shape, run_dir)
     scheduler = scheduler_config(config, run_dir)
-    index = {"_class_name": "DDIMPipeline", "_diffusers_version": _diffusers_version(),
-             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    index = {"_class_name": PIPELINES[scheduler["_class_name"]], "_diffusers_version": _diffusers_version(),
+             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", scheduler["_class_name"]]}
     files = {"model_index.json": json.dumps(index, indent=2).encode(),
              "unet/config.json": json.dumps(unet, indent=2).encode(),
              f"unet/{WEIGHTS}": safetensors_bytes({k: v.clone() for k, v in unet2d_weights(run.network).items()},
                                                        {"format": "pt"}),
              "scheduler/scheduler_config.json": json.dumps(scheduler, indent=2).encode(),
-             "README.md": model_card(config, run_dir.resolve(), config.network.num_classes).encode()}
+             "README.md": model_card(config, run_dir.resolve(), config.network.num_classes, scheduler["_class_name"]).encode()}
     atomic_dir(out, files)
     return scheduler
 
