@@ -72,6 +72,23 @@ def test_exported_flow_run_reproduces_diffkit(flow_run, tmp_path, capsys):
     assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
 
 
+def test_exported_latent_run_decodes_through_its_vae_without_torch(digits_vae, tmp_path, capsys):
+    r = tmp_path / "latent"
+    assert main(["train", "--data", "digits", "--latent", str(digits_vae), "--cond", "--out", str(r), "--steps", "8",
+                 "--batch-size", "16", "--channels", "8", "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
+    folder = tmp_path / "onnx"
+    assert run(["export", "--run", r, "--out", folder, "--steps", "6"], capsys)[0] == 0
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["decoder"] == "decoder.onnx" and plan["decoder_vs_torch"] <= 1e-4
+    noise = np.random.default_rng(3).standard_normal((5, *plan["shape"]), dtype=np.float32)  # latents
+    labels = np.arange(5)
+    np.save(tmp_path / "labels.npy", labels)
+    theirs = sample_without_torch(folder, tmp_path, noise, "--labels", tmp_path / "labels.npy", "--guidance", 2)
+    ours = sample_run(r, 5, "dpmpp-2m", 6, noise=noise, cond=labels.tolist(), guidance=2.0, precision="fp32")
+    assert theirs.shape == ours.shape == (5, 1, 8, 8)  # pixels, decoded
+    assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
+
+
 def test_exported_point_run_reproduces_diffkit(tiny_run, tmp_path, capsys):
     folder = tmp_path / "onnx"
     assert run(["export", "--run", tiny_run, "--out", folder, "--sampler", "ddim", "--steps", 10], capsys)[0] == 0

@@ -13,7 +13,7 @@ def import_parser(sub) -> None:
     i.add_argument("--out", required=True, help="the new run directory")
     e = sub.add_parser("export", help="export a run: its network as ONNX with a sampler that needs no torch, or a "
                        "pixel U-Net run as a diffusers pipeline folder")
-    e.add_argument("--run", required=True, help="a run directory (points or pixels; latent and text runs: not yet)")
+    e.add_argument("--run", required=True, help="a run directory (onnx: points, pixels or latents; text runs: not yet)")
     e.add_argument("--format", choices=("onnx", "diffusers"), default="onnx", help="onnx (default): network.onnx, "
                    "plan.json, sample.py; diffusers: model_index.json, unet/, scheduler/, README.md")
     e.add_argument("--out", required=True, help="the new folder")

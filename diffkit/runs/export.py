@@ -2,15 +2,16 @@
 sampler that needs only NumPy and onnxruntime.
 
 DIR holds network.onnx (x [B, *shape] float32, t [B] float32, cond [B] int64 for a class run -> prediction,
-any batch), plan.json (the run's sampling, precomputed in float64 for one sampler and step count) and sample.py
+any batch), decoder.onnx for a latent run, plan.json (the run's sampling, precomputed in float64 for one sampler and step count) and sample.py
 (runs/onnx_sample.py, which imports neither torch nor diffkit). The plan is read off diffkit's own arithmetic:
 each level's network input scale, time and the affine map from (x, output) to x0_hat are probed through the
 run's Denoiser with a stand-in network, and each step's update weights come from the samplers' own functions
 (DPM-Solver++ in data-prediction form; DDIM is its first order). So the exported sampler follows the run's path
 (ddpm, flow, edm), prediction type, spacing, guidance interval and x0 clipping without re-implementing them.
 
-Exported: point and pixel runs, unconditional or class-conditional. Latent and text runs are refused by name
-for now (their VAE decoder and text encoder are not exported yet).
+Exported: point, pixel and latent runs, unconditional or class-conditional; a latent run's VAE decoder goes with it
+as decoder.onnx (diffusion-space samples -> pixels in [0, 1]). Text runs are refused by name for now (their text
+encoder is not exported yet).
 """
 
 from __future__ import annotations
@@ -87,12 +88,42 @@ class _Network(torch.nn.Module):
         return self.network(x, t, cond if self.conditional else None)
 
 
-def export_network(run: Run, path: Path) -> float:
-    """network.onnx; returns the largest relative difference onnxruntime showed against torch."""
+class _Decoder(torch.nn.Module):
+    """A latent run's diffusion-space samples -> pixels in [0, 1] (runs/vae.py: LatentDecoder)."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.vae, self.scale = decoder.vae.eval(), decoder.scale
+
+    def forward(self, x):
+        return (self.vae.decode(x / self.scale).clamp(-1, 1) + 1) / 2
+
+
+def export_checked(module: torch.nn.Module, inputs, names: list[str], output: str, path: Path) -> float:
+    """module through torch's ONNX exporter (any batch), then onnxruntime against torch at CHECK_BATCHES on
+    inputs(b); returns the largest difference relative to the output's range (refused above TOLERANCE)."""
     import onnxruntime as ort
 
+    axes = {name: {0: "batch"} for name in [*names, output]}
+    with torch.no_grad():
+        torch.onnx.export(module, inputs(2), str(path), input_names=names, output_names=[output],
+                          dynamic_axes=axes, dynamo=False)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for b in CHECK_BATCHES:
+            args = inputs(b)
+            want = module(*args).numpy()
+            got = session.run([output], {k: v.numpy() for k, v in zip(names, args)})[0]
+            worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)))
+    if worst > TOLERANCE:
+        raise ConfigError(f"onnxruntime's {output} differs from torch's by {worst:.2e} of its range (more than "
+                          f"{TOLERANCE:g}); {path.name} does not export faithfully")
+    return worst
+
+
+def export_network(run: Run, path: Path) -> float:
+    """network.onnx; returns the largest relative difference onnxruntime showed against torch."""
     classes = run.config.network.num_classes
-    net = _Network(run.network.eval(), classes > 0)
     shape = tuple(run.config.fitted.shape)
     g = torch.Generator().manual_seed(0)
 
@@ -101,22 +132,16 @@ def export_network(run: Run, path: Path) -> float:
         t = torch.rand(b, generator=g) * (run.config.schedule.num_timesteps - 1)
         return (x, t, torch.randint(0, classes + 1, (b,), generator=g)) if classes else (x, t)
 
-    names = ["x", "t", "cond"][:3 if classes else 2]
-    axes = {name: {0: "batch"} for name in [*names, "prediction"]}
-    with torch.no_grad():
-        torch.onnx.export(net, inputs(2), str(path), input_names=names, output_names=["prediction"],
-                          dynamic_axes=axes, dynamo=False)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        for b in CHECK_BATCHES:
-            args = inputs(b)
-            want = net(*args).numpy()
-            got = session.run(["prediction"], {k: v.numpy() for k, v in zip(names, args)})[0]
-            worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)))
-    if worst > TOLERANCE:
-        raise ConfigError(f"onnxruntime's output differs from torch's by {worst:.2e} of its range (more than "
-                          f"{TOLERANCE:g}); this network does not export faithfully")
-    return worst
+    return export_checked(_Network(run.network.eval(), classes > 0), inputs, ["x", "t", "cond"][:3 if classes else 2],
+                          "prediction", path)
+
+
+def export_decoder(run: Run, path: Path) -> float:
+    """decoder.onnx (a latent run's VAE decoder, from diffusion space to pixels in [0, 1])."""
+    shape = tuple(run.config.fitted.shape)
+    g = torch.Generator().manual_seed(1)
+    return export_checked(_Decoder(run.decoder), lambda b: (torch.randn((b, *shape), generator=g),), ["x"], "pixels",
+                          path)
 
 
 def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = None) -> dict:
@@ -126,9 +151,9 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
         raise ConfigError(f"{out} already exists; export into a new folder")
     run = load_run(run_dir, precision="fp32", fast=False)
     config = run.config
-    if config.data.latent is not None or config.data.text:
-        raise ConfigError("latent and text runs are not exported yet (their VAE decoder and text encoder would have "
-                          "to go with them); export a point or pixel run")
+    if config.data.text:
+        raise ConfigError("text runs are not exported yet (their text encoder would have to go with them); export a "
+                          "point, pixel or latent run")
     if getattr(config.network, "guidance_embed", False):
         raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
                           "takes class ids only); export its teacher or a student with one w folded in")
@@ -137,6 +162,7 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     plan = {"format": "diffkit-onnx", "sampler": sampler, "sampler_steps": steps, "shape": list(config.fitted.shape),
             "num_classes": config.network.num_classes, "null_class": config.network.num_classes,
             "images": config.fitted.is_images, "clip": run.denoiser.clip_x0,
+            "decoder": "decoder.onnx" if run.decoder is not None else None,
             "mean": config.fitted.normalizer["mean"], "std": config.fitted.normalizer["std"],
             "guidance_interval": config.sampling.guidance_interval, "steps": sampling_plan(run, sampler, steps)}
     tmp = out.with_name(f".{out.name}.tmp")
@@ -144,6 +170,8 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     tmp.mkdir(parents=True)
     try:
         plan["onnx_vs_torch"] = export_network(run, tmp / "network.onnx")
+        if run.decoder is not None:
+            plan["decoder_vs_torch"] = export_decoder(run, tmp / "decoder.onnx")
         (tmp / "plan.json").write_text(json.dumps(plan, indent=1))
         shutil.copyfile(Path(__file__).with_name("onnx_sample.py"), tmp / "sample.py")
         tmp.rename(out)

@@ -12,7 +12,8 @@ the current x and the newest x0_hat's, and x0_hat is linear in x and the network
     x0  = c_x x + c_out out                       (clipped to [-clip, clip] where the run clips)
     x   = w_x x + sum_j w_j x0_j                  (over the newest x0_hat's, oldest first)
 
-and the samples go back to the data's coordinates by the run's normalizer (images: clipped to [0, 1]).
+and the samples go back to the data's coordinates by the run's normalizer (images: clipped to [0, 1]), or, for a
+latent run, through its VAE decoder (decoder.onnx) to pixels in [0, 1].
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Exported:
         self.plan = json.loads((folder / "plan.json").read_text())
         options = ort.SessionOptions()
         self.session = ort.InferenceSession(str(folder / "network.onnx"), options, providers=["CPUExecutionProvider"])
+        decoder = self.plan.get("decoder")  # a latent run: its VAE decoder, diffusion space -> pixels in [0, 1]
+        self.decoder = None if decoder is None else ort.InferenceSession(str(folder / decoder), options,
+                                                                          providers=["CPUExecutionProvider"])
 
     def network(self, x, t, labels):
         feed = {"x": x.astype(np.float32), "t": t.astype(np.float32)}
@@ -69,6 +73,8 @@ class Exported:
             for w, h in zip(weights, history[-len(weights):]):
                 new = new + np.float32(w) * h
             x = new
+        if self.decoder is not None:
+            return self.decoder.run(["pixels"], {"x": x.astype(np.float32)})[0]
         data = (x.astype(np.float64) * np.asarray(plan["std"]) + np.asarray(plan["mean"])).astype(np.float32)
         return np.clip(data, 0.0, 1.0) if plan["images"] else data
 
