@@ -89,6 +89,26 @@ def test_exported_latent_run_decodes_through_its_vae_without_torch(digits_vae, t
     assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
 
 
+def test_exported_text_run_samples_its_exported_prompts_without_torch(digits_text_run, tmp_path, capsys):
+    folder = tmp_path / "onnx"
+    code, _, err = run(["export", "--run", digits_text_run, "--out", folder, "--steps", "6", "--prompts",
+                        "the digit 4", "a handwritten seven"], capsys)
+    assert code == 0, err
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["prompts"] == ["the digit 4", "a handwritten seven"] and plan["onnx_vs_torch"] <= 1e-4
+    noise = np.random.default_rng(4).standard_normal((4, *plan["shape"]), dtype=np.float32)
+    for prompt, w in (("a handwritten seven", 5.0), ("the digit 4", 1.0)):
+        theirs = sample_without_torch(folder, tmp_path, noise, "--prompt", prompt, "--guidance", w)
+        ours = sample_run(digits_text_run, 4, "dpmpp-2m", 6, noise=noise, prompt=prompt, guidance=w, precision="fp32")
+        assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
+    unknown = subprocess.run([sys.executable, "-c", NO_TORCH, str(folder / "sample.py"), "--prompt", "a cat", "--out",
+                              str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "'a cat' was not exported" in unknown.stderr
+    code, _, err = run(["export", "--run", digits_text_run, "--out", tmp_path / "o2"], capsys)
+    assert_user_error(code, err, "give --prompts")
+    assert not (tmp_path / "o2").exists()
+
+
 def test_exported_point_run_reproduces_diffkit(tiny_run, tmp_path, capsys):
     folder = tmp_path / "onnx"
     assert run(["export", "--run", tiny_run, "--out", folder, "--sampler", "ddim", "--steps", 10], capsys)[0] == 0

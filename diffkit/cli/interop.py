@@ -13,12 +13,13 @@ def import_parser(sub) -> None:
     i.add_argument("--out", required=True, help="the new run directory")
     e = sub.add_parser("export", help="export a run: its network as ONNX with a sampler that needs no torch, or a "
                        "pixel U-Net run as a diffusers pipeline folder")
-    e.add_argument("--run", required=True, help="a run directory (onnx: points, pixels or latents; text runs: not yet)")
+    e.add_argument("--run", required=True, help="a run directory (onnx: points, pixels, latents, text with --prompts)")
     e.add_argument("--format", choices=("onnx", "diffusers"), default="onnx", help="onnx (default): network.onnx, "
                    "plan.json, sample.py; diffusers: model_index.json, unet/, scheduler/, README.md")
     e.add_argument("--out", required=True, help="the new folder")
     e.add_argument("--sampler", help="ddim, dpmpp-2m or dpmpp-3m (default: the run's own, else dpmpp-2m)")
     e.add_argument("--steps", type=int, help="sampler steps (default: the run's own, else 20)")
+    e.add_argument("--prompts", nargs="+", help="onnx, a text run: the prompts to encode now for sample.py --prompt")
 
 
 def cmd_import(a) -> None:
@@ -38,9 +39,9 @@ def cmd_export(a) -> None:
     if a.format == "diffusers":
         from ..runs.export_diffusers import PIPELINES, SPACINGS, export_diffusers
 
-        if a.sampler is not None or a.steps is not None:
-            raise ConfigError("--sampler and --steps belong to --format onnx; a diffusers pipeline takes its steps "
-                              "when it is called (num_inference_steps)")
+        if a.sampler is not None or a.steps is not None or a.prompts:
+            raise ConfigError("--sampler, --steps and --prompts belong to --format onnx; a diffusers pipeline takes "
+                              "its steps when it is called (num_inference_steps)")
         s = export_diffusers(a.run, a.out)
         what = (f"{s['beta_schedule']} betas, {s['prediction_type']}, trailing timesteps" if "beta_schedule" in s
                 else "velocity, shift 1")
@@ -50,6 +51,6 @@ def cmd_export(a) -> None:
         return
     if a.steps is not None and a.steps <= 0:
         raise ConfigError(f"--steps must be a positive integer, got {a.steps}")
-    plan = export_onnx(a.run, a.out, a.sampler, a.steps)
+    plan = export_onnx(a.run, a.out, a.sampler, a.steps, a.prompts)
     print(f"exported {a.run} -> {a.out}: network.onnx (onnxruntime within {plan['onnx_vs_torch']:.1e} of torch), "
           f"{plan['sampler']} at {len(plan['steps'])} steps in plan.json, sample.py (NumPy + onnxruntime)")

@@ -10,8 +10,9 @@ run's Denoiser with a stand-in network, and each step's update weights come from
 (ddpm, flow, edm), prediction type, spacing, guidance interval and x0 clipping without re-implementing them.
 
 Exported: point, pixel and latent runs, unconditional or class-conditional; a latent run's VAE decoder goes with it
-as decoder.onnx (diffusion-space samples -> pixels in [0, 1]). Text runs are refused by name for now (their text
-encoder is not exported yet).
+as decoder.onnx (diffusion-space samples -> pixels in [0, 1]). A text run's encoder does not go with it: the
+prompts it will sample are encoded at export (`--prompts`) into prompts.npz, the null prompt beside them, and
+network.onnx takes (tokens, mask) in place of class ids.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class _Network(torch.nn.Module):
         return self.network(x, t, cond if self.conditional else None)
 
 
+class _TextNetwork(torch.nn.Module):
+    """A text run's network with its cond as two tensors, for the exporter: tokens [B, L, D], mask bool [B, L]."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x, t, tokens, mask):
+        return self.network(x, t, {"tokens": tokens, "mask": mask})
+
+
 class _Decoder(torch.nn.Module):
     """A latent run's diffusion-space samples -> pixels in [0, 1] (runs/vae.py: LatentDecoder)."""
 
@@ -121,8 +133,9 @@ def export_checked(module: torch.nn.Module, inputs, names: list[str], output: st
     return worst
 
 
-def export_network(run: Run, path: Path) -> float:
-    """network.onnx; returns the largest relative difference onnxruntime showed against torch."""
+def export_network(run: Run, path: Path, texts: dict | None = None) -> float:
+    """network.onnx; returns the largest relative difference onnxruntime showed against torch. A text run's network
+    takes the exported prompts' (tokens, mask) (texts: prompt_embeddings)."""
     classes = run.config.network.num_classes
     shape = tuple(run.config.fitted.shape)
     g = torch.Generator().manual_seed(0)
@@ -130,10 +143,28 @@ def export_network(run: Run, path: Path) -> float:
     def inputs(b):
         x = torch.randn((b, *shape), generator=g)
         t = torch.rand(b, generator=g) * (run.config.schedule.num_timesteps - 1)
+        if texts is not None:
+            rows = torch.randint(0, len(texts["tokens"]), (b,), generator=g)
+            return x, t, torch.from_numpy(texts["tokens"])[rows], torch.from_numpy(texts["mask"])[rows]
         return (x, t, torch.randint(0, classes + 1, (b,), generator=g)) if classes else (x, t)
 
+    if texts is not None:
+        return export_checked(_TextNetwork(run.network.eval()), inputs, ["x", "t", "tokens", "mask"], "prediction",
+                              path)
     return export_checked(_Network(run.network.eval(), classes > 0), inputs, ["x", "t", "cond"][:3 if classes else 2],
                           "prediction", path)
+
+
+def prompt_embeddings(run: Run, prompts: list[str]) -> dict:
+    """The prompts and the null prompt through the run's text encoder, padded to one length L: tokens float32
+    [P + 1, L, D] and mask bool [P + 1, L], the null last (what guidance's unconditional half reads)."""
+    from ..cond import conditioning_for
+    from ..text.data import prompt_cond
+
+    cond = prompt_cond(run.config, prompts, 1)
+    null = conditioning_for(run.config).null({k: v[:1] for k, v in cond.items()})
+    return {"tokens": torch.cat([cond["tokens"], null["tokens"]]).float().numpy(),
+            "mask": torch.cat([cond["mask"], null["mask"]]).numpy()}
 
 
 def export_decoder(run: Run, path: Path) -> float:
@@ -144,16 +175,18 @@ def export_decoder(run: Run, path: Path) -> float:
                           path)
 
 
-def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = None) -> dict:
-    """Write DIR (new): network.onnx, plan.json, sample.py; returns plan.json's content."""
+def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = None,
+                prompts: list[str] | None = None) -> dict:
+    """Write DIR (new): network.onnx, plan.json, sample.py (and decoder.onnx for a latent run, prompts.npz with the
+    encoded `prompts` for a text run); returns plan.json's content."""
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists; export into a new folder")
     run = load_run(run_dir, precision="fp32", fast=False)
     config = run.config
-    if config.data.text:
-        raise ConfigError("text runs are not exported yet (their text encoder would have to go with them); export a "
-                          "point, pixel or latent run")
+    if bool(config.data.text) != bool(prompts):
+        raise ConfigError("a text run exports the prompts it will sample, encoded by its text encoder now: give "
+                          "--prompts P1 P2 ..." if config.data.text else "--prompts is for text runs; this run is not one")
     if getattr(config.network, "guidance_embed", False):
         raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
                           "takes class ids only); export its teacher or a student with one w folded in")
@@ -163,13 +196,17 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
             "num_classes": config.network.num_classes, "null_class": config.network.num_classes,
             "images": config.fitted.is_images, "clip": run.denoiser.clip_x0,
             "decoder": "decoder.onnx" if run.decoder is not None else None,
+            "prompts": list(prompts) if prompts else None,
             "mean": config.fitted.normalizer["mean"], "std": config.fitted.normalizer["std"],
             "guidance_interval": config.sampling.guidance_interval, "steps": sampling_plan(run, sampler, steps)}
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        plan["onnx_vs_torch"] = export_network(run, tmp / "network.onnx")
+        texts = prompt_embeddings(run, list(prompts)) if prompts else None
+        if texts is not None:
+            np.savez(tmp / "prompts.npz", **texts)
+        plan["onnx_vs_torch"] = export_network(run, tmp / "network.onnx", texts)
         if run.decoder is not None:
             plan["decoder_vs_torch"] = export_decoder(run, tmp / "decoder.onnx")
         (tmp / "plan.json").write_text(json.dumps(plan, indent=1))

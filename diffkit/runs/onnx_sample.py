@@ -3,6 +3,7 @@
 
     python sample.py --noise X_T.npy --out SAMPLES.npy [--class C | --labels L.npy] [--guidance W]
     python sample.py --n 16 --seed 0 --out SAMPLES.npy          # x_T from NumPy's generator
+    python sample.py --noise X_T.npy --prompt "the digit 4" --guidance 5 --out S.npy   # a text run's exported prompt
 
 plan.json holds the run's steps, precomputed by diffkit in float64 for the sampler and step count it was
 exported with. Every deterministic sampler it exports (DDIM, DPM-Solver++(2M) and (3M)) is, per step, linear in
@@ -33,20 +34,24 @@ class Exported:
         self.plan = json.loads((folder / "plan.json").read_text())
         options = ort.SessionOptions()
         self.session = ort.InferenceSession(str(folder / "network.onnx"), options, providers=["CPUExecutionProvider"])
+        self.texts = dict(np.load(folder / "prompts.npz")) if self.plan.get("prompts") else None  # text runs
         decoder = self.plan.get("decoder")  # a latent run: its VAE decoder, diffusion space -> pixels in [0, 1]
         self.decoder = None if decoder is None else ort.InferenceSession(str(folder / decoder), options,
                                                                           providers=["CPUExecutionProvider"])
 
     def network(self, x, t, labels):
+        """labels: class ids, or for a text run rows of prompts.npz (the null prompt is its last row)."""
         feed = {"x": x.astype(np.float32), "t": t.astype(np.float32)}
-        if labels is not None:
+        if self.texts is not None:
+            feed["tokens"], feed["mask"] = self.texts["tokens"][labels], self.texts["mask"][labels]
+        elif labels is not None:
             feed["cond"] = labels.astype(np.int64)
         return self.session.run(["prediction"], feed)[0]
 
     def _output(self, x, t, labels, w: float):
         if labels is None or w == 1.0:
             return self.network(x, t, labels)
-        null = np.full_like(labels, self.plan["null_class"])
+        null = np.full_like(labels, len(self.texts["mask"]) - 1 if self.texts is not None else self.plan["null_class"])
         both = self.network(np.concatenate([x, x]), np.concatenate([t, t]), np.concatenate([labels, null]))
         cond, uncond = both[: len(x)], both[len(x):]
         return uncond + np.float32(w) * (cond - uncond)
@@ -57,7 +62,10 @@ class Exported:
         if list(noise.shape[1:]) != plan["shape"] or noise.dtype != np.float32:
             raise SystemExit(f"error: the noise must be float32 [N, {', '.join(map(str, plan['shape']))}], got "
                              f"{noise.dtype} {list(noise.shape)}")
-        if (labels is None) != (plan["num_classes"] == 0):
+        if self.texts is not None:
+            if labels is None:  # no prompt: the null prompt
+                labels = np.full(len(noise), len(self.texts["mask"]) - 1, np.int64)
+        elif (labels is None) != (plan["num_classes"] == 0):
             raise SystemExit("error: " + ("this run is class-conditional; give --class or --labels" if labels is None
                                           else "this run is unconditional; drop --class / --labels"))
         x, history = noise, []
@@ -88,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--class", dest="cls", type=int, help="one class for every sample")
     ap.add_argument("--labels", help="one class id per sample, an int .npy [N]")
+    ap.add_argument("--prompt", help="a text run: one of the prompts it was exported with (plan.json)")
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--folder", default=str(here), help="the exported folder (default: this file's)")
     a = ap.parse_args(argv)
@@ -101,6 +110,12 @@ def main(argv=None) -> int:
         labels = np.load(a.labels, allow_pickle=False).astype(np.int64)
     elif a.cls is not None:
         labels = np.full(len(noise), a.cls, np.int64)
+    elif a.prompt is not None:
+        prompts = model.plan.get("prompts") or []
+        if a.prompt not in prompts:
+            raise SystemExit(f"error: {a.prompt!r} was not exported; this folder samples {prompts or 'no prompts'} "
+                             "(export again with --prompts to add one)")
+        labels = np.full(len(noise), prompts.index(a.prompt), np.int64)
     np.save(a.out, model.sample(noise, labels, a.guidance).astype(np.float32))
     print(f"wrote {len(noise)} samples to {a.out}")
     return 0
