@@ -89,13 +89,18 @@ def test_exported_latent_run_decodes_through_its_vae_without_torch(digits_vae, t
     assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
 
 
-def test_exported_text_run_samples_its_exported_prompts_without_torch(digits_text_run, tmp_path, capsys):
+def test_exported_latent_text_run_samples_its_exported_prompts_without_torch(digits_vae, tmp_path, capsys):
+    digits_text_run = tmp_path / "latent-text"
+    assert main(["train", "--data", "digits", "--text", "--latent", str(digits_vae), "--out", str(digits_text_run),
+                 "--steps", "8", "--batch-size", "16", "--channels", "8", "--channel-mult", "1,2", "--attention", "",
+                 "--quiet"]) == 0
     folder = tmp_path / "onnx"
     code, _, err = run(["export", "--run", digits_text_run, "--out", folder, "--steps", "6", "--prompts",
                         "the digit 4", "a handwritten seven"], capsys)
     assert code == 0, err
     plan = json.loads((folder / "plan.json").read_text())
     assert plan["prompts"] == ["the digit 4", "a handwritten seven"] and plan["onnx_vs_torch"] <= 1e-4
+    assert plan["decoder"] == "decoder.onnx"
     noise = np.random.default_rng(4).standard_normal((4, *plan["shape"]), dtype=np.float32)
     for prompt, w in (("a handwritten seven", 5.0), ("the digit 4", 1.0)):
         theirs = sample_without_torch(folder, tmp_path, noise, "--prompt", prompt, "--guidance", w)
