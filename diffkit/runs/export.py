@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cond import conditioning_for
 from ..errors import ConfigError
 from ..sampling import sampler_grid
 from ..sampling.common import grid_levels
 from ..sampling.dpm_solver import dpmpp_weights, final_order
+from ..text.data import prompt_cond
 from .pipeline import Run, load_run
 
 ORDERS = {"ddim": 1, "dpmpp-2m": 2, "dpmpp-3m": 3}  # the deterministic samplers a plan can hold
@@ -158,9 +160,6 @@ def export_network(run: Run, path: Path, texts: dict | None = None) -> float:
 def prompt_embeddings(run: Run, prompts: list[str]) -> dict:
     """The prompts and the null prompt through the run's text encoder, padded to one length L: tokens float32
     [P + 1, L, D] and mask bool [P + 1, L], the null last (what guidance's unconditional half reads)."""
-    from ..cond import conditioning_for
-    from ..text.data import prompt_cond
-
     cond = prompt_cond(run.config, prompts, 1)
     null = conditioning_for(run.config).null({k: v[:1] for k, v in cond.items()})
     return {"tokens": torch.cat([cond["tokens"], null["tokens"]]).float().numpy(),
