@@ -18,12 +18,12 @@ from diffkit.runs import load_run, sample_run
 from diffkit.runs.interop import import_diffusers
 
 UNETS = {  # (with attention, unconditional) and (class-conditional, no attention)
-    "attn": dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                 norm_num_groups=8),
-    "classes": dict(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                    norm_num_groups=4, num_class_embeds=3),
+    "attn": {"sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1,
+             "block_out_channels": (16, 32), "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+             "up_block_types": ("AttnUpBlock2D", "UpBlock2D"), "norm_num_groups": 8},
+    "classes": {"sample_size": 8, "in_channels": 3, "out_channels": 3, "layers_per_block": 1,
+                "block_out_channels": (8, 16), "down_block_types": ("DownBlock2D", "DownBlock2D"),
+                "up_block_types": ("UpBlock2D", "UpBlock2D"), "norm_num_groups": 4, "num_class_embeds": 3},
 }
 
 
