@@ -63,6 +63,7 @@ def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_pat
     assert code == 0 and "DDIMPipeline" in out and "v_prediction" in out and "diffusers-trailing" in out, err
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert "library_name: diffusers" in card and "ddim --spacing diffusers-trailing" in card
+    assert "for 30 steps in " in card and "last logged loss" in card
     pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "pipe", local_files_only=True)
     assert type(pipe).__name__ == "DDIMPipeline" and pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
     pipe.set_progress_bar_config(disable=True)

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..nn.registry import kind_of
 from ..nn.unet import UNet, heads
 from ..store.manifest import atomic_dir
+from ..store.trainlog import read_log
 from .interop import BETAS, PREDICTIONS, WEIGHTS
 from .pipeline import load_run
 
@@ -158,9 +159,11 @@ def model_card(config, run_dir: Path, classes: int, scheduler: str) -> str:
     from huggingface_hub import ModelCard
 
     shape = "x".join(map(str, config.fitted.shape))
-    log = run_dir / "train_log.csv"
-    rows = log.read_text().splitlines()[1:] if log.is_file() else []
-    trained = f"{len(rows) and rows[-1].split(',')[0]} steps" if rows else "its recorded steps"
+    trained = "its recorded steps"
+    log = read_log(run_dir / "train_log.csv") if (run_dir / "train_log.csv").is_file() else {"step": []}
+    if log["step"]:  # the training log's last row
+        trained = (f"{int(log['step'][-1])} steps in {log['seconds'][-1]:.0f} s of training (last logged loss "
+                   f"{log['loss'][-1]:.4f})")
     cond = (f"class-conditional ({classes} classes; class id {classes} is the null class that classifier-free "
             "guidance uses)") if classes else "unconditional"
     sampler, spacing = SPACINGS[scheduler]
