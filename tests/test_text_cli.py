@@ -154,7 +154,7 @@ def test_bad_text_inputs_are_one_sentence(argv, needle, digits_text_run, tiny_ru
     (tmp_path / "two.txt").write_text("a red circle\na blue square\n")
     (tmp_path / "vague.txt").write_text("something nice\n")
     argv = [a.format(digits=digits_text_run, circle=tiny_run, tmp=tmp_path) for a in argv]
-    code, stdout, err = run_cli(capsys, *argv)
+    code, _stdout, err = run_cli(capsys, *argv)
     assert code == 2, err
     assert err.startswith("error: ") and needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

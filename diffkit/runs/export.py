@@ -151,10 +151,10 @@ def export_network(run: Run, path: Path, texts: dict | None = None) -> float:
         return (x, t, torch.randint(0, classes + 1, (b,), generator=g)) if classes else (x, t)
 
     if texts is not None:
-        return export_checked(_TextNetwork(run.network.eval()), inputs, ["x", "t", "tokens", "mask"], "prediction",
-                              path)
-    return export_checked(_Network(run.network.eval(), classes > 0), inputs, ["x", "t", "cond"][:3 if classes else 2],
-                          "prediction", path)
+        module, names = _TextNetwork(run.network.eval()), ["x", "t", "tokens", "mask"]
+    else:
+        module, names = _Network(run.network.eval(), classes > 0), ["x", "t", "cond"][:3 if classes else 2]
+    return export_checked(module, inputs, names, "prediction", path)
 
 
 def prompt_embeddings(run: Run, prompts: list[str]) -> dict:

@@ -95,7 +95,7 @@ def _attention(state: dict, ours: str, theirs: str, out: dict) -> None:
 
 def unet2d_weights(network: UNet) -> dict[str, torch.Tensor]:
     """The U-Net's state dict under UNet2DModel's names (module doc)."""
-    cfg, state = network.cfg, {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    cfg, state = network.cfg, network.state_dict()
     out = {"time_embedding.linear_1.weight": state["embed.0.weight"], "time_embedding.linear_1.bias": state["embed.0.bias"],
            "time_embedding.linear_2.weight": state["embed.2.weight"], "time_embedding.linear_2.bias": state["embed.2.bias"],
            "conv_in.weight": state["conv_in.weight"], "conv_in.bias": state["conv_in.bias"],
