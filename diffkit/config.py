@@ -168,6 +168,9 @@ class ParentConfig:
     target_ema: float = 0.0         # consistency: the target network's EMA rate (0: the student, stop-gradient)
     guidance_range: list | None = None  # progressive: [lo, hi], the guidance scales w a student reads as an input
                                     # (Meng et al. 2023); it samples at any w in it (default: the midpoint)
+    reads: list | None = None       # import of a Stable-Diffusion-style pipeline: the folder's parts the run reads
+                                    # when it samples (vae, text_encoder, tokenizer), checked on every load against
+                                    # the run's folder record (store/folder.py)
 
 
 KINDS_OF_PARENT = ("reflow", "progressive", "consistency", "import")  # import: a diffusers folder (runs/interop.py)

@@ -87,6 +87,31 @@ def test_class_conditional_v_prediction_cosine_matches_diffusers_loop(folders):
         sample_run(r, 2, "ddim", 4, cond=1, guidance=3.0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "euler"])
+def test_steps_offset_is_stable_diffusions_leading_plus_one(folders, tmp_path, sampler):
+    """steps_offset 1 (Stable Diffusion's schedulers) with leading spacing: every timestep one higher, in diffkit
+    as in diffusers' DDIM, DPM-Solver and Euler schedulers."""
+    folder = tmp_path / "pipe"
+    shutil.copytree(folders / "pipe", folder)
+    _edit_json(folder / "scheduler" / "scheduler_config.json", steps_offset=1, clip_sample=False)
+    import_diffusers(folder, tmp_path / "r")
+    r = load_run(tmp_path / "r")
+    assert r.config.sampling.spacing == "diffusers-leading+1"
+    unet = diffusers.UNet2DModel.from_pretrained(folder / "unet")
+    kind = {"ddim": diffusers.DDIMScheduler, "dpmpp-2m": diffusers.DPMSolverMultistepScheduler,
+            "euler": diffusers.EulerDiscreteScheduler}[sampler]
+    sched = kind.from_pretrained(folder / "scheduler")
+    sched.set_timesteps(8)
+    ratio = 1000 // (8 + (sampler == "dpmpp-2m"))  # (the multistep solver places K + 1 and drops the lowest)
+    assert ((sched.timesteps.long() - 1) % ratio == 0).all()  # every leading timestep one higher
+    x = noise_of(7, (3, 1, 8, 8)) * sched.init_noise_sigma
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x).prev_sample
+    ours = sample_run(r, 3, sampler, 8, noise=noise_of(7, (3, 1, 8, 8)).numpy(), clip=False)
+    assert_parity(ours, (x / 2 + 0.5).clamp(0, 1).numpy())
+
+
 @pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
 def test_dpm_solver_2m_reproduces_ddpm_pipeline_with_diffusers_multistep(folders, tmp_path, spacing):
     pipe = diffusers.DDPMPipeline.from_pretrained(folders / "pipe", scheduler=diffusers.DPMSolverMultistepScheduler(
@@ -141,8 +166,10 @@ BAD = {
         f / "unet" / "diffusion_pytorch_model.bin"), "only as a pickle (diffusion_pytorch_model.bin)"),
     "shapes": (lambda f: _edit_json(f / "unet" / "config.json", block_out_channels=[16, 48]),
                "the weights do not match their config.json"),
-    "offset": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", steps_offset=1),
-               "steps_offset = 1 is not representable"),
+    "thresholding": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", thresholding=True),
+                     "thresholding = True is not representable"),
+    "offset": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", steps_offset=-1),
+               "steps_offset -1 is not a small integer"),
     "betas": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", beta_end=0.03),
               "beta_end 0.03 is not one of diffkit's schedules"),
     "unknown": (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", karras_rho=7.0),

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
 from test_interop import tiny_unet
+from test_interop_sd import tiny_pipeline
 
 from diffkit.cli import main
 from diffkit.lab.app import create_app
@@ -47,6 +48,8 @@ def server(tmp_path_factory, digits_text_run):
     pipe = diffusers.DDIMPipeline(unet=tiny_unet("attn"), scheduler=diffusers.DDIMScheduler(num_train_timesteps=1000))
     pipe.save_pretrained(runs.parent / "ddim-pipeline")
     assert main(["import", "--diffusers", str(runs.parent / "ddim-pipeline"), "--out", str(runs / "imported")]) == 0
+    tiny_pipeline().save_pretrained(runs.parent / "sd-pipeline")  # and a tiny Stable-Diffusion-style pipeline
+    assert main(["import", "--diffusers", str(runs.parent / "sd-pipeline"), "--out", str(runs / "sd")]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -178,7 +181,8 @@ def test_guidance_slider_changes_the_samples(page):
 
 
 def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
-    assert page.eval_on_selector("#pp-run", "el => [...el.options].map(o => o.value)") == ["digitstext"]
+    assert page.eval_on_selector("#pp-run", "el => [...el.options].map(o => o.value)") == ["digitstext", "sd"]
+    page.select_option("#pp-run", "digitstext")
     page.fill("#pp-text", "the digit 4")
     blank = pixels(page, "pp-canvas")
     page.click("#pp-go")
@@ -193,6 +197,16 @@ def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
     page.press("#pp-text", "Enter")
     page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30_000)
     assert "the prompt is empty" in page.text_content("#status")
+
+
+def test_prompt_panel_samples_an_imported_stable_diffusion_pipeline(page):
+    page.select_option("#pp-run", "sd")
+    page.fill("#pp-text", "a red square")
+    page.click("#pp-go")
+    page.wait_for_function("window.lab.prompt && window.lab.prompt.prompt === 'a red square'", timeout=60_000)
+    got = page.evaluate("window.lab.prompt")
+    assert got["shape"] == [3, 16, 16] and len(got["samples"]) == 16 and got["max_tokens"] == 16
+    assert "w = 5" in page.text_content("#pp-read")
 
 
 def test_redraw_is_fast_in_the_browser(page):

@@ -1,10 +1,12 @@
-"""diffusers' UNet2DModel as a network kind: the network of a run imported from a diffusers folder
-(`diffkit import --diffusers FOLDER`, runs/interop.py).
+"""diffusers' UNet2DModel and UNet2DConditionModel as network kinds: the networks of runs imported from diffusers
+folders (`diffkit import --diffusers FOLDER`, runs/interop.py; a Stable-Diffusion-style pipeline, runs/interop_sd.py).
 
 The run keeps the model's own config.json (as diffusers wrote it) in its config and the weights, under the
 prefix "unet.", in its model.safetensors, so it samples through the same contract as every network:
-network(x_t [B, C, H, W], t float [B] in training timesteps, cond class ids [B] | None) -> prediction. diffusers
-is an optional extra, imported when such a network is built.
+network(x_t [B, C, H, W], t float [B] in training timesteps, cond class ids [B] | None) -> prediction; the
+conditional U-Net's cond is a text cond {"tokens" [B, L, D], "mask" [B, L]} whose tokens it cross-attends to, every
+position as Stable Diffusion's pipeline does (the mask is not passed). diffusers is an optional extra, imported when
+such a network is built.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ class DiffusersUNetConfig:
         raise ConfigError("an imported diffusers UNet2DModel samples; training it is not supported")
 
 
-def unet2d_class():
+def diffusers_class(name: str = "UNet2DModel"):
+    """A model class of diffusers (an optional extra), or a ConfigError saying how to install it."""
     try:
-        from diffusers import UNet2DModel
+        import diffusers
     except ImportError:
-        raise ConfigError("this run's network is a diffusers UNet2DModel; install diffusers "
+        raise ConfigError(f"this run's network is a diffusers {name}; install diffusers "
                           "(pip install 'diffkit[diffusers]')") from None
-    return UNet2DModel
+    return getattr(diffusers, name)
 
 
 class DiffusersUNet(nn.Module):
@@ -57,8 +60,50 @@ class DiffusersUNet(nn.Module):
     def __init__(self, cfg: DiffusersUNetConfig):
         super().__init__()
         self.cfg = cfg
-        self.unet = unet2d_class().from_config(cfg.unet)
+        self.unet = diffusers_class("UNet2DModel").from_config(cfg.unet)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         labels = cond if self.cfg.num_classes else None
         return self.unet(x, t, class_labels=labels).sample
+
+
+@dataclass
+class DiffusersCondUNetConfig:
+    unet: dict = field(default_factory=dict)  # UNet2DConditionModel's config.json, as diffusers wrote it
+    context_dim: int = 0                      # the text encoder's width (its cross_attention_dim)
+    num_classes: int = 0                      # the registry's contract: text, not classes
+    num_timesteps: int = 1000                 # training T (set from the schedule)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet.get("in_channels", 4))
+
+    def check(self) -> None:
+        if self.unet.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+            raise ConfigError("a diffusers-unet2d-cond network is a UNet2DConditionModel, not "
+                              f"{self.unet.get('_class_name')}")
+
+    def check_input(self, shape, what: str = "the data") -> None:
+        size = self.unet.get("sample_size")
+        size = [size, size] if isinstance(size, int) else list(size or [])
+        if len(shape) != 3 or shape[0] != self.in_channels or (size and list(shape[1:]) != size):
+            raise ConfigError(f"the imported UNet2DConditionModel takes [{self.in_channels}, "
+                              f"{', '.join(map(str, size))}] latents but {what} has shape {list(shape)}")
+
+    def activation_floats(self, shape) -> int:
+        raise ConfigError("an imported diffusers UNet2DConditionModel samples; training it is not supported")
+
+
+class DiffusersCondUNet(nn.Module):
+    """A UNet2DConditionModel (Stable Diffusion's) behind diffkit's network signature."""
+
+    def __init__(self, cfg: DiffusersCondUNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.unet = diffusers_class("UNet2DConditionModel").from_config(cfg.unet)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        if cond is None:
+            raise ConfigError("an imported Stable-Diffusion-style U-Net always reads a prompt's tokens (the null "
+                              "prompt's for unconditional sampling)")
+        return self.unet(x, t, encoder_hidden_states=cond["tokens"].to(x.dtype)).sample

@@ -15,7 +15,12 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, choice_error
-from .diffusers_unet import DiffusersUNet, DiffusersUNetConfig
+from .diffusers_unet import (
+    DiffusersCondUNet,
+    DiffusersCondUNetConfig,
+    DiffusersUNet,
+    DiffusersUNetConfig,
+)
 from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
 from .mlp_fast import fold_for_sampling
@@ -42,8 +47,9 @@ NETWORKS: dict[str, NetworkKind] = {
     "dit": NetworkKind(DiTConfig, DiT, None, 256),
     "vae": NetworkKind(VAEConfig, VAE, None, 256),  # an autoencoder (training/objectives.py), not a denoiser
     "diffusers-unet2d": NetworkKind(DiffusersUNetConfig, DiffusersUNet, None, 256),  # imported (runs/interop.py)
+    "diffusers-unet2d-cond": NetworkKind(DiffusersCondUNetConfig, DiffusersCondUNet, None, 64),  # (interop_sd.py)
 }
-IMAGE_NETWORKS = ("unet", "dit", "diffusers-unet2d")  # the kinds that take [B, C, H, W]
+IMAGE_NETWORKS = ("unet", "dit", "diffusers-unet2d", "diffusers-unet2d-cond")  # the kinds that take [B, C, H, W]
 
 
 def kind_of(cfg) -> str:

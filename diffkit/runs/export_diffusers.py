@@ -31,7 +31,7 @@ from ..nn.registry import kind_of
 from ..nn.unet import UNet, heads
 from ..store.manifest import atomic_dir
 from ..store.trainlog import read_log
-from .interop import BETAS, PREDICTIONS, WEIGHTS
+from .diffusers_folder import BETAS, PREDICTIONS, WEIGHTS
 from .pipeline import load_run
 
 DIFFUSERS_BETAS = {name: (kind, start, end) for (kind, start, end), name in BETAS.items()}

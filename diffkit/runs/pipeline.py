@@ -30,9 +30,10 @@ from ..memory import require_memory
 from ..nn import registry
 from ..nn.precision import sampling_precision
 from ..sampling import sample as run_sampler
+from ..store.folder import check_folder
 from ..store.rundir import read_config, read_model
 from ..text.data import null_cond, prompt_cond
-from .vae import LatentDecoder, load_vae, vae_sha256
+from .vae import PIPELINE, LatentDecoder, load_vae, vae_sha256
 
 
 class Default(enum.Enum):
@@ -78,6 +79,8 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
                               f"model on its latents with `diffkit train --latent {run_dir} ...` and sample that")
     if config.fitted.normalizer is None:
         raise CheckpointError(f"{run_dir}/config.json has no fitted normalizer; the run never trained")
+    if config.parent is not None and config.parent.reads:  # an imported pipeline: the parts it reads, unchanged
+        check_folder(run_dir, config.parent.path, config.parent.reads)
     network = registry.build_network(config.network)
     precision, why = sampling_precision(precision, registry.kind_of(config.network), torch.device(device or "cpu"))
     meta = read_model(run_dir, network)
@@ -87,7 +90,8 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
     decoder = None
     if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
         _, vae = load_vae(config.data.latent, device)
-        if vae_sha256(config.data.latent) != config.fitted.vae_sha256:
+        own = not config.data.latent.startswith(PIPELINE)  # (an imported pipeline's VAE: the folder check above)
+        if own and vae_sha256(config.data.latent) != config.fitted.vae_sha256:
             raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
                                   "latents (its weights' checksum differs); restore that VAE run")
         decoder = LatentDecoder(vae, config.fitted.latent_scale)

