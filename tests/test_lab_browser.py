@@ -97,7 +97,7 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 8 and page.locator("#gd-run option").count() == 1  # only cond has classes
+    assert page.locator("#rv-run option").count() == 9 and page.locator("#gd-run option").count() == 1  # only cond has classes
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -205,8 +205,8 @@ def test_prompt_panel_samples_an_imported_stable_diffusion_pipeline(page):
     page.click("#pp-go")
     page.wait_for_function("window.lab.prompt && window.lab.prompt.prompt === 'a red square'", timeout=60_000)
     got = page.evaluate("window.lab.prompt")
-    assert got["shape"] == [3, 16, 16] and len(got["samples"]) == 16 and got["max_tokens"] == 16
-    assert "w = 5" in page.text_content("#pp-read")
+    assert len(got["samples"]) == 16 and len(set(map(str, got["samples"]))) > 1  # 16 decoded 16x16 RGB samples
+    assert page.text_content("#pp-read").startswith("w = 5, 12 tokens")  # letters of the tiny CLIP vocabulary
 
 
 def test_redraw_is_fast_in_the_browser(page):
