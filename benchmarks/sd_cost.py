@@ -42,7 +42,7 @@ def main() -> None:
     import diffusers
     import transformers
 
-    print(f"# machine: {machine.describe()}")
+    print(machine.describe())
     torch.manual_seed(0)
     rows = []
     with torch.no_grad():
