@@ -7,6 +7,9 @@ config; model.safetensors the UNet's weights (under "unet."); `parent` the folde
 weights, as provenance. Deleting or changing the folder afterwards does not touch the run. Weights are read from
 safetensors only: a pickle `.bin` is refused, never unpickled. Anything of the scheduler config that diffkit
 cannot represent exactly is refused by name, so an imported run samples what diffusers would.
+
+A StableDiffusionPipeline folder goes to runs/interop_sd.py (a latent text run that reads its VAE and text encoder
+from the folder); `verify_import` is `diffkit import --verify RUN`, the full check of such a folder.
 """
 
 from __future__ import annotations
@@ -62,12 +65,6 @@ def locate(folder: Path) -> tuple[Path, Path]:
                       "diffusers folder as save_pretrained writes it")
 
 
-
-
-
-
-
-
 def read_unet(unet_dir: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     """(its config, its weights, the weights' sha256), checked against each other; safetensors only."""
     config = model_config(unet_dir, "UNet2DModel", "pixels, optionally class-conditional")
@@ -77,8 +74,6 @@ def read_unet(unet_dir: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
         if config.get(key, ok) != ok:
             raise ConfigError(f"{unet_dir}: {key} {config[key]!r} is not imported ({why}; it takes {ok!r})")
     return config, weights, digest
-
-
 
 
 def import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
