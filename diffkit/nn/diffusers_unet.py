@@ -19,29 +19,36 @@ from torch import nn
 from ..errors import ConfigError
 
 
-@dataclass
-class DiffusersUNetConfig:
-    unet: dict = field(default_factory=dict)  # UNet2DModel's config.json, as diffusers wrote it
-    num_classes: int = 0                      # > 0: class-conditional (its num_class_embeds)
-    num_timesteps: int = 1000                 # training T (set from the schedule)
+class _Imported:
+    """What the two imported U-Net configs share: their diffusers class, what they take, no training."""
+
+    CLASS, KIND, TAKES, CHANNELS = "UNet2DModel", "diffusers-unet2d", "images", 3
+    unet: dict
 
     @property
     def in_channels(self) -> int:
-        return int(self.unet.get("in_channels", 3))
+        return int(self.unet.get("in_channels", self.CHANNELS))
 
     def check(self) -> None:
-        if self.unet.get("_class_name", "UNet2DModel") != "UNet2DModel":
-            raise ConfigError(f"a diffusers-unet2d network is a UNet2DModel, not {self.unet.get('_class_name')}")
+        if self.unet.get("_class_name", self.CLASS) != self.CLASS:
+            raise ConfigError(f"a {self.KIND} network is a {self.CLASS}, not {self.unet.get('_class_name')}")
 
     def check_input(self, shape, what: str = "the data") -> None:
         size = self.unet.get("sample_size")
         size = [size, size] if isinstance(size, int) else list(size or [])
         if len(shape) != 3 or shape[0] != self.in_channels or (size and list(shape[1:]) != size):
-            raise ConfigError(f"the imported UNet2DModel takes [{self.in_channels}, {', '.join(map(str, size))}] "
-                              f"images but {what} has shape {list(shape)}")
+            raise ConfigError(f"the imported {self.CLASS} takes [{self.in_channels}, {', '.join(map(str, size))}] "
+                              f"{self.TAKES} but {what} has shape {list(shape)}")
 
     def activation_floats(self, shape) -> int:
-        raise ConfigError("an imported diffusers UNet2DModel samples; training it is not supported")
+        raise ConfigError(f"an imported diffusers {self.CLASS} samples; training it is not supported")
+
+
+@dataclass
+class DiffusersUNetConfig(_Imported):
+    unet: dict = field(default_factory=dict)  # UNet2DModel's config.json, as diffusers wrote it
+    num_classes: int = 0                      # > 0: class-conditional (its num_class_embeds)
+    num_timesteps: int = 1000                 # training T (set from the schedule)
 
 
 def diffusers_class(name: str = "UNet2DModel"):
@@ -68,30 +75,12 @@ class DiffusersUNet(nn.Module):
 
 
 @dataclass
-class DiffusersCondUNetConfig:
+class DiffusersCondUNetConfig(_Imported):
+    CLASS, KIND, TAKES, CHANNELS = "UNet2DConditionModel", "diffusers-unet2d-cond", "latents", 4
     unet: dict = field(default_factory=dict)  # UNet2DConditionModel's config.json, as diffusers wrote it
     context_dim: int = 0                      # the text encoder's width (its cross_attention_dim)
     num_classes: int = 0                      # the registry's contract: text, not classes
     num_timesteps: int = 1000                 # training T (set from the schedule)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.unet.get("in_channels", 4))
-
-    def check(self) -> None:
-        if self.unet.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
-            raise ConfigError("a diffusers-unet2d-cond network is a UNet2DConditionModel, not "
-                              f"{self.unet.get('_class_name')}")
-
-    def check_input(self, shape, what: str = "the data") -> None:
-        size = self.unet.get("sample_size")
-        size = [size, size] if isinstance(size, int) else list(size or [])
-        if len(shape) != 3 or shape[0] != self.in_channels or (size and list(shape[1:]) != size):
-            raise ConfigError(f"the imported UNet2DConditionModel takes [{self.in_channels}, "
-                              f"{', '.join(map(str, size))}] latents but {what} has shape {list(shape)}")
-
-    def activation_floats(self, shape) -> int:
-        raise ConfigError("an imported diffusers UNet2DConditionModel samples; training it is not supported")
 
 
 class DiffusersCondUNet(nn.Module):
