@@ -42,6 +42,10 @@ _ONLY_DEFAULT = {"thresholding": False, "dynamic_thresholding_ratio": 0.995, "sa
                  "sigma_min": None, "sigma_max": None, "use_dynamic_shifting": False,
                  "time_shift_type": "exponential", "variance_type": None}
 
+# keys of other diffusers schedulers that a scheduler without them ignores at any value, as diffusers' own class does
+# (a pipeline's config keeps them when its scheduler is swapped: DDIM's clipping, PNDM's skip_prk_steps)
+_FOREIGN = {"clip_sample", "clip_sample_range", "set_alpha_to_one", "skip_prk_steps"}
+
 
 class SchedulerConfig(dict):
     """A dict that also reads as attributes, like diffusers' FrozenDict."""
@@ -55,13 +59,16 @@ class SchedulerConfig(dict):
 
 def scheduler_config(owner: str, defaults: dict, kwargs: dict, only_default: dict | None = None) -> SchedulerConfig:
     """The keywords of a diffusers scheduler config onto our defaults: "_"-keys (_class_name, _diffusers_version)
-    skipped, keys in only_default accepted at their default value only, anything else refused by name."""
+    and other schedulers' keys this one ignores (_FOREIGN) skipped, keys in only_default accepted at their default
+    value only, anything else refused by name."""
     cfg, only_default = dict(defaults), only_default or {}
     for key, value in kwargs.items():
         if key.startswith("_"):
             continue
         if key in cfg:
             cfg[key] = value
+        elif key in _FOREIGN:
+            continue
         elif not (key in only_default and _same(value, only_default[key])):
             raise ConfigError(f"{owner} does not support {key}={value!r}; it takes: {', '.join(sorted(defaults))}")
     return SchedulerConfig(cfg)
@@ -75,6 +82,7 @@ class SchedulerOutput:
 
 class _Scheduler:
     defaults: dict = {}
+    order = 1  # model calls per timestep, as diffusers' schedulers declare it (pipelines' progress bars read it)
 
     def __init__(self, **kwargs):
         self.config = cfg = scheduler_config(type(self).__name__, self.defaults, kwargs, _ONLY_DEFAULT)

@@ -184,3 +184,21 @@ def test_bad_pipelines_are_one_sentence_and_nothing_is_written(sd, tmp_path, cap
     code, _, err = run(["import", "--diffusers", folder, "--out", tmp_path / "r"], capsys)
     assert_user_error(code, err, BAD[case])
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler",
+                                  "EulerDiscreteScheduler"])
+def test_diffkits_scheduler_adapters_run_inside_the_pipeline(sd, name):
+    """diffkit's diffusers-compatible schedulers (diffkit.schedulers) in StableDiffusionPipeline in place of
+    diffusers' own, from the pipeline's config (other schedulers' keys in it ignored, as diffusers does): the same
+    latents to <= 1e-5 of their range, guided, the stochastic DDPM from the same generator."""
+    from diffkit import schedulers
+
+    pipe = their_pipeline(sd / "sd", getattr(diffusers, name))
+    kwargs = {"prompt": PROMPTS, "num_inference_steps": 6, "guidance_scale": 3.0, "latents": start(5),
+              "output_type": "latent"}
+    theirs = pipe(generator=torch.Generator().manual_seed(1), **kwargs).images
+    pipe.scheduler = getattr(schedulers, name).from_config(pipe.scheduler.config)
+    ours = pipe(generator=torch.Generator().manual_seed(1), **kwargs).images
+    assert type(pipe.scheduler).__module__ == "diffkit.schedulers"
+    assert float((ours - theirs).abs().max()) <= 1e-5 * max(1.0, float(theirs.abs().max()))
