@@ -202,3 +202,12 @@ def test_diffkits_scheduler_adapters_run_inside_the_pipeline(sd, name):
     ours = pipe(generator=torch.Generator().manual_seed(1), **kwargs).images
     assert type(pipe.scheduler).__module__ == "diffkit.schedulers"
     assert float((ours - theirs).abs().max()) <= 1e-5 * max(1.0, float(theirs.abs().max()))
+
+
+def test_exports_of_an_imported_pipeline_are_refused_in_one_sentence(sd, tmp_path, capsys):
+    code, _, err = run(["export", "--run", sd / "sd-run", "--out", tmp_path / "onnx", "--prompts", "a red square"],
+                       capsys)
+    assert_user_error(code, err, "not exported to ONNX by diffkit")
+    code, _, err = run(["export", "--run", sd / "sd-run", "--format", "diffusers", "--out", tmp_path / "dm"], capsys)
+    assert_user_error(code, err, "does not map onto a diffusers UNet2DModel pipeline")
+    assert not (tmp_path / "onnx").exists() and not (tmp_path / "dm").exists()

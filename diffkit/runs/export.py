@@ -186,6 +186,9 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     if bool(config.data.text) != bool(prompts):
         raise ConfigError("a text run exports the prompts it will sample, encoded by its text encoder now: give "
                           "--prompts P1 P2 ..." if config.data.text else "--prompts is for text runs; this run is not one")
+    if config.data.text and config.data.text.startswith("diffusers:"):
+        raise ConfigError("an imported Stable Diffusion pipeline is not exported to ONNX by diffkit yet; export the "
+                          "pipeline folder itself with Hugging Face's ONNX tools (optimum), or sample it with diffkit")
     if getattr(config.network, "guidance_embed", False):
         raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
                           "takes class ids only); export its teacher or a student with one w folded in")
