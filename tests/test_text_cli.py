@@ -35,9 +35,9 @@ def test_sample_prompts_rows_follow_the_prompts(digits_text_run, tmp_path, capsy
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# digits\nthe digit 3\n\na handwritten seven\n")
     out = tmp_path / "s.npy"
-    code, stdout, err = run_cli(capsys, "sample", "--run", digits_text_run, "--prompt", "the digit 0", "--prompts",
-                                prompts, "--n", 4, "--guidance", 3, "--sampler", "dpmpp-2m", "--steps", 8,
-                                "--seed", 5, "--out", out, "--grid", tmp_path / "g.png")
+    code, _stdout, err = run_cli(capsys, "sample", "--run", digits_text_run, "--prompt", "the digit 0", "--prompts",
+                                 prompts, "--n", 4, "--guidance", 3, "--sampler", "dpmpp-2m", "--steps", 8,
+                                 "--seed", 5, "--out", out, "--grid", tmp_path / "g.png")
     assert code == 0, err
     x = np.load(out)
     assert x.shape == (12, 1, 8, 8) and (tmp_path / "g.png").exists()

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from ..config import ScheduleConfig
 from ..errors import ConfigError, notice
-from ..store.manifest import sha256
+from ..store.folder import file_sha256
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 PICKLED = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
@@ -55,12 +55,11 @@ def safetensors_path(folder: Path, name: str = WEIGHTS) -> Path:
 def read_weights(folder: Path, name: str = WEIGHTS) -> tuple[dict[str, torch.Tensor], str]:
     """(the weights of a model folder, their file's sha256); safetensors only."""
     path = safetensors_path(folder, name)
-    data = path.read_bytes()
     try:
         weights = load_file(path)
     except (SafetensorError, OSError) as e:
         raise ConfigError(f"{path} is not a readable safetensors file ({e})") from None
-    return weights, sha256(data)
+    return weights, file_sha256(path)  # streamed: a multi-GB U-Net is not held twice in memory
 
 
 def model_config(folder: Path, expected: str, what: str) -> dict:

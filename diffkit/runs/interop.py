@@ -46,9 +46,8 @@ PIPELINES = ("DDPMPipeline", "DDIMPipeline")  # pixel pipelines: a UNet2DModel a
 
 
 def locate(folder: Path) -> tuple[Path, Path]:
-    """(the UNet's folder, the scheduler config file) of a pipeline folder or a model folder."""
-    if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder; give a local diffusers pipeline or model folder")
+    """(the UNet's folder, the scheduler config file) of a pipeline folder or a model folder (a folder: checked by
+    import_diffusers)."""
     index = folder / "model_index.json"
     if index.is_file():
         pipeline = read_json(index, "pipeline index")

@@ -33,7 +33,7 @@ from ..sampling import sample as run_sampler
 from ..store.folder import check_folder
 from ..store.rundir import read_config, read_model
 from ..text.data import null_cond, prompt_cond
-from .vae import PIPELINE, LatentDecoder, load_vae, vae_sha256
+from .vae import LatentDecoder, check_vae, load_vae
 
 
 class Default(enum.Enum):
@@ -90,10 +90,7 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
     decoder = None
     if config.data.latent is not None:  # a latent run samples through the VAE it was trained with
         _, vae = load_vae(config.data.latent, device)
-        own = not config.data.latent.startswith(PIPELINE)  # (an imported pipeline's VAE: the folder check above)
-        if own and vae_sha256(config.data.latent) != config.fitted.vae_sha256:
-            raise CheckpointError(f"the VAE in {config.data.latent} changed since {run_dir} was trained on its "
-                                  "latents (its weights' checksum differs); restore that VAE run")
+        check_vae(config.data.latent, config.fitted.vae_sha256, run_dir)
         decoder = LatentDecoder(vae, config.fitted.latent_scale)
     return Run(config, network, denoiser, Normalizer(**config.fitted.normalizer), int(meta.get("step", 0)), decoder,
                precision, why)

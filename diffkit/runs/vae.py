@@ -49,6 +49,16 @@ def _pipeline_vae(folder: Path, device=None) -> DiffusersVAE:
     return vae if device is None else vae.to(device)
 
 
+def check_vae(ref, recorded: str | None, run_dir) -> None:
+    """Refuse a latent run whose VAE run's weights changed since it was trained on their latents. An imported
+    pipeline's VAE ("diffusers:FOLDER") is checked with the rest of its folder when the run loads (store/folder.py)."""
+    if str(ref).startswith(PIPELINE):
+        return
+    if vae_sha256(ref) != recorded:
+        raise CheckpointError(f"the VAE in {ref} changed since {run_dir} was trained on its latents (its weights' "
+                              "checksum differs); restore that VAE run")
+
+
 def vae_sha256(run_dir) -> str:
     """The checksum of a VAE run's weights (what a latent run records and checks)."""
     return sha256((Path(run_dir) / MODEL).read_bytes())

@@ -53,15 +53,25 @@ def cheap_fingerprint(folder, parts) -> dict:
     return out
 
 
+def _stream(h, path: Path):
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h
+
+
+def file_sha256(path) -> str:
+    """sha256 of one file's bytes, read in blocks (the same digest as store.manifest.sha256 of its bytes)."""
+    return _stream(hashlib.sha256(), Path(path)).hexdigest()
+
+
 def full_sha256(folder, parts) -> str:
     """sha256 over every file of the parts: its relative path, then its bytes."""
     folder = Path(folder)
     h = hashlib.sha256()
     for f in folder_files(folder, parts):
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(CHUNK):
-                h.update(block)
+        _stream(h, f)
     return h.hexdigest()
 
 
