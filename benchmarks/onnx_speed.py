@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--sampler", default="dpmpp-2m")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0, help="class runs: w in the run's interval")
+    ap.add_argument("--prompts", nargs="+", default=["a red circle", "a small blue square"],
+                    help="text runs: the prompts exported and sampled (n / len(prompts) samples each)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(machine.cores())
@@ -51,18 +53,25 @@ def main() -> None:
     for path in a.runs:
         run = load_run(path, precision="fp32")
         classes = run.config.network.num_classes
+        text = bool(run.config.data.text)
         shape = list(run.config.fitted.shape)
         noise = np.random.default_rng(0).standard_normal((a.n, *shape), dtype=np.float32)
-        labels = np.arange(a.n) % classes if classes else None
-        w = a.guidance if classes else 1.0
+        if text:  # n / len(prompts) samples of each prompt, in the order sample_run draws them
+            per = a.n // len(a.prompts)
+            noise, labels = noise[:per * len(a.prompts)], np.repeat(np.arange(len(a.prompts)), per)
+            kwargs = {"prompt": a.prompts, "guidance": a.guidance}
+        else:
+            labels = np.arange(a.n) % classes if classes else None
+            kwargs = {} if labels is None else {"cond": labels.tolist(), "guidance": a.guidance}
+        w = a.guidance if classes or text else 1.0
+        n = len(noise)
         with tempfile.TemporaryDirectory() as tmp:
-            export_onnx(path, Path(tmp) / "onnx", a.sampler, a.steps)
+            export_onnx(path, Path(tmp) / "onnx", a.sampler, a.steps, prompts=a.prompts if text else None)
             exported = exported_sampler(Path(tmp) / "onnx")
-            t_torch, ours = fastest(lambda: sample_run(run, a.n, a.sampler, a.steps, noise=noise, guidance=w if
-                                                       classes else None, cond=None if labels is None else
-                                                       labels.tolist()), a.repeats)
+            t_torch, ours = fastest(lambda: sample_run(run, per if text else n, a.sampler, a.steps, noise=noise,
+                                                       **kwargs), a.repeats)
             t_onnx, theirs = fastest(lambda: exported.sample(noise, labels, w), a.repeats)
-        print(f"| {path} | {shape} | {w:g} | {a.n / t_torch:.0f} | {a.n / t_onnx:.0f} | {t_torch / t_onnx:.2f}x | "
+        print(f"| {path} | {shape} | {w:g} | {n / t_torch:.0f} | {n / t_onnx:.0f} | {t_torch / t_onnx:.2f}x | "
               f"{np.abs(ours - theirs).max():.1e} |", flush=True)
 
 
