@@ -65,18 +65,63 @@ def with_guidance(cond, w):
     return {**cond, GUIDANCE_KEY: w} if isinstance(cond, dict) else {"labels": cond, GUIDANCE_KEY: w}
 
 
+# a negative condition (a negative prompt or class) rides inside the cond under these keys and takes the null's
+# place in guidance (Denoiser; as Stable Diffusion's negative prompts: eps_neg + w (eps_cond - eps_neg))
+NEGATIVE = "negative"
+
+
+def with_negative(cond, negative):
+    """cond with a negative condition of the same kind and batch inside it (token sequences padded to one
+    length): {"labels": ids, "negative": ids} for a class run, the text dict with "negative_tokens" and
+    "negative_mask" added."""
+    if cond_batch_size(negative) != cond_batch_size(cond):
+        raise ConfigError(f"the negative condition has {cond_batch_size(negative)} rows for {cond_batch_size(cond)}")
+    if not isinstance(cond, dict):
+        return {"labels": cond, NEGATIVE: negative}
+    length = max(cond["mask"].shape[1], negative["mask"].shape[1])
+    cond, negative = pad_tokens(cond, length), pad_tokens(negative, length)
+    return {**cond, f"{NEGATIVE}_tokens": negative["tokens"], f"{NEGATIVE}_mask": negative["mask"]}
+
+
+def split_negative(cond):
+    """(the cond without its negative, the negative or None): what with_negative joined."""
+    if not isinstance(cond, dict):
+        return cond, None
+    if NEGATIVE in cond:
+        rest = {k: v for k, v in cond.items() if k != NEGATIVE}
+        return (rest["labels"] if len(rest) == 1 else rest), cond[NEGATIVE]
+    if f"{NEGATIVE}_tokens" not in cond:
+        return cond, None
+    rest = {k: v for k, v in cond.items() if not k.startswith(f"{NEGATIVE}_")}
+    return rest, {"tokens": cond[f"{NEGATIVE}_tokens"], "mask": cond[f"{NEGATIVE}_mask"]}
+
+
+def pad_tokens(cond: dict, length: int) -> dict:
+    """A token cond padded with masked-out zeros to `length` tokens."""
+    extra = length - cond["mask"].shape[1]
+    if extra <= 0:
+        return cond
+    tokens, mask = cond["tokens"], cond["mask"]
+    return {**cond, "tokens": torch.cat([tokens, tokens.new_zeros(len(tokens), extra, tokens.shape[2])], 1),
+            "mask": torch.cat([mask, mask.new_zeros(len(mask), extra)], 1)}
+
+
 def cond_batch_size(cond) -> int:
     return len(next(iter(cond.values()))) if isinstance(cond, dict) else len(cond)
 
 
 @dataclass(frozen=True)
 class ClassConditioning:
-    """Class ids 0..num_classes-1; id num_classes is the learned null class."""
+    """Class ids 0..num_classes-1; id num_classes is the learned null class. A cond may also be class weights,
+    float [B, num_classes + 1] (a blend of class embeddings: interpolating between classes, runs/interpolate.py)."""
 
     num_classes: int
 
     def null(self, cond: torch.Tensor) -> torch.Tensor:
-        """The null condition for every row of cond."""
+        """The null condition for every row of cond (for class weights: one-hot on the null class)."""
+        if cond.is_floating_point():
+            return torch.nn.functional.one_hot(torch.full_like(cond[:, 0], self.num_classes, dtype=torch.long),
+                                               self.num_classes + 1).to(cond.dtype)
         return torch.full_like(cond, self.num_classes)
 
     def drop(self, cond: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:

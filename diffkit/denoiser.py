@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .cond import cat_conds, slice_cond, with_guidance
+from .cond import cat_conds, slice_cond, split_negative, with_guidance
 from .errors import ConfigError
 from .prediction import (
     check_prediction,
@@ -49,7 +49,8 @@ class Denoiser:
         prediction: "epsilon", "x0" or "v".
         conditioning: the cond kind (diffkit.cond.ClassConditioning, TokenConditioning) that owns the null
             condition; needed for guidance.
-        guidance_scale: w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6).
+        guidance_scale: w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6); a cond carrying
+            a negative condition (cond.with_negative) guides away from it: eps_neg in eps_uncond's place.
         guidance_interval: (sigma_lo, sigma_hi): apply the guidance scale only at noise levels sigma_lo < sigma_ve
             <= sigma_hi (VE units, data standard deviations) and the plain conditional model (w = 1) elsewhere
             (Kynkaanniemi et al. 2024, 'Applying Guidance in a Limited Interval Improves Sample and Distribution
@@ -127,13 +128,17 @@ class Denoiser:
     def _forward_batch(self, x_t, t, cond, w):
         if cond is None:
             return self.network(x_t, t)
+        cond, negative = split_negative(cond)  # a negative prompt or class takes the null's place below
         if self.guidance_input:  # one call, w inside the cond (per row where the interval varies by row)
+            if negative is not None:
+                raise ConfigError("this student has guidance folded in (one call per step, against the null "
+                                  "condition), so it cannot take a negative prompt or class")
             return self.network(x_t, t, with_guidance(cond, w.reshape(-1) if isinstance(w, torch.Tensor) else w))
         if isinstance(w, float) and w == 1.0:
             return self.network(x_t, t, cond)
         if self.conditioning is None:
             raise ConfigError("guidance needs the model's null condition; this Denoiser was built without a conditioning")
-        null = self.conditioning.null(cond)
+        null = self.conditioning.null(cond) if negative is None else negative
         if isinstance(w, float) and w == 0.0:
             return self.network(x_t, t, null)
         # one batched forward for cond and uncond (twice the batch). Mixing network outputs equals mixing

@@ -60,3 +60,12 @@ def shapes_text_run(tmp_path_factory):
     assert main(["train", "--data", "shapes", "--text", "--out", str(out), "--steps", "20", "--batch-size", "16",
                  "--channels", "8", "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def edit_digits_dir(tmp_path_factory):
+    """A tiny class-conditional digits run for editing, inversion and interpolation (shared, read-only)."""
+    out = tmp_path_factory.mktemp("edit") / "digits"
+    assert main(["train", "--data", "digits", "--cond", "--out", str(out), "--steps", "30", "--channels", "8",
+                 "--quiet"]) == 0
+    return out

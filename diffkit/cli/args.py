@@ -1,97 +1,26 @@
-"""The command line's flags: the parser of every subcommand, and argparse value types that each parse one flag's
-text or say, in one sentence, what it accepts (argparse turns the ArgumentTypeError into `error: ...`, exit 2)."""
+"""The command line's flags: the parser of every subcommand (value types and shared flag groups: flags.py)."""
 
 from __future__ import annotations
 
 import argparse
-import math
 
-from ..errors import ConfigError, DiffkitError
-
-
-def positive_int(name, minimum: int = 1):
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {v}")
-        return v
-    return parse
-
-
-def non_negative_int(name):
-    return positive_int(name, minimum=0)
-
-
-def finite_float(name, minimum=None):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(v) or (minimum is not None and v < minimum):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= {minimum}, got {text}")
-        return v
-    return parse
-
-
-def int_tuple(name, allow_empty=False):
-    def parse(text):
-        try:
-            v = tuple(int(p) for p in text.split(",") if p.strip() != "")
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} takes comma-separated integers, e.g. 1,2,2; got {text!r}") from None
-        if (not v and not allow_empty) or any(p < 0 for p in v) or (not allow_empty and any(p == 0 for p in v)):
-            raise argparse.ArgumentTypeError(f"{name} takes comma-separated positive integers, got {text!r}")
-        return v
-    return parse
-
-
-def seed_arg(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**63:
-        raise argparse.ArgumentTypeError(f"--seed takes an integer in [0, 2^63), got {text!r}")
-    return v
-
-
-def interval_arg(text):
-    """--guidance-interval: LO,HI, or 'all' (None: every level); not given, the flag is absent (the run's)."""
-    if text.strip().lower() == "all":
-        return None
-    from ..denoiser import check_guidance_interval
-
-    try:
-        return check_guidance_interval(tuple(float(v) for v in text.split(",")), "--guidance-interval")
-    except (ValueError, ConfigError):
-        raise argparse.ArgumentTypeError(f"--guidance-interval takes LO,HI with 0 <= LO < HI (e.g. 0.2,1) or 'all', "
-                                         f"got {text!r}") from None
-
-
-def port_arg(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"--port takes an integer in 1..65535, got {text!r}")
-    return v
+from ..errors import DiffkitError
+from .flags import (
+    device_arg,
+    finite_float,
+    int_tuple,
+    interval_arg,
+    non_negative_int,
+    port_arg,
+    positive_int,
+    sampler_args,
+    seed_arg,
+)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one sentence instead of argparse's usage dump
         raise DiffkitError(f"{message} (see `{self.prog} --help`)")
-
-
-def _device_arg(parser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if present, else Apple's mps, else the "
-                                                         "CPU), cpu, cuda, cuda:N or mps (default auto)")
 
 
 def _how_it_trains_args(parser) -> None:
@@ -110,6 +39,7 @@ def _how_it_trains_args(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..version import __version__
+    from .edit import edit_parsers, negative_args
     from .interop import import_parser
 
     p = _Parser(prog="diffkit", description="Diffusion models from first principles: train, sample, evaluate, show.")
@@ -122,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     _reflow_parser(sub)
     _distill_parser(sub)
     s = _sample_parser(sub)
-    _sampler_args(s)
+    sampler_args(s)
     _sample_cond_args(s)
+    negative_args(s)
     _eval_parser(sub)
     _demo_parser(sub)
     _lab_parser(sub)
     import_parser(sub)
+    edit_parsers(sub)
     return p
 
 
@@ -205,7 +137,7 @@ def _train_run_args(t) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    _device_arg(t)
+    device_arg(t)
     _how_it_trains_args(t)
     t.add_argument("--compile", action="store_true", help="torch.compile the network for training (0.78-1.11x the "
                    "step speed on a 2-core CPU; the first compile of a shape 17-80 s, later runs 2-4 s)")
@@ -236,7 +168,7 @@ def _vae_parser(sub) -> None:
     v.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     v.add_argument("--json", action="store_true", help="print the reconstruction report as JSON")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
-    _device_arg(v)
+    device_arg(v)
     _how_it_trains_args(v)
 
 
@@ -255,7 +187,7 @@ def _reflow_parser(sub) -> None:
     r.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    _device_arg(r)
+    device_arg(r)
     _how_it_trains_args(r)
 
 
@@ -283,7 +215,7 @@ def _distill_parser(sub) -> None:
     d.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
-    _device_arg(d)
+    device_arg(d)
     _how_it_trains_args(d)
 
 
@@ -311,20 +243,6 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     return s
 
 
-def _sampler_args(s) -> None:
-    """`diffkit sample`: the sampler's own options (common.SAMPLER_FLAGS)."""
-    s.add_argument("--sigma-min", type=finite_float("--sigma-min", 0.0),
-                   help="narrow the grid: lowest noise level before the final step, in data standard deviations "
-                        "(default: 0.5 / steps for dpmpp-*, else the schedule's own)")
-    s.add_argument("--sigma-max", type=finite_float("--sigma-max", 0.0),
-                   help="narrow the grid: highest noise level, in data standard deviations "
-                        "(default: 10 for dpmpp-*, else 160)")
-    s.add_argument("--eta", type=finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
-    s.add_argument("--variance", help="DDPM variance: beta or posterior")
-    s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
-    s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")
-
-
 def _sample_cond_args(s) -> None:
     """`diffkit sample`: what to sample (class, prompts, guidance), the seed and the files it writes."""
     s.add_argument("--class", dest="cls", help="class id or name to sample (models trained with --cond)")
@@ -346,7 +264,7 @@ def _sample_cond_args(s) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the network calls' "
                    "precision: auto (default: bf16 for a U-Net on a CPU with native bf16, else fp32), fp32 or bf16")
-    _device_arg(s)
+    device_arg(s)
 
 
 def _eval_parser(sub) -> None:
@@ -364,21 +282,18 @@ def _eval_parser(sub) -> None:
     e.add_argument("--run", help="--nll, --straightness: the run directory to measure")
     e.add_argument("--n", type=positive_int("--n"), help="--nll: held-out points or test images (default 2000 / 500)")
     e.add_argument("--tol", type=finite_float("--tol", 0.0), default=1e-5, help="--nll: ODE solver tolerance (default 1e-5)")
-    e.add_argument("--probes", type=positive_int("--probes"),
-                   help="--nll: Hutchinson probes of the ODE's divergence (default: exact for points, 1 for images)")
+    e.add_argument("--probes", type=positive_int("--probes"), help="--nll: Hutchinson probes of the ODE's divergence")
     e.add_argument("--elbo-strata", type=positive_int("--elbo-strata"),
                    help="--nll: ELBO timesteps per point, one per stratum (default T - 1 for points, 100 for images)")
-    e.add_argument("--data", help=f"built-in dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), "
-                                                 "a data file or an image folder")
+    e.add_argument("--data", help=f"dataset ({', '.join(DATASETS + IMAGE_DATASETS)}), a data file or an image folder")
     e.add_argument("--class", dest="cls", help="images: the class the samples were drawn for (reports class accuracy)")
     e.add_argument("--prompts", help="images: the prompts file the samples were drawn for (`diffkit sample --prompts`); "
                                      "reports how well they obey it (shapes: per attribute; digits, mnist5k: digit)")
-    e.add_argument("--prompt", help="--straightness on a text run: the prompt its trajectories follow (default: the "
-                                    "null prompt)")
+    e.add_argument("--prompt", help="--straightness on a text run: the prompt its trajectories follow (default: none)")
     e.add_argument("--n-ref", type=positive_int("--n-ref"), default=4000, help="reference points (default 4000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _device_arg(e)
+    device_arg(e)
 
 
 def _demo_parser(sub) -> None:
@@ -397,4 +312,4 @@ def _lab_parser(sub) -> None:
     lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
     lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
-    _device_arg(lb)
+    device_arg(lb)

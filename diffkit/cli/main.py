@@ -15,7 +15,8 @@ from .args import build_parser
 COMMANDS = {"train": ("train", "cmd_train"), "train-vae": ("train", "cmd_train_vae"), "sample": ("sample", "cmd_sample"),
             "eval": ("eval", "cmd_eval"), "demo": ("demo", "cmd_demo"), "lab": ("lab", "cmd_lab"),
             "reflow": ("derived", "cmd_reflow"), "distill": ("derived", "cmd_distill"),
-            "import": ("interop", "cmd_import"), "export": ("interop", "cmd_export")}
+            "import": ("interop", "cmd_import"), "export": ("interop", "cmd_export"), "edit": ("edit", "cmd_edit"),
+            "invert": ("edit", "cmd_invert"), "interpolate": ("edit", "cmd_interpolate")}
 
 
 def run_command(args) -> None:

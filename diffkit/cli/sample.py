@@ -14,6 +14,7 @@ from .common import (
     sampler_options,
     write_samples,
 )
+from .edit import inverted_settings, negative_of
 from .text import prompt_grid, prompts_of
 
 GRID_MAX = 100  # images drawn in --grid and --gif (the first ones of --n)
@@ -35,6 +36,8 @@ def cmd_sample(a) -> None:
         if value is not None:
             raise ConfigError(f"{flag} applies to --oracle; a run samples on the path it was trained on")
     files = _output_files(a)
+    if a.noise is not None:  # invert's noise: its sidecar's settings, unless given here
+        inverted_settings(a)
     noise = _noise(a, len(prompts_of(a) or ()) or 1)
     run = load_run(a.run, device=resolve_device(a.device), precision=a.precision)
     a.guidance = student_guidance(run.config, a.guidance, a.cls is not None or bool(prompts_of(a)))
@@ -108,7 +111,7 @@ def _draw(a, run, seed: int, interval, prompts, noise, animate: bool):
 
     x = sample_run(run, a.n, a.sampler, a.steps, seed=seed, spacing=a.spacing, clip=clip_flag(a),
                    cond=a.cls, guidance=a.guidance, callback=record, guidance_interval=interval, prompt=prompts,
-                   noise=noise, **sampler_options(a))
+                   noise=noise, negative=negative_of(a, run), **sampler_options(a))
     if bars:
         bars[0].close()
     return x, frames, taken[0]
@@ -143,7 +146,7 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
             "steps": a.steps, "steps_taken": steps_taken, "spacing": a.spacing, "seed": seed,
-            "class": a.cls, "prompts": prompts, "guidance": a.guidance,
+            "class": a.cls, "prompts": prompts, "guidance": a.guidance, "negative": negative_of(a, run),
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
             "options": sampler_options(a), "precision": run.precision,

@@ -243,6 +243,17 @@ def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] |
     return np.stack(arrays), y, names, files
 
 
+def read_image_files(path) -> np.ndarray:
+    """float32 [N, C, H, W] in [0, 1] from one PNG / JPEG file or a folder of them (subfolders' names ignored)."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)[0]
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path} is not an image file; give a PNG or JPEG ({', '.join(IMAGE_SUFFIXES)}) or a folder "
+                        "of them")
+    return np.stack(_decode([path]))
+
+
 def _images_in(folder: Path, deep: bool) -> list[Path]:
     """The PNG/JPEG files (any case, not hidden) in a folder, or anywhere below it if deep, sorted."""
     found = folder.rglob("*") if deep else folder.iterdir()

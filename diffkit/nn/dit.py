@@ -16,7 +16,12 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, choice_error
 from .attention import CrossAttention, pooled, text_parts
-from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
+from .embeddings import (
+    GuidanceEmbedding,
+    SinusoidalEmbedding,
+    embed_classes,
+    split_guidance,
+)
 
 # size presets (--dit-size), small enough for a CPU; the paper's S/B/L/XL are 384/768/1024/1152 wide
 DIT_SIZES = {"tiny": (64, 4, 4), "small": (128, 6, 4), "base": (192, 8, 6)}  # width, depth, heads
@@ -150,7 +155,7 @@ class DiT(nn.Module):
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
-            c = c + self.class_embed(cond)
+            c = c + embed_classes(self.class_embed, cond)
         tokens, mask = text_parts(cond)
         if self.text_embed is not None and tokens is not None:
             c = c + self.text_embed(pooled(tokens, mask).to(c.dtype))

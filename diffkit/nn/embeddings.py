@@ -31,6 +31,14 @@ class SinusoidalEmbedding(nn.Module):
 GUIDANCE_KEY = "w"  # a cond's entry for the guidance scale (cond.with_guidance)
 
 
+def embed_classes(table: nn.Embedding, cond: torch.Tensor) -> torch.Tensor:
+    """Class ids [B] -> their embeddings; class weights float [B, classes + 1] -> the weighted sum of the rows (a
+    blend between classes: interpolation, cond.ClassConditioning)."""
+    if cond.is_floating_point():
+        return cond.to(table.weight.dtype) @ table.weight
+    return table(cond)
+
+
 def split_guidance(cond):
     """(the cond without w, w float [B] or None): the class ids or text dict a network reads, and w apart."""
     if not isinstance(cond, dict) or GUIDANCE_KEY not in cond:

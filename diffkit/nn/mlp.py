@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
+from .embeddings import (
+    GuidanceEmbedding,
+    SinusoidalEmbedding,
+    embed_classes,
+    split_guidance,
+)
 
 
 @dataclass
@@ -76,7 +81,7 @@ class MLP(nn.Module):
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
-            emb = emb + self.class_embed(cond)
+            emb = emb + embed_classes(self.class_embed, cond)
         return self.block_embed(nn.functional.silu(emb)).unflatten(1, (self.cfg.depth, self.cfg.hidden))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,8 @@ class FoldedMLP(nn.Module):
         return self.mlp.cfg
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.foldable or not shares_one_time(t) or torch.is_grad_enabled() or isinstance(cond, dict):
+        if not self.foldable or not shares_one_time(t) or torch.is_grad_enabled() or isinstance(cond, dict) \
+                or (cond is not None and cond.is_floating_point()):
             return self.mlp(x, t, cond)
         return self._folded(x, t, cond)
 

@@ -15,7 +15,12 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, notice
 from .attention import SpatialCrossAttention, pooled, text_parts
-from .embeddings import GuidanceEmbedding, SinusoidalEmbedding, split_guidance
+from .embeddings import (
+    GuidanceEmbedding,
+    SinusoidalEmbedding,
+    embed_classes,
+    split_guidance,
+)
 
 
 @dataclass
@@ -220,7 +225,7 @@ class UNet(nn.Module):
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((t.shape[0],), self.cfg.num_classes, dtype=torch.long, device=t.device)
-            emb = emb + self.class_embed(cond)
+            emb = emb + embed_classes(self.class_embed, cond)
         tokens, mask = text_parts(cond)
         if self.text_embed is not None and tokens is not None:
             emb = emb + self.text_embed(pooled(tokens, mask).to(emb.dtype))

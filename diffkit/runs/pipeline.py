@@ -20,6 +20,7 @@ from ..cond import (
     class_labels,
     conditioning_for,
     to_device,
+    with_negative,
 )
 from ..config import RunConfig
 from ..data.normalize import Normalizer
@@ -119,31 +120,53 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
                     guidance_input=getattr(config.network, "guidance_embed", False))
 
 
-def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device) -> tuple:
+def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device, negative=None) -> tuple:
     """(the cond of n samples, the sample count): class ids for a class run (cond: one class id or name, or n
     ids; None: the null class), token embeddings for a text run (prompt: one or a list, n samples of each;
-    None: the null prompt). Refuses guidance without a target and uses of a null that never trained."""
+    None: the null prompt). negative: a negative class (class runs) or prompt (text runs) that takes the null's
+    place in guidance (cond.with_negative). Refuses guidance without a target and uses of a null that never
+    trained."""
     if config.data.text or prompt is not None:
         if cond is not None:
             raise ConfigError("this is a text run; give it a prompt (--prompt), not a class")
         check_guidance_target(prompt, guidance, "prompt", "--prompt")
         if prompt is None:
-            return null_cond(config, n, device), n
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if config.data.text:  # (a class run given a prompt is refused by prompt_cond, by name)
-            check_null_for_sampling(config, prompts, guidance)
-        return prompt_cond(config, prompts, n, device), n * len(prompts)
-    labels = class_labels(config, cond, n)
-    check_null_for_sampling(config, labels, guidance)
-    check_guidance_target(labels, guidance)
-    return labels, n
+            labels = null_cond(config, n, device)
+        else:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if config.data.text:  # (a class run given a prompt is refused by prompt_cond, by name)
+                check_null_for_sampling(config, prompts, guidance)
+            labels, n = prompt_cond(config, prompts, n, device), n * len(prompts)
+    else:
+        labels = class_labels(config, cond, n)
+        check_null_for_sampling(config, labels, guidance)
+        check_guidance_target(labels, guidance)
+    if negative is None:
+        return labels, n
+    return with_negative(labels, negative_cond(config, negative, labels, n, guidance, device)), n
+
+
+def negative_cond(config: RunConfig, negative, labels, n: int, guidance, device):
+    """The negative condition of n samples: a class (id or name) of a class run, a prompt of a text run."""
+    text = bool(config.data.text)
+    if (text and not isinstance(negative, str)) or (not text and not config.network.num_classes):
+        kind = "text" if text else "class-conditional" if config.network.num_classes else "unconditional"
+        takes = {"text": "a negative prompt (--negative-prompt)", "class-conditional": "a negative class "
+                 "(--negative-class)", "unconditional": "no negative condition"}[kind]
+        raise ConfigError(f"this run is {kind}, so it takes {takes}")
+    if labels is None or guidance in (None, 1):
+        raise ConfigError("a negative condition acts through guidance, in the null's place: give a class or prompt "
+                          "to guide towards and --guidance other than 1")
+    if text:
+        return prompt_cond(config, [negative], n, device)
+    return class_labels(config, negative, n)
 
 
 def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps: int | None = None, *,
                seed: int = 0, spacing: str | None = None, callback=None, clip: bool | None = None,
                cond=None, guidance: float | None = None, guidance_interval: Interval | Default = RUN_DEFAULT,
                device=None, precision: str | None = None, noise=None,
-               prompt=None, **options) -> np.ndarray:
+               prompt=None, negative=None, **options) -> np.ndarray:
     """n samples in the data's own coordinates, float32 [n, D] (points) or [n, C, H, W] in [0, 1] (images);
     same seed => bitwise identical on one device, and the same noise on every device (drawn on the CPU).
 
@@ -160,11 +183,42 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
         for a path.
     prompt: for a text run, a prompt or a list of prompts: n samples of each (prompt 0's first); None samples
         the unconditional model (the null prompt).
+    negative: a negative prompt (text runs) or class (class runs): guidance pushes away from it instead of from
+        the null condition (needs guidance != 1).
     noise: x_T itself (as a diffusers pipeline's `latents`): float32 [samples, *shape] in the network's space
         (normalized data; a latent run's latents), the same start on any device; None: drawn from seed. The
         seed still draws a stochastic sampler's noise.
     sampler, steps: None: the run's own (run_sampling; ddim at its default steps unless a student records others).
     """
+    job = prepare_sampling(run, n, sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
+                           guidance_interval=guidance_interval, device=device, precision=precision, prompt=prompt,
+                           negative=negative, noise=noise)
+    spacing = spacing or job.run.config.sampling.spacing
+    x = run_sampler(job.denoiser, job.x_T, job.sampler, job.steps, spacing, generator=job.generator, callback=callback,
+                    cond=job.cond, **options)
+    return to_data(job.run, x)
+
+
+@dataclass
+class Job:
+    """A sampling call made ready: the run, its Denoiser with the asked changes, the sampler and steps, the cond
+    of every sample, the generator and x_T (given, or drawn from the generator on the CPU and moved to the run's
+    device)."""
+
+    run: Run
+    denoiser: Denoiser
+    sampler: str
+    steps: int | None
+    cond: object
+    generator: torch.Generator
+    x_T: torch.Tensor
+
+
+def prepare_sampling(run: Run | str | Path, n: int, sampler: str | None, steps: int | None, *, seed: int = 0,
+                     clip: bool | None = None, cond=None, guidance: float | None = None,
+                     guidance_interval: Interval | Default = RUN_DEFAULT, device=None, precision: str | None = None,
+                     prompt=None, negative=None, noise=None) -> Job:
+    """Everything sample_run (and editing, runs/edit.py) settles before the sampler runs: see sample_run."""
     if not isinstance(run, Run):
         run = load_run(run, device=device, precision=precision or "auto")
     elif precision is not None:
@@ -172,7 +226,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     guidance = student_guidance(run.config, guidance, cond is not None or prompt is not None)
     sampler, steps = run_sampling(run.config, sampler, steps, guidance)
     device = module_device(run.network)
-    labels, n = conditioning(run.config, cond, prompt, n, guidance, device)
+    labels, n = conditioning(run.config, cond, prompt, n, guidance, device, negative)
     changes = {} if clip is None else {"clip_x0": run.config.x0_clip(clip)}
     if guidance is not None:
         changes["guidance_scale"] = guidance
@@ -183,10 +237,7 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
     x_T = randn((n, *shape), g, device=device) if noise is None else given_noise(noise, (n, *shape), device)
-    labels = to_device(labels, device)
-    spacing = spacing or run.config.sampling.spacing
-    x = run_sampler(denoiser, x_T, sampler, steps, spacing, generator=g, callback=callback, cond=labels, **options)
-    return to_data(run, x)
+    return Job(run, denoiser, sampler, steps, to_device(labels, device), g, x_T)
 
 
 def given_noise(noise, shape: tuple, device) -> torch.Tensor:

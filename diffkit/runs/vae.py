@@ -96,7 +96,8 @@ def latent_scale(latents: np.ndarray) -> float:
 
 
 class LatentDecoder:
-    """Diffusion-space samples (latents x latent scale) -> pixels in [0, 1] through the VAE's decoder."""
+    """Diffusion-space samples (latents x latent scale) -> pixels in [0, 1] through the VAE's decoder (and back:
+    encode, the posterior mean, for editing)."""
 
     def __init__(self, vae: VAE, scale: float):
         self.vae, self.scale = vae, scale
@@ -107,3 +108,12 @@ class LatentDecoder:
         out = [((self.vae.decode((x[i:i + batch] / self.scale).float().to(device)).float().clamp(-1, 1) + 1) / 2)
                .cpu().numpy() for i in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.empty((0,))
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+        """Pixels in [0, 1], [N, C, H, W] -> diffusion-space latents (the posterior mean x the latent scale),
+        float32 on the CPU."""
+        device = next(self.vae.parameters()).device
+        out = [self.vae.encode(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().to(device) * 2 - 1)[0]
+               .float().cpu() * self.scale for i in range(0, len(images), batch)]
+        return torch.cat(out)

@@ -58,7 +58,7 @@ SAMPLER_TABLE: dict[str, SamplerSpec] = {
 SAMPLERS = {name: spec.fn for name, spec in SAMPLER_TABLE.items()}
 UNCAPPED = tuple(name for name, spec in SAMPLER_TABLE.items() if not spec.capped)
 NARROWED = tuple(name for name, spec in SAMPLER_TABLE.items() if spec.narrowed)
-_COMMON = {"generator", "callback", "cond"}
+_COMMON = {"generator", "callback", "hook", "cond"}
 
 
 def get_sampler(name: str):
@@ -74,20 +74,24 @@ def sampler_options(name: str) -> tuple[str, ...]:
 
 
 def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,
-           generator=None, callback=None, cond=None, sigma_min: float | None = None,
-           sigma_max: float | None = None, **options):
+           generator=None, callback=None, hook=None, cond=None, sigma_min: float | None = None,
+           sigma_max: float | None = None, grid=None, **options):
     """Run sampler `name` from noise x over `steps` timesteps of the given spacing.
 
     sigma_min / sigma_max narrow the grid's noise range (data standard deviations). Default: for the DPM-Solver++
     samplers on a continuous grid `ode_sigma_range(steps)`, i.e. 0.5 / steps .. 10; otherwise the schedule's
-    range, capped at SIGMA_MAX except for ddpm / langevin."""
+    range, capped at SIGMA_MAX except for ddpm / langevin.
+    grid: the grid itself (descending times) in place of the one steps and spacing make, e.g. the tail of one
+    (grids.part_way: img2img starts part-way, x being the caller's x at the grid's first level).
+    hook: hook(t_next, x) -> x after every step (record.step_end; inpainting re-imposes the known pixels)."""
     fn = get_sampler(name)
     allowed = sampler_options(name)
     for key in options:
         if key not in allowed:
             raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: {', '.join(allowed) or 'none'}")
-    grid = sampler_grid(denoiser.schedule, name, steps, spacing, sigma_min=sigma_min, sigma_max=sigma_max)
-    return fn(denoiser, x, grid, generator=generator, callback=callback, cond=cond, **options)
+    if grid is None:
+        grid = sampler_grid(denoiser.schedule, name, steps, spacing, sigma_min=sigma_min, sigma_max=sigma_max)
+    return fn(denoiser, x, grid, generator=generator, callback=callback, hook=hook, cond=cond, **options)
 
 
 def sampler_grid(schedule, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,

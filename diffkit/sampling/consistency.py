@@ -9,17 +9,18 @@ import torch
 
 from ..devices import randn_like
 from .common import grid_levels
-from .record import report
+from .record import step_end
 
 
 @torch.no_grad()
-def sample_consistency(denoiser, x, timesteps, *, generator=None, callback=None, cond=None):
+def sample_consistency(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None):
     """x_(t') = alpha' x0_hat + sigma' z with fresh z ~ N(0, I) at every level but the last (x_0 = x0_hat)."""
     lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         eps_hat, x0_hat = denoiser(x, lv[i].t, cond)
         nxt = lv[i + 1]
         x = x0_hat if nxt.sigma == 0.0 else nxt.alpha * x0_hat + nxt.sigma * randn_like(x0_hat, generator)
-        if report(callback, i, lv[i].t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, lv[i].t, nxt.t, x, x0_hat, eps_hat)
+        if stop:
             break
     return x

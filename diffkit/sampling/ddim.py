@@ -10,7 +10,7 @@ from ..devices import randn_like
 from ..errors import ConfigError
 from .common import check_eta
 from .grids import with_final
-from .record import report
+from .record import step_end
 
 
 def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=None):
@@ -24,7 +24,7 @@ def ddim_step(x0_hat, eps_hat, ab: float, ab_prev: float, eta: float, generator=
 
 
 @torch.no_grad()
-def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 0.0):
+def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, eta: float = 0.0):
     """eta = 0 is deterministic (the PF-ODE by Euler in sigma/alpha); eta = 1 is DDPM's posterior variance."""
     check_eta(eta)
     if eta > 1:  # std > the posterior's: max(., 0) above would hide that x_t' is noisier than q(x_t') allows
@@ -35,6 +35,7 @@ def sample_ddim(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
         eps_hat, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
         x = ddim_step(x0_hat, eps_hat, ab, ab_prev, eta, generator)
-        if report(callback, i, t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, t, t_prev, x, x0_hat, eps_hat)
+        if stop:
             break
     return x

@@ -9,7 +9,7 @@ import torch
 from ..devices import randn_like
 from ..errors import choice_error
 from .grids import with_final
-from .record import report
+from .record import step_end
 
 Variance = Literal["beta", "posterior"]
 
@@ -37,7 +37,7 @@ def ddpm_step(x, x0_hat, ab: float, ab_prev: float, variance: str, generator=Non
 
 
 @torch.no_grad()
-def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, variance: Variance = "beta"):
+def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, variance: Variance = "beta"):
     """Ancestral sampling: x_{t'} ~ N(mu(x_t, x0_hat), var) at each grid step."""
     if variance not in ("beta", "posterior"):
         raise choice_error("DDPM variance", variance, ("beta", "posterior"))
@@ -46,6 +46,7 @@ def sample_ddpm(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
         eps_hat, x0_hat = denoiser(x, t, cond)
         ab, ab_prev = (float(v) for v in schedule.alpha_bar_at([t, t_prev]))
         x = ddpm_step(x, x0_hat, ab, ab_prev, variance, generator)
-        if report(callback, i, t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, t, t_prev, x, x0_hat, eps_hat)
+        if stop:
             break
     return x

@@ -13,7 +13,7 @@ import torch
 
 from ..devices import randn_like
 from .common import Level, check_eta, grid_levels
-from .record import report
+from .record import step_end
 
 
 def _expm1_neg(h: float) -> float:
@@ -72,7 +72,7 @@ def final_order(order: int, i: int, n: int, lower_order_final: bool) -> int:
 
 
 @torch.no_grad()
-def _multistep(denoiser, x, timesteps, order: int, callback, cond, lower_order_final: bool):
+def _multistep(denoiser, x, timesteps, order: int, callback, hook, cond, lower_order_final: bool):
     lv = grid_levels(denoiser.schedule, timesteps)
     x0s: list[torch.Tensor] = []  # x0_hat at the last few levels, newest last
     n = len(lv) - 1
@@ -82,23 +82,24 @@ def _multistep(denoiser, x, timesteps, order: int, callback, cond, lower_order_f
         seen = lv[max(0, i + 1 - len(x0s)):i + 1]
         k = min(len(x0s), final_order(order, i, n, lower_order_final))  # warm-up: not enough history yet
         x = dpmpp_update(x, x0s, seen, lv[i + 1], k)
-        if report(callback, i, lv[i].t, x, x0, eps):
+        x, stop = step_end(hook, callback, i, lv[i].t, lv[i + 1].t, x, x0, eps)
+        if stop:
             break
     return x
 
 
-def sample_dpmpp_2m(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, lower_order_final: bool = True):
+def sample_dpmpp_2m(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, lower_order_final: bool = True):
     """DPM-Solver++(2M): second-order multistep, one network call per step (Lu et al. 2022, Algorithm 2)."""
-    return _multistep(denoiser, x, timesteps, 2, callback, cond, lower_order_final)
+    return _multistep(denoiser, x, timesteps, 2, callback, hook, cond, lower_order_final)
 
 
-def sample_dpmpp_3m(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, lower_order_final: bool = True):
+def sample_dpmpp_3m(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, lower_order_final: bool = True):
     """DPM-Solver++(3M): third-order multistep, one network call per step."""
-    return _multistep(denoiser, x, timesteps, 3, callback, cond, lower_order_final)
+    return _multistep(denoiser, x, timesteps, 3, callback, hook, cond, lower_order_final)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 1.0):
+def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, eta: float = 1.0):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 / eq. for the data-prediction SDE), midpoint form:
     x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) (x0 + D1 / 2) + sigma' sqrt(1 - e^{-2h}) z,
     with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M)."""
@@ -122,6 +123,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
                 noise = randn_like(x, generator)
                 x = x + nxt.sigma * math.sqrt(-math.expm1(-2 * eta_h)) * noise
         prev_x0, prev_h = x0, h
-        if report(callback, i, now.t, x, x0, eps):
+        x, stop = step_end(hook, callback, i, now.t, nxt.t, x, x0, eps)
+        if stop:
             break
     return x

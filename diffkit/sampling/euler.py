@@ -14,7 +14,7 @@ import torch
 
 from ..devices import randn_like
 from .common import Level, check_eta, grid_levels
-from .record import report
+from .record import step_end
 
 
 def to_vp(y: torch.Tensor, level: Level) -> torch.Tensor:
@@ -27,19 +27,20 @@ def euler_step(x0_hat, eps_hat, nxt: Level) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_euler(denoiser, x, timesteps, *, generator=None, callback=None, cond=None):
+def sample_euler(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None):
     """Euler on the probability-flow ODE: one network call per step."""
     lv = grid_levels(denoiser.schedule, timesteps)
     for i in range(len(lv) - 1):
         eps_hat, x0_hat = denoiser(x, lv[i].t, cond)
         x = euler_step(x0_hat, eps_hat, lv[i + 1])
-        if report(callback, i, lv[i].t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, lv[i].t, lv[i + 1].t, x, x0_hat, eps_hat)
+        if stop:
             break
     return x
 
 
 @torch.no_grad()
-def sample_heun(denoiser, x, timesteps, *, generator=None, callback=None, cond=None):
+def sample_heun(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None):
     """Heun's 2nd-order method on the PF-ODE (Karras et al. 2022, Algorithm 1): the slope is averaged with
     the slope at the Euler prediction; the last step (to s = 0) and a step from s = inf are Euler.
     Network calls: 2K - 1 for K grid times."""
@@ -55,13 +56,14 @@ def sample_heun(denoiser, x, timesteps, *, generator=None, callback=None, cond=N
             # y' = y + (s' - s) (d + d') / 2 with d = eps_hat, y = x / alpha (eq. in Algorithm 1, line 8)
             y = x / now.alpha + (nxt.sigma_ve - now.sigma_ve) * 0.5 * (eps_hat + eps_2)
             x = to_vp(y, nxt)
-        if report(callback, i, now.t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, now.t, nxt.t, x, x0_hat, eps_hat)
+        if stop:
             break
     return x
 
 
 @torch.no_grad()
-def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, eta: float = 1.0):
+def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, eta: float = 1.0):
     """Euler ancestral: an Euler step down to s_down, then fresh noise of std s_up, with
     s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)), s_down = sqrt(s'^2 - s_up^2) (the DDPM posterior
     split of the step, as in k-diffusion's get_ancestral_step; Song et al. 2021 eq. 47 for eta = 1)."""
@@ -79,6 +81,7 @@ def sample_euler_a(denoiser, x, timesteps, *, generator=None, callback=None, con
             y = x0_hat + s_down * eps_hat  # Euler from s to s_down, written without y = x / alpha
             y = y + s_up * randn_like(x, generator)
             x = to_vp(y, nxt)
-        if report(callback, i, now.t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, now.t, nxt.t, x, x0_hat, eps_hat)
+        if stop:
             break
     return x

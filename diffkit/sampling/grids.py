@@ -180,3 +180,19 @@ def with_final(ts: torch.Tensor) -> list[tuple[float, float]]:
     ts = torch.as_tensor(ts, dtype=torch.float64)
     nxt = torch.cat([ts[1:], torch.tensor([-1.0], dtype=ts.dtype)])
     return list(zip(ts.tolist(), nxt.tolist()))
+
+
+def check_strength(strength) -> float:
+    """An img2img strength: a number in [0, 1]."""
+    ok = isinstance(strength, (int, float)) and not isinstance(strength, bool) and math.isfinite(strength)
+    if not ok or not 0 <= strength <= 1:
+        raise ConfigError(f"the strength is a number in [0, 1] (0: the input back unchanged, 1: from pure noise), "
+                          f"got {strength!r}")
+    return float(strength)
+
+
+def part_way(ts: torch.Tensor, strength: float) -> torch.Tensor:
+    """The last round(strength x K) times of a K-step grid: where img2img starts (SDEdit, Meng et al. 2022,
+    sec. 4: t0 = strength; as diffusers' img2img, which takes int(K strength)). Empty at strength 0."""
+    k = round(check_strength(strength) * len(ts))
+    return ts[len(ts) - k:]

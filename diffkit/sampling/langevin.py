@@ -12,12 +12,12 @@ import math
 
 import torch
 
-from ..devices import randn_like
 from ..denoiser import score
+from ..devices import randn_like
 from ..errors import ConfigError
 from .common import grid_levels
 from .ddpm import ddpm_step
-from .record import report
+from .record import step_end
 
 
 def _mean_norm(v: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ def _mean_norm(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, cond=None, snr: float = 0.1,
+def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, snr: float = 0.1,
                     corrector_steps: int = 1):
     """Network calls: K predictor steps + corrector_steps per step above t = 0."""
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or not 0 < snr <= 1 \
@@ -45,6 +45,7 @@ def sample_langevin(denoiser, x, timesteps, *, generator=None, callback=None, co
                 z = randn_like(x, generator)
                 e = 2 * step_alpha * (snr * _mean_norm(z) / _mean_norm(s).clamp_min(1e-12)) ** 2
                 x = x + e * s + (2 * e).sqrt() * z
-        if report(callback, i, now.t, x, x0_hat, eps_hat):
+        x, stop = step_end(hook, callback, i, now.t, nxt.t, x, x0_hat, eps_hat)
+        if stop:
             break
     return x
