@@ -149,7 +149,8 @@ class ParentConfig:
     kind "reflow": a flow trained on (noise, sample) pairs of the teacher's ODE (Liu et al. 2023);
     kind "progressive": a student whose one DDIM step learned two of its teacher's, halving `rounds` times down to
     `steps` (Salimans & Ho 2022); kind "consistency": a consistency model distilled on `levels` noise levels down to
-    the VE level `boundary` (Song et al. 2023)."""
+    the VE level `boundary` (Song et al. 2023); kind "lora": the parent's network with rank-`rank` adapters on its
+    `targets` layers, trained on new data (Hu et al. 2022); only the adapters are stored."""
 
     kind: str
     path: str                       # the parent run directory (import: the diffusers folder), absolute
@@ -171,9 +172,13 @@ class ParentConfig:
     reads: list | None = None       # import of a Stable-Diffusion-style pipeline: the folder's parts the run reads
                                     # when it samples (vae, text_encoder, tokenizer), checked on every load against
                                     # the run's folder record (store/folder.py)
+    rank: int = 0                   # lora: the adapters' rank r (nn/lora.py)
+    targets: str | None = None      # lora: the layers that take adapters (nn.lora.TARGETS)
 
 
-KINDS_OF_PARENT = ("reflow", "progressive", "consistency", "import")  # import: a diffusers folder (runs/interop.py)
+# import: a diffusers folder (runs/interop.py); lora: a base run fine-tuned through adapters, finetune: with every
+# weight (runs/finetune.py)
+KINDS_OF_PARENT = ("reflow", "progressive", "consistency", "import", "lora", "finetune")
 
 
 @dataclass

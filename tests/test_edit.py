@@ -102,6 +102,24 @@ def test_inpainting_keeps_the_known_pixels_with_every_sampler(name, digits_run, 
     assert np.abs(out[..., 4:, :] - x[..., 4:, :]).mean() > 0.02  # the masked half was regenerated
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_resampling_jumps_keep_the_known_pixels_and_cost_a_call_each(sampler, digits_run, digits):
+    x, y = digits
+    calls = []
+    out = edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), guidance=2, sampler=sampler, steps=5,
+                   resample=2, callback=calls.append)
+    assert np.abs(out[..., :4, :] - x[..., :4, :]).max() <= 1 / 255 and len(calls) == 5
+    plain = edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), guidance=2, sampler=sampler, steps=5)
+    assert np.abs(out - plain).mean() > 1e-3  # the jumps changed the path
+
+
+def test_resampling_needs_a_mask_and_a_one_step_sampler(digits_run, digits):
+    with pytest.raises(ConfigError, match="give a mask"):
+        edit_run(digits_run, digits[0], resample=1)
+    with pytest.raises(ConfigError, match="RePaint's loop of ddim or ddpm steps"):
+        edit_run(digits_run, digits[0], mask=bottom_half(), resample=1, sampler="dpmpp-2m")
+
+
 def test_a_latent_run_inpaints_latents_and_pastes_the_known_pixels_back(latent_run, digits):
     x, _ = digits
     mask = bottom_half()

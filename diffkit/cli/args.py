@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _vae_parser(sub)
     _reflow_parser(sub)
     _distill_parser(sub)
+    _finetune_parser(sub)
     s = _sample_parser(sub)
     sampler_args(s)
     _sample_cond_args(s)
@@ -217,6 +218,32 @@ def _distill_parser(sub) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     device_arg(d)
     _how_it_trains_args(d)
+
+
+def _finetune_parser(sub) -> None:
+    from ..nn.lora import DEFAULT_TARGETS, TARGETS
+
+    f = sub.add_parser("finetune", help="adapt a run to new data with LoRA adapters (only they train and are stored)")
+    f.add_argument("--run", help="the base run (its network, path and conditioning)")
+    f.add_argument("--data", help="the new data: an image folder or .npz (or points) of the base's shape")
+    f.add_argument("--out", required=True, help="the LoRA run's directory (it records the base by path and checksum)")
+    f.add_argument("--lora-rank", dest="rank", type=positive_int("--lora-rank"), help="the adapters' rank (default 8)")
+    f.add_argument("--lora-targets", dest="targets", choices=tuple(TARGETS),
+                   help=f"the layers that take adapters (default {DEFAULT_TARGETS})")
+    f.add_argument("--full", action="store_true", default=None, help="a full fine-tune instead: every weight trains "
+                   "and the run stores the whole network")
+    f.add_argument("--train-steps", type=positive_int("--train-steps"), help="optimizer steps (default: a quarter "
+                   "of the base's)")
+    f.add_argument("--lr", type=finite_float("--lr", 0.0), help="peak learning rate (default: the base's)")
+    f.add_argument("--seed", type=int, help="seed of the adapters' training (default 0)")
+    f.add_argument("--resume", action="store_true", help="continue the LoRA run in --out from its latest checkpoint")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    device_arg(f)
+    _how_it_trains_args(f)
+    m = sub.add_parser("merge", help="write a LoRA run's adapters merged into its base as a full run")
+    m.add_argument("--run", required=True, help="the LoRA run (made by `diffkit finetune`)")
+    m.add_argument("--out", required=True, help="the new run directory")
 
 
 def _sample_parser(sub) -> argparse.ArgumentParser:

@@ -32,6 +32,8 @@ def edit_parsers(sub) -> None:
                    "noised to, 0 (the input back) .. 1 (pure noise); default 0.6, or 1 with --mask")
     e.add_argument("--mask", help="inpainting: a PNG or .npy of the input's size, white / 1 = regenerate, black / 0 = "
                    "keep (one for all inputs or one per input); points: a .npy or a list like 0,1 (regenerate y)")
+    e.add_argument("--resample", type=non_negative_int("--resample"), default=0, help="inpainting: RePaint's jumps "
+                   "back per step, harmonizing the regenerated region (ddim or ddpm; each costs a network call)")
     e.add_argument("--sampler", help="any sampler (default: the run's own)")
     e.add_argument("--steps", type=int, help="the whole grid's steps; img2img runs the last strength x steps of them")
     e.add_argument("--spacing", help="step grid (default: the run's)")
@@ -205,11 +207,12 @@ def cmd_edit(a) -> None:
     bar = _Bar(a, "edit")
     x = edit_run(run, inputs, strength=a.strength, mask=mask, sampler=a.sampler, steps=a.steps, spacing=a.spacing,
                  seed=seed, cond=a.cls, prompt=a.prompt, negative=negative_of(a, run), guidance=a.guidance,
-                 callback=bar.update, **sampler_options(a))
+                 resample=a.resample, callback=bar.update, **sampler_options(a))
     bar.close()
     record = _record(a, run, seed, image=str(Path(a.image).resolve()), n=len(x), mask=a.mask and str(Path(a.mask)
                      .resolve() if Path(a.mask).exists() else a.mask), strength=a.strength, sampler=a.sampler,
-                     steps=a.steps, spacing=a.spacing, negative=negative_of(a, run), options=sampler_options(a))
+                     steps=a.steps, spacing=a.spacing, negative=negative_of(a, run), resample=a.resample,
+                     options=sampler_options(a))
     write_samples(files["out"], files["sidecar"], x, record)
     print(f"wrote {len(x)} edited {'images' if x.ndim == 4 else 'points'} to {files['out']} (seed {seed}; settings "
           f"in {files['sidecar']})")

@@ -16,7 +16,8 @@ COMMANDS = {"train": ("train", "cmd_train"), "train-vae": ("train", "cmd_train_v
             "eval": ("eval", "cmd_eval"), "demo": ("demo", "cmd_demo"), "lab": ("lab", "cmd_lab"),
             "reflow": ("derived", "cmd_reflow"), "distill": ("derived", "cmd_distill"),
             "import": ("interop", "cmd_import"), "export": ("interop", "cmd_export"), "edit": ("edit", "cmd_edit"),
-            "invert": ("edit", "cmd_invert"), "interpolate": ("edit", "cmd_interpolate")}
+            "invert": ("edit", "cmd_invert"), "interpolate": ("edit", "cmd_interpolate"),
+            "finetune": ("derived", "cmd_finetune"), "merge": ("derived", "cmd_merge")}
 
 
 def run_command(args) -> None:

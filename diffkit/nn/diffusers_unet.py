@@ -41,7 +41,11 @@ class _Imported:
                               f"{self.TAKES} but {what} has shape {list(shape)}")
 
     def activation_floats(self, shape) -> int:
-        raise ConfigError(f"an imported diffusers {self.CLASS} samples; training it is not supported")
+        """About how many floats one training sample keeps for the backward pass (fine-tuning: runs/finetune.py):
+        ~24 per channel and pixel at the widest level, for each level's blocks (an estimate for the memory check)."""
+        widths = self.unet.get("block_out_channels") or [64]
+        blocks = len(widths) * (2 * int(self.unet.get("layers_per_block", 2)) + 1)
+        return 24 * max(widths) * int(shape[-1]) * int(shape[-2]) * blocks
 
 
 @dataclass

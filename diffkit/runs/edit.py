@@ -16,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..devices import randn_like
 from ..errors import ConfigError
+from ..sampling import StepRecord, sampler_grid
 from ..sampling import sample as run_sampler
-from ..sampling import sampler_grid
+from ..sampling.ddim import ddim_step
 from ..sampling.grids import check_strength, part_way
 from .pipeline import RUN_DEFAULT, Run, prepare_sampling, to_data
 
@@ -105,14 +107,41 @@ def known_region(schedule, x0: torch.Tensor, keep: torch.Tensor, noise: torch.Te
     return hook
 
 
+@torch.no_grad()
+def resampled(denoiser, x, grid, *, hook, jumps: int, eta: float, generator, cond=None, callback=None):
+    """RePaint's loop (Lugmayr et al. 2022, Algorithm 1) on a grid: each step from t to t' (a DDIM step with this
+    eta; 1: DDPM's posterior), the kept region re-imposed at t', then `jumps` times back to t by the forward
+    process, x_t = sqrt(ab / ab') x_t' + sqrt(1 - ab / ab') z, and the step again, so the regenerated region
+    harmonizes with the kept one. Network calls: (jumps + 1) per step."""
+    ts = [float(t) for t in grid] + [-1.0]
+    schedule = denoiser.schedule
+    for i in range(len(grid)):
+        ab, ab_next = (float(v) for v in schedule.alpha_bar_at([ts[i], ts[i + 1]]))
+        for jump in range(jumps + 1):
+            eps_hat, x0_hat = denoiser(x, ts[i], cond)
+            x_next = hook(ts[i + 1], ddim_step(x0_hat, eps_hat, ab, ab_next, eta, generator))
+            if jump == jumps or ts[i + 1] < 0:
+                break
+            x = (ab / ab_next) ** 0.5 * x_next + (1 - ab / ab_next) ** 0.5 * randn_like(x_next, generator)
+        x = x_next
+        if callback is not None and callback(StepRecord(i, ts[i], x, x0_hat, eps_hat)):
+            break
+    return x
+
+
+RESAMPLERS = {"ddim": None, "ddpm": 1.0}  # the samplers --resample runs as (ddpm: ddim at eta 1)
+
+
 def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, spacing: str | None = None, callback=None,
              clip: bool | None = None, cond=None, prompt: str | None = None, negative=None,
-             guidance: float | None = None, guidance_interval=RUN_DEFAULT, **options) -> np.ndarray:
+             guidance: float | None = None, guidance_interval=RUN_DEFAULT, resample: int = 0,
+             **options) -> np.ndarray:
     """The inputs edited, in the data's coordinates (as sample_run returns them), one result per input.
 
     strength: img2img's start level in [0, 1]; None: IMG2IMG_STRENGTH, or 1 with a mask.
     mask: inpainting's mask (1 regenerate, 0 keep; check_mask's shapes); None: img2img only.
+    resample: inpainting's RePaint jumps back per step (`resampled`; ddim or ddpm only); 0: none.
     cond / prompt / negative / guidance / guidance_interval / sampler / steps / clip / seed: as sample_run's
     (cond: one class or one per input; prompt: one prompt for every input). The seed draws z (x_T's noise, the
     one the input is noised with) and a stochastic sampler's noise: strength 1 without a mask is sample_run's
@@ -122,6 +151,10 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
     if prompt is not None and not isinstance(prompt, str):
         raise ConfigError("editing follows one prompt for every input; give a single prompt")
     strength = check_strength((1.0 if mask is not None else IMG2IMG_STRENGTH) if strength is None else strength)
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 0:
+        raise ConfigError(f"resample is a whole number of jumps back per step, >= 0, got {resample!r}")
+    if resample and mask is None:
+        raise ConfigError("resampling jumps harmonize an inpainted region with the kept one; give a mask")
     inputs = check_inputs(run, inputs)
     keep_pixels = None if mask is None else 1.0 - check_mask(mask, len(inputs), data_shape(run))
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
@@ -144,8 +177,16 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         ab = float(schedule.alpha_bar_at([float(grid[0])])[0])
         x = noise if strength == 1.0 else ab**0.5 * x0 + (1 - ab) ** 0.5 * noise
         x = x if hook is None else hook(float(grid[0]), x)
-        x = run_sampler(job.denoiser, x, job.sampler, grid=grid, generator=job.generator, callback=callback,
-                        hook=hook, cond=job.cond, **options)
+        if resample:
+            if job.sampler not in RESAMPLERS:
+                raise ConfigError(f"resampling jumps run RePaint's loop of ddim or ddpm steps; sample with one of them "
+                                  f"(--sampler ddim or ddpm), not {job.sampler}")
+            eta = RESAMPLERS[job.sampler] if RESAMPLERS[job.sampler] is not None else options.pop("eta", 0.0)
+            x = resampled(job.denoiser, x, grid, hook=hook, jumps=resample, eta=eta, generator=job.generator,
+                          cond=job.cond, callback=callback)
+        else:
+            x = run_sampler(job.denoiser, x, job.sampler, grid=grid, generator=job.generator, callback=callback,
+                            hook=hook, cond=job.cond, **options)
     out = to_data(run, x)
     if keep_pixels is not None and run.decoder is not None:  # the kept pixels back, exactly
         out = keep_pixels * inputs + (1.0 - keep_pixels) * out

@@ -28,12 +28,13 @@ from ..denoiser import Denoiser, Interval, check_guidance_interval
 from ..devices import module_device, randn
 from ..errors import CheckpointError, ConfigError
 from ..memory import require_memory
-from ..nn import registry
+from ..nn import lora, registry
 from ..nn.precision import sampling_precision
 from ..sampling import sample as run_sampler
 from ..store.folder import check_folder
 from ..store.rundir import read_config, read_model
 from ..text.data import null_cond, prompt_cond
+from .adapters import is_lora, read_lora
 from .vae import LatentDecoder, check_vae, load_vae
 
 
@@ -84,7 +85,7 @@ def load_run(run_dir, guidance_scale: float = 1.0, fast: bool = True, device=Non
         check_folder(run_dir, config.parent.path, config.parent.reads)
     network = registry.build_network(config.network)
     precision, why = sampling_precision(precision, registry.kind_of(config.network), torch.device(device or "cpu"))
-    meta = read_model(run_dir, network)
+    meta = read_lora(run_dir, config, network) if is_lora(config) else read_model(run_dir, network)
     if device is not None:
         network.to(device)
     denoiser = make_denoiser(config, network, guidance_scale=guidance_scale, fast=fast, precision=precision)
@@ -102,6 +103,8 @@ def snapshot_run(trainer) -> Run:
     network, no fast path)."""
     network = copy.deepcopy(trainer.network)
     network.load_state_dict(trainer.ema.state_dict(trainer.network))
+    if trainer.lora:  # the adapters merged into a plain network of the kind
+        network = lora.merged(network, registry.build_network(trainer.config.network))
     network.eval()
     config = trainer.config
     return Run(config, network, make_denoiser(config, network, fast=False), Normalizer(**config.fitted.normalizer),

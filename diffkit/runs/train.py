@@ -29,6 +29,7 @@ from ..store.rundir import (
 )
 from ..training.distributed import Runtime
 from ..training.trainer import LOG, Trainer
+from .adapters import check_base, is_lora
 from .sources import BUILTIN, make_source
 from .teachers import distill_objective
 
@@ -130,6 +131,8 @@ def make_trainer(config: RunConfig, out, *, progress: bool = True, callback=None
     from its parent's weights."""
     init = None
     objective = distill_objective(config, (runtime or Runtime()).device) if config.distilled else None
+    if is_lora(config):
+        check_base(config)
     if config.parent is not None:
         init, _ = read_tensors(Path(config.parent.path) / MODEL, *model_checksums(config.parent.path))
     return Trainer(config, make_source(config), out, progress=progress, callback=callback, runtime=runtime,

@@ -28,6 +28,7 @@ from ..devices import autocast, check_precision, grad_scaler
 from ..errors import CheckpointError, TrainingError, TrainingInterrupted
 from ..machine import intra_op_threads
 from ..memory import require_memory
+from ..nn import lora
 from ..nn.registry import build_network
 from ..store.cache import cache_root
 from ..store.lock import RunLock
@@ -97,10 +98,15 @@ class Trainer:
             self.network = build_network(config.network)  # on the CPU, so every device starts from the same weights
         if init_weights is not None:  # a derived run starts from its parent's weights (resume loads its own)
             load_weights(self.network, init_weights, "the parent run's model.safetensors", new=("guidance_embed.",))
+        self.lora = config.parent is not None and config.parent.kind == "lora"
+        if self.lora:  # adapters on the parent's frozen weights (nn/lora.py); B = 0: it starts as its parent
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed)
+                self.network = lora.attach(self.network, config.parent.rank, config.parent.targets)
         check_train_memory(config, self.rows // self.micro)
         self.network.to(self.device)
         self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it
-        self.params = list(self.network.parameters())
+        self.params = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
         self.scaler = grad_scaler(self.device, self.precision)
@@ -323,7 +329,8 @@ class Trainer:
         meta = {"param_groups": json.dumps(opt["param_groups"]), "skipped": str(self.skipped)}
         if self.scaler is not None:
             meta["grad_scaler"] = json.dumps(self.scaler.state_dict())
-        save_checkpoint(self.run_dir, self.step, self.ema.state_dict(self.network), tensors, meta,
+        model = self.ema.state_dict(self.network)
+        save_checkpoint(self.run_dir, self.step, lora.adapter_state(model) if self.lora else model, tensors, meta,
                         self.cfg.keep_checkpoints)
         if notify and self.checkpointed is not None:
             self.checkpointed(self.step)
