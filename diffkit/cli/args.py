@@ -185,11 +185,16 @@ def _reflow_parser(sub) -> None:
     r.add_argument("--train-steps", type=positive_int("--train-steps"),
                    help="the student's optimizer steps (default: the teacher's)")
     r.add_argument("--seed", type=int, help="seed of the pairs' noises and of training (default 0)")
-    r.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
-    device_arg(r)
-    _how_it_trains_args(r)
+    _derived_run_args(r, "student")
+
+
+def _derived_run_args(p, what: str) -> None:
+    """The flags every derived run's command shares (reflow, distill, finetune): resume, overwrite, how it runs."""
+    p.add_argument("--resume", action="store_true", help=f"continue the {what} in --out from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    device_arg(p)
+    _how_it_trains_args(p)
 
 
 def _distill_parser(sub) -> None:
@@ -213,11 +218,7 @@ def _distill_parser(sub) -> None:
                    help="the student's optimizer steps (default: progressive, a sixth of the teacher's per halving "
                         "round; consistency, half the teacher's)")
     d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
-    d.add_argument("--resume", action="store_true", help="continue the student in --out from its latest checkpoint")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
-    device_arg(d)
-    _how_it_trains_args(d)
+    _derived_run_args(d, "student")
 
 
 def _finetune_parser(sub) -> None:
@@ -236,11 +237,7 @@ def _finetune_parser(sub) -> None:
                    "of the base's)")
     f.add_argument("--lr", type=finite_float("--lr", 0.0), help="peak learning rate (default: the base's)")
     f.add_argument("--seed", type=int, help="seed of the adapters' training (default 0)")
-    f.add_argument("--resume", action="store_true", help="continue the LoRA run in --out from its latest checkpoint")
-    f.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    f.add_argument("--quiet", action="store_true", help="no progress bar")
-    device_arg(f)
-    _how_it_trains_args(f)
+    _derived_run_args(f, "LoRA run")
     m = sub.add_parser("merge", help="write a LoRA run's adapters merged into its base as a full run")
     m.add_argument("--run", required=True, help="the LoRA run (made by `diffkit finetune`)")
     m.add_argument("--out", required=True, help="the new run directory")
