@@ -308,3 +308,19 @@ def test_few_steps_panel_counts_the_calls_of_a_guided_teacher_and_its_student(tm
         assert 8 < r["teacher"]["calls"] <= 16 and r["guidance"] == 3
         assert "not a distilled student" in one_sentence(c.post("/api/fewsteps", json={"run": "t"}), 400)
         one_sentence(c.post("/api/fewsteps", json={"run": "s", "nfe": 9}), 422)
+
+
+def test_edit_panel_inpaints_a_held_out_image_and_refuses_what_it_cannot_edit(client):
+    mask = [0] * 32 + [1] * 32  # the bottom half of an 8x8 image
+    r = client.post("/api/edit", json={"run": "img", "index": 5, "mask": mask, "cls": 3, "w": 2, "steps": 6})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["shape"] == [1, 8, 8] and e["index"] == 5 and e["kept_change"] <= 1 / 255
+    assert e["result"][:32] == e["input"][:32] and e["result"][32:] != e["input"][32:]
+    same = client.post("/api/edit", json={"run": "img", "index": 5, "strength": 0}).json()
+    assert same["result"] == same["input"] and same["kept_change"] is None
+    assert "makes points" in one_sentence(client.post("/api/edit", json={"run": "pts"}), 400)
+    assert "the mask has 3 cells" in one_sentence(client.post("/api/edit", json={"run": "img", "mask": [0, 1, 1]}), 400)
+    assert "not a prompt" in one_sentence(client.post("/api/edit", json={"run": "img", "prompt": "a 4"}), 400)
+    one_sentence(client.post("/api/edit", json={"run": "img", "strength": 1.5}), 422)
+    one_sentence(client.post("/api/edit", json={"run": "img", "mask": [0, 2]}), 422)

@@ -272,3 +272,34 @@ def test_few_steps_panel_puts_the_student_beside_its_teacher(page):
     set_range(page, "#fs-nfe", 8, event="change")
     page.wait_for_function("window.lab.fewsteps.teacher.steps === 8", timeout=60_000)
     assert page.evaluate("window.lab.fewsteps.student.steps") == 2  # it stops at the steps it learned
+
+
+def test_edit_panel_inpaints_under_a_painted_mask_and_keeps_the_rest(page):
+    page.select_option("#ed-run", "digitstext")
+    page.wait_for_function("window.lab.edit && window.lab.edit.run === 'digitstext' && !window.lab.editPending",
+                           timeout=30_000)
+    assert page.evaluate("window.lab.edit.mask.reduce((a, b) => a + b, 0)") == 32  # the bottom half, preset
+    page.locator("#ed-input").scroll_into_view_if_needed()
+    box = page.locator("#ed-input").bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 45, box["y"] + 3, steps=8)  # a stroke over the top row's first two cells
+    page.mouse.up()
+    assert page.input_value("#ed-preset") == "painted"
+    mask = page.evaluate("window.lab.edit.mask")
+    assert sum(mask) == 34 and mask[0] == mask[1] == 1 and mask[2] == 0
+    page.fill("#ed-prompt", "the digit 4")
+    page.click("#ed-go")
+    page.wait_for_function("window.lab.edit.result !== null", timeout=60_000)
+    e = page.evaluate("window.lab.edit")
+    assert e["kept_change"] <= 1 / 255
+    kept = [i for i, m in enumerate(mask) if not m]
+    assert all(abs(e["result"][i] - e["input"][i]) <= 1 for i in kept)  # 0..255 integers
+    assert any(e["result"][i] != e["input"][i] for i, m in enumerate(mask) if m)
+    assert "kept pixels changed by at most" in page.text_content("#ed-read")
+    page.select_option("#ed-preset", "none")
+    page.wait_for_function("window.lab.edit.result === null && !window.lab.editPending", timeout=30_000)
+    set_range(page, "#ed-strength", 1.0)
+    page.click("#ed-go")
+    page.wait_for_function("window.lab.edit.result !== null", timeout=60_000)
+    assert "img2img at strength 1" in page.text_content("#ed-read")

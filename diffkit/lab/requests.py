@@ -100,3 +100,15 @@ class FewStepsRequest(BaseModel):
     n: int = Field(16, ge=1, le=2000, description="points (2-D) or images (at most 64)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     cls: int | None = Field(None, ge=0, le=999, description="class id (default: classes cycled)")
+
+
+class EditRequest(BaseModel):
+    run: str = Field(pattern=NAME, description="an image run in the runs directory")
+    index: int = Field(0, ge=0, le=100_000, description="which held-out image of the run's data")
+    mask: list[Literal[0, 1]] | None = Field(None, max_length=65_536, description="H x W cells, 1: regenerate")
+    strength: float | None = Field(None, ge=0.0, le=1.0, description="img2img's level (default 0.6; 1 with a mask)")
+    cls: int | None = Field(None, ge=0, le=999, description="class id to guide towards (class runs)")
+    prompt: str | None = Field(None, max_length=300, description="prompt to guide towards (text runs)")
+    w: float = Field(3.0, ge=0.0, le=20.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(20, ge=1, le=100)

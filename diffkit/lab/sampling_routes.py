@@ -12,6 +12,7 @@ from ..errors import DiffkitError
 from .requests import (
     IMAGE_SETS,
     POINT_SETS,
+    EditRequest,
     FewStepsRequest,
     GuidanceRequest,
     PathsRequest,
@@ -148,6 +149,16 @@ def prompt(req: PromptRequest, request: Request):
     run = lab_state(request).load(req.run)
     out = prompt_panel(run, req.run, req.prompt, req.w, req.n, req.seed, req.steps)
     return {**out, "samples": _pack(out["samples"], True)}
+
+
+@router.post("/api/edit")
+def edit(req: EditRequest, request: Request):
+    """A held-out image inpainted under a mask and / or moved by img2img towards a class or prompt."""
+    from .edit_panel import edit_panel
+
+    run = lab_state(request).load(req.run)
+    out = edit_panel(run, req.run, req.index, req.mask, req.strength, req.cls, req.prompt, req.w, req.seed, req.steps)
+    return {**out, "input": _pack(out["input"][None], True)[0], "result": _pack(out["result"][None], True)[0]}
 
 
 # --- helpers -------------------------------------------------------------------------------------------

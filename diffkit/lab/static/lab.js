@@ -157,6 +157,7 @@ async function loadRuns() {
   pathRuns();
   options($("pp-run"), lab.runs.filter((r) => r.text).map((r) => r.name));
   options($("fs-run"), lab.runs.filter((r) => r.distilled && !r.text).map((r) => r.name));
+  editRuns();
 }
 
 const run = (name) => lab.runs.find((r) => r.name === name);
@@ -460,6 +461,91 @@ async function drawFewSteps() {
   lab.fewsteps = res;
 }
 
+// --- edit: inpainting under a painted mask, img2img at a strength ------------------------------------------
+function editShape() {
+  const r = run($("ed-run").value);
+  return r ? r.shape : null;
+}
+
+function presetMask(kind, H, W) {
+  const m = new Array(H * W).fill(0);
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    const on = { bottom: y >= H / 2, top: y < H / 2, left: x < W / 2,
+      centre: Math.abs(y - (H - 1) / 2) < H / 4 && Math.abs(x - (W - 1) / 2) < W / 4 }[kind];
+    m[y * W + x] = on ? 1 : 0;
+  }
+  return m;
+}
+
+function drawEditInput() {
+  const e = lab.edit, canvas = $("ed-input"), ctx = canvas.getContext("2d");
+  if (!e || !e.input) return;
+  const [C, H, W] = e.shape, s = canvas.width / W;
+  clear(ctx);
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    const k = y * W + x, px = [0, 1, 2].map((c) => e.input[(C === 3 ? c : 0) * H * W + k]);
+    const m = e.mask[k] ? 0.55 : 0;  // the regenerated region: the input under white
+    ctx.fillStyle = `rgb(${px.map((v) => Math.round(v * (1 - m) + 255 * m)).join(",")})`;
+    ctx.fillRect(x * s, y * s, s, s);
+  }
+}
+
+function paintAt(ev) {
+  const e = lab.edit, canvas = $("ed-input");
+  if (!e || !e.shape) return;
+  const [, H, W] = e.shape, box = canvas.getBoundingClientRect();
+  const x = Math.floor(((ev.clientX - box.left) / box.width) * W), y = Math.floor(((ev.clientY - box.top) / box.height) * H);
+  if (x < 0 || y < 0 || x >= W || y >= H) return;
+  e.mask[y * W + x] = 1;
+  $("ed-preset").value = "painted";
+  drawEditInput();
+}
+
+let editBusy = null;
+async function loadEditImage() {
+  const name = $("ed-run").value, shape = editShape();
+  if (!shape) return;
+  const req = { run: name, index: +$("ed-index").value, strength: 0 };
+  editBusy = req;
+  lab.editPending = true;
+  const res = await api("/api/edit", req).finally(() => editBusy === req && (lab.editPending = false));
+  if (editBusy !== req) return;  // a later choice wins
+  const [, H, W] = shape, preset = $("ed-preset").value;
+  const keep = lab.edit && lab.edit.mask && preset === "painted" && lab.edit.mask.length === H * W;
+  lab.edit = { ...res, run: name, mask: keep ? lab.edit.mask : presetMask(preset === "painted" ? "none" : preset, H, W),
+    result: null };
+  drawEditInput();
+}
+
+async function runEdit() {
+  const e = lab.edit, name = $("ed-run").value, r = run(name);
+  if (!e) return;
+  const preset = $("ed-preset").value, masked = preset !== "none";
+  const req = { run: name, index: e.index, mask: masked ? e.mask : null, seed: 0, w: 3 };
+  if (!masked) req.strength = +$("ed-strength").value;
+  if (r.text) req.prompt = $("ed-prompt").value;
+  else if (r.cond) req.cls = +$("ed-class").value;
+  const res = await api("/api/edit", req);
+  drawImages($("ed-result"), [res.result], res.shape);
+  $("ed-read").textContent = masked
+    ? `inpainted; the kept pixels changed by at most ${(255 * res.kept_change).toFixed(2)} / 255`
+    : `img2img at strength ${res.strength}`;
+  lab.edit = { ...e, result: res.result, kept_change: res.kept_change, strength: res.strength };
+}
+
+function editRuns() {
+  const images = lab.runs.filter((r) => r.kind === "images" && !r.distilled && ["digits", "mnist5k", "shapes"].includes(r.data));
+  options($("ed-run"), images.map((r) => r.name));
+  editTarget();
+}
+
+function editTarget() {
+  const r = run($("ed-run").value);
+  $("ed-prompt-label").hidden = !(r && r.text);
+  $("ed-class-label").hidden = !(r && r.cond);
+  if (r && r.cond) options($("ed-class"), r.classes.map((_, i) => i), r.classes.map(String));
+}
+
 // --- start ----------------------------------------------------------------------------------------
 async function main() {
   const ds = await api("/api/datasets");
@@ -500,6 +586,16 @@ async function main() {
   $("fs-nfe").addEventListener("input", () => ($("fs-nfe-out").textContent = $("fs-nfe").value));
   $("fs-nfe").addEventListener("change", () => drawFewSteps().catch((e) => say(e.message, true)));
   if ($("fs-run").value) drawFewSteps().catch((e) => say(e.message, true));
+  const editLoad = () => { editTarget(); loadEditImage().catch((e) => say(e.message, true)); };
+  for (const id of ["ed-run", "ed-index", "ed-preset"]) $(id).addEventListener("change", editLoad);
+  $("ed-clear").addEventListener("click", () => { if (lab.edit) { lab.edit.mask.fill(0); $("ed-preset").value = "painted"; drawEditInput(); } });
+  $("ed-strength").addEventListener("input", () => ($("ed-strength-out").textContent = $("ed-strength").value));
+  $("ed-go").addEventListener("click", () => runEdit().catch((e) => say(e.message, true)));
+  let painting = false;
+  $("ed-input").addEventListener("mousedown", (ev) => { painting = true; paintAt(ev); });
+  $("ed-input").addEventListener("mousemove", (ev) => painting && paintAt(ev));
+  window.addEventListener("mouseup", () => (painting = false));
+  if ($("ed-run").value) await loadEditImage().catch((e) => say(e.message, true));
   if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
   if ($("sf-run").value) drawScore().catch((e) => say(e.message, true));
   if (FAMILY.some(([id]) => $(id).value)) drawPaths().catch((e) => say(e.message, true));
