@@ -11,6 +11,7 @@ import torch
 from ..cond import class_labels, pad_tokens
 from ..devices import randn
 from ..errors import ConfigError
+from ..nn import registry
 from ..sampling import sample as run_sampler
 from ..text.data import prompt_cond
 from .pipeline import Run, prepare_sampling, to_data
@@ -64,6 +65,9 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
     job = prepare_sampling(run, n, sampler, steps, seed=seed, cond=cond, guidance=guidance, prompt=prompt,
                            noise=noise.numpy())
     labels = job.cond
+    if classes is not None and registry.kind_of(run.config.network).startswith("diffusers"):
+        raise ConfigError("blending two classes blends their embeddings, which an imported diffusers U-Net does not "
+                          "take; interpolate between two seeds (--seeds A,B) instead")
     if classes is not None:  # class weights: (1 - w) one-hot(A) + w one-hot(B)
         k = run.config.network.num_classes + 1
         ends = torch.cat([class_labels(run.config, c, 1) for c in classes])
