@@ -4,7 +4,7 @@ time; quality judged on held-out digits of the new style (FD in the features of 
 its reading of each sample's class, guided at w = 3).
 
     .venv/bin/python benchmarks/lora.py --base MNIST5K_RUN [--steps 300] [--targets attention attention+embed]
-                                        [--n 1000] [--work DIR]
+                                        [--lr 2e-2 ...] [--n 1000] [--work DIR]
 
 Writes DIR/digits28-train.npz (the 125 images whose 100-image train split the runs learn from) and
 DIR/digits28-heldout.npz (every other digit: the judge's data and the reference), and one run per row.
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="the LoRA runs' steps (the others get equal wall time)")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--targets", nargs="+", default=["attention", "attention+embed"])
-    ap.add_argument("--lr", type=float, nargs="+", default=[2e-3])
+    ap.add_argument("--lr", type=float, nargs="+", default=[2e-2])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--work", default="/tmp/diffkit-lora")
     a = ap.parse_args()
@@ -106,7 +106,7 @@ def main() -> None:
             train_run(finetune_config(a.base, train_file, rank=a.rank, targets=targets, train_steps=a.steps, lr=lr),
                       out, progress=False, overwrite=True)
             seconds = time.perf_counter() - t
-            budget = budget or seconds
+            budget = max(budget or 0.0, seconds)  # the others get the longest LoRA run's time
             network = lora.attach(load_run(a.base, fast=False).network, a.rank, targets)
             adapters, params = lora.count(network)
             assert is_lora(read_config(out))

@@ -233,9 +233,9 @@ def _finetune_parser(sub) -> None:
                    help=f"the layers that take adapters (default {DEFAULT_TARGETS})")
     f.add_argument("--full", action="store_true", default=None, help="a full fine-tune instead: every weight trains "
                    "and the run stores the whole network")
-    f.add_argument("--train-steps", type=positive_int("--train-steps"), help="optimizer steps (default: a quarter "
-                   "of the base's)")
-    f.add_argument("--lr", type=finite_float("--lr", 0.0), help="peak learning rate (default: the base's)")
+    f.add_argument("--train-steps", type=positive_int("--train-steps"), help="optimizer steps (default 300)")
+    f.add_argument("--lr", type=finite_float("--lr", 0.0), help="peak learning rate (default: 10x the base's for "
+                   "adapters, the base's for --full)")
     f.add_argument("--seed", type=int, help="seed of the adapters' training (default 0)")
     _derived_run_args(f, "LoRA run")
     m = sub.add_parser("merge", help="write a LoRA run's adapters merged into its base as a full run")

@@ -22,9 +22,11 @@ from .teachers import check_teacher, teacher_sha256
 from .train import train_run
 
 DEFAULT_RANK = 8
-# default training length and learning rate, as a share of the base's (measured: benchmarks/lora.py, docs/edit.md)
-STEPS_SHARE = 0.25
-LR_SHARE = 1.0
+# default training length and learning rate (benchmarks/lora.py, docs/edit.md: mnist5k's default run adapted to
+# digits upscaled to 28x28 from 100 images, rank 8 on attention+embed, 300 steps: FD 7.21x the floor at the base's
+# learning rate (2e-3), 4.36x at 3x, 3.99x at 6x, 3.88x at 10x, against 3.33x for a full fine-tune at equal time)
+DEFAULT_STEPS = 300
+LR_SHARE = 10.0
 
 
 def finetune_config(base, data: str, *, rank: int = DEFAULT_RANK, targets: str = lora.DEFAULT_TARGETS,
@@ -51,8 +53,8 @@ def finetune_config(base, data: str, *, rank: int = DEFAULT_RANK, targets: str =
     config.data = replace(config.data, spec=data)
     config.fitted.data_sha256 = None  # the new data's, measured when training starts
     t = config.train
-    steps = train_steps or max(1, round(t.steps * STEPS_SHARE))
-    config.train = replace(t, steps=steps, lr=lr or t.lr * LR_SHARE, seed=seed,
+    steps = train_steps or DEFAULT_STEPS
+    config.train = replace(t, steps=steps, lr=lr or t.lr * (1.0 if full else LR_SHARE), seed=seed,
                            warmup_steps=min(t.warmup_steps, max(1, steps // 10)),
                            checkpoint_every=min(t.checkpoint_every, steps))
     config.parent = ParentConfig(kind="finetune" if full else "lora", path=str(Path(base).resolve()),
