@@ -543,7 +543,9 @@ function editTarget() {
   const r = run($("ed-run").value);
   $("ed-prompt-label").hidden = !(r && r.text);
   $("ed-class-label").hidden = !(r && r.cond);
+  const chosen = $("ed-class").value;  // kept when another image of the same run is picked
   if (r && r.cond) options($("ed-class"), r.classes.map((_, i) => i), r.classes.map(String));
+  if ([...$("ed-class").options].some((o) => o.value === chosen)) $("ed-class").value = chosen;
 }
 
 // --- start ----------------------------------------------------------------------------------------
