@@ -16,9 +16,20 @@ from diffkit.errors import DataError
 from diffkit.metrics.shapes import adherence, read_shapes
 from diffkit.nn.dit import DiT, DiTConfig
 from diffkit.nn.unet import UNet, UNetConfig
-from diffkit.text.captions import (DIGIT_PARAPHRASES, DIGIT_TEMPLATES, HELD_OUT_COMBOS, PARAPHRASE_TEMPLATES,
-                                   POSITION_NAMES, TRAIN_TEMPLATES, digit_caption, digit_prompt_class,
-                                   position_cells, shape_caption, shape_prompt_attributes, shapes_captions)
+from diffkit.text.captions import (
+    DIGIT_PARAPHRASES,
+    DIGIT_TEMPLATES,
+    HELD_OUT_COMBOS,
+    PARAPHRASE_TEMPLATES,
+    POSITION_NAMES,
+    TRAIN_TEMPLATES,
+    digit_caption,
+    digit_prompt_class,
+    position_cells,
+    shape_caption,
+    shape_prompt_attributes,
+    shapes_captions,
+)
 from diffkit.text.encoder import load_encoder, null_tokens
 
 
@@ -70,7 +81,7 @@ from diffkit.text.encoder import load_encoder
 out = load_encoder().encode(["a small blue triangle at the bottom right"])
 print(tuple(out["tokens"].shape))
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(1, 10, 384)"

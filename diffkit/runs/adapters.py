@@ -9,8 +9,13 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import CheckpointError
 from ..nn import lora
-from ..store.manifest import sha256
-from ..store.rundir import MODEL, model_checksums, read_model, read_tensors
+from ..store.rundir import (
+    MODEL,
+    model_checksums,
+    model_sha256,
+    read_model,
+    read_tensors,
+)
 
 
 def is_lora(config: RunConfig) -> bool:
@@ -20,9 +25,7 @@ def is_lora(config: RunConfig) -> bool:
 def check_base(config: RunConfig) -> None:
     """Refuse a LoRA run whose base is gone or no longer holds the weights it was fine-tuned from."""
     parent = config.parent
-    path = Path(parent.path) / MODEL
-    current = sha256(path.read_bytes()) if path.is_file() else None
-    if current != parent.sha256:
+    if model_sha256(parent.path) != parent.sha256:
         raise CheckpointError(f"the base run {parent.path} is gone or changed since this LoRA run was made (its "
                               "weights' checksum differs); restore it (a LoRA run stores only its adapters)")
 

@@ -4,25 +4,22 @@ under, built from its config alone (so that resuming needs nothing else)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..cond import null_untrained
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError
 from ..nn import registry
-from ..store.manifest import sha256
-from ..store.rundir import MODEL, read_config
+from ..store.rundir import MODEL, model_sha256, read_config
 from ..training.consistency import ConsistencyObjective
 from ..training.distill import ProgressiveObjective
 from .pipeline import load_run
 
 
 def teacher_sha256(teacher) -> str:
-    path = Path(teacher) / MODEL
-    if not path.is_file():
+    checksum = model_sha256(teacher)
+    if checksum is None:
         raise CheckpointError(f"{teacher} holds no trained model ({MODEL}); give a run directory written by "
                               "`diffkit train`")
-    return sha256(path.read_bytes())
+    return checksum
 
 
 def check_teacher(teacher, what: str, guidance: float | None) -> RunConfig:

@@ -169,6 +169,12 @@ def load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], pat
     network.load_state_dict(tensors)
 
 
+def model_sha256(run_dir) -> str | None:
+    """The sha256 of a run's model.safetensors (what a derived run records of its parent); None if it has none."""
+    path = Path(run_dir) / MODEL
+    return sha256(path.read_bytes()) if path.is_file() else None
+
+
 def read_model(run_dir, network: torch.nn.Module) -> dict[str, str]:
     """Load a run's model.safetensors (checked against its manifest) into `network`; its metadata (step)."""
     path = Path(run_dir) / MODEL
