@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from diffkit.cli import main
 from diffkit.lab.app import MAX_BODY, create_app
+from diffkit.lab.guard import make_guard
+
+LOCAL = "http://localhost"  # the test client's Host: a loopback name (the lab refuses foreign Host headers)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(runs):
-    with TestClient(create_app(runs)) as c:
+    with TestClient(create_app(runs), base_url=LOCAL) as c:
         yield c
 
 
@@ -216,7 +219,7 @@ def test_a_crashing_job_leaves_the_server_working(client, runs, monkeypatch):
 
     monkeypatch.setattr(lab_app, "_build_config", boom)
     app = create_app(runs)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         job = c.post("/api/train", json={"name": "crash", "data": "moons", "steps": 50}).json()["id"]
         done = _wait(c, job)
         assert done["state"] == "failed" and "simulated crash" in done["error"]
@@ -273,7 +276,7 @@ def test_schema_fuzz_finds_no_server_error(runs):
     import schemathesis
     from hypothesis import given
 
-    app = create_app(runs)
+    app = create_app(runs, guard=make_guard(allow_hosts=["testserver"]))  # schemathesis' own Host name
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     ops = [op for op in schema.get_all_operations()]
     seen = []
@@ -290,7 +293,8 @@ def test_schema_fuzz_finds_no_server_error(runs):
             assert response.status_code < 500, (case.path, case.body, case.query, response.text[:300])
 
         check()
-    assert len(seen) >= 100 and any(code == 200 for code in seen) and any(400 <= code < 500 for code in seen)
+    ok = sum(200 <= code < 300 for code in seen) / len(seen)  # the fuzz reaches the handlers past the guards
+    assert len(seen) >= 100 and ok >= 0.1 and any(400 <= code < 500 for code in seen), (len(seen), ok)
 
 
 def test_few_steps_panel_counts_the_calls_of_a_guided_teacher_and_its_student(tmp_path):
@@ -298,7 +302,7 @@ def test_few_steps_panel_counts_the_calls_of_a_guided_teacher_and_its_student(tm
                  "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
     assert main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), "--method", "consistency",
                  "--guidance", "3", "--train-steps", "4", "--quiet"]) == 0
-    with TestClient(create_app(tmp_path)) as c:
+    with TestClient(create_app(tmp_path), base_url=LOCAL) as c:
         runs = {r["name"]: r for r in c.get("/api/runs").json()["runs"]}
         assert runs["s"]["distilled"] == "consistency" and runs["t"]["distilled"] is None
         r = c.post("/api/fewsteps", json={"run": "s", "nfe": 8, "n": 12}).json()

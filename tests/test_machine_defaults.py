@@ -253,7 +253,7 @@ def test_a_lab_training_job_on_images_runs_at_the_chosen_precision(native, fake_
     native(False)
     fake_probe(fp32_1=0.2, fp32_n=0.1, bf16_n=0.05)
     (tmp_path / "runs").mkdir()
-    with TestClient(create_app(tmp_path / "runs")) as c:
+    with TestClient(create_app(tmp_path / "runs"), base_url="http://localhost") as c:
         job = c.post("/api/train", json={"name": "img", "data": "digits", "steps": 10, "cond": True}).json()["id"]
         with c.stream("GET", f"/api/jobs/{job}/events") as s:
             text = "".join(s.iter_text())

@@ -98,7 +98,7 @@ def test_lab_prompt_endpoint(shapes_text_run, digits_text_run, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     shutil.copytree(shapes_text_run, runs / "shapestext")
-    client = TestClient(create_app(runs))
+    client = TestClient(create_app(runs), base_url="http://localhost")
     listed = client.get("/api/runs").json()["runs"]
     assert listed[0]["text"] is True
     r = client.post("/api/prompt", json={"run": "shapestext", "prompt": "a large red circle", "w": 3, "n": 4})

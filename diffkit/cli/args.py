@@ -336,4 +336,7 @@ def _lab_parser(sub) -> None:
     lb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     lb.add_argument("--port", type=port_arg, default=8765, help="port (default 8765)")
     lb.add_argument("--runs", default="runs", help="folder of run directories the lab lists and trains into (default runs)")
+    lb.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another name the page may be reached by (its Host header; loopback names and the bound "
+                         "address are always allowed); repeatable")
     device_arg(lb)

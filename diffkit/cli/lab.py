@@ -19,9 +19,18 @@ def cmd_lab(a) -> None:
     runs = Path(a.runs)
     if runs.exists() and not runs.is_dir():
         raise ConfigError(f"--runs {a.runs} is a file; give a folder of run directories")
-    if a.host not in ("127.0.0.1", "localhost", "::1"):
+    from ..lab.guard import is_loopback, make_guard
+
+    guard = make_guard(a.host, allow_hosts=a.allow_host)
+    shown = f"[{a.host}]" if ":" in a.host else a.host
+    if is_loopback(a.host):
+        print(f"diffkit lab on http://{shown}:{a.port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
+    else:
         from ..errors import notice
 
-        notice(f"the lab listens on {a.host}: anyone who can reach this address can train and sample here")
-    print(f"diffkit lab on http://{a.host}:{a.port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
-    uvicorn.run(create_app(runs, device=resolve_device(a.device)), host=a.host, port=a.port, log_level="warning")
+        notice(f"the lab listens on {a.host}: it asks for its token, so only those you give the address below can "
+               "train and sample here")
+        print(f"diffkit lab on http://{shown}:{a.port}/?token={guard.token} (runs in {runs.resolve()}); "
+              "Ctrl-C stops it")
+    app = create_app(runs, device=resolve_device(a.device), guard=guard)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")

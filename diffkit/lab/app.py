@@ -3,7 +3,7 @@
 Every input is bounded by its pydantic model; a bad one is a 4xx with one sentence ({"error": ...}). Run names
 are plain names matched against the runs directory's own listing, so no client string becomes a path.
 
-This file builds the app, its limits and its error answers; the routes live in routers by topic (explain.py:
+This file builds the app, its limits and its error answers (guard.py: who may talk to it); the routes live in routers by topic (explain.py:
 data sets, schedules, the forward process; sampling_routes.py: runs, sampling, guidance, samplers, score,
 prompt; job_routes.py: training jobs) and share one LabState (state.py).
 """
@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DiffkitError
 from . import explain, job_routes, sampling_routes
+from .guard import Guard, install_guard, make_guard
 from .jobs import JobConflict, JobMissing, JobRunner
 from .state import LabState, NotFound
 
@@ -27,9 +28,9 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024  # bytes: every request body here is a small JSON object
 
 
-def create_app(runs_dir, device=None) -> FastAPI:
+def create_app(runs_dir, device=None, guard: Guard | None = None) -> FastAPI:
     """The lab over the run directories in runs_dir; device: where its models train and sample (default the
-    CPU)."""
+    CPU); guard: who may talk to it (default: loopback names, no token; guard.py)."""
     import torch
 
     runs_dir = Path(runs_dir).resolve()
@@ -39,6 +40,7 @@ def create_app(runs_dir, device=None) -> FastAPI:
                   description="Interactive diffusion on models trained on this machine. Inputs are bounded; a bad "
                               "one is answered with a 4xx and one sentence in `error`.")
     install_errors(app)
+    install_guard(app, guard or make_guard())  # added last, so it runs first
 
     @app.get("/", include_in_schema=False)
     def index():

@@ -33,25 +33,33 @@ def runs(request: Request):
 
 @router.post("/api/sample")
 def sample(req: SampleRequest, request: Request):
-    """Sample from pure noise to data; with `trajectory`, x_t and x0_hat at every step (2-D: up to 500
-    points; images: up to 16)."""
+    """Sample from pure noise to data; with `trajectory`, per step: x_t, x0_hat, eps_hat (pixel-space image runs:
+    a latent's noise is not a picture) and the step's time, alpha_bar and SNR (2-D: up to 500 points; images: up
+    to 16)."""
     from ..runs import sample_run, to_data
 
     run = lab_state(request).load(req.run)
     images = run.config.fitted.image_shape is not None
+    pixels = images and run.decoder is None
     keep = 16 if images else 500
-    frames, preds = [], []
+    frames, preds, noises, times = [], [], [], []
 
     def record(step):
         frames.append(_pack(to_data(run, step.x[:keep]), images))
         preds.append(_pack(to_data(run, step.x0_hat[:keep]), images))
+        if pixels and step.eps_hat is not None:  # shown as a picture: 0 at mid-grey, +-2 at black / white
+            noises.append(_pack(to_data(run, step.eps_hat[:keep] / 2), True))
+        abar = float(run.denoiser.schedule.alpha_bar_at(max(step.t, 0.0)))
+        times.append({"t": round(step.t, 3), "alpha_bar": abar,
+                      "snr_db": round(10 * float(np.log10(abar / max(1 - abar, 1e-12))), 3)})
 
     n = min(req.n, 64) if images else req.n
     x = sample_run(run, n, req.sampler, req.steps, seed=req.seed, cond=req.cls,
                    guidance=req.guidance if req.cls is not None else None,
                    callback=record if req.trajectory else None)
     return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
-            "samples": _pack(x, images), "frames": frames, "x0_hat": preds}
+            "samples": _pack(x, images), "frames": frames, "x0_hat": preds,
+            "eps_hat": noises if len(noises) == len(frames) else None, "times": times}
 
 
 @router.post("/api/guidance")
