@@ -84,6 +84,12 @@ def page(server, browser):
     page.close()
 
 
+def show(page, section: str):
+    """Open a section from the navigation, as a reader would (one section per screen)."""
+    page.click(f"#nav a[data-section='{section}']")
+    page.wait_for_function(f"window.lab.section === '{section}' && !document.getElementById('{section}').hidden")
+
+
 def pixels(page, canvas_id: str) -> str:
     return page.evaluate(f"document.getElementById('{canvas_id}').toDataURL()")
 
@@ -101,6 +107,7 @@ def test_page_loads_and_draws_a_first_frame(page):
 
 
 def test_the_t_slider_noises_the_data(page):
+    show(page, "forward")
     before_a, before_b = pixels(page, "fw-canvas-a"), pixels(page, "fw-canvas-b")
     read_before = page.text_content("#fw-read-a")
     set_range(page, "#fw-t", 600)
@@ -121,6 +128,7 @@ def test_the_t_slider_noises_the_data(page):
 
 def test_training_from_the_page(page, server):
     _, runs = server
+    show(page, "train")
     page.fill("#tr-name", "fromthepage")
     page.select_option("#tr-data", "moons")
     page.fill("#tr-steps", "300")
@@ -140,6 +148,7 @@ def test_training_from_the_page(page, server):
 
 
 def test_reverse_animation_plays_to_the_end(page):
+    show(page, "reverse")
     page.select_option("#rv-run", "cond")
     page.fill("#rv-steps", "20")
     empty = pixels(page, "rv-canvas")
@@ -157,6 +166,7 @@ def test_reverse_animation_plays_to_the_end(page):
 
 
 def test_an_imported_diffusers_run_plays_in_the_reverse_panel(page):
+    show(page, "reverse")
     page.select_option("#rv-run", "imported")
     page.fill("#rv-steps", "10")
     page.click("#rv-go")
@@ -169,6 +179,7 @@ def test_an_imported_diffusers_run_plays_in_the_reverse_panel(page):
 
 
 def test_guidance_slider_changes_the_samples(page):
+    show(page, "guidance")
     page.wait_for_function("window.lab.guidance !== undefined", timeout=30_000)
     at_one = page.evaluate("window.lab.guidance")
     picture = pixels(page, "gd-canvas")
@@ -181,6 +192,7 @@ def test_guidance_slider_changes_the_samples(page):
 
 
 def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
+    show(page, "prompt")
     assert page.eval_on_selector("#pp-run", "el => [...el.options].map(o => o.value)") == ["digitstext", "sd"]
     page.select_option("#pp-run", "digitstext")
     page.fill("#pp-text", "the digit 4")
@@ -200,6 +212,7 @@ def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
 
 
 def test_prompt_panel_samples_an_imported_stable_diffusion_pipeline(page):
+    show(page, "prompt")
     page.select_option("#pp-run", "sd")
     page.fill("#pp-text", "a red square")
     page.click("#pp-go")
@@ -220,6 +233,7 @@ def test_redraw_is_fast_in_the_browser(page):
 
 
 def test_score_panel_draws_both_fields_and_the_error_curve(page):
+    show(page, "score")
     page.select_option("#sf-run", "g8")
     page.wait_for_function("window.lab.score && window.lab.score.oracle !== null", timeout=60_000)
     first = {k: pixels(page, k) for k in ("sf-model", "sf-oracle", "sf-curve")}
@@ -238,6 +252,7 @@ def test_score_panel_draws_both_fields_and_the_error_curve(page):
 def test_diffusion_and_flow_panel_draws_each_path_and_reflow_is_straighter(page):
     """The panel picks one run per formulation, sends the same noises along each ODE and reads out S and NFE;
     the step slider redraws at the new number of calls."""
+    show(page, "paths")
     page.wait_for_function("window.lab.paths && window.lab.paths.runs.length === 4", timeout=60_000)
     assert [page.input_value(f"#pf-{k}") for k in ("ddpm", "edm", "flow", "reflow")] == ["g8", "ve", "fl", "fl2"]
     S = {r["name"]: r["straightness"] for r in page.evaluate("window.lab.paths.runs")}
@@ -259,6 +274,7 @@ def test_diffusion_and_flow_panel_draws_each_path_and_reflow_is_straighter(page)
 def test_few_steps_panel_puts_the_student_beside_its_teacher(page):
     """The panel picks the distilled student, samples it and its teacher from the same noise at the slider's
     number of calls, and the student (which learned two steps) lands nearer the data than the teacher's 2 calls."""
+    show(page, "fewsteps")
     assert page.input_value("#fs-run") == "g8s"
     page.wait_for_function("window.lab.fewsteps && window.lab.fewsteps.teacher.steps === 4", timeout=60_000)
     set_range(page, "#fs-nfe", 2, event="change")
@@ -275,6 +291,7 @@ def test_few_steps_panel_puts_the_student_beside_its_teacher(page):
 
 
 def test_edit_panel_inpaints_under_a_painted_mask_and_keeps_the_rest(page):
+    show(page, "edit")
     page.select_option("#ed-run", "digitstext")
     page.wait_for_function("window.lab.edit && window.lab.edit.run === 'digitstext' && !window.lab.editPending",
                            timeout=30_000)
@@ -303,3 +320,103 @@ def test_edit_panel_inpaints_under_a_painted_mask_and_keeps_the_rest(page):
     page.click("#ed-go")
     page.wait_for_function("window.lab.edit.result !== null", timeout=60_000)
     assert "img2img at strength 1" in page.text_content("#ed-read")
+
+
+# --- the second edition: the journey, the four-image reverse view, layout and accessibility ----------------
+
+def test_the_journey_walks_every_section_with_its_quick_checks(page):
+    """Start -> every lesson -> the tools, by the lesson mode's next links; one question answered right, one
+    wrong: the explanation shows, the score counts the first answer only and survives a reload."""
+    sections = page.evaluate("SECTIONS")
+    assert sections[0] == "start" and sections[1] == "noise" and len(sections) >= 14
+    page.click("#journey-go")
+    page.wait_for_function("window.lab.section === 'noise'")
+    questions = page.locator("#qc-noise .question")
+    assert questions.count() == 2
+    questions.nth(0).locator("button").nth(1).click()  # right
+    questions.nth(1).locator("button").nth(0).click()  # wrong
+    assert questions.nth(0).locator(".why").text_content().startswith("Right")
+    wrong = questions.nth(1).locator(".why").text_content()
+    assert wrong.startswith("Not quite.") and "neighbouring pixels" in wrong  # it explains itself
+    questions.nth(1).locator("button").nth(2).click()  # a second try shows its explanation, the score keeps the first
+    assert questions.nth(1).locator(".why").text_content().startswith("Right")
+    assert page.text_content("#qc-noise .qc-score") == "(1/2 right)"
+    assert page.text_content("[data-badge='noise']") == "1/2"
+    total = page.evaluate("quizScore().total")
+    assert page.text_content("#nav-score") == f"quick checks: 1/{total}"
+    visited = ["noise"]
+    while page.locator(f"#{visited[-1]} .steps .next").count():
+        page.locator(f"#{visited[-1]} .steps .next").click()
+        page.wait_for_function(f"window.lab.section !== '{visited[-1]}'")
+        here = page.evaluate("window.lab.section")
+        hidden = page.evaluate("SECTIONS.filter((s) => document.getElementById(s).hidden).length")
+        assert hidden == len(sections) - 1 and page.locator(f"#{here}").is_visible()
+        if here in page.evaluate("LESSONS.map((l) => l.id)"):
+            assert page.locator(f"#qc-{here} .question").count() >= 1 and page.locator(f"#{here} .formula").count() >= 1
+        visited.append(here)
+    assert visited == sections[1:]
+    page.reload()
+    page.wait_for_function("window.lab && window.lab.ready")
+    assert page.text_content("#nav-score") == f"quick checks: 1/{total}"  # kept in the browser
+    assert "1/2" in page.text_content("#score-table") and page.evaluate("window.lab.section") == sections[-1]
+    page.goto(page.url.split("#")[0] + "#start")
+    page.click("#journey-reset")
+    assert page.text_content("#nav-score") == "" and page.evaluate("localStorage.getItem('diffkit-lab-quiz')") is None
+
+
+def test_the_reverse_view_shows_the_four_images_of_each_step(page):
+    show(page, "reverse")
+    page.select_option("#rv-run", "digitstext")
+    page.fill("#rv-steps", "8")
+    page.click("#rv-go")
+    page.wait_for_function("window.lab.reverse && window.lab.reverse.drawn === 0", timeout=60_000)
+    assert page.locator("#rv-four").is_visible()
+    rv = page.evaluate("({times: lab.reverse.times, eps: lab.reverse.eps_hat.length, n: lab.reverse.frames.length})")
+    assert rv["n"] == rv["eps"] == len(rv["times"]) == 8
+    snr = [t["snr_db"] for t in rv["times"]]
+    assert snr == sorted(snr) and snr[0] < -10 < 10 < snr[-1]  # from noise towards data
+    blank = pixels(page, "rv-final")
+    first = {k: pixels(page, k) for k in ("rv-xt", "rv-eps", "rv-x0hat")}
+    assert len(set(first.values())) == 3 and blank not in first.values()
+    read = page.text_content("#rv-read")
+    assert read.startswith("step 1: t = ") and f"SNR {snr[0]:.1f} dB" in read and "x0_hat +" in read
+    page.click("#rv-step")
+    assert page.evaluate("lab.reverse.drawn") == 1 and pixels(page, "rv-xt") != first["rv-xt"]
+    assert f"SNR {snr[1]:.1f} dB" in page.text_content("#rv-read") and pixels(page, "rv-final") == blank
+    page.click("#rv-play")
+    page.wait_for_function("window.lab.reverse.done === true", timeout=30_000)
+    assert pixels(page, "rv-final") != blank and page.text_content("#rv-read").endswith("(the final sample)")
+
+
+def test_every_section_fits_the_width_and_axe_finds_no_serious_violation(page):
+    """At 1280 and 820 px: no horizontal scrolling on any section; axe-core: no serious or critical violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe, found = Axe(), {}
+    for width in (1280, 820):
+        page.set_viewport_size({"width": width, "height": 900})
+        for section in page.evaluate("SECTIONS"):
+            page.evaluate(f"location.hash = '{section}'")
+            page.wait_for_function(f"window.lab.section === '{section}'")
+            wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert wide <= 0, (width, section, wide)
+            if width == 1280 or section in ("start", "noise"):
+                violations = axe.run(page).response["violations"]
+                bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in violations if v["impact"] in ("serious", "critical")]
+                found[(width, section)] = bad
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+
+
+def test_sliders_and_buttons_work_from_the_keyboard(page):
+    show(page, "forward")
+    page.focus("#fw-t")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.text_content("#fw-t-out") == "2"  # the slider's input event redraws
+    show(page, "noise")
+    before = page.evaluate("lab.noise.inside")
+    page.focus("#nz-go")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")
+    assert page.evaluate("lab.noise.inside") != before
+    assert page.evaluate("[...document.querySelectorAll('canvas')].every((c) => c.getAttribute('aria-label'))")  # text alternatives

@@ -171,6 +171,8 @@ async function sampleReverse() {
   lab.reverse = await api("/api/sample", { run: r.name, sampler: $("rv-sampler").value, steps, n: r.kind === "points" ? 500 : 16, seed: 0 });
   lab.reverse.frame = 0;
   lab.reverse.run = r;
+  $("rv-four").hidden = lab.reverse.kind !== "images";
+  $("rv-read").textContent = "";
   for (const id of ["rv-play", "rv-pause", "rv-step"]) $(id).disabled = false;
   say("");
   drawReverse();
@@ -192,8 +194,34 @@ function drawReverse() {
       }
       ctx.stroke();
     }
-  } else drawImages(canvas, frames[k], rv.shape);
+  } else {
+    drawImages(canvas, frames[k], rv.shape);
+    drawFour(rv, k);
+  }
+  if (rv.times.length) stepReadout(rv, k);
   lab.reverse.drawn = k;
+}
+
+// the articles' four pictures per step, for the first image: x_t, eps_hat, x0_hat and (at the end) the sample
+function drawFour(rv, k) {
+  const last = k === rv.frames.length - 1, one = (a) => [a[0]];
+  $("rv-four").hidden = false;
+  drawImages($("rv-xt"), one(rv.frames[k]), rv.shape);
+  if (rv.eps_hat) drawImages($("rv-eps"), one(rv.eps_hat[k]), rv.shape);
+  else clear($("rv-eps").getContext("2d"));
+  $("rv-eps-cap").textContent = rv.eps_hat ? "\u03b5\u0302, the noise it sees" : "\u03b5\u0302 lives in latent space";
+  drawImages($("rv-x0hat"), one(rv.x0_hat[k]), rv.shape);
+  if (last) drawImages($("rv-final"), one(rv.samples), rv.shape);
+  else clear($("rv-final").getContext("2d"));
+}
+
+// the step's time, alpha_bar and SNR, and the DDIM form of the step with its numbers
+function stepReadout(rv, k) {
+  const tm = rv.times[k], last = k === rv.frames.length - 1;
+  const next = k + 1 < rv.times.length ? rv.times[k + 1].alpha_bar : 1;
+  $("rv-read").textContent = `step ${k + 1}: t = ${tm.t.toFixed(0)}, alpha_bar ${tm.alpha_bar.toFixed(4)}, SNR ${tm.snr_db.toFixed(1)} dB` +
+    `  ->  x_next = ${Math.sqrt(next).toFixed(3)} x0_hat + ${Math.sqrt(1 - next).toFixed(3)} eps_hat` +
+    (last ? "  (the final sample)" : "");
 }
 
 function scaleOf(rv) {  // points come back in the data's own units: fit the view to the final samples
@@ -418,7 +446,7 @@ async function drawPaths() {
   const hist = res.runs.map((r) => ({ values: r.times, color: color(r) }));
   const hi = Math.max(...res.runs.flatMap((r) => r.times));
   plotCurves($("pf-times"), hist, [0, +(hi * 1.05).toFixed(3)], undefined, `training times: share per log-SNR bin, ${res.edges[0]} .. ${res.edges.at(-1)}`);
-  $("pf-legend").innerHTML = res.runs.map((r) => `<span style="color:${color(r)}">&#9632; ${r.formulation}</span>`).join("");
+  $("pf-legend").innerHTML = res.runs.map((r) => `<span><i class="swatch" style="background:${color(r)}"></i>${r.formulation}</span>`).join("");
   lab.paths = res;
 }
 
@@ -550,6 +578,8 @@ function editTarget() {
 
 // --- start ----------------------------------------------------------------------------------------
 async function main() {
+  startJourney();  // journey.js: the navigation, one section per screen, the quick checks
+  startNoise();    // noise.js: drawn in the browser, no server call
   const ds = await api("/api/datasets");
   options($("fw-data"), [...ds.points, ...ds.images]);
   options($("tr-data"), [...ds.points, ...ds.images]);
