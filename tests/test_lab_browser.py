@@ -50,6 +50,9 @@ def server(tmp_path_factory, digits_text_run):
     assert main(["import", "--diffusers", str(runs.parent / "ddim-pipeline"), "--out", str(runs / "imported")]) == 0
     tiny_pipeline().save_pretrained(runs.parent / "sd-pipeline")  # and a tiny Stable-Diffusion-style pipeline
     assert main(["import", "--diffusers", str(runs.parent / "sd-pipeline"), "--out", str(runs / "sd")]) == 0
+    # the playground's model, as its first use would train it (fewer steps)
+    assert main(["train", "--data", "patterns", "--cond", "--steps", "100", "--batch-size", "32", "--channels", "16",
+                 "--channel-mult", "1,2", "--attention", "", "--out", str(runs / "playground-patterns"), "--quiet"]) == 0
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -103,7 +106,8 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert first is not None and first > 0
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
-    assert page.locator("#rv-run option").count() == 9 and page.locator("#gd-run option").count() == 1  # only cond has classes
+    assert page.locator("#rv-run option").count() == 10  # cond and the playground's model have classes:
+    assert page.eval_on_selector("#gd-run", "el => [...el.options].map(o => o.value)") == ["cond", "playground-patterns"]
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -420,3 +424,67 @@ def test_sliders_and_buttons_work_from_the_keyboard(page):
     page.keyboard.press("Enter")
     assert page.evaluate("lab.noise.inside") != before
     assert page.evaluate("[...document.querySelectorAll('canvas')].every((c) => c.getAttribute('aria-label'))")  # text alternatives
+
+
+def test_the_playground_destroys_and_rebuilds_a_checkerboard(page):
+    show(page, "playground")
+    page.wait_for_function("window.lab.playground.ready === true", timeout=30_000)
+    assert page.locator("#pg-train").is_hidden() and "model ready" in page.text_content("#pg-train-read")
+    page.select_option("#pg-pattern", "checkerboard")
+    set_range(page, "#pg-strength", 0.5)
+    blank = pixels(page, "pg-result")
+    page.click("#pg-go")
+    page.wait_for_function("window.lab.playground.result !== undefined", timeout=60_000)
+    res = page.evaluate("lab.playground.result")
+    assert res["input_reads"] == "checkerboard" and res["result_reads"] == "checkerboard", res["result_reads"]
+    assert pixels(page, "pg-result") != blank and "the rebuilt pattern as checkerboard" in page.text_content("#pg-read")
+    n = page.evaluate("lab.playground.frames")
+    assert n == len(res["forward"]) + len(res["reverse"]) and page.text_content("#pg-frame").startswith("forward 0")
+    set_range(page, "#pg-speed", 30)
+    page.click("#pg-play")
+    page.wait_for_function("window.lab.playground.played === true", timeout=30_000)
+    assert page.evaluate("lab.playground.frame") == n - 1 and page.text_content("#pg-frame").startswith("rebuild")
+    first = pixels(page, "pg-view")
+    page.select_option("#pg-direction", "-1")
+    page.evaluate("lab.playground.played = false")
+    page.click("#pg-play")
+    page.wait_for_function("window.lab.playground.played === true", timeout=30_000)
+    assert page.evaluate("lab.playground.frame") == 0 and pixels(page, "pg-view") != first
+    set_range(page, "#pg-time", 3)
+    assert page.text_content("#pg-frame").startswith("forward 3")
+    # a drawn pattern: painting switches to it and the rebuild starts from the drawing
+    page.click("#pg-clear")
+    box = page.locator("#pg-draw").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 5, box["y"] + box["height"] / 2, steps=20)
+    page.mouse.up()
+    assert page.input_value("#pg-pattern") == "drawn"
+    page.evaluate("lab.playground.result = undefined")
+    page.click("#pg-go")
+    page.wait_for_function("window.lab.playground.result !== undefined", timeout=60_000)
+    drawn = page.evaluate("lab.playground.result.input")
+    assert sum(v > 0 for v in drawn) == 16  # one painted row of 16 cells
+
+
+def test_drawn_points_are_trained_on_from_the_page(page, server):
+    import json
+
+    _, runs = server
+    show(page, "draw")
+    box = page.locator("#dr-canvas").bounding_box()
+    for row in (0.3, 0.7):
+        page.mouse.move(box["x"] + 40, box["y"] + row * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] - 40, box["y"] + row * box["height"], steps=20)
+        page.mouse.up()
+    n = page.evaluate("lab.draw.n")
+    assert n >= 100 and f"{n} points" in page.text_content("#dr-read")
+    page.fill("#dr-name", "drawn")
+    page.fill("#dr-steps", "200")
+    page.click("#dr-go")
+    page.wait_for_function("window.lab.draw.state === 'done'", timeout=120_000)
+    assert page.evaluate("lab.draw.samples") == 400 and page.evaluate("lab.draw.losses") >= 10
+    assert "trained on your" in page.text_content("#dr-read")
+    config = json.loads((runs / "drawn" / "config.json").read_text())
+    assert "/.uploads/" in config["data"]["spec"] and config["fitted"]["data_sha256"] == page.evaluate("lab.draw.sha256")

@@ -1,4 +1,4 @@
-"""Image data by name (digits, mnist5k, shapes), folder of PNG/JPEG files (one subfolder per class, or
+"""Image data by name (digits, mnist5k, shapes, patterns), folder of PNG/JPEG files (one subfolder per class, or
 unlabeled), or .npz (`x` [N, H, W], [N, H, W, C] or [N, C, H, W], optional `y` [N]): float32 [N, C, H, W]
 pixels in [0, 1] (the trainer maps them to [-1, 1]), split once into train and a test set fixed by the
 split seed, stratified by class where labelled. Grayscale stays one channel; alpha is dropped.
@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, notice
+from .patterns import PATTERN_NAMES, make_patterns
 from .points import check_labels
 from .shapes import SHAPE_NAMES, make_shapes
 
-IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "shapes", "shapes64")
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "shapes", "shapes64", "patterns")
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 SHAPES_COUNT, SHAPES_SEED = 12_000, 0  # the shapes data set is always the same; only the split varies
 MIN_IMAGES, MIN_SIDE = 10, 4
@@ -143,6 +144,9 @@ def _builtin(name: str):
     if name in ("shapes", "shapes64"):  # shapes64: the same generator at 64x64, where latents pay off
         x, y, attributes = make_shapes(SHAPES_COUNT, SHAPES_SEED, 32 if name == "shapes" else 64)
         return x, y, list(SHAPE_NAMES), attributes
+    if name == "patterns":  # the lab playground's checkerboards, circles and stripes (data/patterns.py)
+        x, y = make_patterns()
+        return x, y, list(PATTERN_NAMES), None
     raise DataError(f"unknown image data set {name!r}; give {_ACCEPTED}")
 
 

@@ -5,7 +5,7 @@ are plain names matched against the runs directory's own listing, so no client s
 
 This file builds the app, its limits and its error answers (guard.py: who may talk to it); the routes live in routers by topic (explain.py:
 data sets, schedules, the forward process; sampling_routes.py: runs, sampling, guidance, samplers, score,
-prompt; job_routes.py: training jobs) and share one LabState (state.py).
+prompt; job_routes.py: training jobs; playground.py: the playground; uploads.py: drawn data) and share one LabState (state.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DiffkitError
-from . import explain, job_routes, sampling_routes
+from . import explain, job_routes, playground, sampling_routes, uploads
 from .guard import Guard, install_guard, make_guard
 from .jobs import JobConflict, JobMissing, JobRunner
 from .state import LabState, NotFound
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY = 16 * 1024  # bytes: every request body here is a small JSON object
+MAX_BODY = 16 * 1024  # bytes: every request body but an upload of drawn points (uploads.py) is a small JSON object
 
 
 def create_app(runs_dir, device=None, guard: Guard | None = None) -> FastAPI:
@@ -47,7 +47,7 @@ def create_app(runs_dir, device=None, guard: Guard | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (explain.router, sampling_routes.router, job_routes.router):
+    for router in (explain.router, sampling_routes.router, job_routes.router, playground.router, uploads.router):
         app.include_router(router)
     # _build_config is looked up here, when the app is built (a test puts a crashing one in its place)
     app.state.lab = LabState(runs_dir, device, JobRunner(runs_dir, device), _build_config)
@@ -60,15 +60,16 @@ def install_errors(app: FastAPI) -> None:
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
+        limit = uploads.UPLOAD_BODY if request.url.path == "/api/data" else MAX_BODY  # drawn points: their own
         size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            return _error(413, f"request bodies are limited to {MAX_BODY} bytes")
+        if size is not None and (not size.isdigit() or int(size) > limit):
+            return _error(413, f"request bodies here are limited to {limit} bytes")
         if request.method in ("POST", "PUT", "PATCH") and size is None:
             body = b""
             async for chunk in request.stream():
                 body += chunk
-                if len(body) > MAX_BODY:
-                    return _error(413, f"request bodies are limited to {MAX_BODY} bytes")
+                if len(body) > limit:
+                    return _error(413, f"request bodies here are limited to {limit} bytes")
             request._body = body
         return await call_next(request)
 

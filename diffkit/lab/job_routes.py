@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from .jobs import JobMissing
 from .requests import ReflowRequest, TrainRequest
 from .state import find_run, lab_state
+from .uploads import upload_path
 
 router = APIRouter()
 
@@ -19,7 +20,10 @@ router = APIRouter()
 def train(req: TrainRequest, request: Request):
     """Start a training job (one at a time: a second is refused with 409)."""
     state = lab_state(request)
-    return state.jobs.start(req.name, req.model_dump(), state.build_config).public()
+    spec = req.model_dump()
+    if spec["data"].startswith("drawn-"):  # uploaded points: trained on as a user data file
+        spec["data"] = str(upload_path(state.runs_dir, spec["data"]))
+    return state.jobs.start(req.name, spec, state.build_config).public()
 
 
 @router.post("/api/reflow", status_code=202)

@@ -10,7 +10,7 @@ from ..prediction import PATH_PREDICTIONS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
 POINT_SETS = ("spiral", "circle", "moons", "circles", "swissroll", "gaussians8", "checkerboard", "shapes3")
-IMAGE_SETS = ("digits", "mnist5k", "shapes")
+IMAGE_SETS = ("digits", "mnist5k", "shapes", "patterns")
 SCHEDULES = ("linear", "cosine", "sigmoid", "scaled_linear")
 
 
@@ -36,7 +36,8 @@ class GuidanceRequest(BaseModel):
 
 class TrainRequest(BaseModel):
     name: str = Field(pattern=NAME, description="the new run's name")
-    data: Literal[POINT_SETS + IMAGE_SETS] = "spiral"
+    data: Literal[POINT_SETS + IMAGE_SETS] | Annotated[str, Field(pattern=r"^drawn-[0-9a-f]{16}$")] = Field(
+        "spiral", description="a built-in data set, or drawn points uploaded to /api/data (drawn-KEY)")
     steps: int = Field(1000, ge=10, le=20000)
     objective: Literal["ddpm", "edm", "flow"] = Field("ddpm", description="ddpm (a VP schedule), edm or flow")
     schedule: Literal[SCHEDULES] | None = Field(None, description="ddpm only (default linear)")

@@ -52,17 +52,22 @@ class LabState:
                 self.cache[("images", name)] = load_images(name)
             return self.cache[("images", name)]
 
-    def adherence(self, run, x: np.ndarray, cls: int) -> float:
-        """The share of samples x a judge reads as class cls (images: the data set's judge; points: nearest
-        real neighbours), the judge built once per data set."""
-        from ..runs import adherence, adherence_judge
+    def judge(self, run):
+        """What reads the class of run's samples (images: the data set's judge; points: nearest real
+        neighbours), built once per data set."""
+        from ..runs import adherence_judge
 
         key = ("judge", run.config.data.spec)
         with self.lock:
             if key not in self.cache:
                 self.cache[key] = adherence_judge(run.config, self.device)
-            judge = self.cache[key]
-        return adherence(judge, x, cls)
+            return self.cache[key]
+
+    def adherence(self, run, x: np.ndarray, cls: int) -> float:
+        """The share of samples x the run's judge reads as class cls."""
+        from ..runs import adherence
+
+        return adherence(self.judge(run), x, cls)
 
 
 def lab_state(request) -> LabState:

@@ -580,6 +580,8 @@ function editTarget() {
 async function main() {
   startJourney();  // journey.js: the navigation, one section per screen, the quick checks
   startNoise();    // noise.js: drawn in the browser, no server call
+  startPlayground();  // playground.js: its model is trained on first use
+  startDraw();        // draw.js: brushed points, uploaded and trained on
   const ds = await api("/api/datasets");
   options($("fw-data"), [...ds.points, ...ds.images]);
   options($("tr-data"), [...ds.points, ...ds.images]);
