@@ -4,7 +4,9 @@
 
 Reports the time from navigation to the first drawn frame (median of --loads page loads; goal < 1 s) and the
 redraw time of one t-slider move (median of --moves moves; goal < 30 ms) on 5,000 points and on a 28x28 image.
-With --shots, writes one screenshot per panel (lab_*.png). --runs: a folder of runs to show (default: a
+Then each section's first draw (from the reader's first action there to the answer on screen; the playground's
+first use, which trains its model, is timed apart). With --shots, writes one screenshot per section
+(lab_SECTION.png) and the page at 1280 and 820 px (lab_layout_*.png). --runs: a folder of runs to show (default: a
 temporary one with a conditional shapes3 run and a gaussians8 run trained here, ~30 s, and the digits preset if
 --digits). --only score (or prompt) writes just that panel's screenshot (no timings); the prompt panel needs a
 text run (`diffkit train --text`) in --runs.
@@ -74,6 +76,9 @@ def main() -> None:
         cli(["reflow", "--teacher", str(runs / "gaussians8-flow"), "--out", str(runs / "gaussians8-2rf"), "--quiet"])
     if a.digits and not (runs / "digits").exists():
         cli(["train", "--data", "digits", "--cond", "--out", str(runs / "digits"), "--quiet"])
+    if not (runs / "gaussians8-2step").exists():
+        cli(["distill", "--teacher", str(runs / "gaussians8"), "--out", str(runs / "gaussians8-2step"), "--steps", "2",
+             "--quiet"])
     srv, url = serve(runs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
@@ -99,44 +104,90 @@ def main() -> None:
               f"(min {min(firsts):.0f}, max {max(firsts):.0f}); goal < 1000 ms")
         print(f"t-slider redraw, 5,000 points: median {points_ms:.1f} ms over {a.moves} moves; goal < 30 ms")
         print(f"t-slider redraw, one 28x28 image: median {image_ms:.1f} ms over {a.moves} moves; goal < 30 ms")
-        if a.shots:
-            shots(page, url, Path(a.shots), runs)
+        out = Path(a.shots) if a.shots else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        section_draws(page, url, runs, out)
+        if out is not None:
+            layout_shots(browser, url, out)
         browser.close()
     srv.should_exit = True
 
 
-def shots(page, url: str, out: Path, runs: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+# per section: what a reader does first there, and what says its answer is drawn (a JS condition)
+FIRST_DRAW = [
+    ("start", None, "true"),
+    ("noise", "#nz-go", "lab.noise.n > 0"),
+    ("forward", "MOVE", "lab.timings.lastRedrawMs > 0"),
+    ("schedules", None, "true"),
+    ("reverse", "#rv-go", "lab.reverse && lab.reverse.drawn === 0"),
+    ("samplers", "#sm-go", "lab.samplers !== undefined"),
+    ("guidance", "W3", "lab.guidance && lab.guidance.w === 3"),
+    ("score", "T150", "lab.score && lab.score.t === 150"),
+    ("prompt", "#pp-go", "lab.prompt !== undefined"),
+    ("paths", "STEPS4", "lab.paths && lab.paths.steps === 4"),
+    ("fewsteps", "NFE2", "lab.fewsteps && lab.fewsteps.teacher.steps === 2"),
+    ("edit", "#ed-go", "lab.edit && lab.edit.result"),
+    ("playground", "#pg-go", "lab.playground.result !== undefined"),
+    ("draw", "#dr-example", "lab.draw.n > 0"),
+    ("train", None, "true"),
+]
+SLIDERS = {"W3": ("#gd-w", 3), "T150": ("#sf-t", 150), "STEPS4": ("#pf-steps", 4), "NFE2": ("#fs-nfe", 2),
+           "MOVE": ("#fw-t", 300)}
+
+
+def section_draws(page, url: str, runs: Path, out: Path | None) -> None:
+    """Each section's first draw: from the reader's first action there (a click, a slider move; none for the
+    static ones) to its answer on screen; with out, a screenshot of each section (lab_SECTION.png)."""
     page.goto(url)
     page.wait_for_function("window.lab && window.lab.ready")
-    move(page, 300)
-    page.locator("#forward").screenshot(path=str(out / "lab_forward.png"))
-    page.locator("#schedules").screenshot(path=str(out / "lab_schedules.png"))
-    image_run = "digits" if (runs / "digits").exists() else "shapes3"
-    page.select_option("#rv-run", image_run)
-    page.fill("#rv-steps", "20")
-    page.click("#rv-go")
-    page.wait_for_function("window.lab.reverse && window.lab.reverse.drawn === 0")
-    page.evaluate("lab.reverse.frame = 12")
-    page.click("#rv-step")
-    page.locator("#reverse").screenshot(path=str(out / "lab_reverse.png"))
-    page.select_option("#gd-run", "shapes3")
-    page.eval_on_selector("#gd-w", "(el) => { el.value = 3; el.dispatchEvent(new Event('change')); }")
-    page.wait_for_function("window.lab.guidance && window.lab.guidance.w === 3", timeout=60_000)
-    page.locator("#guidance").screenshot(path=str(out / "lab_guidance.png"))
-    page.fill("#tr-name", f"bench-{int(time.time())}")
-    page.select_option("#tr-data", "moons")
-    page.fill("#tr-steps", "1500")
-    page.click("#tr-go")
-    page.wait_for_function("window.lab.job && window.lab.job.state === 'done'", timeout=120_000)
-    page.locator("#train").screenshot(path=str(out / "lab_train.png"))
-    page.select_option("#sm-run", "shapes3")
-    page.click("#sm-go")
-    page.wait_for_function("window.lab.samplers !== undefined", timeout=300_000)
-    page.locator("#samplers").screenshot(path=str(out / "lab_samplers.png"))
-    score_shot(page, out)
-    paths_shot(page, out)
-    print(f"screenshots in {out}/lab_*.png")
+    if not page.evaluate("lab.playground.ready"):  # the playground's first use: trains its model, timed
+        page.evaluate("location.hash = 'playground'")
+        page.wait_for_function("!document.getElementById('pg-train').hidden || lab.playground.ready")
+        t0 = time.perf_counter()
+        page.click("#pg-train")
+        page.wait_for_function("window.lab.playground.ready === true", timeout=900_000, polling=500)
+        print(f"the playground's first use: its model trained in {time.perf_counter() - t0:.0f} s")
+    print(f"{'section':12s} {'first draw ms':>13s}")
+    for section, action, done in FIRST_DRAW:
+        page.evaluate(f"location.hash = '{section}'")
+        page.wait_for_function(f"window.lab.section === '{section}'")
+        if section == "reverse":
+            page.select_option("#rv-run", "digits" if (runs / "digits").exists() else "shapes3")
+            page.fill("#rv-steps", "20")
+        if section == "samplers":
+            page.select_option("#sm-run", "shapes3")
+        if section == "edit" and not page.locator("#ed-run option").count():
+            continue
+        if section == "prompt" and not page.locator("#pp-run option").count():
+            continue
+        t0 = page.evaluate("performance.now()")
+        if action in SLIDERS:
+            sel, value = SLIDERS[action]
+            page.eval_on_selector(sel, f"(el) => {{ el.value = {value}; el.dispatchEvent(new Event('input')); "
+                                       "el.dispatchEvent(new Event('change')); }")
+        elif action:
+            page.click(action)
+        page.wait_for_function(done, timeout=300_000)
+        ms = page.evaluate("performance.now()") - t0
+        print(f"{section:12s} {ms:13.0f}")
+        if section == "reverse":
+            page.evaluate("lab.reverse.frame = 12")
+            page.click("#rv-step")
+        if out is not None:
+            page.locator(f"#{section}").screenshot(path=str(out / f"lab_{section}.png"))
+
+
+def layout_shots(browser, url: str, out: Path) -> None:
+    """The page at a laptop's and a tablet's width (lab_layout_1280.png, lab_layout_820.png)."""
+    for width in (1280, 820):
+        page = browser.new_page(viewport={"width": width, "height": 800})
+        page.goto(url + "#noise")
+        page.wait_for_function("window.lab && window.lab.ready")
+        page.screenshot(path=str(out / f"lab_layout_{width}.png"))
+        wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        print(f"{width} px: horizontal overflow {wide} px")
+        page.close()
 
 
 def score_shot(page, out: Path) -> None:
