@@ -95,6 +95,8 @@ def main() -> None:
             page.goto(url)
             page.wait_for_function("window.lab && window.lab.ready")
             firsts.append(page.evaluate("lab.timings.firstFrameMs"))
+        page.evaluate("location.hash = 'forward'")
+        page.wait_for_function("window.lab.section === 'forward'")
         page.evaluate("async () => { lab.forward = await (await fetch('/api/forward?data=spiral&n=5000')).json(); }")
         points_ms = redraw_ms(page, a.moves)
         page.select_option("#fw-data", "mnist5k")
@@ -114,42 +116,45 @@ def main() -> None:
     srv.should_exit = True
 
 
-# per section: what a reader does first there, and what says its answer is drawn (a JS condition)
+# per section: what a reader does first there (None: nothing, the section draws on arrival) and what says its
+# answer is on screen (a JS condition); a click is timed from the click, an arrival from the navigation
 FIRST_DRAW = [
     ("start", None, "true"),
-    ("noise", "#nz-go", "lab.noise.n > 0"),
-    ("forward", "MOVE", "lab.timings.lastRedrawMs > 0"),
+    ("noise", None, "lab.noise.n > 0"),
+    ("forward", None, "lab.timings.lastRedrawMs > 0"),
     ("schedules", None, "true"),
     ("reverse", "#rv-go", "lab.reverse && lab.reverse.drawn === 0"),
-    ("samplers", "#sm-go", "lab.samplers !== undefined"),
-    ("guidance", "W3", "lab.guidance && lab.guidance.w === 3"),
-    ("score", "T150", "lab.score && lab.score.t === 150"),
-    ("prompt", "#pp-go", "lab.prompt !== undefined"),
-    ("paths", "STEPS4", "lab.paths && lab.paths.steps === 4"),
-    ("fewsteps", "NFE2", "lab.fewsteps && lab.fewsteps.teacher.steps === 2"),
+    ("samplers", "#sm-go", "lab.samplersDrawn > 0"),
+    ("guidance", None, "lab.guidance !== undefined"),
+    ("score", None, "lab.score !== undefined"),
+    ("prompt", None, "lab.prompt !== undefined"),
+    ("paths", None, "lab.paths !== undefined"),
+    ("fewsteps", None, "lab.fewsteps !== undefined"),
+    ("edit", None, "lab.edit && lab.edit.input && !lab.editPending"),
     ("edit", "#ed-go", "lab.edit && lab.edit.result"),
     ("playground", "#pg-go", "lab.playground.result !== undefined"),
     ("draw", "#dr-example", "lab.draw.n > 0"),
     ("train", None, "true"),
 ]
-SLIDERS = {"W3": ("#gd-w", 3), "T150": ("#sf-t", 150), "STEPS4": ("#pf-steps", 4), "NFE2": ("#fs-nfe", 2),
-           "MOVE": ("#fw-t", 300)}
 
 
 def section_draws(page, url: str, runs: Path, out: Path | None) -> None:
-    """Each section's first draw: from the reader's first action there (a click, a slider move; none for the
-    static ones) to its answer on screen; with out, a screenshot of each section (lab_SECTION.png)."""
+    """Each section's first draw: from the navigation to its first picture (sections that draw on arrival), or
+    from the reader's first click there to the answer; with out, a screenshot of each (lab_SECTION.png)."""
     page.goto(url)
     page.wait_for_function("window.lab && window.lab.ready")
+    page.evaluate("location.hash = 'playground'")
+    page.wait_for_function("document.getElementById('pg-train-read').textContent !== ''")
     if not page.evaluate("lab.playground.ready"):  # the playground's first use: trains its model, timed
-        page.evaluate("location.hash = 'playground'")
-        page.wait_for_function("!document.getElementById('pg-train').hidden || lab.playground.ready")
         t0 = time.perf_counter()
         page.click("#pg-train")
         page.wait_for_function("window.lab.playground.ready === true", timeout=900_000, polling=500)
         print(f"the playground's first use: its model trained in {time.perf_counter() - t0:.0f} s")
-    print(f"{'section':12s} {'first draw ms':>13s}")
+    print(f"{'section':12s} {'first draw ms':>13s}  timed from")
     for section, action, done in FIRST_DRAW:
+        if section == "prompt" and not (runs / "t2i").exists() or section == "edit" and not (runs / "digits").exists():
+            continue
+        t0 = page.evaluate("performance.now()")
         page.evaluate(f"location.hash = '{section}'")
         page.wait_for_function(f"window.lab.section === '{section}'")
         if section == "reverse":
@@ -157,23 +162,23 @@ def section_draws(page, url: str, runs: Path, out: Path | None) -> None:
             page.fill("#rv-steps", "20")
         if section == "samplers":
             page.select_option("#sm-run", "shapes3")
-        if section == "edit" and not page.locator("#ed-run option").count():
-            continue
-        if section == "prompt" and not page.locator("#pp-run option").count():
-            continue
-        t0 = page.evaluate("performance.now()")
-        if action in SLIDERS:
-            sel, value = SLIDERS[action]
-            page.eval_on_selector(sel, f"(el) => {{ el.value = {value}; el.dispatchEvent(new Event('input')); "
-                                       "el.dispatchEvent(new Event('change')); }")
-        elif action:
+        if action:
+            t0 = page.evaluate("performance.now()")
             page.click(action)
         page.wait_for_function(done, timeout=300_000)
         ms = page.evaluate("performance.now()") - t0
-        print(f"{section:12s} {ms:13.0f}")
+        print(f"{section:12s} {ms:13.0f}  {'the click on ' + action if action else 'the navigation'}")
+        if section == "samplers":  # the screenshot shows every sampler's curve
+            page.wait_for_function("lab.samplers !== undefined", timeout=300_000)
         if section == "reverse":
             page.evaluate("lab.reverse.frame = 12")
             page.click("#rv-step")
+        if section == "train" and out is not None:  # the screenshot shows a run trained from the page
+            page.fill("#tr-name", f"bench-{int(time.time())}")
+            page.select_option("#tr-data", "moons")
+            page.fill("#tr-steps", "1500")
+            page.click("#tr-go")
+            page.wait_for_function("window.lab.job && window.lab.job.state === 'done'", timeout=300_000)
         if out is not None:
             page.locator(f"#{section}").screenshot(path=str(out / f"lab_{section}.png"))
 

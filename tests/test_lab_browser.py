@@ -202,7 +202,7 @@ def test_prompt_panel_draws_the_prompt_and_guidance_changes_it(page):
     page.fill("#pp-text", "the digit 4")
     blank = pixels(page, "pp-canvas")
     page.click("#pp-go")
-    page.wait_for_function("window.lab.prompt !== undefined", timeout=30_000)
+    page.wait_for_function("window.lab.prompt && window.lab.prompt.prompt === 'the digit 4'", timeout=30_000)
     first = page.evaluate("window.lab.prompt")
     assert first["prompt"] == "the digit 4" and first["w"] == 5 and len(first["samples"]) == 16
     assert pixels(page, "pp-canvas") != blank and "w = 5, 5 tokens" in page.text_content("#pp-read")

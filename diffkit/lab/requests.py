@@ -73,10 +73,19 @@ class PathsRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
+COMPARED = ("ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun")
+
+
 class SamplersRequest(BaseModel):
     run: str = Field(pattern=NAME)
     nfe: list[Annotated[int, Field(ge=2, le=100)]] = Field([5, 10, 20, 50], min_length=1, max_length=4)
     n: int = Field(2000, ge=100, le=4000)
+    samplers: list[Literal[COMPARED]] = Field(list(COMPARED), min_length=1, max_length=5,
+                                              description="which samplers (the page asks one at a time)")
+
+
+class WarmRequest(BaseModel):
+    run: str = Field(pattern=NAME, description="a run to load now, so its panel's first draw does not wait for it")
 
 
 class ScoreRequest(BaseModel):

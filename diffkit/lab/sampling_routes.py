@@ -20,6 +20,7 @@ from .requests import (
     SampleRequest,
     SamplersRequest,
     ScoreRequest,
+    WarmRequest,
 )
 from .state import lab_state, rounded, run_dirs
 
@@ -62,6 +63,17 @@ def sample(req: SampleRequest, request: Request):
             "eps_hat": noises if len(noises) == len(frames) else None, "times": times}
 
 
+@router.post("/api/warm")
+def warm(req: WarmRequest, request: Request):
+    """Load a run (network, VAE, text encoder) into the lab's cache; the page asks for its text run in the
+    background, so the prompt panel's first draw does not wait for the loading."""
+    import time
+
+    t0 = time.perf_counter()
+    lab_state(request).load(req.run)
+    return {"run": req.run, "seconds": round(time.perf_counter() - t0, 3)}
+
+
 @router.post("/api/guidance")
 def guidance(req: GuidanceRequest, request: Request):
     """The same noise under guidance scale w; diversity (mean distance to the samples' centroid, in data
@@ -86,7 +98,9 @@ def guidance(req: GuidanceRequest, request: Request):
 @router.post("/api/samplers")
 def samplers(req: SamplersRequest, request: Request):
     """Energy distance to fresh data against network calls, for the samplers on a 2-D run (cached)."""
-    from ..runs import eval_samples, sample_run
+    from ..metrics.points import energy_distance
+    from ..runs import sample_run
+    from ..runs.evaluate import reference_draws
     from ..sampling import SAMPLER_TABLE
 
     state = lab_state(request)
@@ -94,18 +108,19 @@ def samplers(req: SamplersRequest, request: Request):
     if run.config.fitted.kind != "points":
         raise DiffkitError("the sampler comparison scores 2-D runs (energy distance to fresh data); "
                            f"{req.run!r} holds images")
-    key = ("samplers", req.run, tuple(req.nfe), req.n)
+    key = ("samplers", req.run, tuple(req.nfe), req.n, tuple(req.samplers))
     if key in state.cache:
         return state.cache[key]
     rows = []
-    for name in ("ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"):
+    reference, (other,) = reference_draws(run.config.data.spec, req.n, draws=1)  # one reference for every row
+    floor = energy_distance(other, reference)
+    for name in req.samplers:
         per_step = SAMPLER_TABLE[name].nfe()
         for nfe in req.nfe:
             steps = max(1, round(nfe / per_step))
             x = sample_run(run, req.n, name, steps, seed=0)
-            m = eval_samples(x, run.config.data.spec, n_reference=req.n)
-            rows.append({"sampler": name, "nfe": nfe, "steps": steps, "energy": m["energy"],
-                         "floor": m["energy_floor"]})
+            rows.append({"sampler": name, "nfe": nfe, "steps": steps, "energy": energy_distance(x, reference),
+                         "floor": floor})
     state.cache[key] = {"run": req.run, "rows": rows}
     return state.cache[key]
 

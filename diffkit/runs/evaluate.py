@@ -25,23 +25,26 @@ def eval_samples(samples: np.ndarray, spec: str, *, n_reference: int = 4000, see
     draws) beside each. Built-in sets: every draw is new data. A data file: the reference and each floor draw
     are disjoint subsets of the file (the floor compares real points with other real points, never with
     themselves)."""
-    source = PointSource(check_spec(spec))
     samples = samples[:n_reference]
-    if source.is_builtin:
-        n = min(n_reference, len(samples))
-        _check_eval_memory(len(samples), n, metric_memory(len(samples), n))
-        reference = source.fresh(n, seed)
-        floors = [source.fresh(n, seed + 1 + k) for k in range(FLOOR_DRAWS)]
-    else:
-        x = source.fresh(10**12, seed)  # the whole file, shuffled
-        if len(x) < 12:
-            raise DataError(f"{spec} holds {len(x)} points; evaluation needs at least 12 to split into a reference "
-                            "and real-data floor draws")
-        n = min(n_reference, len(samples), len(x) // 3)  # the rest holds >= 2n points, so floor draws differ
-        _check_eval_memory(len(samples), n, metric_memory(len(samples), n))
-        reference, rest = x[:n], x[n:]
-        floors = [rest[np.random.default_rng(seed + 1 + k).permutation(len(rest))[:n]] for k in range(FLOOR_DRAWS)]
+    reference, floors = reference_draws(spec, min(n_reference, len(samples)), seed)
     return evaluate_points(samples, reference, floors, circle=spec == "circle")
+
+
+def reference_draws(spec: str, n: int, seed: int = 0, draws: int = FLOOR_DRAWS) -> tuple[np.ndarray, list]:
+    """Up to n real points to score samples against, and `draws` other draws of real points for the floor (see
+    eval_samples)."""
+    source = PointSource(check_spec(spec))
+    if source.is_builtin:
+        _check_eval_memory(n, n, metric_memory(n, n))
+        return source.fresh(n, seed), [source.fresh(n, seed + 1 + k) for k in range(draws)]
+    x = source.fresh(10**12, seed)  # the whole file, shuffled
+    if len(x) < 12:
+        raise DataError(f"{spec} holds {len(x)} points; evaluation needs at least 12 to split into a reference "
+                        "and real-data floor draws")
+    n = min(n, len(x) // 3)  # the rest holds >= 2n points, so floor draws differ
+    _check_eval_memory(n, n, metric_memory(n, n))
+    rest = x[n:]
+    return x[:n], [rest[np.random.default_rng(seed + 1 + k).permutation(len(rest))[:n]] for k in range(draws)]
 
 
 def _check_eval_memory(n: int, m: int, need: int) -> None:

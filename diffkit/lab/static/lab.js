@@ -337,16 +337,24 @@ async function startJob(path, body, total) {
 async function compareSamplers() {
   const name = $("sm-run").value;
   if (!name) return say("the sampler comparison needs a 2-D run", true);
-  $("sm-read").textContent = "computing (a few seconds)...";
-  const res = await api("/api/samplers", { run: name, nfe: [5, 10, 20, 50], n: 2000 });
+  const rows = [];
+  for (const sampler of ["ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"]) {  // drawn as each one arrives
+    $("sm-read").textContent = `computing ${sampler}...`;
+    rows.push(...(await api("/api/samplers", { run: name, nfe: [5, 10, 20, 50], n: 1000, samplers: [sampler] })).rows);
+    drawSamplers(rows);
+    lab.samplersDrawn = rows.length;
+  }
+  lab.samplers = { run: name, rows };
+}
+
+function drawSamplers(rows) {
   const by = {};
-  res.rows.forEach((r) => (by[r.sampler] = by[r.sampler] || []).push(r));
-  const all = res.rows.map((r) => r.energy), hi = Math.max(...all);
-  const series = Object.entries(by).map(([s, rows], i) => ({ values: rows.map((r) => r.energy), color: CLASS_COLORS[i] }));
+  rows.forEach((r) => (by[r.sampler] = by[r.sampler] || []).push(r));
+  const all = rows.map((r) => r.energy), hi = Math.max(...all);
+  const series = Object.entries(by).map(([s, rs], i) => ({ values: rs.map((r) => r.energy), color: CLASS_COLORS[i] }));
   series.push({ values: by[Object.keys(by)[0]].map((r) => r.floor), color: "#000", dash: [4, 4] });
   plotCurves($("sm-canvas"), series, [Math.min(0, ...all), +hi.toFixed(3)], undefined, "energy distance vs NFE 5, 10, 20, 50");
-  $("sm-read").textContent = Object.entries(by).map(([s, rows], i) => `${s}: ` + rows.map((r) => `${r.nfe}->${r.energy.toFixed(4)}`).join(" ")).join(" | ");
-  lab.samplers = res;
+  $("sm-read").textContent = Object.entries(by).map(([s, rs]) => `${s}: ` + rs.map((r) => `${r.nfe}->${r.energy.toFixed(4)}`).join(" ")).join(" | ");
 }
 
 // --- score ----------------------------------------------------------------------------------------
@@ -582,14 +590,13 @@ async function main() {
   startNoise();    // noise.js: drawn in the browser, no server call
   startPlayground();  // playground.js: its model is trained on first use
   startDraw();        // draw.js: brushed points, uploaded and trained on
-  const ds = await api("/api/datasets");
+  const [ds, schedules] = await Promise.all([api("/api/datasets"), api("/api/schedules?T=1000")]);
   options($("fw-data"), [...ds.points, ...ds.images]);
   options($("tr-data"), [...ds.points, ...ds.images]);
   for (const id of ["fw-sched-a", "fw-sched-b", "tr-schedule"]) options($(id), ds.schedules);
   $("fw-sched-b").value = "cosine";
-  lab.schedules = await api("/api/schedules?T=1000");
-  await loadForward();
-  await loadRuns();
+  lab.schedules = schedules;
+  await Promise.all([loadForward(), loadRuns()]);
   $("fw-t").addEventListener("input", drawForward);
   for (const id of ["fw-sched-a", "fw-sched-b"]) $(id).addEventListener("change", drawForward);
   $("fw-data").addEventListener("change", loadForward);
@@ -619,7 +626,6 @@ async function main() {
   $("fs-run").addEventListener("change", () => drawFewSteps().catch((e) => say(e.message, true)));
   $("fs-nfe").addEventListener("input", () => ($("fs-nfe-out").textContent = $("fs-nfe").value));
   $("fs-nfe").addEventListener("change", () => drawFewSteps().catch((e) => say(e.message, true)));
-  if ($("fs-run").value) drawFewSteps().catch((e) => say(e.message, true));
   const editLoad = () => { editTarget(); loadEditImage().catch((e) => say(e.message, true)); };
   for (const id of ["ed-run", "ed-index", "ed-preset"]) $(id).addEventListener("change", editLoad);
   $("ed-clear").addEventListener("click", () => { if (lab.edit) { lab.edit.mask.fill(0); $("ed-preset").value = "painted"; drawEditInput(); } });
@@ -629,10 +635,25 @@ async function main() {
   $("ed-input").addEventListener("mousedown", (ev) => { painting = true; paintAt(ev); });
   $("ed-input").addEventListener("mousemove", (ev) => painting && paintAt(ev));
   window.addEventListener("mouseup", () => (painting = false));
-  if ($("ed-run").value) await loadEditImage().catch((e) => say(e.message, true));
-  if ($("gd-run").value) drawGuidance().catch((e) => say(e.message, true));
-  if ($("sf-run").value) drawScore().catch((e) => say(e.message, true));
-  if (FAMILY.some(([id]) => $(id).value)) drawPaths().catch((e) => say(e.message, true));
+  // the panels that run a model draw when their section is first shown, so a page load computes only what is seen
+  const firstDraw = {
+    fewsteps: () => $("fs-run").value && drawFewSteps(),
+    edit: () => $("ed-run").value && loadEditImage(),
+    guidance: () => $("gd-run").value && drawGuidance(),
+    score: () => $("sf-run").value && drawScore(),
+    paths: () => FAMILY.some(([id]) => $(id).value) && drawPaths(),
+    prompt: () => $("pp-run").value && drawPrompt(),
+  };
+  const drawn = new Set();
+  const drawSection = (id) => {
+    if (drawn.has(id) || !firstDraw[id]) return;
+    drawn.add(id);
+    Promise.resolve(firstDraw[id]()).catch((e) => say(e.message, true));
+  };
+  document.addEventListener("lab:section", (e) => drawSection(e.detail));
+  drawSection(lab.section);
+  // after the first frame: load the text run in the background, so the prompt panel's first draw need not wait
+  if ($("pp-run").value && lab.section !== "prompt") api("/api/warm", { run: $("pp-run").value }).catch(() => {});
   lab.ready = true;
 }
 
