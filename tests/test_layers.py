@@ -37,7 +37,8 @@ FLOORS = {  # module prefix -> floor; the longest matching prefix decides; the b
 HEAVY = {"transformers", "fastapi", "uvicorn", "diffusers", "onnx", "onnxruntime", "peft", "matplotlib", "PIL",
          "mlxtend", "playwright", "starlette", "pydantic"}
 HEAVY_AT_TOP = {"diffkit.lab.app", "diffkit.lab.explain", "diffkit.lab.job_routes", "diffkit.lab.requests",
-                "diffkit.lab.sampling_routes",  # may import HEAVY at top level (they are only imported lazily)
+                "diffkit.lab.sampling_routes", "diffkit.lab.guard", "diffkit.lab.playground", "diffkit.lab.uploads",
+                # may import HEAVY at top level (they are only imported lazily)
                 "diffkit.runs.onnx_sample"}  # never imported: `diffkit export` copies it beside network.onnx
 
 
