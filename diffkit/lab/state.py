@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class LabState:
     jobs: JobRunner
     build_config: Callable  # spec dict -> RunConfig, for a training job
     cache: dict = field(default_factory=dict)
+    recent: OrderedDict = field(default_factory=OrderedDict)  # remember()'s bounded cache
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self, name: str):
@@ -51,6 +53,19 @@ class LabState:
             if ("images", name) not in self.cache:
                 self.cache[("images", name)] = load_images(name)
             return self.cache[("images", name)]
+
+    def remember(self, key, make, keep: int = 32):
+        """make()'s answer for key, computed once and kept among the `keep` most recent (an encoded response)."""
+        with self.lock:
+            if key in self.recent:
+                self.recent.move_to_end(key)
+                return self.recent[key]
+        value = make()
+        with self.lock:
+            self.recent[key] = value
+            while len(self.recent) > keep:
+                self.recent.popitem(last=False)
+        return value
 
     def judge(self, run):
         """What reads the class of run's samples (images: the data set's judge; points: nearest real
