@@ -124,7 +124,8 @@ def main() -> None:
         every += ms
         errors = sum(not ok for _, ok in rows)
         name = "/api/jobs/{id}" if path == "JOB" else path
-        print(f"{name:42s} {len(rows):8d} {statistics.median(ms):8.1f} {ms[int(0.99 * (len(ms) - 1))]:8.1f} {errors:6d}")
+        p99 = ms[int(0.99 * (len(ms) - 1))]
+        print(f"{name:42s} {len(rows):8d} {statistics.median(ms):8.1f} {p99:8.1f} {errors:6d}")
     every.sort()
     total_errors = sum(not ok for rows in out.values() for _, ok in rows)
     print(f"{'all':42s} {len(every):8d} {statistics.median(every):8.1f} {every[int(0.99 * (len(every) - 1))]:8.1f} "

@@ -317,7 +317,8 @@ def test_npz_values_labels_and_errors(tmp_path, capsys):
 def test_specs_and_errors(tmp_path):
     assert IMAGE_DATASETS == ("digits", "mnist5k", "shapes", "shapes64", "patterns") and all(map(is_image_spec, IMAGE_DATASETS))
     assert not is_image_spec("spiral") and not is_image_spec(str(tmp_path / "nope.npz"))
-    with pytest.raises(DataError, match=r"unknown image data set 'digitz'; give one of digits, mnist5k, shapes, shapes64, patterns, a"):
+    with pytest.raises(DataError, match=r"unknown image data set 'digitz'; give one of digits, mnist5k, shapes, "
+                                        r"shapes64, patterns, a"):
         load_images("digitz")
     with pytest.raises(DataError, match="does not exist"):
         load_images(str(tmp_path / "missing"))

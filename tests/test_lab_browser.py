@@ -107,7 +107,8 @@ def test_page_loads_and_draws_a_first_frame(page):
     assert page.text_content("#fw-read-a").startswith("linear: alpha_bar 0.9999")
     assert page.text_content("#fw-read-b").startswith("cosine:")
     assert page.locator("#rv-run option").count() == 10  # cond and the playground's model have classes:
-    assert page.eval_on_selector("#gd-run", "el => [...el.options].map(o => o.value)") == ["cond", "playground-patterns"]
+    gd_runs = page.eval_on_selector("#gd-run", "el => [...el.options].map(o => o.value)")
+    assert gd_runs == ["cond", "playground-patterns"]
 
 
 def test_the_t_slider_noises_the_data(page):
@@ -406,7 +407,8 @@ def test_every_section_fits_the_width_and_axe_finds_no_serious_violation(page):
             assert wide <= 0, (width, section, wide)
             if width == 1280 or section in ("start", "noise"):
                 violations = axe.run(page).response["violations"]
-                bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in violations if v["impact"] in ("serious", "critical")]
+                bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+                       for v in violations if v["impact"] in ("serious", "critical")]
                 found[(width, section)] = bad
     assert not any(found.values()), {k: v for k, v in found.items() if v}
 
@@ -423,7 +425,8 @@ def test_sliders_and_buttons_work_from_the_keyboard(page):
     page.keyboard.press("Enter")
     page.keyboard.press("Enter")
     assert page.evaluate("lab.noise.inside") != before
-    assert page.evaluate("[...document.querySelectorAll('canvas')].every((c) => c.getAttribute('aria-label'))")  # text alternatives
+    # every figure has a text alternative
+    assert page.evaluate("[...document.querySelectorAll('canvas')].every((c) => c.getAttribute('aria-label'))")
 
 
 def test_the_playground_destroys_and_rebuilds_a_checkerboard(page):
@@ -487,4 +490,5 @@ def test_drawn_points_are_trained_on_from_the_page(page, server):
     assert page.evaluate("lab.draw.samples") == 400 and page.evaluate("lab.draw.losses") >= 10
     assert "trained on your" in page.text_content("#dr-read")
     config = json.loads((runs / "drawn" / "config.json").read_text())
-    assert "/.uploads/" in config["data"]["spec"] and config["fitted"]["data_sha256"] == page.evaluate("lab.draw.sha256")
+    assert "/.uploads/" in config["data"]["spec"]
+    assert config["fitted"]["data_sha256"] == page.evaluate("lab.draw.sha256")

@@ -75,7 +75,8 @@ def test_the_playground_trains_its_model_on_first_use_and_rebuilds_a_checkerboar
         drawn = [float((i // 16) % 4 < 2) for i in range(256)]  # horizontal bars, drawn
         d = c.post("/api/playground/rebuild", json={"pattern": "drawn", "pixels": drawn, "strength": 0.3}).json()
         assert d["input"] == [round(255 * v) for v in drawn] and d["input_reads"] == "stripes"
-        for body, fragment in (({"pattern": "drawn"}, "256 values"), ({"pattern": "circle", "pixels": [0] * 256}, "drawn"),
+        for body, fragment in (({"pattern": "drawn"}, "256 values"),
+                               ({"pattern": "circle", "pixels": [0] * 256}, "drawn"),
                                ({"pattern": "drawn", "pixels": [2.0] * 256}, "pixels"),
                                ({"pattern": "plaid"}, "pattern"), ({"strength": 1.5}, "strength")):
             r = c.post("/api/playground/rebuild", json=body)
@@ -99,7 +100,8 @@ def test_drawn_points_are_uploaded_by_hash_and_trained_on(tmp_path):
         job = c.post("/api/train", json={"name": "mine", "data": key, "steps": 60}).json()
         assert wait_for(c, job["id"])["state"] == "done"
         config = json.loads((tmp_path / "mine" / "config.json").read_text())
-        assert config["data"]["spec"] == str(stored.resolve()) and config["fitted"]["data_sha256"] == up.json()["sha256"]
+        assert config["data"]["spec"] == str(stored.resolve())
+        assert config["fitted"]["data_sha256"] == up.json()["sha256"]
         x = np.asarray(c.post("/api/sample", json={"run": "mine", "n": 400, "steps": 20}).json()["samples"])
         assert x.shape == (400, 2) and np.all(np.abs(x) < 10)
         # refused: too few, too many bytes, not numbers, unknown upload names

@@ -3,9 +3,10 @@
 Every input is bounded by its pydantic model; a bad one is a 4xx with one sentence ({"error": ...}). Run names
 are plain names matched against the runs directory's own listing, so no client string becomes a path.
 
-This file builds the app, its limits and its error answers (guard.py: who may talk to it); the routes live in routers by topic (explain.py:
-data sets, schedules, the forward process; sampling_routes.py: runs, sampling, guidance, samplers, score,
-prompt; job_routes.py: training jobs; playground.py: the playground; uploads.py: drawn data) and share one LabState (state.py).
+This file builds the app, its limits and its error answers (guard.py: who may talk to it); the routes live in
+routers by topic (explain.py: data sets, schedules, the forward process; sampling_routes.py: runs, sampling,
+guidance, samplers, score, prompt; job_routes.py: training jobs; playground.py: the playground; uploads.py: drawn
+data) and share one LabState (state.py).
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def install_guard(app: FastAPI, guard: Guard) -> None:
             query = request.query_params.get("token")
             if query is not None and request.method == "GET" and request.url.path == "/" and _same(query, guard.token):
                 answer = RedirectResponse("/", status_code=303)
-                answer.set_cookie(COOKIE, guard.token, httponly=True, samesite="strict")
+                # Lax, so a link to the token URL works; cross-site API requests are refused by same_origin anyway
+                answer.set_cookie(COOKIE, guard.token, httponly=True, samesite="lax")
                 return answer
             given = request.headers.get(HEADER) or request.cookies.get(COOKIE) or query
             if not _same(given, guard.token):

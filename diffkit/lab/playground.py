@@ -100,7 +100,8 @@ def rebuild(req: RebuildRequest, request: Request):
 
     return {"shape": [1, SIDE, SIDE], "input": _pixels(x0), "result": _pixels(result),
             "forward": [_pixels(f) for f in forward], "reverse": [_pixels(f) for f in reverse],
-            "forward_alpha_bar": [abar(t) for t in forward_t], "reverse_alpha_bar": [abar(t) for t in reverse_t[1:]] + [1.0],
+            "forward_alpha_bar": [abar(t) for t in forward_t],
+            "reverse_alpha_bar": [abar(t) for t in reverse_t[1:]] + [1.0],
             "strength": req.strength, "input_reads": names[int(read[0])], "result_reads": names[int(read[1])],
             "change": float(np.abs(result - x0).mean())}
 
