@@ -61,13 +61,12 @@ async def client(base: str, job: str, until: float, k: int, out: dict) -> None:
 
 
 async def listener(base: str, job: str, until: float, counts: list, k: int) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=None) as c:
-        async with c.stream("GET", f"/api/jobs/{job}/events") as r:
-            async for line in r.aiter_lines():
-                if line.startswith("event:"):
-                    counts[k] += 1
-                if time.monotonic() > until:
-                    return
+    async with httpx.AsyncClient(base_url=base, timeout=None) as c, c.stream("GET", f"/api/jobs/{job}/events") as r:
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                counts[k] += 1
+            if time.monotonic() > until:
+                return
 
 
 async def memory(pid: int, until: float, trace: list, t_start: float) -> None:

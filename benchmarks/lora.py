@@ -114,7 +114,7 @@ def main() -> None:
                          f"{seconds:.0f}", score(out, heldout, judge, a.n)])
     for name, make in (("full fine-tune", full_finetune), ("from scratch on the 100", scratch)):
         lr = base_lr
-        per = step_seconds(lambda k, make=make: make(a.base, train_file, work / f"probe-{name[:4]}", k, lr))
+        per = step_seconds(lambda k, make=make, probe=work / f"probe-{name[:4]}", lr=lr: make(a.base, train_file, probe, k, lr))
         steps = max(1, int(budget / per))
         out = work / name.split()[0]
         t = time.perf_counter()

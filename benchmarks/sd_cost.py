@@ -21,7 +21,7 @@ import torch
 from diffkit import machine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from roofline import count_flops, fastest  # noqa: E402
+from roofline import count_flops, fastest
 
 UNET = {"sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
         "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
@@ -48,20 +48,20 @@ def main() -> None:
     with torch.no_grad():
         unet = diffusers.UNet2DConditionModel(**UNET).eval()
         x, t, tokens = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
-        call = lambda: unet(x, t, encoder_hidden_states=tokens).sample  # noqa: E731
+        call = lambda: unet(x, t, encoder_hidden_states=tokens).sample
         params = sum(p.numel() for p in unet.parameters())
         rows.append(("U-Net call, batch 2 (prompt + null)", params, count_flops(call), fastest(call, a.repeats)[0],
                      a.steps))
         del unet
         vae = diffusers.AutoencoderKL(**VAE).eval()
         z = torch.randn(1, 4, 64, 64)
-        call = lambda: vae.decode(z).sample  # noqa: E731
+        call = lambda: vae.decode(z).sample
         rows.append(("VAE decoder, 64x64 -> 512x512", sum(p.numel() for p in vae.decoder.parameters()),
                      count_flops(call), fastest(call, a.repeats)[0], 1))
         del vae
         text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP)).eval()
         ids = torch.randint(0, CLIP["vocab_size"], (2, 77))
-        call = lambda: text(input_ids=ids).last_hidden_state  # noqa: E731
+        call = lambda: text(input_ids=ids).last_hidden_state
         rows.append(("text encoder, 2 x 77 tokens", sum(p.numel() for p in text.parameters()), count_flops(call),
                      fastest(call, a.repeats)[0], 1))
     print(f"\n| model call | parameters | GFLOPs | seconds | GFLOP/s | calls per image | seconds per image |")

@@ -212,7 +212,7 @@ def test_class_names_and_bad_classes(cond_run):
 
 
 def test_conditional_resume_is_bitwise(tmp_path):
-    cfg = lambda steps: RunConfig(data=DataConfig(spec="shapes3", cond=True, num_points=2000))  # noqa: E731
+    cfg = lambda steps: RunConfig(data=DataConfig(spec="shapes3", cond=True, num_points=2000))
     full = cfg(0)
     full.train.steps, full.train.checkpoint_every = 40, 20
     train_run(full, tmp_path / "full", progress=False)

@@ -11,8 +11,15 @@ import pytest
 from PIL import Image
 
 from diffkit.data.images import IMAGE_DATASETS, ImageData, is_image_spec, load_images
-from diffkit.data.shapes import (COLOUR_NAMES, PALETTE, SHAPE_NAMES, SIZE_NAMES, make_shapes, render_shape,
-                                 size_pixels)
+from diffkit.data.shapes import (
+    COLOUR_NAMES,
+    PALETTE,
+    SHAPE_NAMES,
+    SIZE_NAMES,
+    make_shapes,
+    render_shape,
+    size_pixels,
+)
 from diffkit.errors import ConfigError, DataError
 
 
@@ -102,7 +109,7 @@ def test_shapes_dataset(shapes_data):
         args = (a["shape"][i], a["colour"][i], a["size"][i], a["x"][i], a["y"][i])
         assert np.array_equal(render_shape(*args), d.test[i])
     other = load_images("shapes", seed=5)  # the data set is fixed; only the split moves
-    key = lambda data: np.sort(np.concatenate([data.attributes[p]["x"] for p in ("train", "test")]))  # noqa: E731
+    key = lambda data: np.sort(np.concatenate([data.attributes[p]["x"] for p in ("train", "test")]))
     assert np.array_equal(key(other), key(d)) and not np.array_equal(other.test, d.test)
 
 

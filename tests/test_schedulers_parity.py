@@ -104,9 +104,9 @@ def test_dpm_solver_third_order_uses_the_full_second_derivative_term():
             x = sch.step(fn(x, t), t, x).prev_sample
         return x
 
-    const = lambda x, t: torch.full_like(x, 0.3)  # noqa: E731
+    const = lambda x, t: torch.full_like(x, 0.3)
     assert rel(run(diffusers.DPMSolverMultistepScheduler, const), run(ours.DPMSolverMultistepScheduler, const)) < RTOL
-    curved = lambda x, t: torch.tanh(x) * (1 + float(t) / 500)  # noqa: E731
+    curved = lambda x, t: torch.tanh(x) * (1 + float(t) / 500)
     assert rel(run(diffusers.DPMSolverMultistepScheduler, curved), run(ours.DPMSolverMultistepScheduler, curved)) > 1e-4
 
 
