@@ -3,7 +3,6 @@ browser mixes them at every slider move)."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -28,9 +27,10 @@ def datasets():
 
 
 @router.get("/api/schedules")
-def schedules(T: int = _query(1000, 10, 4000)):
+def schedules(request: Request, T: int = _query(1000, 10, 4000)):
     """alpha_bar_t and SNR (dB) for every schedule at T steps."""
-    return Response(_schedules_json(T), media_type="application/json")
+    body = lab_state(request).remember(("schedules", T), lambda: _schedules_json(T))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/api/forward")
@@ -48,7 +48,6 @@ def forward(request: Request, data: str = "spiral", n: int = _query(2000, 10, 50
 
 # the answers above are the same for the same query: kept encoded (the last few), so a busy page costs little
 
-@functools.lru_cache(maxsize=8)
 def _schedules_json(T: int) -> bytes:
     from ..schedule import NoiseSchedule
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from ..errors import DiffkitError
-from .state import NotFound, find_run, lab_state, run_dirs
+from .state import NotFound, lab_state, pack, run_dirs
 
 PLAYGROUND_RUN = "playground-patterns"
 SIDE = 16
@@ -63,45 +63,37 @@ def prepare(request: Request):
 def rebuild(req: RebuildRequest, request: Request):
     """The pattern, its forward frames to the strength's level, the reverse frames back, and the class reader()
     finds in the input and the result."""
-    from ..runs.edit import edit_run
+    from ..runs.edit import edit_run, to_model_space
     from ..runs.pipeline import prepare_sampling, to_data
-    from ..sampling import sampler_grid
-    from ..sampling.grids import part_way
 
     state = lab_state(request)
     try:
-        find_run(state.runs_dir, PLAYGROUND_RUN)
-    except DiffkitError:
+        run = state.load(PLAYGROUND_RUN)
+    except NotFound:
         raise NotFound("the playground's model is not trained yet; POST /api/playground/prepare starts it") from None
-    run = state.load(PLAYGROUND_RUN)
     x0 = pattern(req.pattern, req.pixels, req.seed)
-    schedule = run.denoiser.schedule
-    grid = part_way(sampler_grid(schedule, SAMPLER, req.steps, run.config.sampling.spacing), req.strength)
-    z = prepare_sampling(run, 1, SAMPLER, req.steps, seed=req.seed).x_T  # the noise edit_run draws
-    x0_model = (x0 * 2.0 - 1.0)[None]
-    forward, forward_t = [x0], [-1.0]
-    for t in [float(t) for t in grid][::-1]:  # up to the start level, with the same z
-        ab = float(schedule.alpha_bar_at([t])[0])
-        forward.append(to_data(run, ab**0.5 * _tensor(x0_model, z) + (1 - ab) ** 0.5 * z)[0])
-        forward_t.append(t)
-    reverse, reverse_t = [], []
+    reverse, times = [], []  # the frame after each step, and the grid time each step started from
 
     def record(step):
         reverse.append(to_data(run, step.x)[0])
-        reverse_t.append(step.t)
+        times.append(step.t)
 
     result = edit_run(run, x0, strength=req.strength, sampler=SAMPLER, steps=req.steps, seed=req.seed,
                       callback=record)[0]
-    names = run.config.fitted.class_names
-    read = reader(state).predict(spectrum(np.stack([x0, result])))
+    schedule = run.denoiser.schedule
 
     def abar(t: float) -> float:
         return 1.0 if t < 0 else float(schedule.alpha_bar_at([t])[0])
 
-    return {"shape": [1, SIDE, SIDE], "input": _pixels(x0), "result": _pixels(result),
-            "forward": [_pixels(f) for f in forward], "reverse": [_pixels(f) for f in reverse],
-            "forward_alpha_bar": [abar(t) for t in forward_t],
-            "reverse_alpha_bar": [abar(t) for t in reverse_t[1:]] + [1.0],
+    # the forward frames climb the same grid with the noise edit_run drew (its x_T), up to where the rebuild began
+    z, x0_model = prepare_sampling(run, 1, SAMPLER, req.steps, seed=req.seed).x_T, to_model_space(run, x0[None])
+    forward = [x0] + [to_data(run, abar(t) ** 0.5 * x0_model + (1 - abar(t)) ** 0.5 * z)[0] for t in times[::-1]]
+    read = reader(state).predict(spectrum(np.stack([x0, result])))
+    names = run.config.fitted.class_names
+    return {"shape": [1, SIDE, SIDE], "input": pack(x0[None], True)[0], "result": pack(result[None], True)[0],
+            "forward": pack(np.stack(forward), True), "reverse": pack(np.stack(reverse), True) if reverse else [],
+            "forward_alpha_bar": [1.0] + [abar(t) for t in times[::-1]],
+            "reverse_alpha_bar": [abar(t) for t in times[1:]] + [1.0],
             "strength": req.strength, "input_reads": names[int(read[0])], "result_reads": names[int(read[1])],
             "change": float(np.abs(result - x0).mean())}
 
@@ -158,13 +150,3 @@ def _config(spec: dict):
     from ..runs import train_config
 
     return train_config({**spec, "checkpoint_every": spec["steps"]})
-
-
-def _tensor(a: np.ndarray, like):
-    import torch
-
-    return torch.from_numpy(a).to(like.device, like.dtype)
-
-
-def _pixels(image: np.ndarray) -> list:
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8).reshape(-1).tolist()

@@ -22,7 +22,7 @@ from .requests import (
     ScoreRequest,
     WarmRequest,
 )
-from .state import lab_state, rounded, run_dirs
+from .state import lab_state, pack, run_dirs
 
 router = APIRouter()
 
@@ -46,10 +46,10 @@ def sample(req: SampleRequest, request: Request):
     frames, preds, noises, times = [], [], [], []
 
     def record(step):
-        frames.append(_pack(to_data(run, step.x[:keep]), images))
-        preds.append(_pack(to_data(run, step.x0_hat[:keep]), images))
+        frames.append(pack(to_data(run, step.x[:keep]), images))
+        preds.append(pack(to_data(run, step.x0_hat[:keep]), images))
         if pixels and step.eps_hat is not None:  # shown as a picture: 0 at mid-grey, +-2 at black / white
-            noises.append(_pack(to_data(run, step.eps_hat[:keep] / 2), True))
+            noises.append(pack(to_data(run, step.eps_hat[:keep] / 2), True))
         abar = float(run.denoiser.schedule.alpha_bar_at(max(step.t, 0.0)))
         times.append({"t": round(step.t, 3), "alpha_bar": abar,
                       "snr_db": round(10 * float(np.log10(abar / max(1 - abar, 1e-12))), 3)})
@@ -59,7 +59,7 @@ def sample(req: SampleRequest, request: Request):
                    guidance=req.guidance if req.cls is not None else None,
                    callback=record if req.trajectory else None)
     return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
-            "samples": _pack(x, images), "frames": frames, "x0_hat": preds,
+            "samples": pack(x, images), "frames": frames, "x0_hat": preds,
             "eps_hat": noises if len(noises) == len(frames) else None, "times": times}
 
 
@@ -92,7 +92,7 @@ def guidance(req: GuidanceRequest, request: Request):
     diversity = float(np.linalg.norm(flat - flat.mean(0), axis=1).mean())
     adherence = state.adherence(run, x, req.cls)
     return {"kind": _kind(run), "shape": run.config.fitted.image_shape or run.config.fitted.shape,
-            "samples": _pack(x, images), "diversity": diversity, "adherence": adherence}
+            "samples": pack(x, images), "diversity": diversity, "adherence": adherence}
 
 
 @router.post("/api/samplers")
@@ -160,7 +160,7 @@ def fewsteps(req: FewStepsRequest, request: Request):
     images = _kind(run) == "images"
     out = fewsteps_panel(req.run, run, req.nfe, min(req.n, 64) if images else req.n, req.seed, req.cls)
     for role in ("teacher", "student"):
-        out[role]["samples"] = _pack(out[role]["samples"], images)
+        out[role]["samples"] = pack(out[role]["samples"], images)
     return {**out, "kind": _kind(run), "shape": run.config.fitted.image_shape}
 
 
@@ -171,7 +171,7 @@ def prompt(req: PromptRequest, request: Request):
 
     run = lab_state(request).load(req.run)
     out = prompt_panel(run, req.run, req.prompt, req.w, req.n, req.seed, req.steps)
-    return {**out, "samples": _pack(out["samples"], True)}
+    return {**out, "samples": pack(out["samples"], True)}
 
 
 @router.post("/api/edit")
@@ -181,17 +181,10 @@ def edit(req: EditRequest, request: Request):
 
     run = lab_state(request).load(req.run)
     out = edit_panel(run, req.run, req.index, req.mask, req.strength, req.cls, req.prompt, req.w, req.seed, req.steps)
-    return {**out, "input": _pack(out["input"][None], True)[0], "result": _pack(out["result"][None], True)[0]}
+    return {**out, "input": pack(out["input"][None], True)[0], "result": pack(out["result"][None], True)[0]}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-def _pack(x: np.ndarray, images: bool) -> list:
-    """Points as [[x, y], ...]; images as 0..255 integers, flat per image."""
-    if images:
-        return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1).tolist()
-    return rounded(x, 4)
-
 
 def _kind(run) -> str:
     """What the page draws: "points" or "images" (a latent run's samples are decoded images)."""

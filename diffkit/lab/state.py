@@ -95,6 +95,14 @@ def rounded(a, digits: int) -> list:
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
+def pack(x: np.ndarray, images: bool) -> list:
+    """What the JSON answers carry: points as [[x, y], ...]; images (in [0, 1]) as 0..255 integers, flat per
+    image."""
+    if images:
+        return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).reshape(len(x), -1).tolist()
+    return rounded(x, 4)
+
+
 def run_dirs(runs_dir: Path) -> list[Path]:
     """The run directories under runs_dir: plain names that hold a config.json."""
     return sorted(p for p in runs_dir.iterdir() if p.is_dir() and re.fullmatch(NAME, p.name)

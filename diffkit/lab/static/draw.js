@@ -43,20 +43,19 @@ async function drTrain() {
   dr.losses = [];
   dr.state = "running";
   $("dr-go").disabled = true;
-  const es = new EventSource(`/api/jobs/${job.id}/events`);
-  es.addEventListener("step", (m) => {
-    const e = JSON.parse(m.data);
-    dr.losses.push(e.loss);
-    const lo = Math.min(...dr.losses), hi = Math.max(...dr.losses);
-    plotCurves($("dr-loss"), [{ values: dr.losses, color: "#1f4e8c" }], [Math.floor(lo * 100) / 100, Math.ceil(hi * 100) / 100 || 1], undefined, "loss");
-    $("dr-read").textContent = `uploaded ${up.n} points (sha256 ${up.sha256.slice(0, 12)}...); step ${e.step} / ${steps}, loss ${e.loss.toFixed(4)}`;
-    lab.draw.losses = dr.losses.length;
+  const end = (state, text) => { dr.state = state; $("dr-go").disabled = false; drRedraw(); $("dr-read").textContent = text; lab.draw.sha256 = up.sha256; };
+  followJob(job.id, {
+    step: (e) => {
+      dr.losses.push(e.loss);
+      plotLoss($("dr-loss"), dr.losses, "#1f4e8c");
+      $("dr-read").textContent = `uploaded ${up.n} points (sha256 ${up.sha256.slice(0, 12)}...); step ${e.step} / ${steps}, loss ${e.loss.toFixed(4)}`;
+      lab.draw.losses = dr.losses.length;
+    },
+    samples: (e) => { dr.samples = e.points; drRedraw(); },
+    done: (e) => end("done", `done: run ${e.run}, trained on your ${up.n} points in ${e.seconds} s`),
+    failed: (e) => end("failed", "failed: " + e.error),
+    cancelled: () => end("cancelled", "cancelled"),
   });
-  es.addEventListener("samples", (m) => { dr.samples = JSON.parse(m.data).points; drRedraw(); });
-  const end = (state, text) => { es.close(); dr.state = state; $("dr-go").disabled = false; drRedraw(); $("dr-read").textContent = text; lab.draw.sha256 = up.sha256; };
-  es.addEventListener("done", (m) => end("done", `done: run ${JSON.parse(m.data).run}, trained on your ${up.n} points in ${JSON.parse(m.data).seconds} s`));
-  es.addEventListener("failed", (m) => end("failed", "failed: " + JSON.parse(m.data).error));
-  es.addEventListener("cancelled", () => end("cancelled", "cancelled"));
 }
 
 function startDraw() {

@@ -301,36 +301,46 @@ async function startJob(path, body, total) {
   lab.job = { id: job.id, losses: [], total, state: "running" };
   $("tr-cancel").disabled = false;
   $("tr-go").disabled = $("rf-go").disabled = true;
-  const es = new EventSource(`/api/jobs/${job.id}/events`);
-  es.addEventListener("start", (m) => {
-    const e = JSON.parse(m.data);
-    $("tr-how").textContent = e.how.join("; ");
-  });
-  es.addEventListener("step", (m) => {
-    const e = JSON.parse(m.data);
-    lab.job.losses.push(e.loss);
-    lab.job.step = e.step;
-    $("tr-status").textContent = `step ${e.step} / ${lab.job.total}  loss ${e.loss.toFixed(4)}`;
-    const lo = Math.min(...lab.job.losses), hi = Math.max(...lab.job.losses);
-    plotCurves($("tr-loss"), [{ values: lab.job.losses, color: "#1f77b4" }], [Math.floor(lo * 100) / 100, Math.ceil(hi * 100) / 100 || 1], undefined, "loss");
-  });
-  es.addEventListener("samples", (m) => {
-    const e = JSON.parse(m.data);
-    if (e.points) drawPoints($("tr-samples"), e.points, Math.max(...e.points.flat().map(Math.abs)) * 1.1, "#1f77b4");
-    else drawImages($("tr-samples"), e.images, e.shape);
-    lab.job.samples = (lab.job.samples || 0) + 1;
-  });
   const finish = async (state, text) => {
-    es.close();
     lab.job.state = state;
     $("tr-status").textContent = text;
     $("tr-cancel").disabled = true;
     $("tr-go").disabled = $("rf-go").disabled = false;
     await loadRuns();
   };
-  es.addEventListener("done", (m) => finish("done", `done: run ${JSON.parse(m.data).run} in ${JSON.parse(m.data).seconds} s`));
-  es.addEventListener("cancelled", () => finish("cancelled", "cancelled; nothing was kept"));
-  es.addEventListener("failed", (m) => finish("failed", "failed: " + JSON.parse(m.data).error));
+  followJob(job.id, {
+    start: (e) => ($("tr-how").textContent = e.how.join("; ")),
+    step: (e) => {
+      lab.job.losses.push(e.loss);
+      lab.job.step = e.step;
+      $("tr-status").textContent = `step ${e.step} / ${lab.job.total}  loss ${e.loss.toFixed(4)}`;
+      plotLoss($("tr-loss"), lab.job.losses, "#1f77b4");
+    },
+    samples: (e) => {
+      if (e.points) drawPoints($("tr-samples"), e.points, Math.max(...e.points.flat().map(Math.abs)) * 1.1, "#1f77b4");
+      else drawImages($("tr-samples"), e.images, e.shape);
+      lab.job.samples = (lab.job.samples || 0) + 1;
+    },
+    done: (e) => finish("done", `done: run ${e.run} in ${e.seconds} s`),
+    cancelled: () => finish("cancelled", "cancelled; nothing was kept"),
+    failed: (e) => finish("failed", "failed: " + e.error),
+  });
+}
+
+// a job's server-sent events (jobs.py): on[name](data) for each event; the stream closes at the last one
+function followJob(id, on) {
+  const es = new EventSource(`/api/jobs/${id}/events`);
+  for (const name of ["start", "step", "samples", "done", "cancelled", "failed"]) {
+    es.addEventListener(name, (m) => {
+      if (["done", "cancelled", "failed"].includes(name)) es.close();
+      if (on[name]) on[name](JSON.parse(m.data));
+    });
+  }
+}
+
+function plotLoss(canvas, losses, color) {
+  const lo = Math.min(...losses), hi = Math.max(...losses);
+  plotCurves(canvas, [{ values: losses, color }], [Math.floor(lo * 100) / 100, Math.ceil(hi * 100) / 100 || 1], undefined, "loss");
 }
 
 // --- samplers -------------------------------------------------------------------------------------

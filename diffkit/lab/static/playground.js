@@ -31,17 +31,18 @@ function pgFollow(id, total) {
   if (pg.following === id) return;
   pg.following = id;
   const t0 = performance.now();
-  const es = new EventSource(`/api/jobs/${id}/events`);
-  es.addEventListener("step", (m) => {
-    const e = JSON.parse(m.data), secs = (performance.now() - t0) / 1000, left = secs / e.step * (total - e.step);
-    $("pg-progress").value = e.step / total;
-    $("pg-train-read").textContent = `training: step ${e.step} / ${total}, loss ${e.loss.toFixed(3)}, about ${Math.ceil(left)} s left`;
-    $("pg-estimate").textContent = `about ${Math.round(secs / e.step * total)} s`;
+  const end = (text) => { pg.following = null; $("pg-train-read").textContent = text; pgStatus(); };
+  followJob(id, {
+    step: (e) => {
+      const secs = (performance.now() - t0) / 1000, left = secs / e.step * (total - e.step);
+      $("pg-progress").value = e.step / total;
+      $("pg-train-read").textContent = `training: step ${e.step} / ${total}, loss ${e.loss.toFixed(3)}, about ${Math.ceil(left)} s left`;
+      $("pg-estimate").textContent = `about ${Math.round(secs / e.step * total)} s`;
+    },
+    done: (e) => end(`trained in ${e.seconds} s`),
+    failed: (e) => end("training failed: " + e.error),
+    cancelled: () => end("training was cancelled"),
   });
-  const end = (text) => { es.close(); pg.following = null; $("pg-train-read").textContent = text; pgStatus(); };
-  es.addEventListener("done", (m) => end(`trained in ${JSON.parse(m.data).seconds} s`));
-  es.addEventListener("failed", (m) => end("training failed: " + JSON.parse(m.data).error));
-  es.addEventListener("cancelled", () => end("training was cancelled"));
 }
 
 async function pgRebuild() {
