@@ -26,8 +26,9 @@ browser:
 	@test -x $(CHROMIUM) || { echo "installing Chromium for the browser tests (apt-get)"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# one worker per core, a test file per worker (a file's fixtures are built once); each test runs on one thread
 test: $(VENV)/.installed browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/toy2d.py
