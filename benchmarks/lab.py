@@ -84,7 +84,7 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         if a.only and a.shots:
-            page.goto(url)
+            page.goto(url + "#" + a.only)  # one section per screen: the panel's own
             page.wait_for_function("window.lab && window.lab.ready")
             {"score": score_shot, "prompt": prompt_shot, "paths": paths_shot}[a.only](page, Path(a.shots))
             browser.close()
@@ -218,7 +218,8 @@ def prompt_shot(page, out: Path, prompt: str = "a large red circle at the top le
     out.mkdir(parents=True, exist_ok=True)
     page.fill("#pp-text", prompt)
     page.click("#pp-go")
-    page.wait_for_function("window.lab.prompt !== undefined", timeout=120_000)
+    page.wait_for_function(f"window.lab.prompt !== undefined && window.lab.prompt.prompt === {prompt!r}",
+                           timeout=120_000)
     page.locator("#prompt").screenshot(path=str(out / "lab_prompt.png"))
 
 

@@ -328,3 +328,24 @@ def test_edit_panel_inpaints_a_held_out_image_and_refuses_what_it_cannot_edit(cl
     assert "not a prompt" in one_sentence(client.post("/api/edit", json={"run": "img", "prompt": "a 4"}), 400)
     one_sentence(client.post("/api/edit", json={"run": "img", "strength": 1.5}), 422)
     one_sentence(client.post("/api/edit", json={"run": "img", "mask": [0, 2]}), 422)
+
+
+def test_the_server_imports_what_the_panels_need_in_the_background_as_it_starts(tmp_path):
+    """The first request of a panel must not pay for importing the library's run code or scikit-learn: the
+    server's start imports them on a thread of their own (a fresh interpreter, so nothing is imported yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from fastapi.testclient import TestClient\n"
+        "from diffkit.lab.app import WARM_IMPORTS, create_app\n"
+        "before = [m for m in WARM_IMPORTS if m in sys.modules]\n"
+        "with TestClient(create_app(sys.argv[1])):\n"
+        "    for t in threading.enumerate():\n"
+        "        if t.name == 'diffkit-lab-warm':\n"
+        "            t.join()\n"
+        "    print(before, [m for m in WARM_IMPORTS if m not in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] []"  # none imported before the start, every one after it

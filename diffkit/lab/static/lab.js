@@ -266,7 +266,7 @@ async function drawPrompt() {
   const name = $("pp-run").value, w = +$("pp-w").value;
   $("pp-w-out").textContent = w;
   if (!name) return say("no text run in the runs folder: train one with diffkit train --text", true);
-  const req = { run: name, prompt: $("pp-text").value, w, n: 16, seed: 0 };
+  const req = { run: name, prompt: $("pp-text").value, w, n: 12, seed: 0 };  // 12: the first draw within 1 s on 2 cores
   promptBusy = req;
   const p = await api("/api/prompt", req);
   if (promptBusy !== req) return;  // a later request wins
