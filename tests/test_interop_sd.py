@@ -204,10 +204,28 @@ def test_diffkits_scheduler_adapters_run_inside_the_pipeline(sd, name):
     assert float((ours - theirs).abs().max()) <= 1e-5 * max(1.0, float(theirs.abs().max()))
 
 
-def test_exports_of_an_imported_pipeline_are_refused_in_one_sentence(sd, tmp_path, capsys):
-    code, _, err = run(["export", "--run", sd / "sd-run", "--out", tmp_path / "onnx", "--prompts", "a red square"],
+def test_an_imported_pipeline_exports_to_onnx_and_samples_without_torch(sd, tmp_path, capsys):
+    """The pipeline's UNet2DConditionModel as network.onnx (it ignores the prompt's mask, so the graph takes none),
+    its AutoencoderKL's decoder as decoder.onnx, the prompts encoded by its CLIP tower at export: the NumPy +
+    onnxruntime sampler reproduces diffkit's decoded images from the same latents, guided and not."""
+    from test_export import sample_without_torch
+
+    folder = tmp_path / "onnx"
+    code, _, err = run(["export", "--run", sd / "sd-run", "--out", folder, "--steps", "6", "--prompts", *PROMPTS],
                        capsys)
-    assert_user_error(code, err, "not exported to ONNX by diffkit")
+    assert code == 0, err
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["onnx_vs_torch"] <= 1e-4 and plan["decoder_vs_torch"] <= 1e-4 and plan["shape"] == [4, 8, 8]
+    noise = start(3).numpy()
+    for prompt, w in ((PROMPTS[0], 7.5), (PROMPTS[1], 1.0)):
+        theirs = sample_without_torch(folder, tmp_path, noise, "--prompt", prompt, "--guidance", w)
+        ours = sample_run(sd / "sd-run", len(noise), "dpmpp-2m", 6, noise=noise, prompt=prompt, guidance=w,
+                          precision="fp32")
+        assert theirs.shape == ours.shape == (2, 3, 16, 16)  # decoded pixels
+        assert np.abs(theirs - ours).max() <= 1e-3 and ours.std() > 0.01
+
+
+def test_export_to_diffusers_of_an_imported_pipeline_is_refused_in_one_sentence(sd, tmp_path, capsys):
     code, _, err = run(["export", "--run", sd / "sd-run", "--format", "diffusers", "--out", tmp_path / "dm"], capsys)
     assert_user_error(code, err, "does not map onto a diffusers UNet2DModel pipeline")
-    assert not (tmp_path / "onnx").exists() and not (tmp_path / "dm").exists()
+    assert not (tmp_path / "dm").exists()

@@ -34,6 +34,8 @@ class Exported:
         self.plan = json.loads((folder / "plan.json").read_text())
         options = ort.SessionOptions()
         self.session = ort.InferenceSession(str(folder / "network.onnx"), options, providers=["CPUExecutionProvider"])
+        # the graph's own inputs: a network that ignores the prompt's mask (Stable Diffusion's U-Net) has none for it
+        self.inputs = {i.name for i in self.session.get_inputs()}
         self.texts = dict(np.load(folder / "prompts.npz")) if self.plan.get("prompts") else None  # text runs
         decoder = self.plan.get("decoder")  # a latent run: its VAE decoder, diffusion space -> pixels in [0, 1]
         self.decoder = None if decoder is None else ort.InferenceSession(str(folder / decoder), options,
@@ -46,7 +48,7 @@ class Exported:
             feed["tokens"], feed["mask"] = self.texts["tokens"][labels], self.texts["mask"][labels]
         elif labels is not None:
             feed["cond"] = labels.astype(np.int64)
-        return self.session.run(["prediction"], feed)[0]
+        return self.session.run(["prediction"], {k: v for k, v in feed.items() if k in self.inputs})[0]
 
     def _output(self, x, t, labels, w: float):
         if labels is None or w == 1.0:
