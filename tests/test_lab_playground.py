@@ -100,6 +100,8 @@ def test_drawn_points_are_uploaded_by_hash_and_trained_on(tmp_path):
         assert c.get("/api/runs").json()["runs"] == []  # uploads are not runs
         job = c.post("/api/train", json={"name": "mine", "data": key, "steps": 60}).json()
         assert wait_for(c, job["id"])["state"] == "done"
+        assert job["spec"]["data"] == key  # a client reads back the upload's name, not a server path
+        assert c.get(f"/api/jobs/{job['id']}").json()["spec"]["data"] == key
         config = json.loads((tmp_path / "mine" / "config.json").read_text())
         assert config["data"]["spec"] == str(stored.resolve())
         assert config["fitted"]["data_sha256"] == up.json()["sha256"]

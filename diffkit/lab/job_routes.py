@@ -20,10 +20,13 @@ router = APIRouter()
 def train(req: TrainRequest, request: Request):
     """Start a training job (one at a time: a second is refused with 409)."""
     state = lab_state(request)
-    spec = req.model_dump()
+    spec, build = req.model_dump(), state.build_config
     if spec["data"].startswith("drawn-"):  # uploaded points: trained on as a user data file
-        spec["data"] = str(upload_path(state.runs_dir, spec["data"]))
-    return state.jobs.start(req.name, spec, state.build_config).public()
+        path = str(upload_path(state.runs_dir, spec["data"]))  # found now: an unknown upload is a 404, no job
+
+        def build(job_spec: dict):  # the job's own spec keeps drawn-KEY: a client never reads a server path
+            return state.build_config({**job_spec, "data": path})
+    return state.jobs.start(req.name, spec, build).public()
 
 
 @router.post("/api/reflow", status_code=202)
