@@ -34,10 +34,13 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/toy2d.py
 
 # peers for benchmarks/paths.py: torchcfm without its dependencies (its matchers need only torch, NumPy and POT;
-# its torchdyn helpers are not used), POT from PyPI
+# its torchdyn helpers are not used), POT from PyPI; for benchmarks/images.py: denoising-diffusion-pytorch and
+# ema-pytorch without theirs (torchvision, accelerate and pytorch-fid are not needed by its guidance model), einops
 bench-peers: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps "torchcfm==1.0.7"
 	$(PY) -m pip install --quiet "pot>=0.9"
+	$(PY) -m pip install --quiet --no-deps "denoising-diffusion-pytorch==2.3.4" "ema-pytorch>=0.4.2"
+	$(PY) -m pip install --quiet "einops>=0.7"
 
 # the documentation (docs/, mkdocs.yml) into site/; strict: a broken link or picture fails the build
 docs: $(VENV)/.installed

@@ -1,8 +1,10 @@
 """Image models at equal wall time: diffkit's default conditional U-Net run against diffusers' UNet2DModel
-trained with the Hugging Face recipe (benchmarks/peer_unet.py), on digits, mnist5k and shapes.
+trained with the Hugging Face recipe (benchmarks/peer_unet.py) and against denoising-diffusion-pytorch's
+classifier-free-guidance model (benchmarks/peer_ddp.py; `make bench-peers` installs it), on digits, mnist5k and
+shapes.
 
     .venv/bin/python benchmarks/images.py [--data digits,mnist5k,shapes] [--seconds S] [--n 1000] [--no-peer]
-                                          [--threads 2] [--seed 0] [--target 0.95]
+                                          [--peers diffusers,ddp] [--threads 2] [--seed 0] [--target 0.95]
     .venv/bin/python benchmarks/images.py --levers [--data digits] [--lever-steps 10] [--no-compile]
 
 Per data set, both models train for the same wall-time budget (default per data set below; diffkit stops
@@ -29,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import peer_ddp
 import peer_unet as peer
 import torch
 
@@ -97,8 +100,12 @@ def diffkit_sampler(run, seed: int, interval=RUN_DEFAULT):
                                         guidance_interval=interval)
 
 
-def peer_sampler(model, seed: int):
-    return lambda labels, w: peer.sample_peer(model, labels, w, steps=STEPS, seed=seed)
+# the peers: key -> (module, its row's name); each module has train_peer, with_weights and sample_peer
+PEERS = {"diffusers": (peer, "diffusers UNet2DModel (HF recipe)"), "ddp": (peer_ddp, peer_ddp.NAME)}
+
+
+def peer_sampler(model, seed: int, module=peer):
+    return lambda labels, w: module.sample_peer(model, labels, w, steps=STEPS, seed=seed)
 
 
 def evaluate(sample, data, judge, labels, seed: int) -> dict:
@@ -161,15 +168,17 @@ def run_data(spec: str, a, root: Path) -> list[dict]:
     print(f"#   diffkit at w = {GUIDED:g} on every noise level (no guidance interval, as the peer samples): FD "
           f"{everywhere['fd']:.2f} (floor {everywhere['fd_floor']:.2f}), P/R {everywhere['precision']:.2f}/"
           f"{everywhere['recall']:.2f}, class accuracy {everywhere['class_accuracy']:.3f}; interval {final.config.sampling.guidance_interval}")
-    if not a.no_peer:
-        model, ps = peer.train_peer(data, seconds, seed=a.seed, threads=a.threads)
-        print(f"#   peer trained: {ps['steps']} steps in {ps['seconds']:.1f} s (stopped by {ps['stopped']}; cosine "
-              f"over {ps['planned_steps']} steps; EMA {'on' if ps['ema'] else 'off'}); eps-loss of the last 50 steps "
+    for key in [] if a.no_peer else a.peers:
+        module, name = PEERS[key]
+        model, ps = module.train_peer(data, seconds, seed=a.seed, threads=a.threads)
+        print(f"#   {name} trained: {ps['steps']} steps in {ps['seconds']:.1f} s (stopped by {ps['stopped']}; "
+              f"planned {ps['planned_steps']} steps; EMA {'on' if ps['ema'] else 'off'}); loss of the last 50 steps "
               f"{ps['loss']:.4f}; process peak RSS so far {peak_rss_mib():.0f} MiB")
-        def at(snapshot):
-            return peer_sampler(peer.with_weights(model, snapshot["state"]), a.seed)
 
-        rows.append(score("peer", "diffusers UNet2DModel (HF recipe)", ps, at, data, judge, labels, a))
+        def at(snapshot, module=module, model=model):
+            return peer_sampler(module.with_weights(model, snapshot["state"]), a.seed, module)
+
+        rows.append(score("peer" if key == "diffusers" else f"peer-{key}", name, ps, at, data, judge, labels, a))
     return rows
 
 
@@ -210,12 +219,15 @@ def print_headline(rows, target: float) -> None:
             print(f"# {spec} {k}: w = 3 accuracy at " + ", ".join(f"{t:.0f} s {acc:.3f}" for t, acc in r["curve"]))
         if len(by) < 2:
             continue
-        d, p = by["diffkit"]["t_target"], by["peer"]["t_target"]
-        if d is None:
-            ratio = "no ratio: diffkit did not reach it"
-        else:
-            ratio = f"peer / diffkit {'= %.2f' % (p / d) if p is not None else '> %.2f' % (by['peer']['seconds'] / d)}x"
-        print(f"# headline {spec}: time to {target:g} guided accuracy: diffkit {_secs(d)}, peer {_secs(p)}; {ratio}")
+        d = by["diffkit"]["t_target"]
+        for key in (k for k in by if k != "diffkit"):
+            p = by[key]["t_target"]
+            if d is None:
+                ratio = "no ratio: diffkit did not reach it"
+            else:
+                ratio = f"{key} / diffkit {'= %.2f' % (p / d) if p is not None else '> %.2f' % (by[key]['seconds'] / d)}x"
+            print(f"# headline {spec}: time to {target:g} guided accuracy: diffkit {_secs(d)}, {by[key]['model']} "
+                  f"{_secs(p)}; {ratio}")
 
 
 def _secs(t: float | None) -> str:
@@ -317,6 +329,8 @@ def main():
                     ", ".join(f"{k} {v}" for k, v in DEFAULT_SECONDS.items()) + ")")
     ap.add_argument("--n", type=int, default=1000, help="samples per w (labels cycle through the classes)")
     ap.add_argument("--no-peer", action="store_true", help="train and score diffkit only")
+    ap.add_argument("--peers", type=lambda v: [p for p in v.split(",") if p], default=["diffusers", "ddp"],
+                    help="comma-separated peers: diffusers (UNet2DModel, HF recipe), ddp (denoising-diffusion-pytorch)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, default=0.95, help="guided (w = 3) class accuracy of the headline")
