@@ -26,9 +26,10 @@ browser:
 	@test -x $(CHROMIUM) || { echo "installing Chromium for the browser tests (apt-get)"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
-# one worker per core, a test file per worker (a file's fixtures are built once); each test runs on one thread
+# one worker per core (at most 4: each holds its own torch and fixtures), a test file per worker (a file's fixtures
+# are built once); each test runs on one thread
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/toy2d.py
