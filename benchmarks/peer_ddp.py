@@ -14,8 +14,12 @@ Overrides that make it run here, and why (everything else is the package's defau
 - `Unet(dim=32, dim_mults=(1, 2))` up to 16 px, else `(1, 2, 2)` (its default (1, 2, 4, 8) halves 8x8 and 28x28
   images below a pixel; the widths are diffkit's preset's); `cond_drop_prob` its default 0.5;
 - sampling: `sampling_timesteps=20` (its default samples all 1,000 steps) with `ddim_sampling_eta=0` (its default
-  1.0 is ancestral, worse at 20 steps), `rescaled_phi=0` (plain classifier-free guidance, eps_u + w (eps_c -
-  eps_u): its cond_scale is diffkit's w), in chunks of 256, torch's global seed set as the x_T seed.
+  1.0 is ancestral, worse at 20 steps); plain classifier-free guidance, eps_u + w (eps_c - eps_u) with its
+  cond_scale as w, the formula diffkit and the diffusers peer use: `rescaled_phi=0` and
+  `remove_parallel_component=False` (its defaults rescale the guided output and drop the update's component
+  along the conditional output); at cond_scale 1 its sampler unpacks two outputs where `forward_with_cond_scale`
+  returns one (2.3.4 fails there), so the conditional output is passed twice; chunks of 256, torch's global seed
+  set as the x_T seed.
 Its objective (epsilon) and schedule (cosine, 1,000 steps) are its defaults.
 """
 
@@ -120,10 +124,25 @@ def with_weights(model, state):
     return other.eval()
 
 
+def _plain_guidance(unet) -> None:
+    """unet.forward_with_cond_scale as plain classifier-free guidance, (guided, null) at every scale."""
+    if getattr(unet, "_plain", False):
+        return
+    forward = unet.forward_with_cond_scale
+
+    def plain(*args, cond_scale=1.0, rescaled_phi=0.0, **kwargs):
+        out = forward(*args, cond_scale=cond_scale, rescaled_phi=rescaled_phi, remove_parallel_component=False,
+                      **kwargs)
+        return (out, out) if cond_scale == 1 else out
+
+    unet.forward_with_cond_scale, unet._plain = plain, True
+
+
 @torch.no_grad()
 def sample_peer(model, labels, w: float, *, steps: int = 20, seed: int = 0) -> np.ndarray:
     """Samples for class ids `labels` [n] at guidance scale w (its cond_scale), float32 [n, C, H, W] in [0, 1]."""
     model.eval()
+    _plain_guidance(model.model)
     model.sampling_timesteps = steps
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     torch.manual_seed(seed)
