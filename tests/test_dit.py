@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import run
+from test_images import randomized
+from test_images_cli import assert_user_error
 
 from diffkit.cli import main
 from diffkit.nn.dit import DiT, DiTConfig, dit_preset, sincos_2d
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
 from diffkit.runs import default_config, train_run
-from test_images import randomized
-from test_images_cli import assert_user_error
-from test_cli import run
 
 TINY = dict(patch_size=2, width=16, depth=2, heads=2)
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from diffkit.errors import DiffkitError
-from diffkit.metrics import energy_distance, evaluate_points, mmd_rbf, projected_energy_distance, radius_stats, sliced_wasserstein
+from diffkit.metrics import (
+    energy_distance,
+    evaluate_points,
+    mmd_rbf,
+    projected_energy_distance,
+    radius_stats,
+    sliced_wasserstein,
+)
 from diffkit.runs import eval_samples
 
 METRICS = {"energy": energy_distance, "mmd": mmd_rbf, "swd": sliced_wasserstein}

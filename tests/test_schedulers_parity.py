@@ -11,7 +11,6 @@ import torch
 from diffkit import schedulers as ours
 from diffkit.errors import DiffkitError
 
-
 NAMES = ["DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"]
 RTOL = 1e-5
 
