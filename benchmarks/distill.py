@@ -123,17 +123,24 @@ def draw_fn(run, sampler, steps, images: bool, n: int, guided: bool):
     return lambda seed: sample_run(run, n, sampler, steps, seed=seed, **kw)
 
 
-def throughput(draws: dict, n: int, repeats: int) -> dict:
-    """Samples per second of each setting: the fastest of `repeats` timed draws, the settings taken in turn within
-    every repeat, so a slow spell of a shared machine falls on all of them alike (a single timed batch of a short row
-    varied by up to a third between runs)."""
-    best = dict.fromkeys(draws, math.inf)
-    for _ in range(repeats):
+def timed_repeats(draws: dict, repeats: int, report=None) -> dict:
+    """Seconds of each setting's draw(0), `repeats` times, the settings taken in turn within every repeat, so a slow
+    spell of a shared machine falls on all of them alike; report(r, times) after each repeat."""
+    times = {name: [] for name in draws}
+    for r in range(repeats):
         for name, draw in draws.items():
             t0 = time.perf_counter()
             draw(0)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: n / t for name, t in best.items()}
+            times[name].append(time.perf_counter() - t0)
+        if report is not None:
+            report(r, times)
+    return times
+
+
+def throughput(draws: dict, n: int, repeats: int) -> dict:
+    """Samples per second of each setting: the fastest of `repeats` interleaved timed draws (a single timed batch of
+    a short row varied by up to a third between runs)."""
+    return {name: n / min(t) for name, t in timed_repeats(draws, repeats).items()}
 
 
 def bench(data: str, a, root: Path) -> dict:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill import draw_fn  # noqa: E402  (the benchmark's draws)
+from distill import draw_fn, timed_repeats  # noqa: E402  (the benchmark's draws and timing)
 
 from diffkit import machine  # noqa: E402
 from diffkit.runs import load_run  # noqa: E402
@@ -36,14 +35,12 @@ def main() -> None:
     draws = {"reference": draw_fn(teacher, "dpmpp-2m", 20, images, a.n, images),
              "student": draw_fn(student, "ddim", a.steps, images, a.n, False)}
     draws["student"](0)  # warm-up (the reference's first draw is long enough to be its own)
-    times = {name: [] for name in draws}
-    for r in range(a.repeats):
-        for name, draw in draws.items():
-            t0 = time.perf_counter()
-            draw(0)
-            times[name].append(time.perf_counter() - t0)
+
+    def report(r, times):
         print(f"repeat {r}: reference {a.n / times['reference'][-1]:.1f}/s, student {a.n / times['student'][-1]:.1f}/s,"
               f" ratio {times['reference'][-1] / times['student'][-1]:.2f}x", flush=True)
+
+    times = timed_repeats(draws, a.repeats, report)
     ratios = [ref / stu for ref, stu in zip(times["reference"], times["student"])]
     print(f"fastest of each: {a.n / min(times['reference']):.1f} against {a.n / min(times['student']):.1f}/s = "
           f"{min(times['reference']) / min(times['student']):.2f}x; each repeat's ratio: median "

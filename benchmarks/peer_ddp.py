@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import time
 
 import numpy as np
 import torch
+from peer_unet import Batches, train_to_budget, with_weights  # noqa: F401  (with_weights: this peer's, the same)
 
 from diffkit.machine import intra_op_threads
 
@@ -72,7 +72,6 @@ def param_count(model) -> int:
 def recipe_parts(data, *, seed: int = 0, batch_size: int = BATCH_SIZE, lr: float = LR):
     """(model, ema, step): step() runs one optimizer step of the Trainer's loop and returns its loss."""
     from ema_pytorch import EMA
-    from peer_unet import Batches
 
     model = build_peer(data.shape, data.num_classes, seed).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=ADAM_BETAS)
@@ -100,28 +99,13 @@ def train_peer(data, seconds: float, *, seed: int = 0, threads: int | None = Non
     (snapshots [{"seconds", "step", "state"}] of the EMA weights at each checkpoint fraction of the budget)."""
     with intra_op_threads(threads):
         model, ema, step = recipe_parts(data, seed=seed, batch_size=batch_size)
-        snapshots, elapsed, steps, marks, losses = [], 0.0, 0, list(checkpoints), []
-        while marks:
-            t0 = time.perf_counter()
-            losses.append(step())
-            elapsed += time.perf_counter() - t0
-            steps += 1
-            if elapsed / seconds >= marks[0]:
-                while marks and elapsed / seconds >= marks[0]:
-                    marks.pop(0)
-                state = {k: v.detach().clone() for k, v in ema.ema_model.state_dict().items()}
-                snapshots.append({"seconds": elapsed, "step": steps, "state": state})
+        snapshots, elapsed, steps, losses = train_to_budget(
+            step, lambda: {k: v.detach().clone() for k, v in ema.ema_model.state_dict().items()}, seconds, checkpoints)
     sampler = copy.deepcopy(ema.ema_model).eval()
     stats = {"steps": steps, "seconds": elapsed, "images_per_second": steps * batch_size / elapsed,
              "params": param_count(model), "planned_steps": steps, "ema": True,
              "loss": float(torch.stack(losses[-50:]).mean()), "stopped": "budget", "snapshots": snapshots}
     return sampler, stats
-
-
-def with_weights(model, state):
-    other = copy.deepcopy(model)
-    other.load_state_dict(state)
-    return other.eval()
 
 
 def _plain_guidance(unet) -> None:

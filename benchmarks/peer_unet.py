@@ -151,25 +151,32 @@ def train_peer(data, seconds: float, *, seed: int = 0, threads: int | None = Non
         planned = max(10, int(seconds / seconds_per_step(data, batch_size, seed)))
         model, ema, step = recipe_parts(data, seed=seed, batch_size=batch_size, lr=lr, total_steps=planned,
                                         use_ema=use_ema)
-        snapshots, elapsed, steps, marks, losses = [], 0.0, 0, list(checkpoints), []
-        while marks:
-            t0 = time.perf_counter()
-            losses.append(step())
-            elapsed += time.perf_counter() - t0
-            steps += 1
-            progress = max(elapsed / seconds, steps / planned)
-            if progress >= marks[0]:
-                while marks and progress >= marks[0]:
-                    marks.pop(0)
-                snapshots.append({"seconds": elapsed, "step": steps, "state": _weights(model, ema)})
-                if progress >= 1:
-                    break
+        snapshots, elapsed, steps, losses = train_to_budget(step, lambda: _weights(model, ema), seconds, checkpoints,
+                                                            planned)
     model.load_state_dict(snapshots[-1]["state"])
     stats = {"steps": steps, "seconds": elapsed, "images_per_second": steps * batch_size / elapsed,
              "params": param_count(model), "planned_steps": planned, "ema": use_ema,
              "loss": float(torch.stack(losses[-50:]).mean()),
              "stopped": "budget" if elapsed >= seconds else "steps", "snapshots": snapshots}
     return model.eval(), stats
+
+
+def train_to_budget(step, weights, seconds: float, checkpoints, planned: int | None = None):
+    """Call step() (-> its loss) until `seconds` of wall time (or `planned` steps) have passed, timing only the
+    steps; at the first step past each checkpoint fraction of the run, a snapshot {"seconds", "step", "state":
+    weights()}. Returns (snapshots, elapsed, steps, losses)."""
+    snapshots, elapsed, steps, marks, losses = [], 0.0, 0, list(checkpoints), []
+    while marks:
+        t0 = time.perf_counter()
+        losses.append(step())
+        elapsed += time.perf_counter() - t0
+        steps += 1
+        progress = max(elapsed / seconds, steps / planned if planned else 0.0)
+        if progress >= marks[0]:
+            while marks and progress >= marks[0]:
+                marks.pop(0)
+            snapshots.append({"seconds": elapsed, "step": steps, "state": weights()})
+    return snapshots, elapsed, steps, losses
 
 
 def with_weights(model, state):

@@ -10,9 +10,10 @@ run's Denoiser with a stand-in network, and each step's update weights come from
 (ddpm, flow, edm), prediction type, spacing, guidance interval and x0 clipping without re-implementing them.
 
 Exported: point, pixel and latent runs, unconditional or class-conditional, and imported Stable Diffusion pipelines;
-a latent run's VAE decoder goes with it as decoder.onnx (diffusion-space samples -> pixels in [0, 1]). A text run's encoder does not go with it: the
-prompts it will sample are encoded at export (`--prompts`) into prompts.npz, the null prompt beside them, and
-network.onnx takes (tokens, mask) in place of class ids.
+a latent run's VAE decoder goes with it as decoder.onnx (diffusion-space samples -> pixels in [0, 1]). A text run's
+encoder does not go with it: the prompts it will sample are encoded at export (`--prompts`) into prompts.npz, the
+null prompt beside them, and network.onnx takes (tokens, mask) in place of class ids (a network that ignores the
+mask, as Stable Diffusion's U-Net does, takes tokens only).
 """
 
 from __future__ import annotations
