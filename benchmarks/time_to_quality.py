@@ -1,11 +1,13 @@
-"""Time to quality: a built-in image set's default conditional run, trained from a fresh run directory by the CLI
-(`diffkit train --data D --cond`, wall time of the whole command: start-up, data, any VAE, training,
-checkpoints), then scored as the README's table is: 1,000 samples (classes cycled), dpmpp-2m at 20 steps,
+"""Time to quality: a built-in data set's default run, trained from a fresh run directory by the CLI (`diffkit
+train --data D`, with --cond for images; wall time of the whole command: start-up, data, any VAE, training,
+checkpoints), then scored. Images as the README's table is: 1,000 samples (classes cycled), dpmpp-2m at 20 steps,
 guidance w = 3 in the run's interval, the judge's FD over its floor, class accuracy, precision (and colour purity
-for shapes). Prints the target of the speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4
-more where the CPU has no native bf16.
+for shapes). Points: the excess energy distance over the data floor of 20,000 samples at dpmpp-2m 20, mean and
+standard error over 3 sampling seeds (circle: its mean radius and radius spread too). Prints the target of the
+speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4 more where the CPU has no native bf16.
 
     .venv/bin/python benchmarks/time_to_quality.py digits [--seeds 1] [--flags "--steps 900 --objective flow"]
+    .venv/bin/python benchmarks/time_to_quality.py spiral --seeds 4 [--flags "--steps 3000 --lr 2e-3"]
 
 --flags: extra `diffkit train` flags (to try a recipe before it becomes the default); the table names them.
 """
@@ -13,7 +15,9 @@ more where the CPU has no native bf16.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,15 +34,24 @@ from diffkit.metrics.judge import load_or_train_judge
 from diffkit.metrics.shapes import colour_purity
 from diffkit.runs import load_run, sample_run
 
+sys.path.insert(0, str(Path(__file__).parent))
+from paths import data_floor, excess  # noqa: E402  (the 2-D quality measure of benchmarks/paths.py)
+
 # the speed issue's targets on the 2-core Xeon (fp32 matmul ~230 GFLOP/s, AMX-BF16): seconds, and what to reach
 TARGETS = {"digits": (60, "accuracy >= 99%, FD <= 1.5x the floor"),
            "mnist5k": (300, "accuracy >= 97%, FD <= 2x the floor, precision >= 0.9"),
-           "shapes": (180, "shape accuracy 100%, colour purity >= 95%")}
+           "shapes": (180, "shape accuracy 100%, colour purity >= 95%"),
+           "spiral": (5, "the default run trained"), "circle": (5, "the default run trained"),
+           "moons": (5, "the default run trained"), "gaussians8": (5, "the default run trained")}
+POINTS_N, POINTS_SEEDS = 20_000, 3
+IMAGE_TARGETS = ("digits", "mnist5k", "shapes")
 XEON_FP32 = 230.0
 NO_BF16 = 1.4  # the Xeon's bf16 gain, added where a CPU has none
 
 
 def met(data: str, m: dict) -> bool:
+    if data not in IMAGE_TARGETS:
+        return True  # points: the time is the target; the quality is printed beside the 3000-step recipe's
     ratio = m["fd"] / m["fd_floor"]
     if data == "digits":
         return m["class_accuracy"] >= 0.99 and ratio <= 1.5
@@ -62,27 +75,61 @@ def main() -> None:
     target_s, what = TARGETS[a.data]
     print(f"# fp32 matmul peak {peak:.0f} GFLOP/s, native bf16: {machine.cpu_bf16_native()}: targets x {factor:.2f}")
     print(f"# target: {what} in <= {target_s} s on the Xeon = {target_s * factor:.0f} s here\n")
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
+    (images if a.data in IMAGE_TARGETS else points)(a, root, target_s * factor)
+
+
+def train(a, out: Path, seed: int, cond: bool) -> float:
+    """Wall seconds of `diffkit train` from a fresh run directory (the whole command)."""
+    cmd = [sys.executable, "-m", "diffkit", "train", "--data", a.data, *(["--cond"] if cond else []), "--out", str(out),
+           "--quiet", "--seed", str(seed), *shlex.split(a.flags)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def images(a, root: Path, target: float) -> None:
     data = load_images(a.data)
     judge = load_or_train_judge(data, progress=False)
     labels = np.arange(a.n) % data.num_classes
     print("| data | flags | seed | wall s | target s | FD / floor | accuracy | precision | purity | met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
     for seed in range(a.seeds):
         out = root / f"{a.data}-{seed}"
-        cmd = [sys.executable, "-m", "diffkit", "train", "--data", a.data, "--cond", "--out", str(out), "--quiet",
-               "--seed", str(seed), *shlex.split(a.flags)]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
+        wall = train(a, out, seed, cond=True)
         run = load_run(out)
         x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=3.0)
         m = evaluate_images(x, data, judge, labels=labels)
         m["purity"] = colour_purity(x) if a.data == "shapes" else float("nan")
-        ok = met(a.data, m) and wall <= target_s * factor
-        print(f"| {a.data} | {a.flags or '(default)'} | {seed} | {wall:.0f} | {target_s * factor:.0f} | "
+        ok = met(a.data, m) and wall <= target
+        print(f"| {a.data} | {a.flags or '(default)'} | {seed} | {wall:.0f} | {target:.0f} | "
               f"{m['fd'] / m['fd_floor']:.2f} | {m['class_accuracy']:.1%} | {m['precision']:.3f} | "
               f"{m['purity']:.3f} | {'yes' if ok else 'no'} |", flush=True)
+
+
+def points(a, root: Path, target: float) -> None:
+    floor = data_floor(a.data, POINTS_N)
+    print(f"excess energy distance over the data floor ({floor:.2e}), n = {POINTS_N}, dpmpp-2m 20, mean +- se over "
+          f"{POINTS_SEEDS} sampling seeds\n")
+    print("| data | flags | seed | steps | wall s | target s | excess energy distance | mean radius | radius std | met |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    walls, all_excess = [], []
+    for seed in range(a.seeds):
+        out = root / f"{a.data}-{seed}"
+        wall = train(a, out, seed, cond=False)
+        run = load_run(out)
+        xs = [sample_run(run, POINTS_N, "dpmpp-2m", 20, seed=s) for s in range(POINTS_SEEDS)]
+        v = [excess(x, a.data, POINTS_N, s, floor) for s, x in enumerate(xs)]
+        radius = np.linalg.norm(xs[0], axis=1)
+        walls.append(wall)
+        all_excess += v
+        print(f"| {a.data} | {a.flags or '(default)'} | {seed} | {run.config.train.steps} | {wall:.1f} | {target:.1f} | "
+              f"{statistics.mean(v):.2e} +- {statistics.stdev(v) / math.sqrt(len(v)):.0e} | "
+              + (f"{radius.mean():.4f} | {radius.std():.4f}" if a.data == "circle" else "- | -")
+              + f" | {'yes' if wall <= target else 'no'} |", flush=True)
+    se = statistics.stdev(all_excess) / math.sqrt(len(all_excess)) if len(all_excess) > 1 else 0.0
+    print(f"\nall seeds: wall {statistics.median(walls):.1f} s median ({min(walls):.1f}-{max(walls):.1f}), target "
+          f"{target:.1f} s; excess {statistics.mean(all_excess):.2e} +- {se:.1e}")
 
 
 if __name__ == "__main__":

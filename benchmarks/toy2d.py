@@ -17,14 +17,13 @@ import time
 import torch
 
 from diffkit import machine
-from diffkit.config import DataConfig, RunConfig
-from diffkit.runs import eval_samples, load_run, sample_run, train_run
+from diffkit.runs import eval_samples, load_run, sample_run, train_config, train_run
 
 
 def bench(dataset: str, n: int, root: str) -> list[dict]:
     run_dir = f"{root}/{dataset}"
     t0 = time.perf_counter()
-    train_run(RunConfig(data=DataConfig(spec=dataset)), run_dir, progress=False)
+    train_run(train_config({"data": dataset}), run_dir, progress=False)  # `diffkit train --data D`'s run
     train_s = time.perf_counter() - t0
     run = load_run(run_dir)
     rows = []

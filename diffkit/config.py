@@ -183,7 +183,7 @@ KINDS_OF_PARENT = ("reflow", "progressive", "consistency", "import", "lora", "fi
 
 @dataclass
 class TrainConfig:
-    steps: int = 3000               # x batch_size: 3.1M points (~13 s on a 2-core CPU)
+    steps: int = 3000               # x batch_size: 3.1M points (~16 s on a 2-core CPU; presets.SHORT_POINTS: 1200)
     batch_size: int = 1024          # a CPU runs 1024 points per step at ~2x the cost of 256: more data per second
     lr: float = 2e-3
     warmup_steps: int = 100

@@ -239,7 +239,7 @@ def test_resume_continues_and_rejects_conflicts(tmp_path, capsys):
     assert sorted(p.name for p in (r / "train_state").iterdir()) == ["step-00000020", "step-00000030"]
     code, _, err = run(["train", "--out", r, "--resume", "--data", "moons"], capsys)
     assert_user_error(code, err, "--data moons (the run has data.spec 'circle')")
-    code, _, err = run(["train", "--out", r, "--resume", "--checkpoint-every", 5, "--lr", "0.002"], capsys)
+    code, _, err = run(["train", "--out", r, "--resume", "--checkpoint-every", 5, "--lr", "0.005"], capsys)  # circle's
     assert_user_error(code, err, "--checkpoint-every 5 (the run has train.checkpoint_every 10)")
     assert "--lr" not in err  # it agrees with the run
     code, _, err = run(["train", "--out", r, "--resume", "--quiet"], capsys)

@@ -75,7 +75,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--data", help=f"points: {', '.join(DATASETS)} or a .npy/.npz/.csv [N, 2] file; images: "
                                   f"{', '.join(IMAGE_DATASETS)}, a folder of PNG/JPEG or an .npz of images")
     t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps (default 3000 for points, per image preset)")
+    t.add_argument("--steps", type=positive_int("--steps"),
+                   help="optimizer steps (default 1200 for spiral, circle, moons and gaussians8, 3000 for other "
+                        "points, per image preset)")
     t.add_argument("--batch-size", type=positive_int("--batch-size"), help="points per step (default 1024)")
     t.add_argument("--schedule", help=f"noise schedule: {', '.join(SCHEDULE_NAMES)} (default linear for points, cosine for images)")
     t.add_argument("--timesteps", type=positive_int("--timesteps"), help="T, the number of diffusion steps (default 1000)")

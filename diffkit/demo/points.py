@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig, RunConfig
 from ..data.points import make_dataset
 from ..runs import eval_samples, load_run, sample_run, train_run
+from ..runs.presets import points_config
 from ..schedule import NoiseSchedule
 from ..store.trainlog import LOG, read_log
 
@@ -54,7 +54,7 @@ def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: 
 
     out = Path(out)
     run_dir = out / "run"
-    config = RunConfig(data=DataConfig(spec=data))
+    config = points_config(data)
     summary = train_demo_run(config, run_dir, steps, f"a {config.network.depth}-block MLP", progress, echo)
 
     run = load_run(run_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import OBJECTIVE_TABLE, OBJECTIVES, DataConfig, RunConfig, ScheduleConfig
+from ..config import OBJECTIVE_TABLE, OBJECTIVES, RunConfig, ScheduleConfig
 from ..data.fingerprint import absolute_spec
 from ..data.images import is_image_spec, load_images
 from ..errors import ConfigError, choice_error
@@ -17,7 +17,7 @@ from ..nn import registry
 from ..nn.unet import UNetConfig
 from ..prediction import PATH_PREDICTIONS
 from ..text.encoder import DEFAULT_ENCODER, load_encoder
-from .presets import default_objective, image_config, vae_config
+from .presets import default_objective, image_config, points_config, vae_config
 from .sources import BUILTIN, image_spec, settle_classes
 from .vae import load_vae
 
@@ -61,19 +61,20 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
     latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions.
     objective: ddpm, edm or flow with its own defaults; None: the data set's measured default
     (presets.default_objective: flow on mnist5k's pixels, ddpm elsewhere)."""
-    config = _network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size, latent=latent)
-    if text is not None:
-        config = text_config(config, text)
     name = objective or default_objective(spec, latent=latent is not None, text=text is not None)
     if name not in OBJECTIVES:
         raise choice_error("objective", name, OBJECTIVES)
+    config = _network_config(spec, cond=cond, net=net, dit_size=dit_size, patch_size=patch_size, latent=latent,
+                             objective=name)
+    if text is not None:
+        config = text_config(config, text)
     if name != "ddpm":
         set_objective(config, name)
     return config
 
 
 def _network_config(spec: str, *, cond: bool, net: str | None, dit_size: str, patch_size: int | None,
-                    latent) -> RunConfig:
+                    latent, objective: str) -> RunConfig:
     """The data's network and training preset, on the ddpm objective."""
     if latent is not None:
         return latent_config(spec, latent, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
@@ -82,7 +83,7 @@ def _network_config(spec: str, *, cond: bool, net: str | None, dit_size: str, pa
         return image_config(spec, data.shape, cond=cond, net=net or "unet", dit_size=dit_size, patch_size=patch_size)
     if net not in (None, "mlp"):
         raise ConfigError(f"{spec} holds points, which the MLP models; --net {net} is for images")
-    return RunConfig(data=DataConfig(spec=spec, cond=cond))
+    return points_config(spec, cond=cond, objective=objective)
 
 
 def latent_config(spec: str, vae_run, **image_options) -> RunConfig:

@@ -37,6 +37,7 @@ from ..errors import notice
 from ..machine import intra_op_threads
 from ..store.cache import cache_root
 from ..store.manifest import atomic_write
+from .adamw import adamw
 
 BF16_MARGIN = 1.15     # bf16 must run the step this many times faster than fp32 to be chosen
 THREADS_MARGIN = 1.10  # all cores must run the step this many times faster than one thread to be chosen
@@ -178,7 +179,7 @@ class StepProbe:
 
     def _measure(self, candidates: list[tuple[str, int]]) -> dict[str, float]:
         nets = {c: copy.deepcopy(self.network) for c in candidates}
-        opts = {c: torch.optim.AdamW(nets[c].parameters(), lr=1e-6) for c in candidates}
+        opts = {c: adamw(nets[c].parameters(), 1e-6, 0.01, self.device) for c in candidates}
         best = {c: float("inf") for c in candidates}
         with torch.random.fork_rng(devices=[]):
             first = {}
