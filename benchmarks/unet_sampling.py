@@ -1,14 +1,15 @@
 """The U-Net's sampling fast path, measured: image-calls per second of a run's network at several images per call,
 in NCHW and channels_last, and whole sampling (dpmpp-2m 20, guided at w = 3 for a class run) on the plain path
-(`load_run(fast=False)`: NCHW, one call) and the fast one (channels_last, the chunk `unet_fast.sampling_chunk`
-picks), with the largest difference between their samples.
+(`load_run(fast=False)`: NCHW, one call) and the fast one (channels_last, the lean residual blocks, the chunk
+`unet_fast.sampling_chunk` picks), in interleaved rounds, with the largest difference between their samples.
 
-    .venv/bin/python benchmarks/unet_sampling.py RUN [RUN ...] [--n 512]
+    .venv/bin/python benchmarks/unet_sampling.py RUN [RUN ...] [--n 512] [--repeats 3] [--no-calls]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,13 +27,7 @@ CHUNKS = (16, 32, 64, 128, 256, 512)
 
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--n", type=int, default=512)
-    a = ap.parse_args()
-    torch.set_num_threads(machine.cores())
-    print(machine.describe())
+def calls_table(a) -> None:
     print("\n## Network calls: image-calls per second by images per call\n")
     print("| run | layout | " + " | ".join(map(str, CHUNKS)) + " |\n|---|---|" + "---|" * len(CHUNKS))
     for path in a.runs:
@@ -42,23 +37,46 @@ def main() -> None:
         x, t = torch.randn(a.n, *shape), torch.full((a.n,), 500.0)
         c = torch.arange(a.n) % classes if classes else None
         with torch.no_grad():
-            for layout in (torch.contiguous_format, torch.channels_last):
+            for name, layout, lean in (("NCHW", torch.contiguous_format, False),
+                                       ("channels_last", torch.channels_last, False),
+                                       ("channels_last, lean blocks", torch.channels_last, True)):
                 net = net.to(memory_format=layout)
+                for m in net.modules():
+                    if hasattr(type(m), "lean"):
+                        m.lean = lean
                 xx = x.contiguous(memory_format=layout)
                 rates = [a.n / fastest(lambda: [net(xx[i:i + k], t[i:i + k], None if c is None else c[i:i + k])
                                                 for i in range(0, a.n, k)])[0] for k in CHUNKS]
-                name = "NCHW" if layout == torch.contiguous_format else "channels_last"
                 print(f"| {path} | {name} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
-    print("\n## Sampling: dpmpp-2m 20 steps, class runs guided at w = 3 in their interval\n")
-    print("| run | chunk | plain samples/s | fast samples/s | speed-up | largest difference |\n|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of plain-then-fast sampling")
+    ap.add_argument("--calls", action=argparse.BooleanOptionalAction, default=True, help="the per-call table")
+    a = ap.parse_args()
+    torch.set_num_threads(machine.cores())
+    print(machine.describe())
+    if a.calls:
+        calls_table(a)
+    print(f"\n## Sampling: dpmpp-2m 20 steps, class runs guided at w = 3 in their interval; {a.repeats} rounds, each "
+          "timing the plain path then the fast one (a burst of other work on the machine hits both)\n")
+    print("| run | chunk | plain samples/s (fastest) | fast samples/s (fastest) | speed-up of the fastest | "
+          "speed-up per round | largest difference |\n|---|---|---|---|---|---|---|")
     for path in a.runs:
         plain, fast = load_run(path, fast=False, precision="fp32"), load_run(path, precision="fp32")
         classes = plain.config.network.num_classes
         kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
-        times, outs = zip(*[fastest(lambda: sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw), 1)  # noqa: B023
-                            for r in (plain, fast)])
-        print(f"| {path} | {sampling_chunk(plain.config.fitted.shape)} | {a.n / times[0]:.1f} | {a.n / times[1]:.1f} "
-              f"| {times[0] / times[1]:.2f}x | {np.abs(outs[0] - outs[-1]).max():.1e} |", flush=True)
+        draws = [lambda r=r: sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw) for r in (plain, fast)]
+        outs = [d() for d in draws]  # warm-up
+        rounds = [[fastest(d, 1)[0] for d in draws] for _ in range(a.repeats)]
+        best = [min(r[i] for r in rounds) for i in (0, 1)]
+        per_round = ", ".join(f"{p / f:.2f}" for p, f in rounds)
+        print(f"| {path} | {sampling_chunk(plain.config.fitted.shape)} | {a.n / best[0]:.1f} | {a.n / best[1]:.1f} "
+              f"| {best[0] / best[1]:.2f}x | {per_round} (median {statistics.median(p / f for p, f in rounds):.2f}) "
+              f"| {np.abs(outs[0] - outs[1]).max():.1e} |", flush=True)
 
 
 if __name__ == "__main__":
