@@ -14,6 +14,7 @@ training (its own process), samples per second at each setting.
     .venv/bin/python benchmarks/distill.py --data digits --n 2000 [--plot docs/distill_digits.png]
     .venv/bin/python benchmarks/distill.py --data mnist5k --n 1000 --ks 4 --nfes 4 --no-consistency   # ~40 min
     .venv/bin/python benchmarks/distill.py --data mnist5k ... --teacher-run runs/mnist5k --teacher-cpu 2061  # reuse
+    .venv/bin/python benchmarks/distill.py --data digits --ks 8 --nfes 8 --no-consistency --train-steps 860  # try
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def bench(data: str, a, root: Path) -> dict:
     for k in KS:
         name = f"progressive K={k}"
         costs[name] = job({"kind": "student", "teacher": str(teacher_dir), "out": str(root / name),
-                           "flags": {"method": "progressive", "steps": k, **guide}})
+                           "flags": {"method": "progressive", "steps": k, **guide,
+                                     **({"train_steps": a.train_steps} if a.train_steps else {})}})
         print(f"# {data}: {name} in {costs[name]['wall']:.0f} s", file=sys.stderr, flush=True)
         progressive[k] = score(draw_fn(load_run(root / name), "ddim", k, images, a.n, False))
     rows["progressive students (one per K)"] = progressive
@@ -349,6 +351,7 @@ def main() -> None:
     ap.add_argument("--teacher-run", help="take this trained run as the teacher instead of training one (with "
                                           "--teacher-cpu: its training's CPU-seconds, measured where it trained)")
     ap.add_argument("--teacher-cpu", type=float)
+    ap.add_argument("--train-steps", type=int, help="the progressive students' training steps (default: theirs)")
     ap.add_argument("--keep", help="keep the teacher and the students in this folder (default: a temporary one)")
     ap.add_argument("--rate-repeats", type=int, default=3,
                     help="images: timed draws per setting for the throughput line (default 3)")
