@@ -42,7 +42,8 @@ TARGETS = {"digits": (60, "accuracy >= 99%, FD <= 1.5x the floor"),
            "mnist5k": (300, "accuracy >= 97%, FD <= 2x the floor, precision >= 0.9"),
            "shapes": (180, "shape accuracy 100%, colour purity >= 95%"),
            "spiral": (5, "the default run trained"), "circle": (5, "the default run trained"),
-           "moons": (5, "the default run trained"), "gaussians8": (5, "the default run trained")}
+           "moons": (5, "the default run trained"), "gaussians8": (5, "the default run trained"),
+           "checkerboard": (5, "the default run trained")}
 POINTS_N, POINTS_SEEDS = 20_000, 3
 IMAGE_TARGETS = ("digits", "mnist5k", "shapes")
 XEON_FP32 = 230.0
