@@ -34,9 +34,9 @@ from ..store.cache import cache_root
 from ..store.lock import RunLock
 from ..store.rundir import load_weights, read_state, save_checkpoint, save_config
 from ..store.trainlog import LOG, last_seconds, truncate_log
+from .adamw import LEAN, adamw
 from .autotune import Settled, StepProbe, core_share, settle
 from .distributed import Runtime, all_reduce_sum, barrier
-from .adamw import LEAN, adamw
 from .ema import EMA
 from .objectives import objective_for
 
