@@ -64,7 +64,7 @@ def main() -> None:
         call = lambda: text(input_ids=ids).last_hidden_state
         rows.append(("text encoder, 2 x 77 tokens", sum(p.numel() for p in text.parameters()), count_flops(call),
                      fastest(call, a.repeats)[0], 1))
-    print(f"\n| model call | parameters | GFLOPs | seconds | GFLOP/s | calls per image | seconds per image |")
+    print("\n| model call | parameters | GFLOPs | seconds | GFLOP/s | calls per image | seconds per image |")
     print("|---|---|---|---|---|---|---|")
     total = flops = 0.0
     for name, params, f, s, calls in rows:

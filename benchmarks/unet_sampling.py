@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from diffkit import machine
-from diffkit.nn.unet_fast import sampling_chunk
+from diffkit.nn.unet_fast import lean_blocks, sampling_chunk
 from diffkit.runs import load_run, sample_run
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,10 +40,7 @@ def calls_table(a) -> None:
             for name, layout, lean in (("NCHW", torch.contiguous_format, False),
                                        ("channels_last", torch.channels_last, False),
                                        ("channels_last, lean blocks", torch.channels_last, True)):
-                net = net.to(memory_format=layout)
-                for m in net.modules():
-                    if hasattr(type(m), "lean"):
-                        m.lean = lean
+                net = lean_blocks(net.to(memory_format=layout), lean)
                 xx = x.contiguous(memory_format=layout)
                 rates = [a.n / fastest(lambda: [net(xx[i:i + k], t[i:i + k], None if c is None else c[i:i + k])
                                                 for i in range(0, a.n, k)])[0] for k in CHUNKS]

@@ -17,7 +17,7 @@ from diffkit.nn.dit import DiT, DiTConfig, dit_preset, sincos_2d
 from diffkit.nn.registry import build_network, network_from_dict, network_to_dict
 from diffkit.runs import default_config, train_run
 
-TINY = dict(patch_size=2, width=16, depth=2, heads=2)
+TINY = {"patch_size": 2, "width": 16, "depth": 2, "heads": 2}
 
 
 @pytest.mark.parametrize("C, H, W, p", [(1, 8, 8, 2), (3, 16, 12, 4), (4, 7, 7, 7), (2, 6, 10, 1)])

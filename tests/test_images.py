@@ -15,7 +15,7 @@ from diffkit.nn.registry import build_network, network_from_dict, network_to_dic
 from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.sampling import SAMPLERS, sample
 
-TINY = dict(channels=8, channel_mult=(1, 2), groups=4, head_channels=8)
+TINY = {"channels": 8, "channel_mult": (1, 2), "groups": 4, "head_channels": 8}
 
 
 def randomized(net, seed=0, std=0.05):

@@ -123,7 +123,7 @@ def test_langevin_corrector_goes_through_the_score_api(g8):
             return torch.zeros_like(x_t)
 
     x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    kw = dict(sampler="langevin", steps=20, generator=None)
+    kw = {"sampler": "langevin", "steps": 20, "generator": None}
     a = sample(OracleDenoiser(g8, sched), x_T, kw["sampler"], kw["steps"], generator=torch.Generator().manual_seed(1))
     b = sample(NoScore(g8, sched), x_T, kw["sampler"], kw["steps"], generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(a, b)

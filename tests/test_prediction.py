@@ -30,7 +30,7 @@ alpha_bars = st.floats(1e-4, 1 - 1e-4, allow_nan=False)
 @given(alpha_bar=alpha_bars, seed=st.integers(0, 2**31 - 1))
 def test_roundtrips(alpha_bar, seed):
     x0, eps, ab, x_t = _draw(seed, alpha_bar)
-    tol = dict(rtol=1e-9, atol=1e-9)
+    tol = {"rtol": 1e-9, "atol": 1e-9}
     # eps -> x0 and x0 -> eps
     torch.testing.assert_close(P.x0_from_eps(x_t, eps, ab), x0, rtol=1e-8, atol=1e-8 / alpha_bar**0.5)
     torch.testing.assert_close(P.eps_from_x0(x_t, x0, ab), eps, rtol=1e-8, atol=1e-8 / (1 - alpha_bar) ** 0.5)

@@ -53,7 +53,7 @@ def test_bf16_sampling_is_autocast_close_to_fp32_but_not_equal(digits_run, monke
         a, b = fp32.denoiser.network(x, t), bf16.denoiser.network(x, t)
     assert b.dtype == torch.float32
     assert 0 < (a - b).abs().max() < 0.05 * a.abs().max()  # bf16 keeps ~3 significant digits
-    kw = dict(sampler="dpmpp-2m", steps=4, seed=3, cond=1, guidance=2.0)
+    kw = {"sampler": "dpmpp-2m", "steps": 4, "seed": 3, "cond": 1, "guidance": 2.0}
     s32, s16 = sample_run(fp32, 8, **kw), sample_run(digits_run, 8, precision="bf16", **kw)
     assert s16.dtype == np.float32 and 0 < np.abs(s32 - s16).max() < 0.1
     again = sample_run(fp32, 8, precision="bf16", **kw)  # a loaded run switched: the same numbers

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from .unet import ResBlock
+
 PIXELS_PER_CALL = 24_576  # images x H x W per network call (x2 inside guidance's batched call)
 
 
@@ -27,6 +29,14 @@ def sampling_chunk(shape) -> int:
     return int(min(512, max(16, 2 ** round(math.log2(PIXELS_PER_CALL / pixels)))))
 
 
+def lean_blocks(network: nn.Module, on: bool = True) -> nn.Module:
+    """Switch the network's residual blocks to (or off) their lean inference path (unet.ResBlock.lean); returns it."""
+    for m in network.modules():
+        if isinstance(m, ResBlock):
+            m.lean = on
+    return network
+
+
 class ChannelsLast(nn.Module):
     """network(x, t, cond) with x (and the weights, converted in place: same values) in channels_last, and its
     residual blocks on their lean inference path (unet.ResBlock._lean_forward: the same arithmetic in fewer passes
@@ -34,10 +44,7 @@ class ChannelsLast(nn.Module):
 
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.network = network.to(memory_format=torch.channels_last)
-        for m in self.network.modules():
-            if hasattr(type(m), "lean"):
-                m.lean = True
+        self.network = lean_blocks(network.to(memory_format=torch.channels_last))
 
     @property
     def cfg(self):

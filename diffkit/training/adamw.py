@@ -89,9 +89,10 @@ class LeanAdamW:
                                   "exp_avg_sq": s["exp_avg_sq"].to(p.device, p.dtype).clone()}
 
 
-def adamw(params, lr: float, weight_decay: float, device: torch.device, lean: bool = LEAN):
-    """The Trainer's optimizer: LeanAdamW (lean), else torch.optim.AdamW, fused on a CPU or CUDA device."""
+def adamw(params, lr: float, weight_decay: float, device: torch.device, lean: bool = LEAN, scaled: bool = False):
+    """The Trainer's optimizer: LeanAdamW (lean), else torch.optim.AdamW, fused on a CPU or CUDA device. scaled:
+    fp16's GradScaler steps it, which takes torch.optim's optimizer."""
     fused = device.type in ("cpu", "cuda")
-    if lean and fused:
+    if lean and fused and not scaled:
         return LeanAdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)

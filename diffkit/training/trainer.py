@@ -34,7 +34,7 @@ from ..store.cache import cache_root
 from ..store.lock import RunLock
 from ..store.rundir import load_weights, read_state, save_checkpoint, save_config
 from ..store.trainlog import LOG, last_seconds, truncate_log
-from .adamw import LEAN, adamw
+from .adamw import adamw
 from .autotune import Settled, StepProbe, core_share, settle
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
@@ -109,9 +109,7 @@ class Trainer:
         self.model = self._wrap(self.network)  # what the forward pass calls: DDP and / or torch.compile around it
         self.params = [p for p in self.network.parameters() if p.requires_grad]
         self.scaler = grad_scaler(self.device, self.precision)
-        # fp16's GradScaler steps torch.optim's optimizer; everything else the lean driver of the same kernel
-        self.optimizer = adamw(self.params, self.cfg.lr, self.cfg.weight_decay, self.device,
-                               lean=LEAN and self.scaler is None)
+        self.optimizer = adamw(self.params, self.cfg.lr, self.cfg.weight_decay, self.device, scaled=bool(self.scaler))
         self.ema = EMA(self.network, self.cfg.ema_halflife, self.cfg.ema_rampup)
         # every rank draws the same global batch from this generator and keeps its rows (distributed.py)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
