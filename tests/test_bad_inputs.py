@@ -198,6 +198,8 @@ CLI = [
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--steps", "0"], "steps", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--steps", "5000"], "steps", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--spacing", "zigzag"], "unknown", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--spacing", "trailing:0.3"], "only karras and logsnr", 2),
+    ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--spacing", "logsnr:-1"], "SIGMA_MIN > 0", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--eta", "-1"], "--eta must be a finite number >= 0", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "ddim", "--eta", "5"], "eta is in [0, 1]", 2),
     ([S, "--run", "{run}", "--out", "{tmp}/s.npy", "--sampler", "langevin", "--snr", "100"], "snr in (0, 1]", 2),

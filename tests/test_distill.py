@@ -33,6 +33,7 @@ from diffkit.runs import (
     train_config,
     train_run,
 )
+from diffkit.runs.distill import STUDENT_SPACING
 from diffkit.sampling import sampler_grid
 from diffkit.schedule import NoiseSchedule
 from diffkit.store.rundir import load_weights
@@ -62,6 +63,9 @@ def test_the_ladder_ends_on_ddims_own_grid_and_halves_by_midpoints():
     for fine, coarse in itertools.pairwise(grids):
         assert torch.equal(fine[::2], coarse)  # every round's student levels are its teacher's, every other one
         assert torch.allclose(fine[1::2], (coarse[:-1] + coarse[1:]) / 2)
+    narrowed = ladder(schedule, 4, 2, "logsnr:0.3")  # a points student's: ddim at its recorded spacing
+    assert torch.equal(narrowed[-1][:-1], sampler_grid(schedule, "ddim", 4, "logsnr:0.3"))
+    assert not torch.equal(narrowed[-1], grids[-1]) and torch.equal(narrowed[0][::2], narrowed[1])
 
 
 def test_the_first_rounds_teacher_steps_uniformly_in_log_snr_and_later_rounds_on_the_midpoint():
@@ -232,7 +236,8 @@ def test_the_student_samples_in_four_steps_what_the_teacher_needs_twenty_for(spi
     steps = []
     x = sample_run(student, 6000, seed=1, callback=lambda rec: steps.append(rec.t))
     student_4 = energy_distance(x, ref) - floor
-    assert len(steps) == 4  # its own sampler and steps by default
+    assert len(steps) == 4  # its own sampler, steps and grid by default: log-SNR uniform down to sigma = 0.3
+    assert torch.equal(torch.tensor(steps, dtype=torch.float64), sampler_grid(student.denoiser.schedule, "ddim", 4, "logsnr:0.3"))
     assert student_4 * 10 < teacher_4, (student_4, teacher_4)
     assert student_4 < 3 * max(reference, 1e-4), (student_4, reference)
 
@@ -243,6 +248,7 @@ def test_the_student_records_its_teacher_and_refuses_what_it_did_not_learn(spira
     assert cfg["parent"]["kind"] == "progressive" and cfg["parent"]["path"] == str(teacher.resolve())
     assert cfg["parent"]["steps"] == 4 and cfg["parent"]["rounds"] == 3 and len(cfg["parent"]["sha256"]) == 64
     assert cfg["sampling"]["sampler"] == "ddim" and cfg["sampling"]["steps"] == 4 and cfg["train"]["lr_cycles"] == 3
+    assert cfg["sampling"]["spacing"] == STUDENT_SPACING["points"] == "logsnr:0.3"
     moved = shutil.copytree(student, tmp_path / "alone")
     shutil.move(str(teacher), str(tmp_path / "teacher-away"))
     try:

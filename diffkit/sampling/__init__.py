@@ -20,6 +20,7 @@ from .grids import (
     diffusers_spacing,
     diffusers_timesteps,
     make_grid,
+    narrowed_spacing,
     ode_sigma_range,
     timesteps,
 )
@@ -100,7 +101,8 @@ def sampler_grid(schedule, name: str = "ddim", steps: int | None = None, spacing
     spec = SAMPLER_TABLE[name]
     T = schedule.num_timesteps
     steps = check_steps(spec.steps or T if steps is None else steps, T)
-    spacing = spacing or spec.spacing
+    spacing, narrowed = narrowed_spacing(spacing or spec.spacing)  # "logsnr:S": its own sigma_min S
+    sigma_min = narrowed if sigma_min is None else sigma_min
     own = diffusers_spacing(spacing)
     if own is not None:  # diffusers' own timesteps for this sampler (no noise cap, as there)
         return diffusers_timesteps(T, steps, own[0], name, own[1])
@@ -120,6 +122,6 @@ def nfe_per_step(name: str, **options) -> float:
     return SAMPLER_TABLE[name].nfe(**options)
 
 
-__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "nfe_per_step", "ode_sigma_range", "sample", "sampler_grid",
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "narrowed_spacing", "nfe_per_step", "ode_sigma_range", "sample", "sampler_grid",
            "sampler_options",
            "timesteps", *(f.__name__ for f in SAMPLERS.values())]

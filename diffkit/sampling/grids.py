@@ -9,6 +9,8 @@ Continuous grids place K noise levels and map them back to t through the schedul
   karras:   sigma_i = (s_max^(1/rho) + i/(K-1) (s_min^(1/rho) - s_max^(1/rho)))^rho, rho = 7,
             sigma = VE noise level sigma_t / alpha_t (Karras et al. 2022, eq. 5)
   logsnr:   log-SNR uniform between its values at t = T-1 and t = 0 (Lu et al. 2022, sec. 3.3)
+A continuous spacing may name its lowest level: "logsnr:0.3" ("karras:0.3") is logsnr (karras) narrowed to
+sigma_min = 0.3 (narrowed_spacing); a distilled student of points records one (runs/distill.py: STUDENT_SPACING).
 A sampler always ends with a final step from the last grid time to x_0 (t = -1).
 
 Noise cap: no grid time is noisier than sigma_max = 160 in VE units (x / alpha), i.e. 160 data standard
@@ -83,6 +85,22 @@ ODE_SIGMA_MAX = 10.0
 ODE_SIGMA_MIN_TIMES_STEPS = 0.5
 
 
+def narrowed_spacing(spacing: str | None) -> tuple[str | None, float | None]:
+    """(spacing, sigma_min) of a spacing name: "logsnr:S" or "karras:S" (that continuous spacing, its lowest level
+    sigma_min = S data standard deviations) -> (name, S); any other name -> (it, None)."""
+    head, colon, value = (spacing or "").partition(":")
+    if not colon:
+        return spacing, None
+    try:
+        sigma_min = float(value)
+    except ValueError:
+        sigma_min = math.nan
+    if head not in CONTINUOUS_SPACINGS or not math.isfinite(sigma_min) or sigma_min <= 0:
+        raise ConfigError(f"spacing {spacing!r}: only {' and '.join(CONTINUOUS_SPACINGS)} take a lowest noise level, "
+                          "as NAME:SIGMA_MIN with SIGMA_MIN > 0 (e.g. logsnr:0.3)")
+    return head, sigma_min
+
+
 def ode_sigma_range(steps: int) -> tuple[float, float]:
     """The noise range [0.5 / K, 10] (data standard deviations) DPM-Solver++ spends its K steps on by default.
 
@@ -140,10 +158,13 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
     """K' <= K descending float times for any spacing (K' < K only where a noise cap merges times).
 
     sigma_max / sigma_min (VE units sigma_t / alpha_t, i.e. data standard deviations for normalized data)
-    narrow the grid to that noise range; None keeps the schedule's end. The final step still goes to x_0."""
+    narrow the grid to that noise range; None keeps the schedule's end (or the one a spacing "NAME:SIGMA_MIN"
+    names). The final step still goes to x_0."""
     T = schedule.num_timesteps
+    spacing, narrowed = narrowed_spacing(spacing)
     if spacing not in SPACINGS:
         raise choice_error("timestep spacing", spacing, SPACINGS)
+    sigma_min = narrowed if sigma_min is None else sigma_min
     steps = check_steps(steps, T)
     check_sigma_range(sigma_min, sigma_max)
     lam = schedule.log_snr

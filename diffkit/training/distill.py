@@ -41,11 +41,11 @@ from .loss import per_row
 F64 = torch.float64
 
 
-def ladder(schedule, steps: int, rounds: int) -> list[torch.Tensor]:
+def ladder(schedule, steps: int, rounds: int, spacing: str | None = None) -> list[torch.Tensor]:
     """The grids of every round, float64 times ending in -1 (x_0): [grid of steps * 2^rounds, ..., grid of steps].
-    The last is ddim's own grid at `steps` (`diffkit sample --sampler ddim --steps K`); each finer one puts the
-    midpoint in time into every interval of the next."""
-    grid = torch.cat([sampler_grid(schedule, "ddim", steps).to(F64), torch.tensor([-1.0], dtype=F64)])
+    The last is ddim's own grid at `steps` and `spacing` (`diffkit sample --sampler ddim --steps K --spacing S`;
+    None: ddim's default, trailing); each finer one puts the midpoint in time into every interval of the next."""
+    grid = torch.cat([sampler_grid(schedule, "ddim", steps, spacing).to(F64), torch.tensor([-1.0], dtype=F64)])
     grids = [grid]
     for _ in range(rounds):
         mid = (grid[:-1] + grid[1:]) / 2
@@ -118,13 +118,14 @@ class ProgressiveObjective:
     path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser).
     first_substeps: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval
     (later rounds: two DDIM steps, the ones their teacher learned); first_spacing: uniform in "time" or "log-snr".
+    spacing: the K-step student's grid is ddim's at this spacing (the student's own, config.sampling.spacing).
     guidance_range: (lo, hi): first a guidance stage of `guidance_steps` steps (round -1; module doc), and w an
     input of every round's teacher and student; None: no stage, w not an input.
     """
 
     def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int,
-                 first_substeps: int = 1, first_spacing: str = "time", guidance_range=None,
-                 guidance_steps: int = 0):
+                 first_substeps: int = 1, first_spacing: str = "time", spacing: str | None = None,
+                 guidance_range=None, guidance_steps: int = 0):
         if steps_per_round < 1 or (guidance_range is not None and guidance_steps < 1):
             raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps"
                               + (" (and one more for the guidance stage)" if guidance_range is not None else ""))
@@ -132,7 +133,7 @@ class ProgressiveObjective:
         self.guided = GuidanceStage(schedule, teacher, guidance_range) if guidance_range is not None else None
         self.config, self.schedule = config, schedule
         self.rounds, self.steps_per_round = rounds, steps_per_round
-        self.grids = ladder(schedule, steps, rounds)  # round r's student grid is grids[r + 1]
+        self.grids = ladder(schedule, steps, rounds, spacing)  # round r's student grid is grids[r + 1]
         self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0),
                              spacing=first_spacing)
                        for r, g in enumerate(self.grids[1:])]
