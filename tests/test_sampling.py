@@ -6,6 +6,7 @@ E[x0 | x_t] = m + sqrt(ab) s^2 / v (x_t - sqrt(ab) m), so the exact denoiser is 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -111,7 +112,7 @@ def _propagate(schedule, grid, step):
     ts = [int(t) for t in grid] + [-1]
     ab_T = float(ab_tab[ts[0]])
     mean, var = math.sqrt(ab_T) * M, ab_T * S**2 + 1 - ab_T
-    for t, tp in zip(ts, ts[1:]):
+    for t, tp in itertools.pairwise(ts):
         ab, abp = float(ab_tab[t]), float(ab_tab[tp])
         k = math.sqrt(ab) * S**2 / (ab * S**2 + 1 - ab)
         # x0_hat = k x + (1 - k sqrt(ab)) m ; eps_hat = (x - sqrt(ab) x0_hat) / sqrt(1 - ab)
@@ -163,7 +164,7 @@ def _ddim_gain(schedule, grid, s=S):
     ab_tab = torch.cat([schedule.alphas_cumprod, torch.ones(1, dtype=F64)])  # index -1 -> alpha_bar 1
     ts = [int(t) for t in grid] + [-1]
     gain = 1.0
-    for t, tp in zip(ts, ts[1:]):
+    for t, tp in itertools.pairwise(ts):
         ab, abp = float(ab_tab[t]), float(ab_tab[tp])
         v, vp = ab * s**2 + 1 - ab, abp * s**2 + 1 - abp
         gain *= (math.sqrt(abp * ab) * s**2 + math.sqrt((1 - abp) * (1 - ab))) / math.sqrt(v * vp)

@@ -126,9 +126,8 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
                            warmup_steps=min(t.warmup_steps, max(1, per_round // 10)),
                            checkpoint_every=min(t.checkpoint_every, per_round))
     own = "ddim" if method == "progressive" else "consistency"
-    config.sampling = replace(config.sampling, sampler=own, steps=steps)
-    if method == "progressive" and STUDENT_SPACING[space] is not None:
-        config.sampling.spacing = STUDENT_SPACING[space]
+    spacing = (STUDENT_SPACING[space] if method == "progressive" else None) or config.sampling.spacing
+    config.sampling = replace(config.sampling, sampler=own, steps=steps, spacing=spacing)
     config.parent = ParentConfig(kind=method, path=str(Path(teacher).resolve()), sha256=teacher_sha256(teacher),
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
     if guidance_range is not None:

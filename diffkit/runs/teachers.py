@@ -60,5 +60,4 @@ def distill_objective(config: RunConfig, device=None):
     per = config.train.steps // stages
     return ProgressiveObjective(config, config.path(), denoiser, steps=parent.steps, rounds=parent.rounds,
                                 steps_per_round=per, first_substeps=parent.substeps, first_spacing=parent.spacing,
-                                spacing=config.sampling.spacing,
                                 guidance_range=parent.guidance_range, guidance_steps=per)

@@ -115,17 +115,17 @@ class ProgressiveObjective:
     """Salimans & Ho (2022), Algorithm 2, over `rounds` halvings of `steps_per_round` steps each (module doc).
 
     teacher: the first round's teacher Denoiser (guided where guidance is folded in); its schedule is the run's
-    path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser).
+    path. config: the student's RunConfig (its prediction, conditioning and x0 clip build each student's Denoiser;
+    the K-step student's grid is ddim's at its sampling spacing).
     first_substeps: the first round's teacher takes 2 x this many DPM-Solver++(2M) steps per student interval
     (later rounds: two DDIM steps, the ones their teacher learned); first_spacing: uniform in "time" or "log-snr".
-    spacing: the K-step student's grid is ddim's at this spacing (the student's own, config.sampling.spacing).
     guidance_range: (lo, hi): first a guidance stage of `guidance_steps` steps (round -1; module doc), and w an
     input of every round's teacher and student; None: no stage, w not an input.
     """
 
     def __init__(self, config, schedule, teacher: Denoiser, *, steps: int, rounds: int, steps_per_round: int,
-                 first_substeps: int = 1, first_spacing: str = "time", spacing: str | None = None,
-                 guidance_range=None, guidance_steps: int = 0):
+                 first_substeps: int = 1, first_spacing: str = "time", guidance_range=None,
+                 guidance_steps: int = 0):
         if steps_per_round < 1 or (guidance_range is not None and guidance_steps < 1):
             raise ConfigError(f"{rounds} halving rounds need at least {rounds} training steps"
                               + (" (and one more for the guidance stage)" if guidance_range is not None else ""))
@@ -133,7 +133,7 @@ class ProgressiveObjective:
         self.guided = GuidanceStage(schedule, teacher, guidance_range) if guidance_range is not None else None
         self.config, self.schedule = config, schedule
         self.rounds, self.steps_per_round = rounds, steps_per_round
-        self.grids = ladder(schedule, steps, rounds, spacing)  # round r's student grid is grids[r + 1]
+        self.grids = ladder(schedule, steps, rounds, config.sampling.spacing)  # round r's student grid is grids[r + 1]
         self.tables = [_plan(schedule, g, first_substeps if r == 0 else 1, second_order=(r == 0),
                              spacing=first_spacing)
                        for r, g in enumerate(self.grids[1:])]
