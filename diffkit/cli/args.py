@@ -99,8 +99,10 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--p-uncond", type=finite_float("--p-uncond", 0.0),
                    help="with --cond: share of labels dropped to the null class, for guidance (default 0.1)")
     t.add_argument("--flip", action="store_true", help="images: random horizontal flips (not for digits or text)")
-    t.add_argument("--latent", help="images: a VAE run (diffkit train-vae) to diffuse in the latent space of: the "
-                                    "data is encoded once (cached), samples are decoded")
+    t.add_argument("--latent", metavar="VAE_RUN|auto",
+                   help="images: a VAE run (diffkit train-vae) to diffuse in the latent space of: the data is "
+                        "encoded once (cached), samples are decoded. auto: the data's default VAE, trained on first "
+                        "use into OUT-vae beside the run (reused by later runs there)")
     t.add_argument("--text", nargs="?", const="minilm", metavar="ENCODER",
                    help="images: text-to-image on the data's captions (shapes, shapes64, mnist5k, digits, or a folder "
                         "with captions.csv / a .txt per image), through a frozen text encoder: minilm (the default, "

@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import json
 
-from ..errors import ConfigError, RankFailed
+from ..errors import CheckpointError, ConfigError, RankFailed
 
 
 def cmd_train(a) -> None:
     import os
 
     from ..devices import resolve_device
+    from ..runs.vae_beside import AUTO, prepare_vae, vae_beside
     from ..store.rundir import read_config
     from ..training import distributed
     from ..training.launch import launch
 
     device = resolve_device(a.device)
+    launcher = a.nproc is not None and "WORLD_SIZE" not in os.environ
+    if a.latent == AUTO and a.resume:  # the run recorded the VAE beside it; --resume checks that it is that one
+        a.latent = str(vae_beside(a.out))
+    elif a.latent == AUTO:  # the VAE first, in one process (the launcher's, before any rank starts)
+        _check_before_vae(a)
+        a.latent = prepare_vae(a.data or "spiral", a.out, how={"precision": a.precision, "threads": a.threads},
+                               progress=not a.quiet, runtime=distributed.Runtime(device=device),
+                               may_train="WORLD_SIZE" not in os.environ)
     config = _check_resume_flags(a) if a.resume else _train_config(a)
-    if a.nproc is not None and "WORLD_SIZE" not in os.environ:  # the launcher: start the ranks, then wait
+    if launcher:  # start the ranks, then wait
         runtime = distributed.Runtime(device=device, world_size=a.nproc, batch_per_device=a.batch_per_device)
         runtime.micro_batches((config or read_config(a.out)).train.batch_size)  # refused here, not in N processes
         launch(a.nproc, _without_nproc(a.argv), a.out)
@@ -47,6 +56,19 @@ def _train(a, config, runtime) -> dict:
     if a.resume:
         return train_run(None, a.out, resume=True, steps=a.steps, progress=not a.quiet, runtime=runtime)
     return train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet, runtime=runtime)
+
+
+def _check_before_vae(a) -> None:
+    """--latent auto: what would refuse the run refuses it before its VAE trains (the other flags, an --out
+    that holds a run)."""
+    from ..runs import train_config
+    from ..runs.sources import image_spec
+    from ..runs.train import is_run_dir
+
+    image_spec(a.data or "spiral")
+    train_config({**vars(a), "latent": None})
+    if is_run_dir(a.out) and not a.overwrite:
+        raise CheckpointError(f"{a.out} already holds a run; pass --overwrite to replace it or --resume to continue it")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

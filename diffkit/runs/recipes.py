@@ -252,7 +252,9 @@ def resume_conflicts(flags: dict, saved: RunConfig, *, vae: bool = False) -> lis
     given = [k for k in given_flags(flags, table) if k != "steps"]  # train_run checks --steps, saying why
     if not given:
         return []
-    fresh = (vae_train_config if vae else train_config)({k: flags.get(k) for k in (*table, *HOW_FLAGS)})
+    given_values = {k: flags.get(k) for k in (*table, *HOW_FLAGS)}
+    given_values["data"] = given_values["data"] or saved.data.spec  # `--resume --latent X` alone: the run's data
+    fresh = (vae_train_config if vae else train_config)(given_values)
     new, old = _flat(fresh.to_dict()), _flat(saved.to_dict())
     out = []
     for key in given:
