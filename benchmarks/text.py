@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/text.py shapes [--run RUN --vae VAE] [--n 4] [--ws 1,3,5,7.5]
     .venv/bin/python benchmarks/text.py mnist5k [--seconds 300] [--n 30]
 
-shapes: without --run, trains the recipe the README gives (`diffkit train-vae --data shapes`, then `diffkit train
---data shapes --text --latent VAE --channels 64 --steps 3200`) and reports its wall time; with --run, reads the
-training seconds from the runs' train_log.csv. Then, at each guidance scale w (dpmpp-2m, 20 steps, guidance at
+shapes: without --run, trains the default run (`diffkit train --data shapes --text`: its VAE on first use in
+RUN-vae, then a 64-wide latent U-Net, 2000 steps) and reports its wall time; with --run, reads the training
+seconds from the runs' train_log.csv (the VAE's from --vae, or RUN-vae where it is there). Then, at each guidance scale w (dpmpp-2m, 20 steps, guidance at
 every noise level), --n samples per prompt (4 --n for the held-out combinations, which have few prompts) of three
 prompt sets, each image read back by diffkit.metrics.shapes:
   training-style  one caption per (shape, colour, size, position) from the training templates (positions stated),
@@ -79,18 +79,18 @@ def shapes(args) -> None:
     from diffkit.metrics.adherence import prompt_adherence
     from diffkit.metrics.shapes import ATTRIBUTES, adherence
     from diffkit.runs import load_run, sample_run
+    from diffkit.runs.vae_beside import vae_beside
     from diffkit.text.captions import shape_prompt_attributes
     from diffkit.viz.images import image_grid
 
     tmp = Path(tempfile.mkdtemp(prefix="text-bench-"))
     if args.run is None:
-        args.vae, args.run = str(tmp / "vae"), str(tmp / "shapes-text")
+        args.run = str(tmp / "shapes-text")
         t0 = time.perf_counter()
-        subprocess.run([*DIFFKIT, "train-vae", "--data", "shapes", "--out", args.vae, "--steps", "600", "--quiet"],
-                       check=True)
-        subprocess.run([*DIFFKIT, "train", "--data", "shapes", "--text", "--latent", args.vae, "--channels", "64",
-                        "--steps", "3200", "--out", args.run, "--quiet"], check=True)
+        subprocess.run([*DIFFKIT, "train", "--data", "shapes", "--text", "--out", args.run, "--quiet"], check=True)
         print(f"trained VAE + text run in {time.perf_counter() - t0:.0f} s wall")
+    if args.vae is None and vae_beside(args.run).is_dir():
+        args.vae = str(vae_beside(args.run))
     vae_s = log_seconds(args.vae) if args.vae else 0.0
     print(f"training time (train_log.csv): VAE {vae_s:.0f} s + text run {log_seconds(args.run):.0f} s = "
           f"{(vae_s + log_seconds(args.run)) / 60:.1f} min")

@@ -8,6 +8,11 @@ speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4 mor
 
     .venv/bin/python benchmarks/time_to_quality.py digits [--seeds 1] [--flags "--steps 900 --objective flow"]
     .venv/bin/python benchmarks/time_to_quality.py spiral --seeds 4 [--flags "--steps 3000 --lr 2e-3"]
+    .venv/bin/python benchmarks/time_to_quality.py t2i [--flags "--latent auto --channels 64 --steps 1500"]
+
+t2i: text to image on shapes (`diffkit train --data shapes --text`; with --latent auto its VAE trains first, in the
+same command and the same wall time), scored as benchmarks/text.py does: the 297 training-style prompts, 4 samples
+each, dpmpp-2m 20, w = 5 at every noise level, all four attributes read back right.
 
 --flags: extra `diffkit train` flags (to try a recipe before it becomes the default); the table names them.
 """
@@ -36,11 +41,13 @@ from diffkit.runs import load_run, sample_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paths import data_floor, excess  # noqa: E402  (the 2-D quality measure of benchmarks/paths.py)
+from text import sample_prompts, shape_prompt_sets  # noqa: E402  (benchmarks/text.py's prompts and sampling)
 
 # the speed issue's targets on the 2-core Xeon (fp32 matmul ~230 GFLOP/s, AMX-BF16): seconds, and what to reach
 TARGETS = {"digits": (60, "accuracy >= 99%, FD <= 1.5x the floor"),
            "mnist5k": (300, "accuracy >= 97%, FD <= 2x the floor, precision >= 0.9"),
            "shapes": (180, "shape accuracy 100%, colour purity >= 95%"),
+           "t2i": (600, "all four attributes right >= 95% (training-style prompts), VAE included"),
            "spiral": (5, "the default run trained"), "circle": (5, "the default run trained"),
            "moons": (5, "the default run trained"), "gaussians8": (5, "the default run trained"),
            "checkerboard": (5, "the default run trained")}
@@ -67,6 +74,7 @@ def main() -> None:
     ap.add_argument("--flags", default="", help="extra `diffkit train` flags (quoted)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=1, help="training seeds (each a fresh run directory)")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first training seed (then +1, ...)")
     ap.add_argument("--keep", help="keep the run directories under this folder")
     a = ap.parse_args()
     print(machine.describe(peaks=False))
@@ -77,12 +85,14 @@ def main() -> None:
     print(f"# fp32 matmul peak {peak:.0f} GFLOP/s, native bf16: {machine.cpu_bf16_native()}: targets x {factor:.2f}")
     print(f"# target: {what} in <= {target_s} s on the Xeon = {target_s * factor:.0f} s here\n")
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
-    (images if a.data in IMAGE_TARGETS else points)(a, root, target_s * factor)
+    bench = text_to_image if a.data == "t2i" else images if a.data in IMAGE_TARGETS else points
+    bench(a, root, target_s * factor)
 
 
 def train(a, out: Path, seed: int, cond: bool) -> float:
     """Wall seconds of `diffkit train` from a fresh run directory (the whole command)."""
-    cmd = [sys.executable, "-m", "diffkit", "train", "--data", a.data, *(["--cond"] if cond else []), "--out", str(out),
+    data = ["--data", "shapes", "--text"] if a.data == "t2i" else ["--data", a.data, *(["--cond"] if cond else [])]
+    cmd = [sys.executable, "-m", "diffkit", "train", *data, "--out", str(out),
            "--quiet", "--seed", str(seed), *shlex.split(a.flags)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -95,7 +105,7 @@ def images(a, root: Path, target: float) -> None:
     labels = np.arange(a.n) % data.num_classes
     print("| data | flags | seed | wall s | target s | FD / floor | accuracy | precision | purity | met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         out = root / f"{a.data}-{seed}"
         wall = train(a, out, seed, cond=True)
         run = load_run(out)
@@ -108,6 +118,22 @@ def images(a, root: Path, target: float) -> None:
               f"{m['purity']:.3f} | {'yes' if ok else 'no'} |", flush=True)
 
 
+def text_to_image(a, root: Path, target: float) -> None:
+    from diffkit.metrics.adherence import prompt_adherence
+
+    prompts = [p for p, _ in shape_prompt_sets()["training-style"]]
+    print("| data | flags | seed | wall s | target s | shape | colour | size | position | all four | met |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
+        out = root / f"t2i-{seed}"
+        wall = train(a, out, seed, cond=False)
+        o = prompt_adherence(sample_prompts(load_run(out), prompts, 4, 5.0), prompts, "shapes")["overall"]
+        ok = o["all"] >= 0.95 and wall <= target
+        print(f"| t2i | {a.flags or '(default)'} | {seed} | {wall:.0f} | {target:.0f} | {o['shape']:.1%} | "
+              f"{o['colour']:.1%} | {o['size']:.1%} | {o['position']:.1%} | {o['all']:.1%} | {'yes' if ok else 'no'} |",
+              flush=True)
+
+
 def points(a, root: Path, target: float) -> None:
     floor = data_floor(a.data, POINTS_N)
     print(f"excess energy distance over the data floor ({floor:.2e}), n = {POINTS_N}, dpmpp-2m 20, mean +- se over "
@@ -115,7 +141,7 @@ def points(a, root: Path, target: float) -> None:
     print("| data | flags | seed | steps | wall s | target s | excess energy distance | mean radius | radius std | met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     walls, all_excess = [], []
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         out = root / f"{a.data}-{seed}"
         wall = train(a, out, seed, cond=False)
         run = load_run(out)

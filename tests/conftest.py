@@ -57,7 +57,7 @@ def digits_text_run(tmp_path_factory):
 def shapes_text_run(tmp_path_factory):
     """A tiny text-to-image run on shapes' captions (pixels, 32x32), trained through the CLI (shared, read-only)."""
     out = tmp_path_factory.mktemp("text") / "shapes-text"
-    assert main(["train", "--data", "shapes", "--text", "--out", str(out), "--steps", "20", "--batch-size", "16",
+    assert main(["train", "--data", "shapes", "--text", "--pixel", "--out", str(out), "--steps", "20", "--batch-size", "16",
                  "--channels", "8", "--channel-mult", "1,2", "--attention", "", "--quiet"]) == 0
     return out
 

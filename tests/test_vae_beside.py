@@ -1,5 +1,6 @@
 """`diffkit train --latent auto`: the data's default VAE trained on first use into OUT-vae beside the run,
-recorded by the run, reused by a later run there, resumed where it was interrupted; and its refusals."""
+recorded by the run, reused by a later run there, resumed where it was interrupted; and its refusals. Text to
+image on shapes is latent by default (presets.TEXT_LATENT), --pixel one flag away."""
 
 from __future__ import annotations
 
@@ -92,3 +93,31 @@ def test_auto_refusals_are_one_sentence_and_train_nothing(tmp_path, capsys, monk
     code, _, err = train(tmp_path / "t", "--data", "digits")
     assert_user_error(code, err, "the ranks of one job cannot share", "diffkit train-vae --data digits")
     assert not (tmp_path / "t-vae").exists()
+
+
+def test_text_to_image_on_shapes_is_latent_by_default_and_pixel_one_flag_away(small_vae, tmp_path, capsys):
+    out = tmp_path / "t2i"
+    tiny = ["--steps", "2", "--batch-size", "8", "--quiet"]
+    code, printed, err = run(["train", "--data", "shapes", "--text", "--out", out, *tiny], capsys)
+    assert code == 0, err
+    config = read_config(out)
+    assert config.data.latent == str(tmp_path / "t2i-vae") and "first use" in printed
+    assert config.network.channels == 64 and config.network.in_channels == 4  # the measured latent recipe's U-Net
+    assert config.fitted.shape == [4, 8, 8]
+
+    code, _, err = run(["train", "--out", out, "--resume", "--pixel"], capsys)  # a pixel flag on a latent run
+    assert_user_error(code, err, "--pixel given (the run has data.latent")
+    code, _, err = run(["train", "--data", "shapes", "--text", "--pixel", "--latent", "auto", "--out", tmp_path / "b",
+                        *tiny], capsys)
+    assert_user_error(code, err, "--pixel trains on pixels and --latent on a VAE's latents")
+    assert not (tmp_path / "b-vae").exists()
+
+    code, printed, err = run(["train", "--data", "shapes", "--text", "--pixel", "--out", tmp_path / "p",
+                              "--channels", "8", *tiny], capsys)
+    assert code == 0, err
+    pixel = read_config(tmp_path / "p")
+    assert pixel.data.latent is None and pixel.fitted.shape == [3, 32, 32] and not (tmp_path / "p-vae").exists()
+    code, _, err = run(["train", "--data", "shapes", "--cond", "--out", tmp_path / "c", "--channels", "8", *tiny],
+                       capsys)  # classes on shapes stay on pixels
+    assert code == 0, err
+    assert read_config(tmp_path / "c").data.latent is None

@@ -103,6 +103,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="images: a VAE run (diffkit train-vae) to diffuse in the latent space of: the data is "
                         "encoded once (cached), samples are decoded. auto: the data's default VAE, trained on first "
                         "use into OUT-vae beside the run (reused by later runs there)")
+    t.add_argument("--pixel", action="store_true",
+                   help="images: diffuse the pixels where the data's default run is latent (--text on shapes: "
+                        "--latent auto, a 64-wide latent U-Net)")
     t.add_argument("--text", nargs="?", const="minilm", metavar="ENCODER",
                    help="images: text-to-image on the data's captions (shapes, shapes64, mnist5k, digits, or a folder "
                         "with captions.csv / a .txt per image), through a frozen text encoder: minilm (the default, "

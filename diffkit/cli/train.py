@@ -12,6 +12,7 @@ def cmd_train(a) -> None:
     import os
 
     from ..devices import resolve_device
+    from ..runs.presets import default_latent
     from ..runs.vae_beside import AUTO, prepare_vae, vae_beside
     from ..store.rundir import read_config
     from ..training import distributed
@@ -19,6 +20,8 @@ def cmd_train(a) -> None:
 
     device = resolve_device(a.device)
     launcher = a.nproc is not None and "WORLD_SIZE" not in os.environ
+    if not a.resume and a.latent is None and not a.pixel and default_latent(a.data, text=a.text is not None):
+        a.latent = AUTO  # the data's default run is latent (presets.TEXT_LATENT)
     if a.latent == AUTO and a.resume:  # the run recorded the VAE beside it; --resume checks that it is that one
         a.latent = str(vae_beside(a.out))
     elif a.latent == AUTO:  # the VAE first, in one process (the launcher's, before any rank starts)
@@ -62,9 +65,11 @@ def _check_before_vae(a) -> None:
     """--latent auto: what would refuse the run refuses it before its VAE trains (the other flags, an --out
     that holds a run)."""
     from ..runs import train_config
+    from ..runs.recipes import check_pixel
     from ..runs.sources import image_spec
     from ..runs.train import is_run_dir
 
+    check_pixel(vars(a))
     image_spec(a.data or "spiral")
     train_config({**vars(a), "latent": None})
     if is_run_dir(a.out) and not a.overwrite:

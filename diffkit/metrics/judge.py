@@ -21,6 +21,7 @@ between models judged by the same judge (same data set, same fingerprint).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -49,7 +50,7 @@ class ImageJudge(nn.Module):
         sides = [in_channels, *widths]
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
-            for a, b in zip(sides, sides[1:]))
+            for a, b in itertools.pairwise(sides))
         self.head = nn.Linear(widths[-1], num_classes)
         self.test_accuracy: float | None = None  # set by load_or_train_judge: the ceiling of class adherence
         self.train_seconds: float | None = None  # how long training took (kept in the cache)

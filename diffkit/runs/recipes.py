@@ -17,7 +17,13 @@ from ..nn import registry
 from ..nn.unet import UNetConfig
 from ..prediction import PATH_PREDICTIONS
 from ..text.encoder import DEFAULT_ENCODER, load_encoder
-from .presets import default_objective, image_config, points_config, vae_config
+from .presets import (
+    TEXT_LATENT,
+    default_objective,
+    image_config,
+    points_config,
+    vae_config,
+)
 from .sources import BUILTIN, image_spec, settle_classes
 from .vae import load_vae
 
@@ -25,7 +31,7 @@ from .vae import load_vae
 # A new run applies them; --resume compares the given ones with the run's config.json and refuses a difference.
 TRAIN_FLAGS = {
     "data": ("data.spec",), "cond": ("data.cond",), "flip": ("data.flip",), "latent": ("data.latent",),
-    "text": ("data.text",),
+    "pixel": ("data.latent",), "text": ("data.text",),
     "net": ("network.kind",), "dit_size": ("network.width", "network.depth", "network.heads"),
     "patch_size": ("network.patch_size",),
     "channels": ("network.channels",), "channel_mult": ("network.channel_mult",),
@@ -91,7 +97,7 @@ def latent_config(spec: str, vae_run, **image_options) -> RunConfig:
     network sized for the latents, data.latent the VAE run's absolute path."""
     vae_config_, _ = load_vae(vae_run)
     config = image_config(image_spec(spec), vae_config_.network.latent_shape(vae_config_.fitted.shape),
-                          **image_options)
+                          latent=True, **image_options)
     config.data.latent = str(Path(vae_run).resolve())
     return config
 
@@ -110,6 +116,9 @@ def text_config(config: RunConfig, encoder: str = DEFAULT_ENCODER) -> RunConfig:
     # guidance at every noise level: on shapes at w = 5, all four attributes right 98.1% of the time against
     # 92.0% with the image preset's interval (0.2, 1] (benchmarks/text.py)
     config.sampling.guidance_interval = None
+    preset = TEXT_LATENT.get(config.data.spec)
+    if preset is not None and config.data.latent is not None and isinstance(config.network, UNetConfig):
+        config.network.channels, config.train.steps = preset["channels"], preset["steps"]
     return config
 
 
@@ -119,6 +128,7 @@ def train_config(flags: dict) -> RunConfig:
     def get(key):
         return flags.get(key)
 
+    check_pixel(flags)
     if get("p_uncond") is not None and not (get("cond") or get("text")):
         raise ConfigError("--p-uncond is the label (or prompt) dropout of a conditional model; give --cond or --text")
     if (get("dit_size") or get("patch_size")) and get("net") != "dit":
@@ -139,6 +149,11 @@ def train_config(flags: dict) -> RunConfig:
             setattr(config.train, key, get(key))
     config.data.spec = absolute_spec(config.data.spec, BUILTIN)
     return settle_classes(config.validate())
+
+
+def check_pixel(flags: dict) -> None:
+    if flags.get("pixel") and flags.get("latent") is not None:
+        raise ConfigError("--pixel trains on pixels and --latent on a VAE's latents; give one of them")
 
 
 def pixel_std(spec: str) -> float:
