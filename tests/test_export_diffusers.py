@@ -57,7 +57,7 @@ def noise_of(seed: int, shape) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # as diffusers' randn_tensor on a CPU
 
 
-def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_path, capsys):
+def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_path, capsys, fp32_sampling):
     r = _train(tmp_path, "uncond")
     code, out, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
     assert code == 0 and "DDIMPipeline" in out and "v_prediction" in out and "diffusers-trailing" in out, err
@@ -74,7 +74,7 @@ def test_an_exported_run_samples_diffkits_images_in_a_diffusers_pipeline(tmp_pat
     assert theirs.std() > 0.01  # images, not a constant
 
 
-def test_an_exported_class_run_samples_its_classes_in_diffusers_loop(tmp_path, capsys):
+def test_an_exported_class_run_samples_its_classes_in_diffusers_loop(tmp_path, capsys, fp32_sampling):
     r = _train(tmp_path, "cond", "--cond")
     assert run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)[0] == 0
     assert json.loads((tmp_path / "pipe" / "unet" / "config.json").read_text())["num_class_embeds"] == 11
@@ -90,7 +90,7 @@ def test_an_exported_class_run_samples_its_classes_in_diffusers_loop(tmp_path, c
     assert np.abs(ours - (x / 2 + 0.5).clamp(0, 1).numpy()).max() <= 1e-4
 
 
-def test_an_exported_flow_run_samples_diffkits_images_in_ddpm_pipeline(tmp_path, capsys):
+def test_an_exported_flow_run_samples_diffkits_images_in_ddpm_pipeline(tmp_path, capsys, fp32_sampling):
     r = _train(tmp_path, "flow", "--objective", "flow")
     code, out, err = run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
     assert code == 0 and "DDPMPipeline" in out and "--sampler euler --spacing diffusers-linspace" in out, err

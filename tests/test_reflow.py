@@ -99,7 +99,8 @@ def test_reflow_refuses_what_it_cannot_use(pair, tmp_path, capsys):
     assert code == 2 and "drop --teacher" in capsys.readouterr().err
 
 
-def test_a_text_teacher_gives_pairs_per_prompt_and_its_student_follows_prompts(digits_text_run, tmp_path, capsys):
+def test_a_text_teacher_gives_pairs_per_prompt_and_its_student_follows_prompts(digits_text_run, tmp_path, capsys,
+                                                                          fp32_sampling):
     from diffkit.runs.captions import caption_bank
     from diffkit.runs.pairs import cached_pairs
     from diffkit.sampling import sample as run_sampler

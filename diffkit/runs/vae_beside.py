@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..nn.vae import VAEConfig
 from ..store.rundir import CONFIG, MODEL, checkpoint_steps, read_config
+from .recipes import vae_train_config
 from .train import is_run_dir, train_run
 
 AUTO = "auto"
@@ -33,8 +34,6 @@ def prepare_vae(spec: str, out, *, how: dict | None = None, progress: bool = Tru
     (the default autoencoder of `diffkit train-vae --data spec`; resumed where an earlier one was interrupted).
     how: --precision / --threads for a new one. may_train False (a rank started by torchrun) refuses instead of
     training one. Returns its absolute path."""
-    from .recipes import vae_train_config
-
     path = vae_beside(out)
     config = vae_train_config({"data": spec, **(how or {})})  # refuses points and unknown data in one sentence
     if is_run_dir(path):
