@@ -80,7 +80,7 @@ IMAGE_SCHEDULE = "cosine"
 # the data floor, class accuracy stayed at 100%. Latent runs keep it too (benchmarks/latent.py measured them so).
 IMAGE_GUIDANCE_INTERVAL = [0.2, 1.0]
 # the handwritten digit sets guide only at high noise, (4, 80]: where the class is decided, not the strokes (at
-# dpmpp-2m 20: the three calls after the first, sigma_ve 10, 7.2-7.3, 5.1-5.3). benchmarks/guidance_interval.py at
+# dpmpp-2m 20: three of its calls, sigma_ve 10, 7.2-7.3, 5.1-5.3). benchmarks/guidance_interval.py at
 # w = 3 on default runs (1,000 samples, 3 sampling seeds; FD / floor, accuracy, precision): digits 1.24-1.30x,
 # 99.2-99.7%, 0.95 against (0.2, 1]'s 1.63x, 100%, 0.95; mnist5k (flow, 2000 steps) 1.35-1.50x, 98.5-99.3%,
 # 0.901-0.905 against 1.39x, 96.5%, 0.866 (everywhere: 4.46x; (3, 80]: 1.74-2.02x, 0.92-0.94). Not shapes: there
