@@ -189,8 +189,8 @@ def test_a_second_writer_is_refused(mlp_run, tmp_path):
 
 def test_a_dead_writers_lock_is_not_stale(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from diffkit.store.lock import RunLock; "
-                               f"RunLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
+    holder = subprocess.Popen([sys.executable, "-c", ("import sys, time; from diffkit.store.lock import RunLock; "
+                               f"RunLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(60)")],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(CheckpointError, match=f"pid {holder.pid}"):

@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import json
 
-from ..errors import CheckpointError, ConfigError, RankFailed
+from ..errors import ConfigError, RankFailed
 
 
 def cmd_train(a) -> None:
     import os
 
     from ..devices import resolve_device
-    from ..runs.presets import default_latent
-    from ..runs.vae_beside import AUTO, prepare_vae, vae_beside
     from ..store.rundir import read_config
     from ..training import distributed
     from ..training.launch import launch
 
     device = resolve_device(a.device)
     launcher = a.nproc is not None and "WORLD_SIZE" not in os.environ
-    if not a.resume and a.latent is None and not a.pixel and default_latent(a.data, text=a.text is not None):
-        a.latent = AUTO  # the data's default run is latent (presets.TEXT_LATENT)
-    if a.latent == AUTO and a.resume:  # the run recorded the VAE beside it; --resume checks that it is that one
-        a.latent = str(vae_beside(a.out))
-    elif a.latent == AUTO:  # the VAE first, in one process (the launcher's, before any rank starts)
-        _check_before_vae(a)
-        a.latent = prepare_vae(a.data or "spiral", a.out, how={"precision": a.precision, "threads": a.threads},
-                               progress=not a.quiet, runtime=distributed.Runtime(device=device),
-                               may_train="WORLD_SIZE" not in os.environ)
+    _settle_latent(a, device, may_train="WORLD_SIZE" not in os.environ)
     config = _check_resume_flags(a) if a.resume else _train_config(a)
     if launcher:  # start the ranks, then wait
         runtime = distributed.Runtime(device=device, world_size=a.nproc, batch_per_device=a.batch_per_device)
@@ -61,19 +51,35 @@ def _train(a, config, runtime) -> dict:
     return train_run(config, a.out, overwrite=a.overwrite, progress=not a.quiet, runtime=runtime)
 
 
-def _check_before_vae(a) -> None:
-    """--latent auto: what would refuse the run refuses it before its VAE trains (the other flags, an --out
-    that holds a run)."""
+def _settle_latent(a, device, may_train: bool) -> None:
+    """--latent auto (asked for, or the data's default: presets.TEXT_LATENT) -> the VAE run beside --out, trained
+    first where it is not there yet, in this one process (the launcher's, before any rank starts); --resume
+    only names it (the run recorded it, and the resume check compares)."""
+    from pathlib import Path
+
     from ..runs import train_config
+    from ..runs.presets import default_latent
     from ..runs.recipes import check_pixel
     from ..runs.sources import image_spec
-    from ..runs.train import is_run_dir
+    from ..runs.train import is_run_dir, refuse_existing
+    from ..runs.vae_beside import AUTO, prepare_vae, vae_beside
+    from ..training.distributed import Runtime
 
+    if not a.resume and a.latent is None and not a.pixel and default_latent(a.data, text=a.text is not None):
+        a.latent = AUTO
+    if a.latent != AUTO:
+        return
+    if a.resume:
+        a.latent = str(vae_beside(a.out))
+        return
+    # what would refuse the run refuses it before its VAE trains: the other flags, an --out that holds a run
     check_pixel(vars(a))
     image_spec(a.data or "spiral")
     train_config({**vars(a), "latent": None})
     if is_run_dir(a.out) and not a.overwrite:
-        raise CheckpointError(f"{a.out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+        refuse_existing(Path(a.out))
+    a.latent = prepare_vae(a.data or "spiral", a.out, how={"precision": a.precision, "threads": a.threads},
+                           progress=not a.quiet, runtime=Runtime(device=device), may_train=may_train)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

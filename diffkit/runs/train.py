@@ -40,6 +40,14 @@ def is_run_dir(path) -> bool:
     return any((Path(path) / f).exists() for f in RUN_FILES)
 
 
+def refuse_existing(out: Path) -> None:
+    """A new run (without --overwrite) into `out`, which holds a run: one sentence saying which flag to add."""
+    if not checkpoint_steps(out) and not (out / MODEL).exists():
+        raise CheckpointError(f"{out} holds a run that stopped before its first checkpoint; pass --resume to "
+                              "start it again from step 0 or --overwrite to replace it")
+    raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+
+
 def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite: bool = False,
               steps: int | None = None, progress: bool = True, callback=None, runtime: Runtime | None = None) -> dict:
     """Train into `out`. resume: continue `out` from its newest checkpoint, to the steps its config.json set
@@ -58,10 +66,7 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
         trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
     if not overwrite:
-        if not checkpoint_steps(out) and not (out / MODEL).exists():
-            raise CheckpointError(f"{out} holds a run that stopped before its first checkpoint; pass --resume to "
-                                  "start it again from step 0 or --overwrite to replace it")
-        raise CheckpointError(f"{out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+        refuse_existing(out)
     if not runtime.is_main:  # rank 0 swaps the new run in; the others only train beside it
         trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}

@@ -22,10 +22,10 @@ def vae_beside(out) -> Path:
     return out.parent / f"{out.name}-vae"
 
 
-def vae_done(path: Path) -> bool:
-    """Whether the VAE run in `path` trained all its steps."""
-    steps = checkpoint_steps(path)
-    return (path / MODEL).exists() and bool(steps) and steps[-1] >= read_config(path).train.steps
+def vae_done(path: Path, steps: int) -> bool:
+    """Whether the VAE run in `path` trained all its `steps` (its config's)."""
+    done = checkpoint_steps(path)
+    return (path / MODEL).exists() and bool(done) and done[-1] >= steps
 
 
 def prepare_vae(spec: str, out, *, how: dict | None = None, progress: bool = True, runtime=None,
@@ -36,19 +36,20 @@ def prepare_vae(spec: str, out, *, how: dict | None = None, progress: bool = Tru
     training one. Returns its absolute path."""
     path = vae_beside(out)
     config = vae_train_config({"data": spec, **(how or {})})  # refuses points and unknown data in one sentence
-    if is_run_dir(path):
+    existing = is_run_dir(path)
+    if existing:
         saved = _saved_vae(path)
         if saved.data.spec != config.data.spec:
             raise ConfigError(f"{path} holds a VAE of {saved.data.spec}, not of {spec}; remove it, or give --latent "
                               f"a VAE run of {spec}")
-        if vae_done(path):
+        if vae_done(path, saved.train.steps):
             return str(path)
     if not may_train:
         raise ConfigError(f"--latent auto trains a VAE in {path} first, which the ranks of one job cannot share; "
                           f"run `diffkit train-vae --data {spec} --out {path}` (or use --nproc, which trains it "
                           "before starting the ranks), then start the job again")
     print(f"latent: training the autoencoder of {spec} on first use in {path}", flush=True)
-    if is_run_dir(path):
+    if existing:
         summary = train_run(None, path, resume=True, progress=progress, runtime=runtime)
     else:
         summary = train_run(config, path, progress=progress, runtime=runtime)
