@@ -207,3 +207,25 @@ def test_each_image_set_gets_its_measured_objective():
     assert default_objective("mnist5k", latent=True) == default_objective("mnist5k", text=True) == "ddpm"
     with pytest.raises(ConfigError, match="mnist5k's default; it takes flow, x0 .or give --objective ddpm"):
         train_config({"data": "mnist5k", "cond": True, "prediction": "epsilon"})
+
+
+def test_shapes_default_is_flow_with_its_measured_times_on_the_four_level_unet():
+    """shapes' default run: flow with logit-normal times centred at 0.25 (presets.IMAGE_TIME_LOC), the same with
+    --objective flow; a time flag changes only what it names, another distribution drops the preset's centre; the
+    32x32 U-Net has four levels with attention at 16, 8 and 4 px, and 28x28 keeps three."""
+    shapes = train_config({"data": "shapes", "cond": True})
+    o = shapes.objective
+    assert (o.name, o.time_dist, o.time_loc, o.time_scale) == ("flow", "logit-normal", 0.25, None)
+    assert shapes.to_dict() == train_config({"data": "shapes", "cond": True, "objective": "flow"}).to_dict()
+    assert (shapes.network.channel_mult, shapes.network.attention_levels) == ((1, 1, 2, 2), (1, 2, 3))
+    assert shapes.train.steps == 750
+    scaled = train_config({"data": "shapes", "cond": True, "time_scale": 0.8}).objective
+    assert (scaled.time_loc, scaled.time_scale) == (0.25, 0.8)
+    assert train_config({"data": "shapes", "cond": True, "time_loc": 0.0}).objective.time_loc == 0.0
+    uniform = train_config({"data": "shapes", "cond": True, "time_dist": "uniform"}).objective
+    assert (uniform.time_dist, uniform.time_loc) == ("uniform", None)
+    assert train_config({"data": "shapes", "cond": True, "objective": "edm"}).objective.time_loc is None
+    assert train_config({"data": "shapes64", "cond": True}).network.attention_levels == (2, 3)
+    assert train_config({"data": "shapes", "text": "minilm", "pixel": True}).objective.name == "ddpm"
+    mnist = train_config({"data": "mnist5k", "cond": True})
+    assert (mnist.network.channel_mult, mnist.objective.time_loc) == ((1, 1, 2), None)

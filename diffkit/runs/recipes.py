@@ -20,6 +20,7 @@ from ..text.encoder import DEFAULT_ENCODER, load_encoder
 from .presets import (
     TEXT_LATENT,
     default_objective,
+    default_time_loc,
     image_config,
     points_config,
     vae_config,
@@ -66,7 +67,7 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
     DiT of the size preset `dit_size`). latent: a VAE run directory; the network is then sized for its
     latents and trains on them. text: a text encoder ("minilm"): condition on the data's captions.
     objective: ddpm, edm or flow with its own defaults; None: the data set's measured default
-    (presets.default_objective: flow on mnist5k's pixels, ddpm elsewhere)."""
+    (presets.default_objective: flow on the pixels of mnist5k and shapes, ddpm elsewhere)."""
     name = objective or default_objective(spec, latent=latent is not None, text=text is not None)
     if name not in OBJECTIVES:
         raise choice_error("objective", name, OBJECTIVES)
@@ -76,6 +77,8 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
         config = text_config(config, text)
     if name != "ddpm":
         set_objective(config, name)
+        if latent is None and text is None and name == default_objective(spec):  # the data's measured times
+            config.objective.time_loc = default_time_loc(spec)
     return config
 
 
@@ -208,8 +211,11 @@ def _apply_objective_flags(config: RunConfig, flags: dict) -> None:
     if name == "ddpm":
         return
     o = config.objective
-    o.time_dist = flags.get("time_dist") or o.time_dist
-    o.time_loc, o.time_scale = flags.get("time_loc"), flags.get("time_scale")
+    if flags.get("time_dist") not in (None, o.time_dist):  # another distribution: its own parameters
+        o.time_dist, o.time_loc, o.time_scale = flags["time_dist"], None, None
+    for key in ("time_loc", "time_scale"):
+        if flags.get(key) is not None:
+            setattr(o, key, flags[key])
     o.shift = 1.0 if flags.get("shift") is None else flags["shift"]
 
 
