@@ -18,10 +18,12 @@ from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.runs import load_run, sample_run
 from diffkit.runs.export_diffusers import unet2d_config, unet2d_weights
 
-SHAPES = {  # the digits preset, the 28x28 preset (attention at the lowest level), and more blocks with 3 channels
+SHAPES = {  # the digits, 28x28 and 32x32 presets (attention at the lowest level; at 16, 8 and 4 px), more blocks
     "digits": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 2), num_classes=10), (1, 8, 8)),
     "mnist5k": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 1, 2), attention_levels=(2,),
                            num_classes=10), (1, 28, 28)),
+    "shapes": (UNetConfig(in_channels=3, channels=32, channel_mult=(1, 1, 2, 2), attention_levels=(1, 2, 3),
+                          num_classes=10), (3, 32, 32)),
     "rgb": (UNetConfig(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(0, 1),
                        head_channels=8, groups=4), (3, 16, 16)),
 }

@@ -84,8 +84,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--prediction", help=f"what the network predicts: {', '.join(PREDICTIONS)} (default: v for ddpm, "
                                         "flow for flow, edm for edm)")
     t.add_argument("--objective", help="ddpm (a discrete VP schedule), flow (flow matching) or edm (Karras et al. "
-                                       "2022); default: the data set's (flow on mnist5k, else ddpm; ddpm wherever "
-                                       "--schedule, --timesteps or --zero-terminal-snr is given)")
+                                       "2022); default: the data set's (flow on mnist5k and shapes, else ddpm; "
+                                       "ddpm wherever --schedule, --timesteps or --zero-terminal-snr is given)")
     t.add_argument("--time-dist", help="flow: uniform or logit-normal (default, SD3); edm: lognormal (default)")
     t.add_argument("--time-loc", type=finite_float("--time-loc"), help="time normal's mean (default: flow 0, shapes 0.25; edm -1.2)")
     t.add_argument("--time-scale", type=finite_float("--time-scale"), help="its std (default: flow 1, edm 1.2)")
