@@ -87,7 +87,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                                        "2022); default: the data set's (flow on mnist5k and shapes, else ddpm; "
                                        "ddpm wherever --schedule, --timesteps or --zero-terminal-snr is given)")
     t.add_argument("--time-dist", help="flow: uniform or logit-normal (default, SD3); edm: lognormal (default)")
-    t.add_argument("--time-loc", type=finite_float("--time-loc"), help="time normal's mean (default: flow 0, shapes 0.25; edm -1.2)")
+    t.add_argument("--time-loc", type=finite_float("--time-loc"),
+                   help="time normal's mean (default: flow 0, shapes 0.25; edm -1.2)")
     t.add_argument("--time-scale", type=finite_float("--time-scale"), help="its std (default: flow 1, edm 1.2)")
     t.add_argument("--shift", type=finite_float("--shift"),
                    help="flow: SD3's time shift s, tau -> s tau / (1 + (s - 1) tau), in training and the sampling "

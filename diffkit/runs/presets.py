@@ -119,10 +119,11 @@ IMAGE_CLIP_X0 = False
 IMAGE_OBJECTIVES = {"mnist5k": "flow", "shapes": "flow"}
 # shapes: flow at 750 steps on their U-Net preset (w = 3 in (0.2, 1], one training seed each): ddpm scored FD 112x
 # the floor, colour purity 44%; flow's logit-normal times centred at 0 (SD3's) 20.9x / 93.3% and 25.3x / 94.2%
-# (two seeds), but 1.4-1.8% of the samples came out empty (a small shape whose colour the model never settled,
-# fading to black: a miss for the judge); centred at 0.25 (a little more training at high noise, where the colour
-# and place are decided) 15.2x / 97.4% with 0.4% empty; at 0.5 17.4x, none empty, 88.0%; uniform times 116x,
-# SD3's shift 3 82x, a scale of 1.5 47x.
+# (two seeds), but 1.4-1.8% of the samples were judged the wrong shape, and those looked at were empty (a small
+# shape whose colour the model never settled, fading to black); centred at 0.25 (a little more training at high
+# noise, where the colour and place are decided) 15.2x / 97.4% / 0.4% missed and 15.6x / 90.9% / 0.6% (two seeds);
+# 0.35 20.5x / 95.6% and 17.9x / 94.1%; 0.5 17.4x / 88.0%, none missed; uniform times 116x, SD3's shift 3 82x, a
+# scale of 1.5 47x.
 IMAGE_TIME_LOC = {"shapes": 0.25}
 
 
