@@ -5,9 +5,9 @@
 
 shapes: without --run, trains the default run (`diffkit train --data shapes --text`: its VAE on first use in
 RUN-vae, then a 64-wide latent U-Net, 2000 steps) and reports its wall time; with --run, reads the training
-seconds from the runs' train_log.csv (the VAE's from --vae, or RUN-vae where it is there). Then, at each guidance scale w (dpmpp-2m, 20 steps, guidance at
-every noise level), --n samples per prompt (4 --n for the held-out combinations, which have few prompts) of three
-prompt sets, each image read back by diffkit.metrics.shapes:
+seconds from the runs' train_log.csv (the VAE's from --vae, or RUN-vae where it is there). Then, at each
+guidance scale w (dpmpp-2m, 20 steps, guidance at every noise level), --n samples per prompt (4 --n for the
+held-out combinations, which have few prompts) of three prompt sets, each image read back by diffkit.metrics.shapes:
   training-style  one caption per (shape, colour, size, position) from the training templates (positions stated),
                   minus the held-out combinations: 297 prompts, one template and synonyms drawn per prompt
   paraphrases     the same attribute combinations in the held-out PARAPHRASE_TEMPLATES
