@@ -1,5 +1,6 @@
-"""The MLP's sampling fast path (fold_for_sampling: one time for the whole batch, biases folded) computes the
-same function as MLP.forward, and the front door's chunking changes nothing."""
+"""The MLP's sampling fast path (fold_for_sampling: biases folded; one time for the whole batch, or each distinct
+time and class embedded once) computes the same function as MLP.forward, and the front door's chunking changes
+nothing."""
 
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ def _random_mlp(cfg, seed=0):
 @pytest.mark.parametrize("cfg", [MLPConfig(), MLPConfig(norm=True), MLPConfig(num_classes=3),
                                  MLPConfig(fourier_features=0, depth=2)], ids=["default", "norm", "classes", "plain"])
 @pytest.mark.parametrize("classes", ["one", "mixed"])
-def test_folded_path_matches_plain_forward(cfg, classes):
+@pytest.mark.parametrize("times", ["shared", "levels", "distinct"])
+def test_folded_path_matches_plain_forward(cfg, classes, times):
     net = _random_mlp(cfg)
     folded = fold_for_sampling(net)
     x, t = torch.randn(300, 2), torch.tensor([321.5]).expand(300)  # shared time, stride 0
+    if times == "levels":  # a distillation teacher's batch: a few levels (fractional), each on many rows
+        t = torch.tensor([0.0, 12.25, 321.5, 998.0])[torch.randint(0, 4, (300,))]
+    elif times == "distinct":
+        t = torch.rand(300) * 999
     cond = None
     if cfg.num_classes:
         cond = torch.tensor([1]).expand(300) if classes == "one" else torch.randint(0, 4, (300,))
@@ -38,17 +44,24 @@ def test_folded_path_matches_plain_forward(cfg, classes):
     # a different time gives a different output (the embedding reaches the folded biases)
     with torch.no_grad():
         assert (folded(x, torch.tensor([20.0]).expand(300), cond) - fast).abs().max() > 1e-3
+        if times != "shared":  # and each row reads its own time: rows moved to another time change alone
+            t2 = t.clone()
+            t2[:10] = 20.0
+            moved = folded(x, t2, cond)
+            assert (moved[:10] - fast[:10]).abs().max() > 1e-3
+            torch.testing.assert_close(moved[10:], fast[10:], rtol=1e-5, atol=1e-5)
 
 
-def test_folded_path_is_taken_only_for_a_shared_time(monkeypatch):
-    net = _random_mlp(MLPConfig())
+def test_folded_path_is_taken_without_gradients_and_class_blends(monkeypatch):
+    net = _random_mlp(MLPConfig(num_classes=3))
     folded = fold_for_sampling(net)
     calls = []
     monkeypatch.setattr(MLP, "forward", lambda self, *a: calls.append(1) or torch.zeros(len(a[0]), 2))
     with torch.no_grad():
         folded(torch.randn(10, 2), torch.tensor([5.0]).expand(10))  # expanded: folded, no plain call
+        folded(torch.randn(10, 2), torch.linspace(0, 999, 10), torch.randint(0, 4, (10,)))  # per-row: folded too
         assert calls == []
-        folded(torch.randn(10, 2), torch.linspace(0, 999, 10))  # per-row times: the plain forward
+        folded(torch.randn(10, 2), torch.linspace(0, 999, 10), torch.rand(10, 4))  # a class blend: the plain forward
         assert calls == [1]
     assert shares_one_time(torch.tensor([3.0]).expand(4)) and not shares_one_time(torch.full((4,), 3.0))
 

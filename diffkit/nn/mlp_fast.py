@@ -9,9 +9,12 @@
   - the Fourier features come from one GEMM and one in-place sin, using cos(a) = sin(a + pi/2).
 A block is then one GEMM, an in-place SiLU and one GEMM accumulated into h in place.
 
-It applies where a batch shares one time, which the Denoiser marks by passing t expanded from one value
-(stride 0): checking that costs no device sync. Any other batch, and an MLP with LayerNorm in its blocks
-(nothing folds through a LayerNorm), takes MLP.forward. The sampling front door applies it
+Where a batch shares one time, which the Denoiser marks by passing t expanded from one value (stride 0: checking
+that costs no device sync), the time embedding joins fc1's bias. Where rows have times of their own (a distillation
+teacher's batch, a few levels in a thousand rows), every distinct (time, class) is embedded once and each row adds
+its own (torch.unique: one device sync on a GPU); per call to the default MLP on 1,024 rows at 32 levels, 0.54 ms
+against MLP.forward's 0.75 (Zen 5 EPYC, one thread). A float class blend or a guidance scale in the cond, and an MLP
+with LayerNorm in its blocks (nothing folds through a LayerNorm), take MLP.forward. The sampling front door applies it
 (`diffkit.nn.registry.for_sampling`); tests check it against MLP.forward.
 """
 
@@ -57,14 +60,23 @@ class FoldedMLP(nn.Module):
         return self.mlp.cfg
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.foldable or not shares_one_time(t) or torch.is_grad_enabled() or isinstance(cond, dict) \
+        if not self.foldable or torch.is_grad_enabled() or isinstance(cond, dict) \
                 or (cond is not None and cond.is_floating_point()):
             return self.mlp(x, t, cond)
         return self._folded(x, t, cond)
 
     @torch.no_grad()
     def _folded(self, x, t, cond):
-        if cond is None or shares_one_time(cond):  # one embedding for the whole batch: it joins fc1's bias
+        if not shares_one_time(t):  # per-row times: embed each distinct (time, class) once, add each row's own
+            times, row = torch.unique(t, return_inverse=True)  # 1-D unique: ~100x faster than over pairs (dim=0)
+            if cond is None:
+                table = self.mlp.embedding(times, None)
+            else:  # a (time, class) pair as one integer
+                classes = self.cfg.num_classes + 1
+                pairs, row = torch.unique(row * classes + cond, return_inverse=True)
+                table = self.mlp.embedding(times[pairs // classes], pairs % classes)
+            biases, per_row = self.b1, table[row].unbind(1)  # depth x [B, H]
+        elif cond is None or shares_one_time(cond):  # one embedding for the whole batch: it joins fc1's bias
             e = self.mlp.embedding(t[:1], None if cond is None else cond[:1])[0]  # [depth, H]
             biases, per_row = [b + e_i for b, e_i in zip(self.b1, e)], None
         else:  # mixed classes: embed every class once at this time, add each row's own

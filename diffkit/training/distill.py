@@ -32,6 +32,7 @@ import torch
 from ..cond import conditioning_for, with_guidance
 from ..denoiser import Denoiser
 from ..errors import ConfigError
+from ..nn.registry import for_sampling
 from ..sampling import sampler_grid
 from ..sampling.common import levels
 from ..sampling.dpm_solver import dpmpp_weights
@@ -176,8 +177,8 @@ class ProgressiveObjective:
     def _freeze(self, network, state: dict | None = None) -> None:
         if state is not None:
             network.load_state_dict(state)
-        self.frozen = network
-        self.teacher = Denoiser(network, self.schedule, self.config.prediction,
+        self.frozen = network  # its state is checkpointed; the teacher calls its sampling fast path, as round 0 does
+        self.teacher = Denoiser(for_sampling(network)[0], self.schedule, self.config.prediction,
                                 conditioning=conditioning_for(self.config), clip_x0=self.config.x0_clip())
 
     def state_tensors(self) -> dict:
