@@ -119,6 +119,28 @@ def test_the_target_is_the_teachers_two_steps_and_the_weight_is_the_truncated_sn
     assert torch.allclose(loss, 0.01 * weight, rtol=1e-4) and weight.max() > 1 and weight.min() == 1
 
 
+def test_a_later_rounds_teacher_is_the_last_student_on_its_sampling_fast_path():
+    """Round 1's teacher is round 0's student frozen, called through the MLP's folded path (per-row times: each
+    level embedded once): the same targets as the plain frozen network's, and later weight changes unseen."""
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    config = RunConfig().validate()
+    torch.manual_seed(0)
+    student = registry.build_network(MLPConfig())
+    for p in student.parameters():  # non-zero everywhere, the zero-initialised output layer included
+        torch.nn.init.normal_(p, std=0.3)
+    objective = ProgressiveObjective(config, schedule, None, steps=2, rounds=2, steps_per_round=1)
+    objective.begin_step(1, student)  # round 1: the student as it is now becomes the teacher
+    assert objective.round == 1 and type(objective.teacher.network).__name__ == "FoldedMLP"
+    g = torch.Generator().manual_seed(0)
+    i, eps = objective.draw(512, (2,), g)
+    x0 = torch.randn(512, 2, generator=g)
+    fast = objective.loss(student, x0, (i, eps), None)
+    objective.teacher = objective.teacher.replace(network=objective.frozen)  # the plain forward, per-row embeddings
+    plain = objective.loss(student, x0, (i, eps), None)
+    assert fast.abs().max() > 1e-3 and len(torch.unique(objective.tables[1]["t"][i, 0])) > 1
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
+
+
 class _ClassPoint(torch.nn.Module):
     """x0 = the class's point (class id c: c + 1; the null class 2: 0); reading w (reads_w), w times it: exactly
     the guided teacher x0_u + w (x0_c - x0_u) of a _ClassPoint that does not read w."""
