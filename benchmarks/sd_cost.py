@@ -44,26 +44,30 @@ def main() -> None:
 
     print(machine.describe())
     torch.manual_seed(0)
-    rows = []
-    with torch.no_grad():
+
+    def row(name: str, params, call, calls: int) -> tuple:
+        """One table row (each builder below returns its row and frees its model: one in memory at a time)."""
+        return name, sum(p.numel() for p in params), count_flops(call), fastest(call, a.repeats)[0], calls
+
+    def unet_row():
         unet = diffusers.UNet2DConditionModel(**UNET).eval()
         x, t, tokens = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
-        call = lambda: unet(x, t, encoder_hidden_states=tokens).sample
-        params = sum(p.numel() for p in unet.parameters())
-        rows.append(("U-Net call, batch 2 (prompt + null)", params, count_flops(call), fastest(call, a.repeats)[0],
-                     a.steps))
-        del unet
+        return row("U-Net call, batch 2 (prompt + null)", unet.parameters(),
+                   lambda: unet(x, t, encoder_hidden_states=tokens).sample, a.steps)
+
+    def vae_row():
         vae = diffusers.AutoencoderKL(**VAE).eval()
         z = torch.randn(1, 4, 64, 64)
-        call = lambda: vae.decode(z).sample
-        rows.append(("VAE decoder, 64x64 -> 512x512", sum(p.numel() for p in vae.decoder.parameters()),
-                     count_flops(call), fastest(call, a.repeats)[0], 1))
-        del vae
+        return row("VAE decoder, 64x64 -> 512x512", vae.decoder.parameters(), lambda: vae.decode(z).sample, 1)
+
+    def text_row():
         text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP)).eval()
         ids = torch.randint(0, CLIP["vocab_size"], (2, 77))
-        call = lambda: text(input_ids=ids).last_hidden_state
-        rows.append(("text encoder, 2 x 77 tokens", sum(p.numel() for p in text.parameters()), count_flops(call),
-                     fastest(call, a.repeats)[0], 1))
+        return row("text encoder, 2 x 77 tokens", text.parameters(),
+                   lambda: text(input_ids=ids).last_hidden_state, 1)
+
+    with torch.no_grad():
+        rows = [unet_row(), vae_row(), text_row()]
     print("\n| model call | parameters | GFLOPs | seconds | GFLOP/s | calls per image | seconds per image |")
     print("|---|---|---|---|---|---|---|")
     total = flops = 0.0
