@@ -46,14 +46,18 @@ LEVELS = {"points": 36, "images": 18}
 # target (0) that Song & Dhariwal (2023) use for consistency training
 TARGET_EMA = 0.95
 # default training length: per halving round, this share of the teacher's steps (images: a K = 4 student's 3 rounds
-# take 3/7 of the teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE of them. A student step calls the teacher
-# twice (8 times in the first round of points, 4 of images), so an image round costs about 1/3 of the teacher's
-# training (measured: benchmarks/distill.py). Points: a third fewer steps at their higher learning rate: spiral's
+# take 3/7 of the teacher's steps; K = 1: 5 rounds); consistency: TRAIN_SHARE[space] of them. A student step calls
+# the teacher twice (8 times in the first round of points, 4 of images), so an image round costs about 1/3 of the
+# teacher's training (measured: benchmarks/distill.py). Points: a third fewer steps at their higher learning rate: spiral's
 # 4-step student 1.07x its teacher's excess at 1,000 steps (0.9x the teacher's CPU time), 1.13x at 1,500 (1.3x).
 # Images, digits' 4-step student (FD over its teacher's reference FD, CPU-seconds over the teacher's, one teacher,
 # 3 seeds of 2,000): 1/6 of the steps per round 1.15x at 1.03x, 0.15 1.11x at 0.98x, 0.133 1.17x at 0.77x
 ROUND_SHARE = {"points": 1 / 9, "images": 1 / 7}
-TRAIN_SHARE = 0.5
+# Consistency, digits (one default teacher: 1300 steps, guided in (4, 80], its reference 1.36x the floor in 23
+# calls; 3 seeds of 2,000, w = 3 folded in): at 0.5 the 2-step student scored 1.29x the floor, 99.3%, for 1.42x the
+# teacher's CPU-seconds (4 steps: 1.21x, 98.6%); at 0.3 2 steps 1.35x, 99.2%, 0.97x (1 step 1.82x, 99.6%; 4 steps
+# 1.42x, 98.4%). Points: measured at 0.5.
+TRAIN_SHARE = {"points": 0.5, "images": 0.3}
 # the student's peak learning rate: this share of the teacher's, per method and space. Students of points learn
 # faster at more (benchmarks/distill.py's paired figures, 8 seeds of 50,000 points): progressive, spiral's 4-step
 # excess over its teacher's reference 1.66x at 0.5, 1.31x at 1, 1.22x at 3, 1.21x at 5; gaussians8's 2.75x at 0.5,
@@ -115,7 +119,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     config = RunConfig.from_dict(t_cfg.to_dict())
     t = config.train
     space = "points" if config.fitted.image_shape is None else "images"
-    share = ROUND_SHARE[space] * stages if method == "progressive" else TRAIN_SHARE
+    share = ROUND_SHARE[space] * stages if method == "progressive" else TRAIN_SHARE[space]
     total = train_steps or max(stages, round(t.steps * share))
     if total < stages:
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
