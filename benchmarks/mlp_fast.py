@@ -9,7 +9,8 @@ and at a time per row. Weights random (the arithmetic is the same for any); the 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -17,17 +18,13 @@ from diffkit import machine
 from diffkit.nn.mlp import MLP, MLPConfig
 from diffkit.nn.mlp_fast import fold_for_sampling
 
+sys.path.insert(0, str(Path(__file__).parent))
+from roofline import fastest  # the timing helper the roofline and cost benchmarks share
+
 
 def per_call_ms(fn, calls: int, repeats: int) -> float:
-    for _ in range(20):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best * 1e3
+    """Milliseconds per call: the fastest of `repeats` timed blocks of `calls` calls (roofline.fastest)."""
+    return fastest(lambda: [fn() for _ in range(calls)], repeats)[0] / calls * 1e3
 
 
 def main() -> None:

@@ -299,7 +299,7 @@ def test_a_killed_student_resumes_to_the_same_bits_in_any_round(spiral, tmp_path
     cfg["parent"]["sha256"] = "0" * 64  # as if the teacher had been retrained since
     (out / "config.json").write_text(json.dumps(cfg))
     (out / "manifest.json").unlink()
-    shutil.rmtree(out / "train_state" / sorted(p.name for p in (out / "train_state").iterdir())[-1])
+    shutil.rmtree(out / "train_state" / max(p.name for p in (out / "train_state").iterdir()))
     with pytest.raises(DiffkitError, match="changed since this distilled run was made"):
         quiet(train_run, None, out, resume=True, progress=False)
 

@@ -63,13 +63,13 @@ def test_the_student_records_its_teacher_and_samples_without_it(pair, tmp_path):
 
 
 def test_an_interrupted_student_resumes_to_the_same_bits_and_a_changed_teacher_is_refused(pair, tmp_path):
-    teacher, student = pair
+    _teacher, student = pair
     copy = shutil.copytree(student, tmp_path / "student")
-    last = sorted(p.name for p in (copy / "train_state").iterdir())[-1]
+    last = max(p.name for p in (copy / "train_state").iterdir())
     shutil.rmtree(copy / "train_state" / last)
     quiet(train_run, None, copy, resume=True, progress=False)
     assert (copy / "model.safetensors").read_bytes() == (student / "model.safetensors").read_bytes()
-    shutil.rmtree(copy / "train_state" / sorted(p.name for p in (copy / "train_state").iterdir())[-1])
+    shutil.rmtree(copy / "train_state" / max(p.name for p in (copy / "train_state").iterdir()))
     cfg = json.loads((copy / "config.json").read_text())
     cfg["parent"]["sha256"] = "0" * 64  # as if the teacher had been retrained since
     (copy / "config.json").write_text(json.dumps(cfg))

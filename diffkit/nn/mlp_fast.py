@@ -15,8 +15,8 @@ teacher's batch, a few levels in a thousand rows), every distinct (time, class) 
 its own (torch.unique: one device sync on a GPU; mostly distinct times embed every row). Per call to the default
 MLP on 1,024 rows (benchmarks/mlp_fast.py; Zen 5 EPYC, AVX-512, native bf16: True, one thread): one time 0.47 ms,
 32 levels 0.54 ms, a time per row 0.74 ms, against MLP.forward's 0.76. A float class blend or a guidance scale in
-the cond, and an MLP with LayerNorm in its blocks (nothing folds through a LayerNorm), take MLP.forward. The sampling front door applies it
-(`diffkit.nn.registry.for_sampling`); tests check it against MLP.forward.
+the cond, and an MLP with LayerNorm in its blocks (nothing folds through a LayerNorm), take MLP.forward. The
+sampling front door applies it (`diffkit.nn.registry.for_sampling`); tests check it against MLP.forward.
 """
 
 from __future__ import annotations
@@ -66,19 +66,22 @@ class FoldedMLP(nn.Module):
             return self.mlp(x, t, cond)
         return self._folded(x, t, cond)
 
+    def _row_embeddings(self, t, cond) -> torch.Tensor:
+        """Every row's embedding [B, depth, H], each distinct (time, class) embedded once (1-D unique: ~100x
+        faster than over pairs with dim=0); mostly distinct times embed every row, which costs less than gathering."""
+        times, row = torch.unique(t, return_inverse=True)
+        if 2 * len(times) > len(t):
+            return self.mlp.embedding(t, cond)
+        if cond is None:
+            return self.mlp.embedding(times, None)[row]
+        classes = self.cfg.num_classes + 1  # a (time, class) pair as one integer
+        pairs, row = torch.unique(row * classes + cond, return_inverse=True)
+        return self.mlp.embedding(times[pairs // classes], pairs % classes)[row]
+
     @torch.no_grad()
     def _folded(self, x, t, cond):
-        if not shares_one_time(t):  # per-row times: embed each distinct (time, class) once, add each row's own
-            times, row = torch.unique(t, return_inverse=True)  # 1-D unique: ~100x faster than over pairs (dim=0)
-            if 2 * len(times) > len(t):  # mostly distinct: embedding every row costs less than gathering
-                table, row = self.mlp.embedding(t, cond), slice(None)
-            elif cond is None:
-                table = self.mlp.embedding(times, None)
-            else:  # a (time, class) pair as one integer
-                classes = self.cfg.num_classes + 1
-                pairs, row = torch.unique(row * classes + cond, return_inverse=True)
-                table = self.mlp.embedding(times[pairs // classes], pairs % classes)
-            biases, per_row = self.b1, table[row].unbind(1)  # depth x [B, H]
+        if not shares_one_time(t):  # per-row times: each row adds its own embedding
+            biases, per_row = self.b1, self._row_embeddings(t, cond).unbind(1)  # depth x [B, H]
         elif cond is None or shares_one_time(cond):  # one embedding for the whole batch: it joins fc1's bias
             e = self.mlp.embedding(t[:1], None if cond is None else cond[:1])[0]  # [depth, H]
             biases, per_row = [b + e_i for b, e_i in zip(self.b1, e)], None
