@@ -1,10 +1,11 @@
-"""Images per second of a progressive student against its teacher's reference setting (dpmpp-2m 20, guided at
+"""Images per second of a distilled student against its teacher's reference setting (dpmpp-2m 20, guided at
 w = 3 in the run's interval), timed in turn within each repeat so a slow spell of a shared machine falls on both;
 prints every repeat's ratio, their median and the fastest of each.
 
     .venv/bin/python benchmarks/distill_rate.py --teacher RUN --student RUN [--steps 4] [--n 1000] [--repeats 5]
 
-The draws are benchmarks/distill.py's own (class labels i % 10; the student unguided at its K DDIM steps).
+The draws are benchmarks/distill.py's own (class labels i % 10; the student unguided, its own sampler at K steps:
+ddim for a progressive student, consistency sampling for a consistency student).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--student", required=True)
-    ap.add_argument("--steps", type=int, default=4, help="the student's DDIM steps")
+    ap.add_argument("--steps", type=int, default=4, help="the student's sampling steps")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
@@ -33,7 +34,7 @@ def main() -> None:
     teacher, student = load_run(a.teacher), load_run(a.student)
     images = teacher.config.fitted.is_images
     draws = {"reference": draw_fn(teacher, "dpmpp-2m", 20, images, a.n, images),
-             "student": draw_fn(student, "ddim", a.steps, images, a.n, False)}
+             "student": draw_fn(student, None, a.steps, images, a.n, False)}
     draws["student"](0)  # warm-up (the reference's first draw is long enough to be its own)
 
     def report(r, times):

@@ -1,5 +1,5 @@
 """Spacing names that carry their lowest noise level ("logsnr:0.3"): the grid a distilled student of points records
-(runs/distill.py: STUDENT_SPACING) and `diffkit sample --spacing` takes."""
+(runs/distill.py: STUDENT_SPACING) and `diffkit sample --spacing` takes; the restart grid of consistency sampling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffkit import DiffkitError, NoiseSchedule
-from diffkit.sampling import make_grid, sampler_grid
+from diffkit.sampling import SIGMA_MAX, make_grid, sample, sampler_grid
 
 
 @pytest.mark.parametrize("name", ["logsnr", "karras"])
@@ -27,3 +27,32 @@ def test_a_continuous_spacing_may_name_its_lowest_level(name):
     for bad in (f"{name}:x", f"{name}:0", f"{name}:nan", "trailing:0.3"):
         with pytest.raises(DiffkitError, match="NAME:SIGMA_MIN"):
             sampler_grid(sched, "ddim", 4, bad)
+
+
+def _sigma_ve(sched, grid):
+    ab = sched.alpha_bar_at(grid)
+    return ((1 - ab) / ab).sqrt()
+
+
+@pytest.mark.parametrize("sched_name", ["linear", "cosine"])
+def test_the_restart_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sched_name):
+    """Consistency sampling's default grid: one call from the top, then K - 1 levels log-SNR uniform from
+    sigma = 0.7 down to 0.1 (grids.RESTART_SIGMAS)."""
+    sched = NoiseSchedule.from_name(sched_name, 1000)
+    assert torch.equal(sampler_grid(sched, "consistency", 4), make_grid(sched, 4, "restart"))
+    for k, expected in ((1, []), (2, [0.7]), (3, [0.7, 0.1]), (4, [0.7, (0.7 * 0.1) ** 0.5, 0.1])):
+        grid = make_grid(sched, k, "restart")
+        s = _sigma_ve(sched, grid)
+        assert len(grid) == k and math.isclose(float(grid[0]), float(make_grid(sched, 1, "trailing")[0]))
+        assert float(s[0]) <= SIGMA_MAX * (1 + 1e-9) and float(s[0]) > 100  # the top, at the noise cap
+        torch.testing.assert_close(s[1:], torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_consistency_sampling_visits_the_restart_levels():
+    sched = NoiseSchedule.from_name("cosine", 1000)
+    seen = []
+    den = lambda x, t, cond: (torch.zeros_like(x), torch.zeros_like(x))  # noqa: E731  (eps_hat, x0_hat)
+    den.schedule = sched
+    x = sample(den, torch.randn(3, 2), "consistency", 3, callback=lambda r: seen.append(r.t))
+    assert torch.equal(torch.tensor(seen, dtype=torch.float64), make_grid(sched, 3, "restart"))
+    assert x.shape == (3, 2)
