@@ -51,7 +51,10 @@ def test_the_restart_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sch
 def test_consistency_sampling_visits_the_restart_levels():
     sched = NoiseSchedule.from_name("cosine", 1000)
     seen = []
-    den = lambda x, t, cond: (torch.zeros_like(x), torch.zeros_like(x))  # noqa: E731  (eps_hat, x0_hat)
+
+    def den(x, t, cond):  # a denoiser that returns (eps_hat, x0_hat)
+        return torch.zeros_like(x), torch.zeros_like(x)
+
     den.schedule = sched
     x = sample(den, torch.randn(3, 2), "consistency", 3, callback=lambda r: seen.append(r.t))
     assert torch.equal(torch.tensor(seen, dtype=torch.float64), make_grid(sched, 3, "restart"))
