@@ -1,5 +1,5 @@
 """Spacing names that carry their lowest noise level ("logsnr:0.3"): the grid a distilled student of points records
-(runs/distill.py: STUDENT_SPACING) and `diffkit sample --spacing` takes; the restart grid of consistency sampling."""
+(runs/distill.py: STUDENT_SPACING) and `diffkit sample --spacing` takes; the renoise grid of consistency sampling."""
 
 from __future__ import annotations
 
@@ -35,20 +35,20 @@ def _sigma_ve(sched, grid):
 
 
 @pytest.mark.parametrize("sched_name", ["linear", "cosine"])
-def test_the_restart_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sched_name):
+def test_the_renoise_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sched_name):
     """Consistency sampling's default grid: one call from the top, then K - 1 levels log-SNR uniform from
-    sigma = 0.7 down to 0.1 (grids.RESTART_SIGMAS)."""
+    sigma = 0.7 down to 0.1 (grids.RENOISE_SIGMAS)."""
     sched = NoiseSchedule.from_name(sched_name, 1000)
-    assert torch.equal(sampler_grid(sched, "consistency", 4), make_grid(sched, 4, "restart"))
+    assert torch.equal(sampler_grid(sched, "consistency", 4), make_grid(sched, 4, "renoise"))
     for k, expected in ((1, []), (2, [0.7]), (3, [0.7, 0.1]), (4, [0.7, (0.7 * 0.1) ** 0.5, 0.1])):
-        grid = make_grid(sched, k, "restart")
+        grid = make_grid(sched, k, "renoise")
         s = _sigma_ve(sched, grid)
         assert len(grid) == k and math.isclose(float(grid[0]), float(make_grid(sched, 1, "trailing")[0]))
         assert float(s[0]) <= SIGMA_MAX * (1 + 1e-9) and float(s[0]) > 100  # the top, at the noise cap
         torch.testing.assert_close(s[1:], torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
 
 
-def test_consistency_sampling_visits_the_restart_levels():
+def test_consistency_sampling_visits_the_renoise_levels():
     sched = NoiseSchedule.from_name("cosine", 1000)
     seen = []
 
@@ -57,5 +57,5 @@ def test_consistency_sampling_visits_the_restart_levels():
 
     den.schedule = sched
     x = sample(den, torch.randn(3, 2), "consistency", 3, callback=lambda r: seen.append(r.t))
-    assert torch.equal(torch.tensor(seen, dtype=torch.float64), make_grid(sched, 3, "restart"))
+    assert torch.equal(torch.tensor(seen, dtype=torch.float64), make_grid(sched, 3, "renoise"))
     assert x.shape == (3, 2)

@@ -54,7 +54,7 @@ SAMPLER_TABLE: dict[str, SamplerSpec] = {
     "euler-a": SamplerSpec(sample_euler_a, 50, "karras"),
     "langevin": SamplerSpec(sample_langevin, 200, "trailing", capped=False,
                             nfe=lambda **o: 1.0 + o.get("corrector_steps", 1)),
-    "consistency": SamplerSpec(sample_consistency, 2, "restart"),  # consistency students (Song et al. 2023)
+    "consistency": SamplerSpec(sample_consistency, 2, "renoise"),  # consistency students (Song et al. 2023)
 }
 SAMPLERS = {name: spec.fn for name, spec in SAMPLER_TABLE.items()}
 UNCAPPED = tuple(name for name, spec in SAMPLER_TABLE.items() if not spec.capped)

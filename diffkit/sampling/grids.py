@@ -9,8 +9,8 @@ Continuous grids place K noise levels and map them back to t through the schedul
   karras:   sigma_i = (s_max^(1/rho) + i/(K-1) (s_min^(1/rho) - s_max^(1/rho)))^rho, rho = 7,
             sigma = VE noise level sigma_t / alpha_t (Karras et al. 2022, eq. 5)
   logsnr:   log-SNR uniform between its values at t = T-1 and t = 0 (Lu et al. 2022, sec. 3.3)
-  restart:  the first level at the top, the other K - 1 log-SNR uniform from sigma = 0.7 down to 0.1: where
-            multistep consistency sampling (Song et al. 2023, Algorithm 1) re-noises its x0_hat (RESTART_SIGMAS)
+  renoise:  the first level at the top, the other K - 1 log-SNR uniform from sigma = 0.7 down to 0.1: where
+            multistep consistency sampling (Song et al. 2023, Algorithm 1) re-noises its x0_hat (RENOISE_SIGMAS)
 A continuous spacing may name its lowest level: "logsnr:0.3" ("karras:0.3") is logsnr (karras) narrowed to
 sigma_min = 0.3 (narrowed_spacing); a distilled student of points records one (runs/distill.py: STUDENT_SPACING).
 A sampler always ends with a final step from the last grid time to x_0 (t = -1).
@@ -32,7 +32,7 @@ import torch
 
 from ..errors import ConfigError, choice_error
 
-Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr", "restart"]
+Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr", "renoise"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 # the timesteps diffusers' scheduler for the sampler would take (sampler_grid; an imported run's own spacing)
 DIFFUSERS_SPACINGS = ("diffusers-leading", "diffusers-trailing", "diffusers-linspace")
@@ -80,13 +80,13 @@ def diffusers_timesteps(num_timesteps: int, steps: int, spacing: str, sampler: s
         raise choice_error("diffusers timestep spacing", spacing, ("leading", "trailing", "linspace"))
     return torch.from_numpy(np.ascontiguousarray(ts, dtype=np.float64))
 CONTINUOUS_SPACINGS = ("karras", "logsnr")  # placed by noise level; the others pick training timesteps
-# restart: the consistency sampler's re-noising levels (data standard deviations), highest and lowest. Song et al.
+# renoise: the consistency sampler's re-noising levels (data standard deviations), highest and lowest. Song et al.
 # (2023) pick them by search per data set; measured here (benchmarks/distill.py's students, runs/distill.py): a
 # digits student (w = 3 folded in) at 4 calls, 3 + 3 seeds of 2,000, FD over the floor and guided accuracy:
 # trailing times (sigma 2.44, 1.01, 0.43) 1.42x / 1.41x, 98.4% / 98.4%; 0.7 .. 0.1: 1.30x / 1.34x, 99.5% / 99.2%;
 # 1.0 .. 0.1: 1.28x, 99.0%; 0.5 .. 0.1: 1.36x / 1.40x, 99.6% / 99.3% (re-noised higher, a sample's class is
-# redrawn more often; lower, less detail is redrawn)
-RESTART_SIGMAS = (0.7, 0.1)
+# redrawn more often; lower, less detail is redrawn). Points: docs/distill.md (gaussians8 better, spiral a little worse)
+RENOISE_SIGMAS = (0.7, 0.1)
 RHO = 7.0
 SIGMA_MAX = 160.0
 # DPM-Solver++'s default noise range in data standard deviations (see `ode_sigma_range`)
@@ -188,9 +188,9 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         raise ConfigError(f"the noise range sigma {sigma_min}..{sigma_max} misses this schedule's "
                           f"{math.exp(-lam[0] / 2):.3g}..{math.exp(-lam_floor / 2):.3g}")
     t_cap, t_min = float(schedule.t_at_log_snr(lam_floor)), float(schedule.t_at_log_snr(lam_max))
-    if spacing == "restart":
+    if spacing == "renoise":
         head = torch.tensor([float(T - 1) if zero_terminal else t_cap], dtype=torch.float64)
-        lam_hi, lam_lo = (-2.0 * math.log(s) for s in RESTART_SIGMAS)
+        lam_hi, lam_lo = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)
         u = torch.linspace(0, 1, steps - 1, dtype=torch.float64)
         body = schedule.t_at_log_snr((lam_hi + u * (lam_lo - lam_hi)).clamp(lam_floor, lam_max))
     elif spacing not in CONTINUOUS_SPACINGS:
