@@ -52,3 +52,26 @@ def test_the_lean_residual_block_is_the_plain_one_up_to_rounding():
     out = block(x, emb)  # autograd on: the plain path, which in-place ops would break
     out.sum().backward()
     assert torch.equal(x, x_before) and block.conv1.weight.grad is not None
+
+
+def test_group_norm_of_a_bf16_channels_last_map_runs_in_float32_and_keeps_its_layout():
+    """unet.GroupNorm: a bf16 map in channels_last (the fast path under bf16 autocast) is normalized in float32
+    and returned in bf16 and channels_last; NCHW and float32 maps take nn.GroupNorm's own path, to the bit."""
+    from diffkit.nn.unet import GroupNorm
+
+    torch.manual_seed(0)
+    norm = GroupNorm(4, 16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 16, 6, 6) * 3 + 1
+    reference = torch.nn.functional.group_norm(x, 4, norm.weight, norm.bias, norm.eps)
+    cl = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    y = norm(cl)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    exact = torch.nn.functional.group_norm(cl.float(), 4, norm.weight, norm.bias, norm.eps).to(torch.bfloat16)
+    assert torch.equal(y, exact)  # the float32 statistics of the bf16 values, rounded once
+    torch.testing.assert_close(y.float(), reference, rtol=2e-2, atol=3e-2)  # bf16 rounding of the input and output
+    assert torch.equal(norm(x), torch.nn.GroupNorm.forward(norm, x))
+    nchw = x.to(torch.bfloat16)
+    assert torch.equal(norm(nchw), torch.nn.GroupNorm.forward(norm, nchw))

@@ -92,8 +92,21 @@ class UNetConfig:
         return self
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (Wu & He 2018) that normalizes a bf16 feature map held in channels_last in float32 and returns
+    bf16: torch's CPU kernel for that layout in bf16 ran 7-11x slower than in NCHW or in float32 (2-core Zen 5
+    EPYC, AVX-512, native bf16: True; 64 x 64 x 28 x 28: 4.75 ms against 0.42 NCHW and 0.89 through float32). The
+    sampling fast path (unet_fast.ChannelsLast) under bf16 autocast meets that layout at every norm; training
+    (NCHW) and float32 take nn.GroupNorm's own path. Same parameters, same state_dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16 and x.dim() == 4 and not x.is_contiguous():
+            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        return super().forward(x)
+
+
 def _norm(cfg: UNetConfig, ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(cfg.groups, ch), ch)
+    return GroupNorm(math.gcd(cfg.groups, ch), ch)
 
 
 def _zero(module: nn.Module) -> nn.Module:
