@@ -3,8 +3,10 @@ per second at dpmpp-2m 20, guided at w = 3, the same seeds both ways (a paired d
 
     .venv/bin/python benchmarks/sampling_precision.py RUN DATA [--n 1000] [--seeds 3]
 
-bf16 here is torch.autocast around the whole sampling call: the network's convolutions and matmuls run in bf16, the
-sampler's own arithmetic as it is. Worth it only on a CPU with native bf16 (machine.describe() says).
+bf16 is the run's sampling precision (`sample_run(..., precision=...)`, nn/precision.py): the network's calls under
+bf16 autocast, its output back in float32, the sampler's own arithmetic in float32. Each is asked for by name (a run
+loaded with "auto" samples bf16 on a CPU with native bf16 already). Worth it only on a CPU with native bf16
+(machine.describe() says).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 import statistics
 import time
 
-import torch
 
 from diffkit import machine
 from diffkit.runs import eval_image_samples, load_run, sample_run
@@ -35,8 +36,7 @@ def main() -> None:
         fd, acc, rate = [], [], []
         for seed in range(a.seeds):
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=3.0)
+            x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=3.0, precision=precision)
             rate.append(a.n / (time.perf_counter() - t0))
             m = eval_image_samples(x, a.data, labels=labels, seed=seed, progress=False)
             fd.append(m["fd"] / m["fd_floor"])
