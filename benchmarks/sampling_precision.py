@@ -16,7 +16,6 @@ import math
 import statistics
 import time
 
-
 from diffkit import machine
 from diffkit.runs import eval_image_samples, load_run, sample_run
 
