@@ -72,8 +72,8 @@ class Settled:
         return Settled(PRECISIONS[int(precision)], int(threads), "rank 0's choice", "rank 0's choice")
 
     def lines(self) -> list[str]:
-        return [f"precision: {self.precision} ({self.precision_why})", f"threads: {self.threads or 'default'} "
-                                                                         f"({self.threads_why})"]
+        return [f"precision: {self.precision} ({self.precision_why})",
+                f"threads: {self.threads or 'default'} ({self.threads_why})"]
 
 
 def settle(asked_precision: str, asked_threads: int, device: torch.device, share: int,
@@ -155,6 +155,11 @@ def batch_shapes(value):
     return None
 
 
+# part of every probe's cache key: raised when a change to the code moves step times, so cached probes are taken
+# again (2: a distillation step's teacher calls sped up by nn/unet.py's GroupNorm on bf16 channels_last maps)
+PROBE_FORMAT = 2
+
+
 class StepProbe:
     """Times a training step of a copy of `network` on one batch under (precision, threads), cached per machine
     and network shape (shape_key names the network; the batch's shapes are added). step(model, batch) runs the
@@ -163,7 +168,7 @@ class StepProbe:
     def __init__(self, network: torch.nn.Module, batch, step: Callable, device: torch.device, shape_key: dict):
         self.network, self.batch, self.step, self.device = network, batch, step, device
         text = json.dumps({"machine": machine.machine_key(), "device": device.type, "batch": batch_shapes(batch),
-                           **shape_key}, sort_keys=True,
+                           "format": PROBE_FORMAT, **shape_key}, sort_keys=True,
                           default=str)
         self.path = cache_root() / "probes" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
         self.times = self._read()
