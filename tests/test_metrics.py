@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_larger_shift_larger_distance(name):
     fn = METRICS[name]
     ref = gauss(1500, seed=10)
     values = [fn(gauss(1500, mu=(s, 0.0), seed=11), ref) for s in (0.0, 0.3, 1.0, 3.0)]
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in itertools.pairwise(values)), values
     assert abs(values[0]) < values[1] / 3
 
 

@@ -190,9 +190,9 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
     t_cap, t_min = float(schedule.t_at_log_snr(lam_floor)), float(schedule.t_at_log_snr(lam_max))
     if spacing == "renoise":
         head = torch.tensor([float(T - 1) if zero_terminal else t_cap], dtype=torch.float64)
-        lam_hi, lam_lo = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)
+        lam_top, lam_bottom = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)  # sigma 0.7 (lower log-SNR), then 0.1
         u = torch.linspace(0, 1, steps - 1, dtype=torch.float64)
-        body = schedule.t_at_log_snr((lam_hi + u * (lam_lo - lam_hi)).clamp(lam_floor, lam_max))
+        body = schedule.t_at_log_snr((lam_top + u * (lam_bottom - lam_top)).clamp(lam_floor, lam_max))
     elif spacing not in CONTINUOUS_SPACINGS:
         ts = timesteps(T, steps, spacing)
         head = ts[:1] if zero_terminal and float(ts[0]) == T - 1 else ts[:0]
