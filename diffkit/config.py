@@ -169,6 +169,8 @@ class ParentConfig:
     target_ema: float = 0.0         # consistency: the target network's EMA rate (0: the student, stop-gradient)
     guidance_range: list | None = None  # progressive: [lo, hi], the guidance scales w a student reads as an input
                                     # (Meng et al. 2023); it samples at any w in it (default: the midpoint)
+    guidance_interval: list | None = None  # progressive, consistency: [lo, hi], the noise levels where the folded-in
+                                    # guidance applies (runs/distill.py: folded_interval); None: the teacher's own
     reads: list | None = None       # import of a Stable-Diffusion-style pipeline: the folder's parts the run reads
                                     # when it samples (vae, text_encoder, tokenizer), checked on every load against
                                     # the run's folder record (store/folder.py)
@@ -279,6 +281,8 @@ class RunConfig:
         if span is not None and not (isinstance(span, (list, tuple)) and len(span) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in span) and 0 <= span[0] < span[1]):
             raise ConfigError(f"parent.guidance_range must be [lo, hi] with 0 <= lo < hi, got {span!r}")
+        if self.parent is not None:
+            check_guidance_interval(self.parent.guidance_interval, "parent.guidance_interval")
         if self.fitted.kind not in DATA_KINDS:
             raise choice_error("fitted data kind", self.fitted.kind, DATA_KINDS)
         self.schedule.build()
