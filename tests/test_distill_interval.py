@@ -66,7 +66,8 @@ def test_a_guided_student_records_the_clipped_interval_and_its_teacher_guides_th
     assert distill_config(teacher, method="progressive").parent.guidance_interval is None  # w = 1: nothing folded
     ranged = distill_config(teacher, method="progressive", guidance_range="1,4")
     assert ranged.parent.guidance_interval == [4.0, pytest.approx(10.0, rel=1e-5)]
-    assert distill_objective(ranged).guided.interval == (4.0, pytest.approx(10.0, rel=1e-5))  # the guidance stage reads it too
+    # the guidance stage reads it too
+    assert distill_objective(ranged).guided.interval == (4.0, pytest.approx(10.0, rel=1e-5))
 
 
 def test_the_clip_leaves_the_reference_samples_as_they_are(teacher):
