@@ -66,7 +66,7 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": c1.ru_utime + c1.ru_s
 
 def job(spec: dict) -> dict:
     """Train a teacher or distill a student in a process of its own (its CPU-seconds and peak memory apart)."""
-    out = subprocess.run([sys.executable, "-c", JOB, json.dumps(spec)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", JOB, json.dumps(spec)], check=False, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -61,7 +61,7 @@ def test_train_is_bitwise_reproducible(tmp_path, capsys):
 
 def test_subprocess_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diffkit.cli", "train", "--data", "nosuch", "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown dataset 'nosuch'")
     assert "Traceback" not in proc.stderr

@@ -24,11 +24,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def torchrun(*args, nproc: int = 2, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})}, cwd=ROOT)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
+                          env={**ENV, **(env or {})}, cwd=ROOT)
 
 
 def one_process(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, timeout=timeout,
                           env={**ENV, **(env or {})}, cwd=ROOT)
 
 
@@ -174,7 +175,7 @@ def test_a_killed_rank_ends_the_job_with_its_name_and_the_checkpoint_resumes(tmp
     stopped = load_run(run)  # the last checkpoint is intact (every file checked against its manifest)
     assert 0 < stopped.step < 1500
     resumed = subprocess.run([str(BIN / "diffkit"), "train", "--out", str(run), "--resume", "--quiet"],
-                             capture_output=True, text=True, env=ENV, timeout=300)
+                             check=False, capture_output=True, text=True, env=ENV, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_run(run).step == 1500
 
