@@ -21,7 +21,6 @@ from .teachers import check_teacher, teacher_sha256
 from .train import train_run
 
 METHODS = ("progressive", "consistency")
-REFERENCE_STEPS = 20  # the teacher's reference setting: dpmpp-2m at 20 steps (README)
 DEFAULT_STEPS = {"progressive": 4, "consistency": 2}
 # progressive: the first round's teacher takes this many steps (or twice the student's, if more), per space. Images:
 # 16, mnist5k's 4-step student (w = 3 folded in (4, 10]; 5 seeds of 1,000): from 32 (three rounds at 1/7 of the
@@ -89,7 +88,7 @@ def folded_interval(interval, schedule) -> list[float] | None:
     clip = ODE_SIGMA_MAX * (1 + 1e-6)  # a hair above: a grid's level there is ODE_SIGMA_MAX up to rounding
     if interval is None or interval[0] >= ODE_SIGMA_MAX or interval[1] <= clip:
         return None
-    top = levels(schedule, sampler_grid(schedule, "dpmpp-2m", REFERENCE_STEPS)[:1].tolist())[0].sigma_ve
+    top = levels(schedule, [float(sampler_grid(schedule, "dpmpp-2m", 1)[0])])[0].sigma_ve  # its first level, any K
     if top > clip and interval[0] < top <= interval[1]:
         return None
     return [float(interval[0]), clip]

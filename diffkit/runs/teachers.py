@@ -54,7 +54,7 @@ def distill_objective(config: RunConfig, device=None):
     if parent.guidance is not None:
         denoiser = denoiser.replace(guidance_scale=parent.guidance)
     if parent.guidance_interval is not None:  # where the folded guidance applies (runs/distill.py: folded_interval)
-        denoiser = denoiser.replace(guidance_interval=tuple(parent.guidance_interval))
+        denoiser = denoiser.replace(guidance_interval=parent.guidance_interval)
     if parent.kind == "consistency":
         return ConsistencyObjective(config, config.path(), denoiser, levels_n=parent.levels,
                                     target_ema=parent.target_ema)
