@@ -1,7 +1,5 @@
 """`python -m diffkit ...` is the `diffkit` command."""
 
-import sys
+from .cli.main import exit_with, main
 
-from .cli import main
-
-sys.exit(main())
+exit_with(main())

@@ -9,7 +9,6 @@ that every rank holds the same model and that it matches a one-process run.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -71,4 +70,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from diffkit.cli.main import exit_with
+
+    exit_with(main())

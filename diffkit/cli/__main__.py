@@ -1,5 +1,3 @@
-import sys
+from .main import exit_with, main
 
-from .main import main
-
-sys.exit(main())
+exit_with(main())
