@@ -54,6 +54,12 @@ def test_auto_trains_the_vae_beside_the_run_once_and_the_run_records_it(small_va
     code, _, err = run(["train", "--out", out, "--resume", "--latent", "auto", "--steps", "3"], capsys)
     assert_user_error(code, err, "already finished its 3 steps")
 
+    # a VAE run that lost its weights: one sentence, not a traceback, when the run loads
+    (vae / "model.safetensors").rename(vae / "moved.safetensors")
+    code, _, err = run(["sample", "--run", out, "--n", "2", "--out", tmp_path / "s.npy"], capsys)
+    assert_user_error(code, err, f"{vae} is a VAE run that never reached a checkpoint")
+    assert not (tmp_path / "s.npy").exists()
+
 
 def test_an_interrupted_vae_is_resumed_not_restarted(small_vae, tmp_path, capsys):
     vae = tmp_path / "run-vae"

@@ -45,12 +45,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def exit_with(code: int) -> None:
+def exit_with(code: int | None) -> None:
     """End the process with `code`. A rank of a multi-process job (WORLD_SIZE > 1: torchrun, `diffkit train
     --nproc`) has finished its work and left its process group by now; it ends without the interpreter's
     teardown (os._exit after flushing), because tearing down torch's gloo state there aborts a rank now and
     then ("terminate called without an active exception", SIGABRT, seen about once in 50 jobs on a busy
-    2-core machine), which would report a finished job as failed."""
+    2-core machine), which would report a finished job as failed. None is 0, as for sys.exit."""
     import os
 
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
@@ -59,5 +59,5 @@ def exit_with(code: int) -> None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        os._exit(0 if code is None else code)
     sys.exit(code)

@@ -73,13 +73,17 @@ def count(network: nn.Module) -> tuple[int, int]:
 
 def merged(network: nn.Module, base: nn.Module) -> nn.Module:
     """A plain copy of `base` (the network's kind, no adapters) holding W + (alpha / r) B A in every target."""
+    plain = copy.deepcopy(base)
+    plain.load_state_dict(merge_in_place(copy.deepcopy(network)))
+    return plain
+
+
+def merge_in_place(adapted: nn.Module) -> dict[str, torch.Tensor]:
+    """Merge every adapter of `adapted` into its layer's weight (W + (alpha / r) B A, changing `adapted`) and
+    return the plain network's state dict (no adapter keys, the base layers' names)."""
     from peft.tuners.lora import LoraLayer
 
-    adapted = copy.deepcopy(network)
     for module in adapted.modules():
         if isinstance(module, LoraLayer):
             module.merge()
-    state = {k.replace(".base_layer", ""): v for k, v in adapted.state_dict().items() if ADAPTER not in k}
-    plain = copy.deepcopy(base)
-    plain.load_state_dict(state)
-    return plain
+    return {k.replace(".base_layer", ""): v for k, v in adapted.state_dict().items() if ADAPTER not in k}

@@ -43,5 +43,5 @@ def read_lora(run_dir, config: RunConfig, network) -> dict:
         raise CheckpointError(f"{run_dir}/{MODEL} does not hold the adapters config.json describes; the run directory "
                               "is inconsistent")
     adapted.load_state_dict(tensors, strict=False)
-    network.load_state_dict(lora.merged(adapted, network).state_dict())
+    network.load_state_dict(lora.merge_in_place(adapted))  # `adapted` is this function's own copy
     return meta

@@ -14,8 +14,7 @@ from ..errors import CheckpointError
 from ..nn.diffusers_vae import DiffusersVAE
 from ..nn.vae import VAE, VAEConfig
 from ..store.cache import cached_tensors
-from ..store.manifest import sha256
-from ..store.rundir import MODEL, read_config, read_model
+from ..store.rundir import MODEL, model_sha256, read_config, read_model
 
 PIPELINE = "diffusers:"  # a latent source that is a Stable-Diffusion-style pipeline folder's vae/
 
@@ -61,7 +60,11 @@ def check_vae(ref, recorded: str | None, run_dir) -> None:
 
 def vae_sha256(run_dir) -> str:
     """The checksum of a VAE run's weights (what a latent run records and checks)."""
-    return sha256((Path(run_dir) / MODEL).read_bytes())
+    sha = model_sha256(run_dir)
+    if sha is None:
+        raise CheckpointError(f"the VAE run {run_dir} has no {MODEL}; restore it or train it again "
+                              "(`diffkit train-vae`)")
+    return sha
 
 
 @torch.no_grad()
