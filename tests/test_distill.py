@@ -222,8 +222,8 @@ def test_a_guidance_range_student_samples_any_w_in_one_call_per_step(tmp_path, n
     assert cfg["parent"]["guidance_range"] == [1.0, 5.0] and cfg["network"]["guidance_embed"] is True
     assert cfg["train"]["lr_cycles"] == 4  # the guidance stage and three halving rounds (16 -> 2), 3 steps each
     run = load_run(student)
-    assert run.denoiser.guidance_interval is not None  # the teacher's: w applies inside it, as for the teacher
-    run.denoiser = run.denoiser.replace(guidance_interval=None)
+    # w at every level its jumps start from (the teacher guides in (4, 80], above the student's 2nd level)
+    assert cfg["sampling"]["guidance_interval"] is None and run.denoiser.guidance_interval is None
     calls, network = [], run.denoiser.network
     run.denoiser.network = lambda x, *rest: calls.append(len(x)) or network(x, *rest)
     low, high = (sample_run(run, 6, cond=3, guidance=w, seed=0) for w in (1.0, 5.0))

@@ -66,6 +66,7 @@ def test_a_guided_student_records_the_clipped_interval_and_its_teacher_guides_th
     assert distill_config(teacher, method="progressive").parent.guidance_interval is None  # w = 1: nothing folded
     ranged = distill_config(teacher, method="progressive", guidance_range="1,4")
     assert ranged.parent.guidance_interval == [4.0, pytest.approx(10.0, rel=1e-5)]
+    assert ranged.sampling.guidance_interval is None  # it reads w: every jump takes it, wherever it starts
     # the guidance stage reads it too
     assert distill_objective(ranged).guided.interval == (4.0, pytest.approx(10.0, rel=1e-5))
 
@@ -88,3 +89,20 @@ def test_a_student_config_with_a_bad_interval_is_refused(teacher):
     cfg["parent"]["guidance_interval"] = [10.0, 4.0]
     with pytest.raises(DiffkitError, match="parent.guidance_interval"):
         RunConfig.from_dict(cfg).validate()
+
+
+def test_a_student_that_reads_w_takes_it_at_every_level_even_where_an_older_record_says_otherwise(teacher):
+    """A guidance-range student's jumps learned where the teacher guides; sampling gives it w at every level. Students
+    distilled before that rule recorded the teacher's (4, 80], above which their 4-step grid starts (sigma 160) and
+    below which it goes on (2.4, 1.0, 0.4), so w never reached them: they read the same at every w."""
+    from dataclasses import replace
+
+    from diffkit.nn import registry
+    from diffkit.runs.pipeline import make_denoiser
+
+    config = distill_config(teacher, method="progressive", guidance_range="1,4")
+    older = replace(config, sampling=replace(config.sampling, guidance_interval=(4.0, 80.0)))
+    network = registry.build_network(config.network)
+    assert make_denoiser(older, network).guidance_interval is None
+    teacher_cfg = load_run(teacher).config  # a run that does not read w keeps its interval
+    assert make_denoiser(teacher_cfg, registry.build_network(teacher_cfg.network)).guidance_interval == (4.0, 80.0)

@@ -164,9 +164,10 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
     if guidance not in (None, 1) or guidance_range is not None:
         config.parent.guidance_interval = folded_interval(t_cfg.sampling.guidance_interval, t_cfg.path())
-    if guidance_range is not None:
+    if guidance_range is not None:  # w an input at every level (its jumps learned where the teacher guides)
         config.parent.guidance_range = guidance_range
         config.network = replace(config.network, guidance_embed=True)
+        config.sampling = replace(config.sampling, guidance_interval=None)
     if method == "progressive":
         config.parent.rounds = rounds
         config.parent.substeps, config.parent.spacing = SUBSTEPS[space], SPACING[space]

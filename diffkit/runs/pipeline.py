@@ -117,10 +117,14 @@ def make_denoiser(config: RunConfig, network: torch.nn.Module, *, guidance_scale
     precision: fp32 or bf16 (autocast around the network's calls)."""
     sampling_net, chunk = registry.for_sampling(network, fast, precision, config.fitted.shape)
     boundary = config.parent.boundary if config.parent is not None and config.parent.kind == "consistency" else None
+    reads_w = getattr(config.network, "guidance_embed", False)
+    interval = None if reads_w else config.sampling.guidance_interval
+    # a student that reads w learned where its teacher guides (training/guided.py): each of its jumps takes w,
+    # whatever level it starts from (a 4-step digits student starts at sigma 160, 2.4, 1.0 and 0.4, none inside the
+    # teacher's (4, 80]); students distilled before this rule recorded the teacher's interval, read as None here
     return Denoiser(sampling_net, config.path(), config.prediction, conditioning=conditioning_for(config),
-                    guidance_scale=guidance_scale, guidance_interval=config.sampling.guidance_interval,
-                    clip_x0=config.x0_clip(), chunk=chunk if fast else None, boundary=boundary,
-                    guidance_input=getattr(config.network, "guidance_embed", False))
+                    guidance_scale=guidance_scale, guidance_interval=interval,
+                    clip_x0=config.x0_clip(), chunk=chunk if fast else None, boundary=boundary, guidance_input=reads_w)
 
 
 def conditioning(config: RunConfig, cond, prompt, n: int, guidance, device, negative=None) -> tuple:
