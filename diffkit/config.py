@@ -222,8 +222,8 @@ class SamplingConfig:
     # clip x0_hat to the training data's range at every step (points: their bounding box; images: the pixel
     # range [-1, 1]); image presets turn it off (measured, see presets.py)
     clip_x0: bool = True
-    # the run's own sampler and steps when none is asked for (None: ddim at its default steps); a distilled student
-    # records the ones it was distilled for
+    # the run's own sampler and steps when none is asked for (None: ddim at its default steps; image presets:
+    # dpmpp-2m at 20); a distilled student records the ones it was distilled for
     sampler: str | None = None
     steps: int | None = None
     # the run's own timestep spacing when none is asked for (None: each sampler's default); an imported run

@@ -118,6 +118,12 @@ def test_resampling_needs_a_mask_and_a_one_step_sampler(digits_run, digits):
         edit_run(digits_run, digits[0], resample=1)
     with pytest.raises(ConfigError, match="RePaint's loop of ddim or ddpm steps"):
         edit_run(digits_run, digits[0], mask=bottom_half(), resample=1, sampler="dpmpp-2m")
+    # no sampler asked for: ddim's loop, though the run's own sampler is dpmpp-2m
+    x, y = digits
+    assert digits_run.config.sampling.sampler == "dpmpp-2m"
+    asked = edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), sampler="ddim", steps=5, resample=1, seed=3)
+    assert np.array_equal(edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), steps=5, resample=1, seed=3),
+                          asked)
 
 
 def test_a_latent_run_inpaints_latents_and_pastes_the_known_pixels_back(latent_run, digits):

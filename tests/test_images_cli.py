@@ -38,6 +38,8 @@ def test_image_run_config(digits_run):
     assert cfg["network"]["kind"] == "unet" and cfg["network"]["num_classes"] == 10
     assert cfg["fitted"]["kind"] == "images" and cfg["fitted"]["shape"] == [1, 8, 8]
     assert cfg["fitted"]["class_names"] == [str(c) for c in range(10)] and cfg["fitted"]["x0_bound"] == 1.0
+    # its own sampler, what `diffkit sample` uses when none is asked for: the benchmarks' reference (presets.py)
+    assert (cfg["sampling"]["sampler"], cfg["sampling"]["steps"]) == ("dpmpp-2m", 20)
 
 
 def test_sample_writes_images_grid_and_gif(digits_run, tmp_path, capsys):

@@ -141,7 +141,8 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
 
     strength: img2img's start level in [0, 1]; None: IMG2IMG_STRENGTH, or 1 with a mask.
     mask: inpainting's mask (1 regenerate, 0 keep; check_mask's shapes); None: img2img only.
-    resample: inpainting's RePaint jumps back per step (`resampled`; ddim or ddpm only); 0: none.
+    resample: inpainting's RePaint jumps back per step (`resampled`; ddim or ddpm only, ddim where no sampler is
+        asked for); 0: none.
     cond / prompt / negative / guidance / guidance_interval / sampler / steps / clip / seed: as sample_run's
     (cond: one class or one per input; prompt: one prompt for every input). The seed draws z (x_T's noise, the
     one the input is noised with) and a stochastic sampler's noise: strength 1 without a mask is sample_run's
@@ -157,6 +158,8 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         raise ConfigError("resampling jumps harmonize an inpainted region with the kept one; give a mask")
     inputs = check_inputs(run, inputs)
     keep_pixels = None if mask is None else 1.0 - check_mask(mask, len(inputs), data_shape(run))
+    if resample and sampler is None:
+        sampler = "ddim"  # RePaint's loop is one of ddim's or ddpm's steps, whatever the run's own sampler
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, prompt=prompt, negative=negative)
     schedule, noise = job.denoiser.schedule, job.x_T

@@ -195,7 +195,8 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     noise: x_T itself (as a diffusers pipeline's `latents`): float32 [samples, *shape] in the network's space
         (normalized data; a latent run's latents), the same start on any device; None: drawn from seed. The
         seed still draws a stochastic sampler's noise.
-    sampler, steps: None: the run's own (run_sampling; ddim at its default steps unless a student records others).
+    sampler, steps: None: the run's own (run_sampling: image runs dpmpp-2m at 20, a student its own, else ddim
+        at its default steps).
     """
     job = prepare_sampling(run, n, sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, device=device, precision=precision, prompt=prompt,
