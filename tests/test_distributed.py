@@ -216,16 +216,23 @@ def test_ranks_share_the_cores(monkeypatch):
     assert settle("fp32", 0, cpu, core_share(rt), no_probe).threads == 1  # one core each: nothing to time
 
 
-def test_nproc_from_python_leaves_the_signal_handlers_as_they_were(tmp_path):
+def test_nproc_from_python_leaves_the_signal_handlers_as_they_were(tmp_path, monkeypatch):
     """torch's launcher installs its own SIGINT / SIGTERM handlers; `diffkit train --nproc` called in-process
-    (a notebook, a test) puts the caller's back, so Ctrl-C still interrupts afterwards."""
+    (a notebook, a test) puts the caller's back, so Ctrl-C still interrupts afterwards. Nor does it leave the
+    launcher's log folder behind in the temporary directory (torch's own default keeps one per job)."""
+    import tempfile
+
     from diffkit.cli import main
 
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     assert main(["train", "--data", "spiral", "--steps", "20", "--out", str(tmp_path / "r"), "--nproc", "2",
                  "--quiet"]) == 0
     assert {s: signal.getsignal(s) for s in before} == before
     assert load_run(tmp_path / "r").step == 20
+    assert list(temp.iterdir()) == []
 
 
 @pytest.mark.parametrize(("world", "code"), [("1", 5), ("2", 5), ("2", None)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 
 from ..errors import ConfigError, RankFailed
 from .distributed import PEER_LOST
@@ -25,8 +26,11 @@ def launch(nproc: int, argv: list[str], out: str) -> None:
         raise ConfigError(f"--nproc must be a positive number of processes, got {nproc}")
     # threads per rank: this machine's cores shared out (torchrun would set 1 and warn about it)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # torch's launcher keeps a folder per job for its ranks' logs and never removes it (one torchelastic_* folder
+    # in the temporary directory per job): give it one that goes when the job ends
+    logs = tempfile.TemporaryDirectory(prefix="diffkit-ranks-")
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_S}",
-                                "-m", "diffkit", *argv])
+                                f"--log-dir={logs.name}", "-m", "diffkit", *argv])
     # torch's launcher installs its own handlers for these (to stop its workers) and leaves them changed:
     # put back what the caller had (a library call must not leave Ctrl-C ignored)
     caught = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)]
@@ -39,6 +43,7 @@ def launch(nproc: int, argv: list[str], out: str) -> None:
         for s, handler in before.items():
             if handler is not None:
                 signal.signal(s, handler)
+        logs.cleanup()
 
 
 def _what(failure) -> str:
