@@ -4,6 +4,7 @@ exactly, on pixel, latent and point runs; the samplers' per-step hook; negative 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from test_images_cli import assert_user_error
 
 from diffkit.cli import main
 from diffkit.cond import ClassConditioning, pad_tokens, split_negative, with_negative
+from diffkit.config import ParentConfig
 from diffkit.data.images import load_images
 from diffkit.denoiser import Denoiser
 from diffkit.errors import ConfigError
@@ -124,6 +126,14 @@ def test_resampling_needs_a_mask_and_a_one_step_sampler(digits_run, digits):
     asked = edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), sampler="ddim", steps=5, resample=1, seed=3)
     assert np.array_equal(edit_run(digits_run, x, mask=bottom_half(), cond=y.tolist(), steps=5, resample=1, seed=3),
                           asked)
+    # a student keeps its own sampler's refusal (ddim at 50 steps would leave the levels it learned)
+    student = replace(digits_run, config=replace(digits_run.config, sampling=replace(
+        digits_run.config.sampling, sampler="consistency", steps=2), parent=ParentConfig(
+        kind="consistency", path="teacher", sha256="0")))
+    with pytest.raises(ConfigError, match="not consistency"):
+        edit_run(student, x, mask=bottom_half(), cond=y.tolist(), resample=1)
+    with pytest.raises(ConfigError, match=r"does not take option 'eta'.*--sampler ddim.* takes 'eta'"):
+        edit_run(digits_run, x, cond=y.tolist(), eta=0.5)  # the run's own dpmpp-2m takes no eta; the error says who does
 
 
 def test_a_latent_run_inpaints_latents_and_pastes_the_known_pixels_back(latent_run, digits):

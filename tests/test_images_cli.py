@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from test_cli import run
 
 from diffkit.cli import main
-from diffkit.runs import default_config, train_run
+from diffkit.runs import default_config, load_run, train_run
 
 TINY_FLAGS = ["--channels", "8", "--quiet"]
 
@@ -50,7 +50,9 @@ def test_sample_writes_images_grid_and_gif(digits_run, tmp_path, capsys):
     x = np.load(out)
     assert x.dtype == np.float32 and x.shape == (12, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     assert Image.open(grid).size[0] >= 4 * 8 and Image.open(gif).n_frames >= 5
-    seed = json.loads(out.with_suffix(".json").read_text())["seed"]  # a fresh seed, recorded in the sidecar
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    seed = sidecar["seed"]  # a fresh seed, recorded in the sidecar, with the interval the sampling guided in
+    assert sidecar["guidance_interval"] == [4.0, 80.0] == list(load_run(digits_run).denoiser.guidance_interval)
     again = tmp_path / "again.npy"
     assert run(["sample", "--run", digits_run, "--n", 12, "--out", again, "--sampler", "dpmpp-2m", "--steps", 5,
                 "--class", 7, "--guidance", 3, "--seed", seed], capsys)[0] == 0

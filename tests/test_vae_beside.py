@@ -13,6 +13,7 @@ import pytest
 from test_cli import run
 from test_images_cli import assert_user_error
 
+from diffkit.errors import CheckpointError
 from diffkit.runs import recipes
 from diffkit.runs.vae import vae_sha256
 from diffkit.store.rundir import checkpoint_steps, read_config
@@ -59,6 +60,8 @@ def test_auto_trains_the_vae_beside_the_run_once_and_the_run_records_it(small_va
     code, _, err = run(["sample", "--run", out, "--n", "2", "--out", tmp_path / "s.npy"], capsys)
     assert_user_error(code, err, f"{vae} is a VAE run that never reached a checkpoint")
     assert not (tmp_path / "s.npy").exists()
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):  # the checksum's own check
+        vae_sha256(vae)
 
 
 def test_an_interrupted_vae_is_resumed_not_restarted(small_vae, tmp_path, capsys):

@@ -261,7 +261,7 @@ def cmd_invert(a) -> None:
     spacing = a.spacing or run.config.sampling.spacing
     record = _record(a, run, None, inverted=True, image=str(Path(a.image).resolve()), n=len(z),
                      sampler=INVERT_SAMPLER, steps=a.steps, spacing=spacing, iterations=a.iterations,
-                     guidance_interval=run.config.sampling.guidance_interval)
+                     guidance_interval=run.denoiser.guidance_interval)
     write_samples(files["out"], files["sidecar"], z, record)
     print(f"wrote the noise of {len(z)} inputs to {files['out']}; `diffkit sample --run {a.run} --noise "
           f"{files['out']}` samples them back (ddim, {a.steps} steps, as {files['sidecar']} records)")

@@ -53,7 +53,11 @@ def exit_with(code: int | None) -> None:
     2-core machine), which would report a finished job as failed. None is 0, as for sys.exit."""
     import os
 
-    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+    try:
+        rank_of_a_job = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:  # not a number: training.distributed.env_world refused it by name already
+        rank_of_a_job = False
+    if rank_of_a_job:
         import logging
 
         logging.shutdown()
@@ -61,3 +65,8 @@ def exit_with(code: int | None) -> None:
         sys.stderr.flush()
         os._exit(0 if code is None else code)
     sys.exit(code)
+
+
+def entry() -> None:
+    """The installed `diffkit` command (pyproject.toml's script), as `python -m diffkit`."""
+    exit_with(main())

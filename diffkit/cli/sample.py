@@ -54,7 +54,7 @@ def cmd_sample(a) -> None:
     interval = getattr(a, "guidance_interval", RUN_DEFAULT)  # absent: the run's
     x, frames, steps_taken = _draw(a, run, seed, interval, prompts, noise, animate=files["gif"] is not None)
     if interval is RUN_DEFAULT:
-        interval = run.config.sampling.guidance_interval
+        interval = run.denoiser.guidance_interval  # the run's, as its Denoiser reads it (a student reading w: none)
     write_samples(files["out"], files["sidecar"], x, sample_record(a, run, seed, interval, steps_taken, prompts))
     print(f"wrote {len(x)} samples to {files['out']} (seed {seed}; settings in {files['sidecar']})")
     _pictures(a, files, x, frames, prompts)

@@ -158,8 +158,9 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         raise ConfigError("resampling jumps harmonize an inpainted region with the kept one; give a mask")
     inputs = check_inputs(run, inputs)
     keep_pixels = None if mask is None else 1.0 - check_mask(mask, len(inputs), data_shape(run))
-    if resample and sampler is None:
-        sampler = "ddim"  # RePaint's loop is one of ddim's or ddpm's steps, whatever the run's own sampler
+    if resample and sampler is None and not run.config.distilled:
+        sampler = "ddim"  # RePaint's loop is one of ddim's or ddpm's steps, whatever the run's own sampler (a
+        # student's own steps are its training's: it is refused below, by name, unless one is asked for)
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, prompt=prompt, negative=negative)
     schedule, noise = job.denoiser.schedule, job.x_T

@@ -89,7 +89,9 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     allowed = sampler_options(name)
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: {', '.join(allowed) or 'none'}")
+            takers = " or ".join(s for s in SAMPLERS if key in sampler_options(s)) or "none"
+            raise ConfigError(f"sampler {name!r} does not take option {key!r}; it takes: "
+                              f"{', '.join(allowed) or 'none'} (--sampler {takers} takes {key!r})")
     if grid is None:
         grid = sampler_grid(denoiser.schedule, name, steps, spacing, sigma_min=sigma_min, sigma_max=sigma_max)
     return fn(denoiser, x, grid, generator=generator, callback=callback, hook=hook, cond=cond, **options)
