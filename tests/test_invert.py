@@ -64,7 +64,7 @@ def test_invert_refuses_bad_settings(digits_run, images):
 
 
 def test_cli_invert_then_sample_with_its_sidecar(edit_digits_dir, digits_run, images, tmp_path, capsys, fp32_sampling):
-    x, y = images
+    x, _ = images
     np.save(tmp_path / "in.npy", x[:6])
     noise = tmp_path / "z.npy"
     code, _, err = run(["invert", "--run", edit_digits_dir, "--image", tmp_path / "in.npy", "--class", 4, "--steps", 20,

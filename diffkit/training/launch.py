@@ -26,24 +26,22 @@ def launch(nproc: int, argv: list[str], out: str) -> None:
         raise ConfigError(f"--nproc must be a positive number of processes, got {nproc}")
     # threads per rank: this machine's cores shared out (torchrun would set 1 and warn about it)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    # torch's launcher keeps a folder per job for its ranks' logs and never removes it (one torchelastic_* folder
-    # in the temporary directory per job): give it one that goes when the job ends
-    logs = tempfile.TemporaryDirectory(prefix="diffkit-ranks-")
-    args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_S}",
-                                f"--log-dir={logs.name}", "-m", "diffkit", *argv])
     # torch's launcher installs its own handlers for these (to stop its workers) and leaves them changed:
     # put back what the caller had (a library call must not leave Ctrl-C ignored)
-    caught = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)]
-    before = {s: signal.getsignal(s) for s in caught}
-    try:
-        torchrun.run(args)
-    except ChildFailedError as e:
-        raise RankFailed(describe_failures(e.failures, out)) from None
-    finally:
-        for s, handler in before.items():
-            if handler is not None:
-                signal.signal(s, handler)
-        logs.cleanup()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    # torch's launcher keeps a folder per job for its ranks' logs and never removes it (one torchelastic_* folder
+    # in the temporary directory per job): give it one that goes when the job ends
+    with tempfile.TemporaryDirectory(prefix="diffkit-ranks-") as logs:
+        args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_S}",
+                                    f"--log-dir={logs}", "-m", "diffkit", *argv])
+        try:
+            torchrun.run(args)
+        except ChildFailedError as e:
+            raise RankFailed(describe_failures(e.failures, out)) from None
+        finally:
+            for s, handler in before.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 def _what(failure) -> str:
