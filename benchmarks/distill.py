@@ -280,7 +280,7 @@ def paired(a: dict, b: dict, scale: float = 1.0) -> tuple[float, float]:
 def print_checks(data: str, r: dict, images: bool) -> None:
     """The issue's acceptance lines, each with its numbers."""
     rows = r["rows"]
-    (ref_calls, ref), = rows["teacher, dpmpp-2m 20 (reference)"].items()
+    (_ref_calls, ref), = rows["teacher, dpmpp-2m 20 (reference)"].items()
     prog, cons, best = rows["progressive students (one per K)"], rows.get("consistency student", {}), \
         rows["teacher, its best sampler"]
     print()

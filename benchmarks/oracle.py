@@ -113,7 +113,7 @@ def main() -> None:
             print(f"\n## {label}: model trained in {secs:.1f} s ({run.config.train.steps} steps, "
                   f"{run.config.schedule.name} schedule)\n")
             print("| sampler | NFE | ED oracle | ED model | NLL oracle | NLL model |\n|---|---|---|---|---|---|")
-            rows, floor_ed, entropy = sampler_rows(run, oracle, mix, a.n, a.seed)
+            _rows, floor_ed, entropy = sampler_rows(run, oracle, mix, a.n, a.seed)
             print(f"\nfloors at n = {a.n}: ED data vs data {floor_ed:.5f}; NLL of the data itself {entropy:.3f} nats")
             L, terms = likelihoods(run, oracle, mix, a.nll_n, a.seed)
             print(f"\nheld-out NLL, nats per point ({a.nll_n} points, +- standard error):")

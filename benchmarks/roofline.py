@@ -150,7 +150,7 @@ def step_row(name: str, seconds: float, root: Path) -> dict:
 
 def sampling_row(name: str, root: Path, n: int) -> dict | None:
     """Samples per second of a briefly trained default run at dpmpp-2m 20 (images: guided, w = 3)."""
-    what, flags, vae = MODELS[name]
+    _what, flags, vae = MODELS[name]
     if vae:
         return None
     out = root / f"{name}-sampling"

@@ -232,7 +232,7 @@ def test_cli_conditional_train_and_sample(tmp_path, capsys):
     code, _, err = run(["train", "--data", "shapes3", "--cond", "--out", out, "--steps", 30, "--quiet"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["network"]["num_classes"] == 3
-    code, stdout, err = run(["sample", "--run", out, "--n", 40, "--out", tmp_path / "s.npy", "--class", "circles",
+    code, _stdout, err = run(["sample", "--run", out, "--n", 40, "--out", tmp_path / "s.npy", "--class", "circles",
                              "--guidance", 3, "--sampler", "dpmpp-2m", "--steps", 10], capsys)
     assert code == 0, err
     assert np.load(tmp_path / "s.npy").shape == (40, 2)

@@ -48,7 +48,7 @@ def sample_without_torch(folder, tmp_path, noise, *flags) -> np.ndarray:
 @pytest.mark.parametrize("sampler, steps", [("dpmpp-2m", 8), ("ddim", 8), ("dpmpp-3m", 6)])
 def test_exported_class_run_reproduces_diffkit_guided(digits_run, tmp_path, capsys, sampler, steps):
     folder = tmp_path / "onnx"
-    code, out, err = run(["export", "--run", digits_run, "--out", folder, "--sampler", sampler, "--steps", steps],
+    code, _out, err = run(["export", "--run", digits_run, "--out", folder, "--sampler", sampler, "--steps", steps],
                          capsys)
     assert code == 0, err
     plan = json.loads((folder / "plan.json").read_text())

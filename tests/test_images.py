@@ -135,7 +135,7 @@ def test_guidance_with_a_token_cond_dict():
     d = Denoiser(net, NoiseSchedule.from_name("linear", 1000), "epsilon", conditioning=null, guidance_scale=3.0)
     x = torch.randn(5, 1, 4, 4)
     cond = {"tokens": torch.randn(5, 3, 4), "mask": torch.tensor([[True, True, False]] * 5)}
-    eps, x0 = d(x, 500.0, cond)
+    eps, _x0 = d(x, 500.0, cond)
     assert seen == [{"tokens": (10, 3, 4), "mask": (10, 3)}]  # one batched call: cond and null
     plain = Denoiser(net, d.schedule, "epsilon")
     eps_c, _ = plain(x, 500.0, cond)

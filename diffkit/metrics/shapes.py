@@ -72,7 +72,7 @@ def read_shapes(samples, foreground: float = 0.5) -> dict[str, np.ndarray]:
 
 
     x = _check(samples)
-    n, _, H, W = x.shape
+    n, _, _H, W = x.shape
     out = {k: np.full(n, -1, np.int64) for k in ATTRIBUTES}
     out["fill"] = np.zeros(n)
     split = (SIZE_FRACTIONS[SIZE_NAMES[0]] + SIZE_FRACTIONS[SIZE_NAMES[1]]) / 2 * W
