@@ -1,7 +1,7 @@
 """Time to quality: a built-in data set's default run, trained from a fresh run directory by the CLI (`diffkit
 train --data D`, with --cond for images; wall time of the whole command: start-up, data, any VAE, training,
-checkpoints), then scored. Images as the README's table is: 1,000 samples (classes cycled), dpmpp-2m at 20 steps,
-guidance w = 3 in the run's interval, the judge's FD over its floor, class accuracy, precision (and colour purity
+checkpoints), then scored. Images as the README's table is: 1,000 samples (classes cycled), the run's own sampler
+(dpmpp-2m at 20 steps; shapes: dpmpp-2m-sde at 20, noise at levels <= 3), guidance w = 3 in the run's interval, the judge's FD over its floor, class accuracy, precision (and colour purity
 for shapes). Points: the excess energy distance over the data floor of 20,000 samples at dpmpp-2m 20, mean and
 standard error over 3 sampling seeds (circle: its mean radius and radius spread too). Prints the target of the
 speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4 more where the CPU has no native bf16.
@@ -109,7 +109,7 @@ def images(a, root: Path, target: float) -> None:
         out = root / f"{a.data}-{seed}"
         wall = train(a, out, seed, cond=True)
         run = load_run(out)
-        x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=3.0)
+        x = sample_run(run, a.n, seed=seed, cond=labels, guidance=3.0)  # its own sampler (presets.py)
         m = evaluate_images(x, data, judge, labels=labels)
         m["purity"] = colour_purity(x) if a.data == "shapes" else float("nan")
         ok = met(a.data, m) and wall <= target

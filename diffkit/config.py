@@ -229,6 +229,9 @@ class SamplingConfig:
     # the run's own timestep spacing when none is asked for (None: each sampler's default); an imported run
     # records diffusers-<its scheduler's timestep_spacing>, so each sampler takes the timesteps diffusers' would
     spacing: str | None = None
+    # options of the run's own sampler, used when it samples with that sampler and not given (image presets: shapes'
+    # dpmpp-2m-sde injects noise only at levels <= s_tmax); {}: the sampler's defaults
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -316,6 +319,7 @@ class RunConfig:
         if bool(self.data.text) != bool(getattr(self.network, "context_dim", 0)):
             raise ConfigError("a text run needs a network with cross-attention (context_dim > 0, set from the text "
                               "encoder), and only a text run has one; runs.default_config(..., text=...) sets it")
+        check_sampling_options(self.sampling)
         self.sampling.guidance_interval = check_guidance_interval(self.sampling.guidance_interval,
                                                                   "sampling.guidance_interval")
         if hasattr(self.network, "check"):
@@ -353,6 +357,17 @@ class RunConfig:
                        parent=_build(ParentConfig, d["parent"]) if d.get("parent") else None).validate()
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"config.json is incomplete or malformed ({e}); expected one written by `diffkit train`") from None
+
+
+def check_sampling_options(sampling: SamplingConfig) -> None:
+    """sampling.options: a mapping of option names to numbers, for a run that names its own sampler (which options a
+    sampler takes is checked when it runs)."""
+    opts = sampling.options
+    if not isinstance(opts, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                             and not isinstance(v, bool) for k, v in opts.items()):
+        raise ConfigError(f"sampling.options must map option names to numbers, got {opts!r}")
+    if opts and sampling.sampler is None:
+        raise ConfigError("sampling.options are the options of the run's own sampler; set sampling.sampler too")
 
 
 def _build(kind, values: dict):

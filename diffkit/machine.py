@@ -111,8 +111,8 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 0.25) -> 
 
 def describe(peaks: bool = True) -> str:
     """The machine in a few '# ' lines, for the head of every benchmark table."""
-    lines = [f"# machine: {cpu_name()}, {cores()} cores, torch {torch.__version__} CPU capability "
-             f"{cpu_capability()}, bf16 units {cpu_bf16_units()} (native bf16: {'yes' if cpu_bf16_native() else 'no'})"]
+    lines = [(f"# machine: {cpu_name()}, {cores()} cores, torch {torch.__version__} CPU capability "
+              f"{cpu_capability()}, bf16 units {cpu_bf16_units()} (native bf16: {'yes' if cpu_bf16_native() else 'no'})")]
     if torch.cuda.is_available():
         lines.append(f"# GPU: {torch.cuda.get_device_name()} (bf16: {'yes' if torch.cuda.is_bf16_supported() else 'no'})")
     if peaks:

@@ -9,6 +9,7 @@ z = (x_t - sqrt(ab) m) / sqrt(v) fixed, so every ODE solver has a closed-form re
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -245,7 +246,7 @@ def test_ode_error_decreases_with_steps(sched, name, ladder):
     """Each doubling cuts the error by >= 1.5x (measured >= 1.9x). dpmpp-3m starts at 10: with 5 steps
     (h ~ 2.4 in lambda) it is luckily better than with 10 (0.08 vs 0.14), outside its asymptotic range."""
     errs = [ode_error(schedule_named(sched), name, k) for k in ladder]
-    assert all(b < a / 1.5 for a, b in zip(errs, errs[1:])), errs
+    assert all(b < a / 1.5 for a, b in pairwise(errs)), errs
 
 
 @pytest.mark.parametrize("sched", ["linear", "cosine"])
@@ -265,7 +266,7 @@ def test_convergence_order(sched, name, order):
     """Error ratio per doubling 20 -> 40 -> 80 is ~2^order (measured 1.97-1.99 for order 1, 3.8-4.5 for order 2)."""
     errs = [ode_error(schedule_named(sched), name, k) for k in (20, 40, 80)]
     lo, hi = (1.8, 2.2) if order == 1 else (3.3, 5.0)
-    assert all(lo < a / b < hi for a, b in zip(errs, errs[1:])), errs
+    assert all(lo < a / b < hi for a, b in pairwise(errs)), errs
 
 
 DPM3_BUG = ("BUG: the 3M update's second-derivative term is half what it should be: d2 = (d1_0 - d1_1) / (r0 + r1) "
@@ -278,7 +279,7 @@ DPM3_BUG = ("BUG: the 3M update's second-derivative term is half what it should 
 @pytest.mark.parametrize("sched", ["linear", "cosine"])
 def test_dpmpp_3m_is_third_order(sched):
     errs = [ode_error(schedule_named(sched), "dpmpp-3m", k) for k in (40, 80, 160)]
-    assert all(a / b > 6.0 for a, b in zip(errs, errs[1:])), errs  # 2^2.6; a second-order method gives ~4
+    assert all(a / b > 6.0 for a, b in pairwise(errs)), errs  # 2^2.6; a second-order method gives ~4
 
 
 def polynomial_x0(schedule, coef):
@@ -643,7 +644,7 @@ def test_foreign_option_lists_accepted_ones(linear, name):
 
 def test_sampler_options():
     assert sampler_options("dpmpp-2m") == ("lower_order_final",)
-    assert sampler_options("dpmpp-2m-sde") == ("eta",)
+    assert sampler_options("dpmpp-2m-sde") == ("eta", "s_tmax")
     assert sampler_options("euler") == () and sampler_options("heun") == ()
     assert sampler_options("euler-a") == ("eta",)
     assert set(sampler_options("langevin")) == {"snr", "corrector_steps"}

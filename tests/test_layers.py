@@ -204,8 +204,8 @@ def test_heavy_dependencies_only_at_the_top_of_lazily_imported_modules():
     offenders = [f"{path.relative_to(ROOT).as_posix()}:{line} imports {names[-1]} at top level"
                  for module, path in _modules(ROOT, PACKAGE).items() if path and module not in HEAVY_AT_TOP
                  for names, line, top in raw_imports(path, module) if top and names[-1].split(".")[0] in HEAVY]
-    assert not offenders, "\n".join(offenders) + "\n(import it inside the function that needs it, or add a " \
-                                                 "module imported only lazily to HEAVY_AT_TOP)"
+    assert not offenders, "\n".join(offenders) + ("\n(import it inside the function that needs it, or add a "
+                                                  "module imported only lazily to HEAVY_AT_TOP)")
 
 
 # --- the checker on tiny packages ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ def clip_flag(a) -> bool | None:
     return True if a.clip else False if a.no_clip else None
 
 
-SAMPLER_FLAGS = ("eta", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
+SAMPLER_FLAGS = ("eta", "s_tmax", "variance", "snr", "corrector_steps", "sigma_min", "sigma_max")
 
 
 def sampler_options(a) -> dict:

@@ -142,6 +142,7 @@ def _pictures(a, files: dict, x, frames, prompts) -> None:
 
 def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -> dict:
     """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
+    from ..runs.pipeline import own_options
     from ..version import __version__
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
@@ -149,6 +150,6 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
             "class": a.cls, "prompts": prompts, "guidance": a.guidance, "negative": negative_of(a, run),
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
-            "options": sampler_options(a), "precision": run.precision,
+            "options": {**own_options(run.config, a.sampler), **sampler_options(a)}, "precision": run.precision,
             "noise": str(Path(a.noise).resolve()) if a.noise else None,
             "diffkit": __version__}

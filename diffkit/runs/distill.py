@@ -159,7 +159,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
                            checkpoint_every=min(t.checkpoint_every, per_round))
     own = "ddim" if method == "progressive" else "consistency"
     spacing = (STUDENT_SPACING[space] if method == "progressive" else None) or config.sampling.spacing
-    config.sampling = replace(config.sampling, sampler=own, steps=steps, spacing=spacing)
+    config.sampling = replace(config.sampling, sampler=own, steps=steps, spacing=spacing, options={})
     config.parent = ParentConfig(kind=method, path=str(Path(teacher).resolve()), sha256=teacher_sha256(teacher),
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
     if guidance not in (None, 1) or guidance_range is not None:

@@ -190,7 +190,7 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
                           cond=job.cond, callback=callback)
         else:
             x = run_sampler(job.denoiser, x, job.sampler, grid=grid, generator=job.generator, callback=callback,
-                            hook=hook, cond=job.cond, **options)
+                            hook=hook, cond=job.cond, **{**job.options, **options})
     out = to_data(run, x)
     if keep_pixels is not None and run.decoder is not None:  # the kept pixels back, exactly
         out = keep_pixels * inputs + (1.0 - keep_pixels) * out

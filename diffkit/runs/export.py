@@ -195,7 +195,8 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     if getattr(config.network, "guidance_embed", False):
         raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
                           "takes class ids only); export its teacher or a student with one w folded in")
-    sampler = sampler or config.sampling.sampler or "dpmpp-2m"
+    own = config.sampling.sampler if config.sampling.sampler in ORDERS else None  # a stochastic own sampler: dpmpp-2m
+    sampler = sampler or own or "dpmpp-2m"
     steps = steps or config.sampling.steps or 20
     plan = {"format": "diffkit-onnx", "sampler": sampler, "sampler_steps": steps, "shape": list(config.fitted.shape),
             "num_classes": config.network.num_classes, "null_class": config.network.num_classes,

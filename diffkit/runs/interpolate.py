@@ -83,5 +83,5 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
         mask[0], mask[-1] = p["mask"][0], q["mask"][-1]
         labels = {"tokens": (1 - w) * p["tokens"] + w * q["tokens"], "mask": mask}
     x = run_sampler(job.denoiser, job.x_T, job.sampler, job.steps, spacing or run.config.sampling.spacing,
-                    generator=job.generator, cond=labels, **options)
+                    generator=job.generator, cond=labels, **{**job.options, **options})
     return to_data(run, x)

@@ -195,15 +195,15 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     noise: x_T itself (as a diffusers pipeline's `latents`): float32 [samples, *shape] in the network's space
         (normalized data; a latent run's latents), the same start on any device; None: drawn from seed. The
         seed still draws a stochastic sampler's noise.
-    sampler, steps: None: the run's own (run_sampling: image runs dpmpp-2m at 20, a student its own, else ddim
-        at its default steps).
+    sampler, steps: None: the run's own (run_sampling: image runs dpmpp-2m at 20 (shapes: dpmpp-2m-sde, with the
+        run's own options, own_options), a student its own, else ddim at its default steps).
     """
     job = prepare_sampling(run, n, sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, device=device, precision=precision, prompt=prompt,
                            negative=negative, noise=noise)
     spacing = spacing or job.run.config.sampling.spacing
     x = run_sampler(job.denoiser, job.x_T, job.sampler, job.steps, spacing, generator=job.generator, callback=callback,
-                    cond=job.cond, **options)
+                    cond=job.cond, **{**job.options, **options})
     return to_data(job.run, x)
 
 
@@ -220,6 +220,7 @@ class Job:
     cond: object
     generator: torch.Generator
     x_T: torch.Tensor
+    options: dict = dataclasses.field(default_factory=dict)  # the run's own sampler options (own_options)
 
 
 def prepare_sampling(run: Run | str | Path, n: int, sampler: str | None, steps: int | None, *, seed: int = 0,
@@ -245,7 +246,7 @@ def prepare_sampling(run: Run | str | Path, n: int, sampler: str | None, steps: 
     check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
     x_T = randn((n, *shape), g, device=device) if noise is None else given_noise(noise, (n, *shape), device)
-    return Job(run, denoiser, sampler, steps, to_device(labels, device), g, x_T)
+    return Job(run, denoiser, sampler, steps, to_device(labels, device), g, x_T, own_options(run.config, sampler))
 
 
 def given_noise(noise, shape: tuple, device) -> torch.Tensor:
@@ -290,6 +291,12 @@ def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guid
             raise ConfigError(f"this student has guidance w = {parent.guidance:g} folded in, so it samples at w = 1; "
                               "drop --guidance")
     return sampler, steps
+
+
+def own_options(config: RunConfig, sampler: str) -> dict:
+    """The options the run records for its own sampler (config.sampling.options) when `sampler` is that sampler, else
+    none: options given with the sampling call override them one by one."""
+    return dict(config.sampling.options) if sampler == (config.sampling.sampler or "ddim") else {}
 
 
 def student_guidance(config: RunConfig, guidance, conditioned: bool):

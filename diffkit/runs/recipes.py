@@ -20,6 +20,7 @@ from ..text.encoder import DEFAULT_ENCODER, load_encoder
 from .presets import (
     TEXT_LATENT,
     default_objective,
+    default_sampler,
     default_time_loc,
     image_config,
     points_config,
@@ -79,6 +80,10 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
         set_objective(config, name)
         if latent is None and text is None and name == default_objective(spec):  # the data's measured times
             config.objective.time_loc = default_time_loc(spec)
+            own = default_sampler(spec)  # and sampler, where it is not the image runs' reference
+            if own is not None:
+                config.sampling.sampler, config.sampling.steps, options = own
+                config.sampling.options = dict(options)
     return config
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..devices import randn_like
-from .common import Level, check_eta, grid_levels
+from .common import Level, check_eta, check_s_tmax, grid_levels
 from .record import step_end
 
 
@@ -99,27 +99,32 @@ def sample_dpmpp_3m(denoiser, x, timesteps, *, generator=None, callback=None, ho
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, eta: float = 1.0):
+def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None, hook=None, cond=None, eta: float = 1.0,
+                        s_tmax: float | None = None):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 / eq. for the data-prediction SDE), midpoint form:
     x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) (x0 + D1 / 2) + sigma' sqrt(1 - e^{-2h}) z,
-    with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M)."""
+    with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M).
+    s_tmax: inject noise only on steps that start at a level sigma_ve <= s_tmax, the others being 2M steps (the
+    range of EDM's stochastic sampler, Karras et al. 2022, Algorithm 2, S_tmax); None: on every step."""
     check_eta(eta)
+    check_s_tmax(s_tmax)
     lv = grid_levels(denoiser.schedule, timesteps)
     prev_x0, prev_h = None, None
     for i in range(len(lv) - 1):
         now, nxt = lv[i], lv[i + 1]
         eps, x0 = denoiser(x, now.t, cond)
         h = nxt.lam - now.lam
+        noisy = eta > 0 and (s_tmax is None or now.sigma_ve <= s_tmax)
         if nxt.sigma == 0.0:
             x = x0
         else:
-            eta_h = eta * h if eta > 0 else 0.0  # h = inf on the first step of a zero-terminal-SNR grid
+            eta_h = eta * h if noisy else 0.0  # h = inf on the first step of a zero-terminal-SNR grid
             D = x0
             if prev_x0 is not None:
                 r = prev_h / h
                 D = x0 + (x0 - prev_x0) / (2 * r)
             x = (nxt.sigma / now.sigma) * math.exp(-eta_h) * x - nxt.alpha * math.expm1(-h - eta_h) * D
-            if eta > 0:
+            if noisy:
                 noise = randn_like(x, generator)
                 x = x + nxt.sigma * math.sqrt(-math.expm1(-2 * eta_h)) * noise
         prev_x0, prev_h = x0, h
