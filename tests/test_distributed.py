@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +24,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def torchrun(*args, nproc: int = 2, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
-                          env={**ENV, **(env or {})}, cwd=ROOT)
+    with tempfile.TemporaryDirectory() as logs:  # torchrun's own log folder (else a torchelastic_* one is left)
+        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}", *args]
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
+                              env={**ENV, **(env or {})}, cwd=ROOT)
 
 
 def one_process(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,11 +14,15 @@ from test_cli import assert_user_error
 from test_cli import run as cli
 from test_fast_samplers import F64, linear, oracle  # noqa: F401  (linear: the fixture)
 
-from diffkit import DiffkitError
+from diffkit import DiffkitError, rescale_zero_terminal_snr
 from diffkit.config import RunConfig
 from diffkit.runs import load_run, sample_run
-from diffkit.runs.pipeline import own_options
+from diffkit.runs.distill import distill_config
+from diffkit.runs.edit import edit_run
+from diffkit.runs.interpolate import interpolate_run
+from diffkit.runs.pipeline import deterministic_own, own_options
 from diffkit.runs.recipes import train_config
+from diffkit.runs.reflow import reflow_config
 from diffkit.sampling import sample, sampler_grid
 from diffkit.sampling.common import grid_levels
 from diffkit.store.manifest import sha256
@@ -50,7 +54,20 @@ def test_noise_only_from_the_levels_at_or_below_s_tmax(linear):  # noqa: F811
     assert torch.equal(above[-1], sde[-1])
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), True, "3"])
+def test_an_infinite_first_level_and_eta_0(linear):  # noqa: F811
+    """On a zero-terminal-SNR grid the first level is sigma_ve = inf: s_tmax inf is None (noise on every step), a
+    finite s_tmax makes that first step deterministic; eta 0 with any s_tmax is dpmpp-2m."""
+    zero = rescale_zero_terminal_snr(linear)
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert grid_levels(zero, sampler_grid(zero, "dpmpp-2m-sde", 12))[0].sigma_ve == float("inf")
+    every, inf, finite = trajectory(zero, x), trajectory(zero, x, s_tmax=float("inf")), trajectory(zero, x, s_tmax=1e6)
+    assert torch.equal(every[-1], inf[-1]) and bool(torch.isfinite(finite[-1]).all())
+    assert not torch.allclose(every[0], finite[0], atol=1e-3)
+    ode = trajectory(linear, x, name="dpmpp-2m")
+    assert torch.allclose(trajectory(linear, x, eta=0.0, s_tmax=1.0)[-1], ode[-1], atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), True, "3"])
 def test_bad_s_tmax_is_refused_by_name(linear, bad):  # noqa: F811
     with pytest.raises(DiffkitError, match="s_tmax"):
         sample(oracle(linear), torch.zeros(4, 2, dtype=F64), "dpmpp-2m-sde", 5, s_tmax=bad,
@@ -102,6 +119,25 @@ def test_a_run_samples_with_its_own_options(sde_run):
     assert np.array_equal(own, sample_run(run, 64, "dpmpp-2m-sde", 6, seed=1, s_tmax=0.5))
     assert not np.allclose(own, sample_run(run, 64, "dpmpp-2m-sde", 6, seed=1, s_tmax=50.0), atol=1e-3)  # overridden
     sample_run(run, 8, "dpmpp-2m", 6, seed=1)  # another sampler does not get them (it would refuse s_tmax)
+    points = sample_run(run, 16, "dpmpp-2m", 6, seed=5)
+    edited = edit_run(run, points, strength=0.6, seed=2)  # editing takes them too, and lets them be overridden
+    assert np.array_equal(edited, edit_run(run, points, strength=0.6, seed=2, sampler="dpmpp-2m-sde", s_tmax=0.5))
+    assert not np.allclose(edited, edit_run(run, points, strength=0.6, seed=2, s_tmax=50.0), atol=1e-3)
+
+
+def test_paths_that_need_one_sample_per_noise_take_dpmpp_2m_instead(sde_run):
+    """An interpolation, an exported plan and a reflowed run sample deterministically: dpmpp-2m at the run's steps
+    in place of a stochastic own sampler (deterministic_own); a student keeps its own (consistency: refused by
+    export, as before); a distilled student records no options."""
+    run = load_run(sde_run)
+    assert deterministic_own(run.config) == ("dpmpp-2m", 6)
+    line = interpolate_run(run, 4, seeds=(0, 1))
+    assert np.array_equal(line, interpolate_run(run, 4, seeds=(0, 1), sampler="dpmpp-2m", steps=6))
+    reflowed = reflow_config(sde_run, pairs=64)
+    assert (reflowed.sampling.sampler, reflowed.sampling.steps, reflowed.sampling.options) == ("dpmpp-2m", 6, {})
+    student = distill_config(sde_run, method="consistency", steps=2)
+    assert (student.sampling.sampler, student.sampling.options) == ("consistency", {})
+    assert deterministic_own(student) == ("consistency", 2)
 
 
 def test_the_cli_takes_s_tmax_and_the_sidecar_records_the_options(sde_run, tmp_path, capsys):
@@ -114,9 +150,19 @@ def test_the_cli_takes_s_tmax_and_the_sidecar_records_the_options(sde_run, tmp_p
                         "--quiet"], capsys)
     assert code == 0, err
     assert json.loads(given.with_suffix(".json").read_text())["options"] == {"s_tmax": 2.0}
+    unlimited = tmp_path / "e.npy"  # inf: every step; recorded as null (strict JSON, the same meaning)
+    code, _, err = cli(["sample", "--run", sde_run, "--n", "16", "--out", unlimited, "--s-tmax", "inf", "--quiet"],
+                       capsys)
+    assert code == 0, err
+    assert json.loads(unlimited.with_suffix(".json").read_text(), parse_constant=float)["options"] == {"s_tmax": None}
+    other = tmp_path / "d.npy"  # another sampler: none of the run's options
+    code, _, err = cli(["sample", "--run", sde_run, "--n", "16", "--out", other, "--sampler", "dpmpp-2m", "--quiet"],
+                       capsys)
+    assert code == 0, err
+    assert json.loads(other.with_suffix(".json").read_text())["options"] == {}
     bad = tmp_path / "c.npy"
     assert_user_error(*cli(["sample", "--run", sde_run, "--n", "16", "--out", bad, "--s-tmax", "0"], capsys)[::2],
-                      "s_tmax")
+                      "--s-tmax must be a number > 0")
     assert not bad.exists()
 
 

@@ -268,7 +268,7 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--noise", help="x_T from this float32 .npy [N, *shape] (the network's space: a latent run's "
                    "latents), as a diffusers pipeline's latents; the same start gives the same samples on any device")
     s.add_argument("--out", required=True, help="output .npy: float32 [N, 2] (images: [N, C, H, W] in [0, 1])")
-    s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own: dpmpp-2m 20 for image runs trained now, a student's its own, else ddim)")
+    s.add_argument("--sampler", help=f"{', '.join(SAMPLERS)} (default: the run's own: dpmpp-2m 20 for image runs trained now (shapes: dpmpp-2m-sde 20, s_tmax 3), a student's its own, else ddim)")
     s.add_argument("--steps", type=int, help="grid steps, 1..T (default per sampler: ddpm T, ddim 50, dpmpp-2m 20, ...)")
     s.add_argument("--spacing", help=f"step grid: {', '.join(SPACINGS)}, logsnr:SIGMA_MIN or karras:SIGMA_MIN (down "
                    "to that noise level), or diffusers-leading|trailing|linspace (the timesteps diffusers' scheduler "

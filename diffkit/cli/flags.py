@@ -39,6 +39,19 @@ def finite_float(name, minimum=None):
     return parse
 
 
+def positive_float(name):
+    """A number > 0, inf included."""
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a number > 0 (inf: no limit), got {text}")
+        return v
+    return parse
+
+
 def int_tuple(name, allow_empty=False):
     def parse(text):
         try:
@@ -98,9 +111,9 @@ def sampler_args(s) -> None:
                    help="narrow the grid: highest noise level, in data standard deviations "
                         "(default: 10 for dpmpp-*, else 160)")
     s.add_argument("--eta", type=finite_float("--eta", 0.0), help="noise of ddim / euler-a / dpmpp-2m-sde")
-    s.add_argument("--s-tmax", type=finite_float("--s-tmax", 0.0), metavar="SIGMA",
+    s.add_argument("--s-tmax", type=positive_float("--s-tmax"), metavar="SIGMA",
                    help="dpmpp-2m-sde: fresh noise only on steps from levels <= SIGMA, in data standard deviations "
-                        "(default: every step; shapes runs record 3)")
+                        "(inf: every step, the sampler's default; shapes runs record 3)")
     s.add_argument("--variance", help="DDPM variance: beta or posterior")
     s.add_argument("--snr", type=finite_float("--snr", 0.0), help="langevin corrector signal-to-noise ratio")
     s.add_argument("--corrector-steps", type=int, help="langevin corrector steps per step")

@@ -163,6 +163,7 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         # student's own steps are its training's: it is refused below, by name, unless one is asked for)
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, prompt=prompt, negative=negative)
+    options = {**job.options, **options}  # the run's own sampler's options, those given overriding them
     schedule, noise = job.denoiser.schedule, job.x_T
     if strength == 0.0 and run.decoder is not None:
         return inputs.copy()  # nothing to sample; the VAE's round trip would change the input
@@ -190,7 +191,7 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
                           cond=job.cond, callback=callback)
         else:
             x = run_sampler(job.denoiser, x, job.sampler, grid=grid, generator=job.generator, callback=callback,
-                            hook=hook, cond=job.cond, **{**job.options, **options})
+                            hook=hook, cond=job.cond, **options)
     out = to_data(run, x)
     if keep_pixels is not None and run.decoder is not None:  # the kept pixels back, exactly
         out = keep_pixels * inputs + (1.0 - keep_pixels) * out

@@ -32,7 +32,7 @@ from ..sampling import sampler_grid
 from ..sampling.common import grid_levels
 from ..sampling.dpm_solver import dpmpp_weights, final_order
 from ..text.data import prompt_cond
-from .pipeline import Run, load_run
+from .pipeline import Run, deterministic_own, load_run
 
 ORDERS = {"ddim": 1, "dpmpp-2m": 2, "dpmpp-3m": 3}  # the deterministic samplers a plan can hold
 CHECK_BATCHES = (1, 3, 8)
@@ -195,9 +195,9 @@ def export_onnx(run_dir, out, sampler: str | None = None, steps: int | None = No
     if getattr(config.network, "guidance_embed", False):
         raise ConfigError("a student that reads the guidance scale as an input is not exported yet (network.onnx "
                           "takes class ids only); export its teacher or a student with one w folded in")
-    own = config.sampling.sampler if config.sampling.sampler in ORDERS else None  # a stochastic own sampler: dpmpp-2m
+    own, own_steps = deterministic_own(config)  # a stochastic own sampler (shapes' dpmpp-2m-sde): dpmpp-2m
     sampler = sampler or own or "dpmpp-2m"
-    steps = steps or config.sampling.steps or 20
+    steps = steps or own_steps or 20
     plan = {"format": "diffkit-onnx", "sampler": sampler, "sampler_steps": steps, "shape": list(config.fitted.shape),
             "num_classes": config.network.num_classes, "null_class": config.network.num_classes,
             "images": config.fitted.is_images, "clip": run.denoiser.clip_x0,

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..nn import registry
 from ..sampling import sample as run_sampler
 from ..text.data import prompt_cond
-from .pipeline import Run, prepare_sampling, to_data
+from .pipeline import Run, deterministic_own, prepare_sampling, to_data
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,9 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
         noise = start_noise(run, seed).expand(n, *run.config.fitted.shape).contiguous()
         cond, prompt = (check_pair(classes, "classes")[0], None) if classes is not None else \
             (None, check_pair(prompts, "prompts")[0])
+    if sampler is None:  # the run's own, kept deterministic so that nearby noises give nearby samples
+        sampler, own_steps = deterministic_own(run.config)
+        steps = own_steps if steps is None else steps
     job = prepare_sampling(run, n, sampler, steps, seed=seed, cond=cond, guidance=guidance, prompt=prompt,
                            noise=noise.numpy())
     labels = job.cond

@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError
 from ..memory import require_memory
 from ..nn import lora, registry
 from ..nn.precision import sampling_precision
+from ..sampling import STOCHASTIC
 from ..sampling import sample as run_sampler
 from ..store.folder import check_folder
 from ..store.rundir import read_config, read_model
@@ -297,6 +298,14 @@ def own_options(config: RunConfig, sampler: str) -> dict:
     """The options the run records for its own sampler (config.sampling.options) when `sampler` is that sampler, else
     none: options given with the sampling call override them one by one."""
     return dict(config.sampling.options) if sampler == (config.sampling.sampler or "ddim") else {}
+
+
+def deterministic_own(config: RunConfig) -> tuple[str | None, int | None]:
+    """The run's own sampler and steps, but dpmpp-2m at the same steps where the own one draws fresh noise and the run
+    is not a student (shapes' dpmpp-2m-sde): what an interpolation, an exported plan and a reflowed run take, which
+    need one path per x_T. (None, None): the run records none."""
+    own, steps = config.sampling.sampler, config.sampling.steps
+    return ("dpmpp-2m", steps) if own in STOCHASTIC and not config.distilled else (own, steps)
 
 
 def student_guidance(config: RunConfig, guidance, conditioned: bool):

@@ -114,11 +114,12 @@ def guidance_interval(spec: str, *, latent: bool = False) -> list[float]:
 IMAGE_SAMPLER = ("dpmpp-2m", 20)
 
 # shapes' pixel runs sample with SDE-DPM-Solver++(2M) at 20 steps, fresh noise only on the steps from levels
-# sigma_ve <= 3 (EDM's S_tmax, Karras et al. 2022, Algorithm 2). Measured (/ benchmarks/default_sampler.py --data
-# shapes): on four runs the deterministic dpmpp-2m left 5-13% of the shapes two-coloured (one colour drifting into
-# its neighbour); noise at every level fixed the colours but made 1.1-1.9% of the images empty where dpmpp-2m made
-# 0.4-0.7%; noise at low levels only kept dpmpp-2m's empties, lifted colour purity to 96-98% and cut FD by 30-50%.
-# On digits and mnist5k it changed nothing measurable, so they keep the reference sampler.
+# sigma_ve <= 3 (EDM's S_tmax, Karras et al. 2022, Algorithm 2). Measured (benchmarks/default_sampler.py, the two
+# default shapes runs, 2 sampling seeds of 1,000 at w = 3; docs/images.md "The default sampler"): dpmpp-2m left
+# 3.7% and 8.7% of the samples impure (one colour drifting into its neighbour), 0.5% and 0.8% empty; noise at every
+# level 2.2% and 2.5% impure but 0.9% and 1.4% empty; noise from level 3 down 1.4% and 2.3% impure, 0.7% and 0.8%
+# empty, FD / floor 8.6x and 13.6x against dpmpp-2m's 15.7x and 19.9x. On digits and mnist5k it changed nothing
+# measurable, so they keep the reference sampler.
 IMAGE_SAMPLERS = {"shapes": ("dpmpp-2m-sde", 20, {"s_tmax": 3.0})}
 
 
@@ -126,6 +127,7 @@ def default_sampler(spec: str) -> tuple[str, int, dict] | None:
     """The sampler, steps and options `spec`'s default pixel run (its default objective, no text) records as its
     own, where they are not IMAGE_SAMPLER's; None: IMAGE_SAMPLER's."""
     return IMAGE_SAMPLERS.get(spec)
+
 
 # no x0 clipping to [-1, 1] while sampling images: with dpmpp-2m at 20 steps and guidance in the interval
 # (1,000 samples), mnist5k's FD / floor fell from 3.22x to 2.97x, shapes' FD from 0.495 to 0.459, digits' moved

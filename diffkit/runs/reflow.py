@@ -5,6 +5,7 @@ were made) and samples without it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import ObjectiveConfig, ParentConfig, RunConfig
@@ -12,6 +13,7 @@ from ..errors import ConfigError
 from ..sampling import SAMPLERS
 from ..training.distributed import Runtime, barrier
 from .pairs import cached_pairs, check_pairs
+from .pipeline import deterministic_own
 from .teachers import check_teacher, teacher_sha256
 from .train import train_run
 
@@ -33,6 +35,9 @@ def reflow_config(teacher, *, pairs: int = DEFAULT_PAIRS, sampler: str = "dpmpp-
     config.schedule = type(config.schedule)(num_timesteps=t_cfg.schedule.num_timesteps)
     config.train.steps = train_steps or t_cfg.train.steps
     config.train.seed = seed
+    own, own_steps = deterministic_own(t_cfg)  # a reflowed run samples deterministically (not shapes' SDE)
+    config.sampling = replace(config.sampling, sampler=own, steps=own_steps,
+                              options=config.sampling.options if own == t_cfg.sampling.sampler else {})
     config.parent = ParentConfig(kind="reflow", path=str(Path(teacher).resolve()), sha256=teacher_sha256(teacher),
                                  pairs=pairs, sampler=sampler, steps=steps, guidance=guidance, seed=seed)
     return config.validate()

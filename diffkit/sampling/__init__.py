@@ -39,26 +39,28 @@ class SamplerSpec:
                                 # DDPM over all T steps is the reference every other sampler is measured against)
     narrowed: bool = False      # on continuous grids, default noise range `ode_sigma_range(steps)` (DPM-Solver++)
     nfe: Callable[..., float] = lambda **options: 1.0  # network evaluations per grid step
+    stochastic: bool = False    # draws fresh noise along the way (the same x_T need not give the same sample path)
 
 
 # uniform log-SNR for DPM-Solver (Lu et al. 2022, sec. 3.3), Karras sigmas for the Karras-style ODE /
 # ancestral samplers, trailing for the DDPM family
 SAMPLER_TABLE: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(sample_ddpm, None, "trailing", capped=False),
+    "ddpm": SamplerSpec(sample_ddpm, None, "trailing", capped=False, stochastic=True),
     "ddim": SamplerSpec(sample_ddim, 50, "trailing"),
     "dpmpp-2m": SamplerSpec(sample_dpmpp_2m, 20, "logsnr", narrowed=True),
     "dpmpp-3m": SamplerSpec(sample_dpmpp_3m, 20, "logsnr", narrowed=True),
-    "dpmpp-2m-sde": SamplerSpec(sample_dpmpp_2m_sde, 30, "logsnr", narrowed=True),
+    "dpmpp-2m-sde": SamplerSpec(sample_dpmpp_2m_sde, 30, "logsnr", narrowed=True, stochastic=True),
     "euler": SamplerSpec(sample_euler, 50, "karras"),
     "heun": SamplerSpec(sample_heun, 25, "karras", nfe=lambda **o: 2.0),  # 2 per step, 1 on the last
-    "euler-a": SamplerSpec(sample_euler_a, 50, "karras"),
-    "langevin": SamplerSpec(sample_langevin, 200, "trailing", capped=False,
+    "euler-a": SamplerSpec(sample_euler_a, 50, "karras", stochastic=True),
+    "langevin": SamplerSpec(sample_langevin, 200, "trailing", capped=False, stochastic=True,
                             nfe=lambda **o: 1.0 + o.get("corrector_steps", 1)),
-    "consistency": SamplerSpec(sample_consistency, 2, "renoise"),  # consistency students (Song et al. 2023)
+    "consistency": SamplerSpec(sample_consistency, 2, "renoise", stochastic=True),  # consistency students (Song et al. 2023)
 }
 SAMPLERS = {name: spec.fn for name, spec in SAMPLER_TABLE.items()}
 UNCAPPED = tuple(name for name, spec in SAMPLER_TABLE.items() if not spec.capped)
 NARROWED = tuple(name for name, spec in SAMPLER_TABLE.items() if spec.narrowed)
+STOCHASTIC = tuple(name for name, spec in SAMPLER_TABLE.items() if spec.stochastic)
 _COMMON = {"generator", "callback", "hook", "cond"}
 
 
@@ -124,6 +126,6 @@ def nfe_per_step(name: str, **options) -> float:
     return SAMPLER_TABLE[name].nfe(**options)
 
 
-__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "narrowed_spacing", "nfe_per_step", "ode_sigma_range", "sample", "sampler_grid",
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "STOCHASTIC", "SamplerSpec", "StepRecord", "SPACINGS", "get_sampler", "make_grid", "narrowed_spacing", "nfe_per_step", "ode_sigma_range", "sample", "sampler_grid",
            "sampler_options",
            "timesteps", *(f.__name__ for f in SAMPLERS.values())]

@@ -26,11 +26,12 @@ def check_eta(eta) -> float:
 
 
 def check_s_tmax(s_tmax) -> None:
-    """s_tmax (the highest level a stochastic step injects noise at, sigma_ve): None or a number > 0."""
+    """s_tmax (the highest level a stochastic step injects noise at, sigma_ve): None or inf (every step) or a
+    number > 0."""
     if s_tmax is not None and not (isinstance(s_tmax, (int, float)) and not isinstance(s_tmax, bool)
-                                   and math.isfinite(s_tmax) and s_tmax > 0):
-        raise ConfigError(f"s_tmax (the highest noise level that gets fresh noise, sigma_ve) must be a finite "
-                          f"number > 0, got {s_tmax!r}")
+                                   and s_tmax > 0):  # nan fails the comparison
+        raise ConfigError(f"s_tmax (the highest noise level that gets fresh noise, sigma_ve) must be a number > 0 "
+                          f"(inf: every step), got {s_tmax!r}")
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def sample_dpmpp_2m_sde(denoiser, x, timesteps, *, generator=None, callback=None
     x' = (sigma'/sigma) e^{-h} x + alpha' (1 - e^{-2h}) (x0 + D1 / 2) + sigma' sqrt(1 - e^{-2h}) z,
     with eta scaling the injected noise (h -> (1 + eta) h in the decay; eta = 0 gives 2M).
     s_tmax: inject noise only on steps that start at a level sigma_ve <= s_tmax, the others being 2M steps (the
-    range of EDM's stochastic sampler, Karras et al. 2022, Algorithm 2, S_tmax); None: on every step."""
+    range of EDM's stochastic sampler, Karras et al. 2022, Algorithm 2, S_tmax); None or inf: on every step."""
     check_eta(eta)
     check_s_tmax(s_tmax)
     lv = grid_levels(denoiser.schedule, timesteps)
