@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import ObjectiveConfig, ParentConfig, RunConfig
 from ..errors import ConfigError
-from ..sampling import SAMPLERS
+from ..sampling import SAMPLERS, STOCHASTIC
 from ..training.distributed import Runtime, barrier
 from .pairs import cached_pairs, check_pairs
 from .pipeline import deterministic_own
@@ -25,9 +25,9 @@ def reflow_config(teacher, *, pairs: int = DEFAULT_PAIRS, sampler: str = "dpmpp-
     """The student's whole config: the teacher's data, network, fitted statistics and sampling defaults; the flow
     objective with uniform times (as Liu et al.); the teacher recorded as its parent."""
     t_cfg = check_teacher(teacher, "reflow", guidance)
-    if sampler not in SAMPLERS or sampler in ("ddpm", "euler-a", "dpmpp-2m-sde", "langevin"):
+    if sampler not in SAMPLERS or sampler in STOCHASTIC:
         raise ConfigError(f"the pairs come from the teacher's deterministic ODE; --sampler {sampler} is not one of: "
-                          "ddim, dpmpp-2m, dpmpp-3m, euler, heun")
+                          f"{', '.join(s for s in SAMPLERS if s not in STOCHASTIC)}")
     check_pairs(pairs, t_cfg.fitted.shape)
     config = RunConfig.from_dict(t_cfg.to_dict())
     config.objective = ObjectiveConfig(name="flow", time_dist="uniform", sigma_data=t_cfg.objective.sigma_data)
