@@ -128,7 +128,7 @@ def assert_gaussian(x, m=M, s=S, k=5.0, mean_tol=0.0, std_tol=0.0):
     se_mean, se_std = s / math.sqrt(n), s / math.sqrt(2 * n)
     assert bool(((x.mean(0) - m).abs() < k * se_mean + mean_tol).all()), (x.mean(0), m)
     assert bool(((x.std(0) - s).abs() < k * se_std + std_tol).all()), (x.std(0), s)
-    assert float(((x - m).abs() / s).max()) < 6.0, "outliers: max |x - m| / s = %.1f" % float(((x - m).abs() / s).max())
+    assert float(((x - m).abs() / s).max()) < 6.0, f"outliers: max |x - m| / s = {float(((x - m).abs() / s).max()):.1f}"
 
 
 # 1. every sampler reproduces the data law at a generous step count ---------------------

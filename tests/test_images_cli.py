@@ -93,7 +93,7 @@ def test_callback_stops_training_after_a_checkpoint(tmp_path):
     summary = train_run(cfg, tmp_path / "r", progress=False,
                         callback=lambda rec: losses.append(float(rec.loss)) or rec.step == 7)
     assert summary["final_step"] == 7 and len(losses) == 7 and all(np.isfinite(losses))
-    meta = json.loads(open(tmp_path / "r" / "model.safetensors", "rb").read()[8:].split(b"}}", 1)[0] + b"}}")
+    meta = json.loads((tmp_path / "r" / "model.safetensors").read_bytes()[8:].split(b"}}", 1)[0] + b"}}")
     assert '"step": "7"' in meta["__metadata__"]["diffkit"]
 
 

@@ -151,7 +151,7 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
             "options": {k: None if v == float("inf") else v  # inf (no limit) as null: strict JSON, the same meaning
-                        for k, v in {**own_options(run.config, a.sampler), **sampler_options(a)}.items()},
+                        for k, v in own_options(run.config, a.sampler, sampler_options(a)).items()},
             "precision": run.precision,
             "noise": str(Path(a.noise).resolve()) if a.noise else None,
             "diffkit": __version__}

@@ -162,8 +162,8 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         sampler = "ddim"  # RePaint's loop is one of ddim's or ddpm's steps, whatever the run's own sampler (a
         # student's own steps are its training's: it is refused below, by name, unless one is asked for)
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
-                           guidance_interval=guidance_interval, prompt=prompt, negative=negative)
-    options = {**job.options, **options}  # the run's own sampler's options, those given overriding them
+                           guidance_interval=guidance_interval, prompt=prompt, negative=negative, options=options)
+    options = dict(job.options)  # the run's own sampler's options and those given (grid options popped below)
     schedule, noise = job.denoiser.schedule, job.x_T
     if strength == 0.0 and run.decoder is not None:
         return inputs.copy()  # nothing to sample; the VAE's round trip would change the input

@@ -66,7 +66,7 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
         sampler, own_steps = deterministic_own(run.config)
         steps = own_steps if steps is None else steps
     job = prepare_sampling(run, n, sampler, steps, seed=seed, cond=cond, guidance=guidance, prompt=prompt,
-                           noise=noise.numpy())
+                           noise=noise.numpy(), options=options)
     labels = job.cond
     if classes is not None and registry.kind_of(run.config.network).startswith("diffusers"):
         raise ConfigError("blending two classes blends their embeddings, which an imported diffusers U-Net does not "
@@ -86,5 +86,5 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
         mask[0], mask[-1] = p["mask"][0], q["mask"][-1]
         labels = {"tokens": (1 - w) * p["tokens"] + w * q["tokens"], "mask": mask}
     x = run_sampler(job.denoiser, job.x_T, job.sampler, job.steps, spacing or run.config.sampling.spacing,
-                    generator=job.generator, cond=labels, **{**job.options, **options})
+                    generator=job.generator, cond=labels, **job.options)
     return to_data(run, x)

@@ -201,10 +201,10 @@ def sample_run(run: Run | str | Path, n: int, sampler: str | None = None, steps:
     """
     job = prepare_sampling(run, n, sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, device=device, precision=precision, prompt=prompt,
-                           negative=negative, noise=noise)
+                           negative=negative, noise=noise, options=options)
     spacing = spacing or job.run.config.sampling.spacing
     x = run_sampler(job.denoiser, job.x_T, job.sampler, job.steps, spacing, generator=job.generator, callback=callback,
-                    cond=job.cond, **{**job.options, **options})
+                    cond=job.cond, **job.options)
     return to_data(job.run, x)
 
 
@@ -221,13 +221,13 @@ class Job:
     cond: object
     generator: torch.Generator
     x_T: torch.Tensor
-    options: dict = dataclasses.field(default_factory=dict)  # the run's own sampler options (own_options)
+    options: dict = dataclasses.field(default_factory=dict)  # the sampler's options (own_options: the run's + given)
 
 
 def prepare_sampling(run: Run | str | Path, n: int, sampler: str | None, steps: int | None, *, seed: int = 0,
                      clip: bool | None = None, cond=None, guidance: float | None = None,
                      guidance_interval: Interval | Default = RUN_DEFAULT, device=None, precision: str | None = None,
-                     prompt=None, negative=None, noise=None) -> Job:
+                     prompt=None, negative=None, noise=None, options: dict | None = None) -> Job:
     """Everything sample_run (and editing, runs/edit.py) settles before the sampler runs: see sample_run."""
     if not isinstance(run, Run):
         run = load_run(run, device=device, precision=precision or "auto")
@@ -247,7 +247,8 @@ def prepare_sampling(run: Run | str | Path, n: int, sampler: str | None, steps: 
     check_sample_memory(n, shape)
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same x_T and noise on every device
     x_T = randn((n, *shape), g, device=device) if noise is None else given_noise(noise, (n, *shape), device)
-    return Job(run, denoiser, sampler, steps, to_device(labels, device), g, x_T, own_options(run.config, sampler))
+    return Job(run, denoiser, sampler, steps, to_device(labels, device), g, x_T,
+               own_options(run.config, sampler, options))
 
 
 def given_noise(noise, shape: tuple, device) -> torch.Tensor:
@@ -294,10 +295,11 @@ def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guid
     return sampler, steps
 
 
-def own_options(config: RunConfig, sampler: str) -> dict:
-    """The options the run records for its own sampler (config.sampling.options) when `sampler` is that sampler, else
-    none: options given with the sampling call override them one by one."""
-    return dict(config.sampling.options) if sampler == (config.sampling.sampler or "ddim") else {}
+def own_options(config: RunConfig, sampler: str, given: dict | None = None) -> dict:
+    """The sampler options a call runs with: those the run records for its own sampler (config.sampling.options)
+    when `sampler` is that sampler, overridden one by one by those `given` with the call."""
+    recorded = config.sampling.options if sampler == (config.sampling.sampler or "ddim") else {}
+    return {**recorded, **(given or {})}
 
 
 def deterministic_own(config: RunConfig) -> tuple[str | None, int | None]:
