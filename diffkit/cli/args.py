@@ -131,6 +131,10 @@ def _network_args(t) -> None:
                         "1,2 (default: every level; the mid block always has it)")
     t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
                    help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
+    t.add_argument("--attention-keys", type=positive_int("--attention-keys", minimum=0),
+                   help="images: self-attention's keys and values average-pooled (2x2, 4x4, ...) to at most this "
+                        "many positions, each query still seeing the whole map (0: every position; default 64 on 32 px "
+                        "and larger images, as measured on shapes)")
     t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
 
 
@@ -223,8 +227,9 @@ def _distill_parser(sub) -> None:
                         "(Meng et al. 2023) and samples at any w in [LO, HI] in one call per step (`sample "
                         "--guidance W`; default the midpoint); instead of --guidance")
     d.add_argument("--train-steps", type=positive_int("--train-steps"),
-                   help="the student's optimizer steps (default: progressive, a sixth of the teacher's per halving "
-                        "round; consistency, half the teacher's)")
+                   help="the student's optimizer steps (default: progressive, per halving round a seventh of an "
+                        "image teacher's steps, a ninth of a points teacher's; consistency, 0.3 of an image "
+                        "teacher's, half a points teacher's)")
     d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
     _derived_run_args(d, "student")
 

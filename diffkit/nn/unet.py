@@ -31,6 +31,8 @@ class UNetConfig:
     num_res_blocks: int = 1         # residual blocks per level on the way down (one more on the way up)
     attention_levels: tuple = ()    # levels with self-attention after each residual block (mid block: always)
     head_channels: int = 32         # channels per attention head
+    attention_keys: int = 0         # > 0: self-attention's keys and values average-pooled by 2, 4, ... to at most
+                                    # this many positions (SelfAttention); 0: every position
     dropout: float = 0.0
     groups: int = 8                 # GroupNorm groups (Wu & He 2018)
     embed_mult: int = 4             # time-embedding width = channels * embed_mult
@@ -85,6 +87,10 @@ class UNetConfig:
             if any(not 0 <= a < self.levels for a in getattr(self, name) or ()):
                 raise ConfigError(f"{name.replace('_', ' ')} must be in 0..{self.levels - 1}, got "
                                   f"{list(getattr(self, name))}")
+        if isinstance(self.attention_keys, bool) or not isinstance(self.attention_keys, int) \
+                or self.attention_keys < 0:
+            raise ConfigError(f"attention_keys is the most positions self-attention's keys are pooled to, a positive "
+                              f"integer (0: every position), got {self.attention_keys!r}")
         if self.context_dim < 0:
             raise ConfigError(f"context_dim is the token width of a text encoder (0: no text), got {self.context_dim}")
         if not 0 <= self.dropout < 1:
@@ -153,19 +159,39 @@ class ResBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H x W positions (Vaswani et al. 2017), pre-norm, residual."""
+    """Multi-head self-attention over the H x W positions (Vaswani et al. 2017), pre-norm, residual.
+
+    cfg.attention_keys > 0: where the map has more positions than that, every query attends to keys and values
+    average-pooled over r x r windows (r = 2, 4, ...: the smallest that leaves at most that many), the linear
+    spatial-reduction attention of PVT v2 (Wang et al. 2022, sec. 3.1). Its scores cost r^2 times less; each
+    query still sees the whole map. Same parameters as the full attention."""
 
     def __init__(self, cfg: UNetConfig, ch: int):
         super().__init__()
-        self.heads = heads(cfg, ch)
+        self.heads, self.keys = heads(cfg, ch), cfg.attention_keys
         self.norm, self.qkv = _norm(cfg, ch), nn.Conv2d(ch, 3 * ch, 1)
         self.out = _zero(nn.Conv2d(ch, ch, 1))
 
     def forward(self, x, emb=None):
         B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        qkv = self.qkv(self.norm(x))
+        r = key_pool(H, W, self.keys)
+        if r == 1:
+            q, k, v = qkv.reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        else:
+            q = qkv[:, :C].reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)
+            kv = F.avg_pool2d(qkv[:, C:], r, ceil_mode=True)  # a 1x1 conv's output pooled = the pooled input's
+            k, v = kv.reshape(B, 2, self.heads, C // self.heads, -1).transpose(-1, -2).unbind(1)
         h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C / heads]
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+def key_pool(H: int, W: int, keys: int) -> int:
+    """The pooling window r (1, 2, 4, ...) that leaves at most `keys` positions of an H x W map (0: 1, no pooling)."""
+    r = 1
+    while keys and -(-H // r) * -(-W // r) > keys:
+        r *= 2
+    return r
 
 
 class Downsample(nn.Module):

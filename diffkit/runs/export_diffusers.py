@@ -53,6 +53,9 @@ def unet2d_config(network: UNet, shape, run_dir="the run") -> dict:
     widths = [cfg.channels * m for m in cfg.channel_mult]
     if cfg.context_dim or cfg.guidance_embed:
         raise _refuse(run_dir, "it reads text tokens or a guidance scale, which UNet2DModel does not take")
+    if cfg.attention_keys:
+        raise _refuse(run_dir, f"its self-attention pools keys and values to at most {cfg.attention_keys} positions "
+                               "(--attention-keys), UNet2DModel's attends to every position")
     if cfg.embed_mult != 4 or cfg.num_timesteps != 1000:
         raise _refuse(run_dir, "UNet2DModel's time embedding is 4x the first width over 1000 timesteps, this one "
                                f"{cfg.embed_mult}x over {cfg.num_timesteps}")

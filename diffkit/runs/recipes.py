@@ -38,6 +38,7 @@ TRAIN_FLAGS = {
     "patch_size": ("network.patch_size",),
     "channels": ("network.channels",), "channel_mult": ("network.channel_mult",),
     "res_blocks": ("network.num_res_blocks",), "attention": ("network.attention_levels",),
+    "attention_keys": ("network.attention_keys",),
     "cross_attention": ("network.cross_attention_levels",), "dropout": ("network.dropout",),
     "schedule": ("schedule.name",), "timesteps": ("schedule.num_timesteps",),
     "zero_terminal_snr": ("schedule.zero_terminal_snr",), "prediction": ("prediction",),
@@ -57,7 +58,8 @@ VAE_FLAGS = {
 HOW_FLAGS = ("precision", "threads")
 # the U-Net's flags -> UNetConfig fields
 UNET_FIELDS = {"channels": "channels", "channel_mult": "channel_mult", "res_blocks": "num_res_blocks",
-               "attention": "attention_levels", "cross_attention": "cross_attention_levels", "dropout": "dropout"}
+               "attention": "attention_levels", "attention_keys": "attention_keys",
+               "cross_attention": "cross_attention_levels", "dropout": "dropout"}
 TRAIN_FIELDS = ("steps", "batch_size", "lr", "seed", "p_uncond", "checkpoint_every", "keep_checkpoints", *HOW_FLAGS)
 
 
