@@ -1,7 +1,8 @@
 """`--attention-keys N` (UNetConfig.attention_keys): self-attention whose keys and values are average-pooled to at
-most N positions (PVT v2's linear spatial-reduction attention). It is the full attention where the map is small
-enough or piecewise constant over the pooling windows, costs fewer FLOPs where it pools, and travels through
-training, the config and the ONNX export; diffusers' UNet2DModel, which attends to every position, refuses it."""
+most N positions (PVT v2's linear spatial-reduction attention), the default of the 32 px preset. It is the full
+attention where the map is small enough or piecewise constant over the pooling windows (partial edge windows
+included), costs fewer FLOPs where it pools, and travels through training, the config, the ONNX export and the
+diffusers export (a UNet2DModel subclass shipped in the folder, loaded with trust_remote_code=True)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,10 @@ from test_images_cli import TINY_FLAGS, assert_user_error
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffkit.errors import ConfigError
+from diffkit.nn.registry import network_from_dict
 from diffkit.nn.unet import SelfAttention, UNet, UNetConfig, key_pool
+from diffkit.runs import sample_run, train_config
+from diffkit.runs.presets import unet_preset
 
 CFG = UNetConfig(in_channels=3, channels=16, channel_mult=(1, 2), attention_levels=(0, 1), head_channels=8)
 
@@ -52,13 +57,15 @@ def test_pooled_attention_is_the_formula_and_the_full_one_where_nothing_pools():
         assert not torch.allclose(pooled(x), full(x), atol=1e-3)
 
 
-def test_on_a_map_constant_over_the_windows_pooling_changes_nothing():
-    # four equal keys weigh as one key with log 4 added to every score: the softmax is unchanged
-    coarse = torch.randn(3, 16, 4, 4)
-    x = F.interpolate(coarse, scale_factor=2.0, mode="nearest")
-    full, pooled = attention(0, seed=1), attention(16, seed=1)
+@pytest.mark.parametrize("side, keys", [(8, 16), (7, 16), (6, 4)])
+def test_on_a_map_constant_over_the_windows_pooling_changes_nothing(side, keys):
+    # n equal keys weigh as one key with log n added to its score: the softmax is unchanged, partial windows too
+    r = key_pool(side, side, keys)
+    coarse = torch.randn(3, 16, -(-side // r), -(-side // r))
+    x = coarse.repeat_interleave(r, dim=2).repeat_interleave(r, dim=3)[..., :side, :side]
+    full, pooled = attention(0, seed=1), attention(keys, seed=1)
     with torch.no_grad():
-        assert torch.allclose(pooled(x), full(x), atol=1e-5)
+        assert r > 1 and torch.allclose(pooled(x), full(x), atol=1e-5), (side, r)
 
 
 def test_it_costs_fewer_flops_and_the_config_checks_it():
@@ -68,12 +75,14 @@ def test_it_costs_fewer_flops_and_the_config_checks_it():
         return counter.get_total_flops()
 
     assert flops(64) < 0.8 * flops(0)
+    full, pooled = (dataclasses.replace(CFG, attention_keys=k) for k in (0, 64))
+    assert pooled.activation_floats((3, 32, 32)) < full.activation_floats((3, 32, 32))  # the memory check knows
     for bad in (-1, 2.5, True):
         with pytest.raises(ConfigError, match="attention_keys"):
             dataclasses.replace(CFG, attention_keys=bad).check()
 
 
-def test_the_flag_trains_exports_to_onnx_and_is_refused_where_it_does_not_map(tmp_path, capsys):
+def test_the_flag_trains_exports_to_onnx_and_bad_values_are_refused(tmp_path, capsys):
     out = tmp_path / "r"
     code, _, err = run(["train", "--data", "digits", "--out", out, "--steps", "4", "--attention-keys", "4",
                         *TINY_FLAGS], capsys)
@@ -82,11 +91,37 @@ def test_the_flag_trains_exports_to_onnx_and_is_refused_where_it_does_not_map(tm
     code, _, err = run(["export", "--run", out, "--out", tmp_path / "onnx", "--steps", "4"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "onnx" / "plan.json").read_text())["onnx_vs_torch"] <= 1e-4
-    code, _, err = run(["export", "--run", out, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)
-    assert_user_error(code, err, "pools keys and values to at most 4 positions")
-    assert not (tmp_path / "pipe").exists()
     for flags, fragment in [(["--attention-keys", "-1"], "--attention-keys must be an integer >= 0"),
                             (["--attention-keys", "8", "--net", "dit"], "shape the U-Net")]:
         code, _, err = run(["train", "--data", "digits", "--out", tmp_path / "bad", *flags], capsys)
         assert_user_error(code, err, fragment)
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_preset_pools_from_32_px_and_an_older_config_attends_everywhere():
+    assert unet_preset((3, 32, 32), 3).attention_keys == 64 and unet_preset((3, 64, 64)).attention_keys == 64
+    assert unet_preset((1, 28, 28), 10).attention_keys == 0 and unet_preset((1, 8, 8)).attention_keys == 0
+    assert train_config({"data": "shapes", "cond": True, "attention_keys": 0}).network.attention_keys == 0
+    old = {k: v for k, v in dataclasses.asdict(CFG).items() if k != "attention_keys"}  # before the field
+    assert network_from_dict({"kind": "unet", **old}).attention_keys == 0
+
+
+def test_a_pooled_run_exports_to_a_diffusers_folder_that_samples_its_images(tmp_path, capsys):
+    from diffusers import DiffusionPipeline
+
+    out, folder = tmp_path / "r", tmp_path / "pipe"
+    code, _, err = run(["train", "--data", "digits", "--objective", "flow", "--out", out, "--steps", "6",
+                        "--channels", "32", "--attention", "0,1", "--attention-keys", "16", "--quiet"], capsys)
+    assert code == 0, err
+    code, printed, err = run(["export", "--run", out, "--format", "diffusers", "--out", folder], capsys)
+    assert code == 0 and "unet/: PooledUNet2DModel" in printed and "trust_remote_code=True" in printed, err
+    with pytest.raises(ValueError):  # diffusers runs the folder's code only when asked to
+        DiffusionPipeline.from_pretrained(folder)
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.unet).__name__ == "PooledUNet2DModel" and pipe.unet.config.attention_keys == 16
+    theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(5), num_inference_steps=8,
+                  output_type="np").images
+    noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(5))  # as diffusers' randn_tensor
+    ours = sample_run(out, 4, "euler", 8, noise=noise.numpy(), spacing="diffusers-linspace", precision="fp32")
+    assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4 and theirs.std() > 0.01

@@ -16,14 +16,21 @@ from test_images_cli import TINY_FLAGS, assert_user_error
 
 from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.runs import load_run, sample_run
+from diffkit.runs.diffusers_pooled_unet import PooledUNet2DModel
 from diffkit.runs.export_diffusers import unet2d_config, unet2d_weights
 
-SHAPES = {  # the digits, 28x28 and 32x32 presets (attention at the lowest level; at 16, 8 and 4 px), more blocks
+SHAPES = {  # the digits, 28x28 and 32x32 presets (attention at the lowest level; at 16, 8 and 4 px, its keys pooled to
+    # 64 positions as the preset does, and every position attended), keys pooled on a 7x7 map (partial windows), more
+    # blocks
     "digits": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 2), num_classes=10), (1, 8, 8)),
     "mnist5k": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 1, 2), attention_levels=(2,),
                            num_classes=10), (1, 28, 28)),
     "shapes": (UNetConfig(in_channels=3, channels=32, channel_mult=(1, 1, 2, 2), attention_levels=(1, 2, 3),
-                          num_classes=10), (3, 32, 32)),
+                          attention_keys=64, num_classes=10), (3, 32, 32)),
+    "shapes-full": (UNetConfig(in_channels=3, channels=32, channel_mult=(1, 1, 2, 2), attention_levels=(1, 2, 3),
+                               num_classes=10), (3, 32, 32)),
+    "pooled-7x7": (UNetConfig(in_channels=1, channels=32, channel_mult=(1, 1, 2), attention_levels=(2,),
+                              attention_keys=16), (1, 28, 28)),
     "rgb": (UNetConfig(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(0, 1),
                        head_channels=8, groups=4), (3, 16, 16)),
 }
@@ -38,7 +45,9 @@ def test_every_weight_maps_onto_unet2dmodel(name):
         for p in ours.parameters():  # every weight random (the zero-initialised output layers too)
             p.normal_(0, 0.2)
     config = unet2d_config(ours, shape)
-    theirs = diffusers.UNet2DModel(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
+    model = PooledUNet2DModel if cfg.attention_keys else diffusers.UNet2DModel  # the export's custom component
+    assert config.get("_class_name", "UNet2DModel") == model.__name__
+    theirs = model(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
     theirs.load_state_dict(unet2d_weights(ours), strict=True)  # every key on both sides
     x, t = torch.randn(5, *shape), torch.tensor([0.0, 3.0, 250.0, 640.0, 999.0])
     labels = torch.tensor([0, 4, 9, 10, 2]) if cfg.num_classes else None  # 10: the null class

@@ -131,10 +131,10 @@ def _network_args(t) -> None:
                         "1,2 (default: every level; the mid block always has it)")
     t.add_argument("--attention", type=int_tuple("--attention", allow_empty=True),
                    help="images: U-Net levels with self-attention, e.g. 2 or 1,2 ('' for none; the middle always has it)")
-    t.add_argument("--attention-keys", type=positive_int("--attention-keys", minimum=0),
+    t.add_argument("--attention-keys", type=non_negative_int("--attention-keys"),
                    help="images: self-attention's keys and values average-pooled (2x2, 4x4, ...) to at most this "
-                        "many positions, each query still seeing the whole map (0: every position; default 64 on 32 px "
-                        "and larger images, as measured on shapes)")
+                        "many positions, each query still seeing the whole map (0: every position; default 64 where the "
+                        "U-Net preset has four levels: 32 px and up, sides divisible by 8; measured on shapes)")
     t.add_argument("--dropout", type=finite_float("--dropout", 0.0), help="images: U-Net dropout rate")
 
 

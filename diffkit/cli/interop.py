@@ -52,6 +52,9 @@ def cmd_import(a) -> None:
 
 
 def cmd_export(a) -> None:
+    import json
+    from pathlib import Path
+
     from ..errors import ConfigError
     from ..runs.export import export_onnx
 
@@ -64,9 +67,12 @@ def cmd_export(a) -> None:
         s = export_diffusers(a.run, a.out)
         what = (f"{s['beta_schedule']} betas, {s['prediction_type']}, trailing timesteps" if "beta_schedule" in s
                 else "velocity, shift 1")
-        print(f"exported {a.run} -> {a.out}: a {PIPELINES[s['_class_name']]} folder (unet/: UNet2DModel, scheduler/: "
+        unet = json.loads((Path(a.out) / "unet" / "config.json").read_text())["_class_name"]
+        custom = unet != "UNet2DModel"  # a pooled-attention U-Net ships as a custom component
+        print(f"exported {a.run} -> {a.out}: a {PIPELINES[s['_class_name']]} folder (unet/: {unet}, scheduler/: "
               f"{s['_class_name']}, {what}; diffkit's same timesteps: --sampler {SPACINGS[s['_class_name']][0]} "
-              f"--spacing {SPACINGS[s['_class_name']][1]}), README.md")
+              f"--spacing {SPACINGS[s['_class_name']][1]}), README.md"
+              + ("; load it with from_pretrained(DIR, trust_remote_code=True)" if custom else ""))
         return
     if a.steps is not None and a.steps <= 0:
         raise ConfigError(f"--steps must be a positive integer, got {a.steps}")

@@ -58,7 +58,8 @@ class UNetConfig:
             total += 32 * (self.num_res_blocks + 1) * self.channels * mult * h * w // 2
             if level in self.attention_levels or level == self.levels - 1:
                 heads = max(1, self.channels * mult // self.head_channels)
-                total += 3 * heads * (h * w) ** 2
+                r = key_pool(h, w, self.attention_keys)
+                total += 3 * heads * h * w * (-(-h // r) * -(-w // r))  # queries x (pooled) keys
         return total
 
     def check_input(self, shape, what: str = "the data") -> None:
@@ -89,8 +90,8 @@ class UNetConfig:
                                   f"{list(getattr(self, name))}")
         if isinstance(self.attention_keys, bool) or not isinstance(self.attention_keys, int) \
                 or self.attention_keys < 0:
-            raise ConfigError(f"attention_keys is the most positions self-attention's keys are pooled to, a positive "
-                              f"integer (0: every position), got {self.attention_keys!r}")
+            raise ConfigError(f"attention_keys is the most positions self-attention's keys are pooled to, an integer "
+                              f">= 0 (0: every position), got {self.attention_keys!r}")
         if self.context_dim < 0:
             raise ConfigError(f"context_dim is the token width of a text encoder (0: no text), got {self.context_dim}")
         if not 0 <= self.dropout < 1:
@@ -164,7 +165,8 @@ class SelfAttention(nn.Module):
     cfg.attention_keys > 0: where the map has more positions than that, every query attends to keys and values
     average-pooled over r x r windows (r = 2, 4, ...: the smallest that leaves at most that many), the linear
     spatial-reduction attention of PVT v2 (Wang et al. 2022, sec. 3.1). Its scores cost r^2 times less; each
-    query still sees the whole map. Same parameters as the full attention."""
+    query still sees the whole map. Same parameters as the full attention. A partial window at the map's edge
+    weighs as its pixels (window_bias)."""
 
     def __init__(self, cfg: UNetConfig, ch: int):
         super().__init__()
@@ -176,13 +178,15 @@ class SelfAttention(nn.Module):
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x))
         r = key_pool(H, W, self.keys)
+        bias = None
         if r == 1:
             q, k, v = qkv.reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
         else:
             q = qkv[:, :C].reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)
             kv = F.avg_pool2d(qkv[:, C:], r, ceil_mode=True)  # a 1x1 conv's output pooled = the pooled input's
             k, v = kv.reshape(B, 2, self.heads, C // self.heads, -1).transpose(-1, -2).unbind(1)
-        h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C / heads]
+            bias = window_bias(H, W, r, q)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, heads, HW, C / heads]
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -192,6 +196,17 @@ def key_pool(H: int, W: int, keys: int) -> int:
     while keys and -(-H // r) * -(-W // r) > keys:
         r *= 2
     return r
+
+
+def window_bias(H: int, W: int, r: int, like: torch.Tensor) -> torch.Tensor | None:
+    """log(pixels in each r x r window) as an additive score bias [1, windows], where a map's side is not a multiple of
+    r (None where it is): a partial window at the edge then weighs as its pixels would with every position
+    attended (n equal keys score as one key plus log n), so pooled attention is full attention over the window
+    means."""
+    if not (H % r or W % r):
+        return None
+    ones = torch.ones(1, 1, H, W, device=like.device)
+    return F.avg_pool2d(ones, r, ceil_mode=True, divisor_override=1).log().flatten(1).to(like.dtype)  # [1, windows]
 
 
 class Downsample(nn.Module):

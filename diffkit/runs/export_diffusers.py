@@ -11,7 +11,9 @@ takes the same ones); a flow run (shift 1) in a FlowMatchEulerDiscreteScheduler 
 euler --spacing diffusers-linspace`: tau = linspace(1, 1/T, K), and Euler in tau on the linear path is diffkit's
 step). Anything that does not map is refused by name: EDM runs, shifted flow runs, text and latent runs, a
 guidance-embedding student, a training length other than 1000 steps, widths whose GroupNorm groups or attention
-head widths differ between levels. A model card (README.md, huggingface_hub's ModelCard) says what the run is.
+head widths differ between levels. A run whose self-attention pools its keys (`--attention-keys`, the 32 px
+preset's default) is a UNet2DModel subclass shipped in the folder (runs/diffusers_pooled_unet.py), loaded with
+`trust_remote_code=True`. A model card (README.md, huggingface_hub's ModelCard) says what the run is.
 
 A class-conditional run's folder is a DDIMPipeline too: diffusers has no class-conditional pixel pipeline, so its
 UNet2DModel is called with `class_labels` (the null class `num_classes` for the unconditional half of guidance);
@@ -41,6 +43,9 @@ PIPELINES = {"DDIMScheduler": "DDIMPipeline", "FlowMatchEulerDiscreteScheduler":
 # the diffkit spacing that takes each scheduler's timesteps (FlowMatchEuler at shift 1: tau = linspace(1, 1/T, K))
 SPACINGS = {"DDIMScheduler": ("ddim", "diffusers-trailing"), "FlowMatchEulerDiscreteScheduler": ("euler",
                                                                                                    "diffusers-linspace")}
+# a run whose self-attention pools its keys (--attention-keys) ships its U-Net as a custom component: this module's
+# file, copied into unet/, defines UNet2DModel with a pooling attention processor (load with trust_remote_code=True)
+POOLED_MODULE, POOLED_CLASS = "diffusers_pooled_unet", "PooledUNet2DModel"
 
 
 def _refuse(run_dir, why: str) -> ConfigError:
@@ -53,9 +58,6 @@ def unet2d_config(network: UNet, shape, run_dir="the run") -> dict:
     widths = [cfg.channels * m for m in cfg.channel_mult]
     if cfg.context_dim or cfg.guidance_embed:
         raise _refuse(run_dir, "it reads text tokens or a guidance scale, which UNet2DModel does not take")
-    if cfg.attention_keys:
-        raise _refuse(run_dir, f"its self-attention pools keys and values to at most {cfg.attention_keys} positions "
-                               "(--attention-keys), UNet2DModel's attends to every position")
     if cfg.embed_mult != 4 or cfg.num_timesteps != 1000:
         raise _refuse(run_dir, "UNet2DModel's time embedding is 4x the first width over 1000 timesteps, this one "
                                f"{cfg.embed_mult}x over {cfg.num_timesteps}")
@@ -75,7 +77,8 @@ def unet2d_config(network: UNet, shape, run_dir="the run") -> dict:
             "act_fn": "silu", "attention_head_dim": head_widths.pop(), "norm_num_groups": cfg.groups,
             "attn_norm_num_groups": cfg.groups, "norm_eps": 1e-5, "resnet_time_scale_shift": "scale_shift",
             "add_attention": True, "class_embed_type": None,
-            "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None}
+            "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None,
+            **({"_class_name": POOLED_CLASS, "attention_keys": cfg.attention_keys} if cfg.attention_keys else {})}
 
 
 def _resnet(state: dict, ours: str, theirs: str, out: dict) -> None:
@@ -170,6 +173,12 @@ def model_card(config, run_dir: Path, classes: int, scheduler: str) -> str:
     cond = (f"class-conditional ({classes} classes; class id {classes} is the null class that classifier-free "
             "guidance uses)") if classes else "unconditional"
     sampler, spacing = SPACINGS[scheduler]
+    unet = ("a UNet2DModel holding diffkit's U-Net weights, mapped one to one (no retraining, no approximation)."
+            if not config.network.attention_keys else
+            f"a {POOLED_CLASS}, UNet2DModel whose self-attention pools its keys and values to at most "
+            f"{config.network.attention_keys} positions as diffkit's does ({POOLED_MODULE}.py, in the folder), "
+            "holding diffkit's U-Net weights mapped one to one. Load the pipeline with "
+            "`DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`.")
     text = f"""---
 library_name: diffusers
 tags: [diffkit, unconditional-image-generation]
@@ -180,7 +189,7 @@ A {cond} {shape} image model, `{config.data.spec}`, trained by diffkit ({config.
 {config.schedule.name} schedule, {config.prediction} prediction) for {trained}; exported with
 `diffkit export --run {run_dir.name} --format diffusers`.
 
-- `unet/`: a UNet2DModel holding diffkit's U-Net weights, mapped one to one (no retraining, no approximation).
+- `unet/`: {unet}
 - `scheduler/`: a {scheduler}; diffkit samples the same timesteps with
   `diffkit sample --sampler {sampler} --spacing {spacing}`.
 - Pixels: the model works in [-1, 1]; the pipeline's output in [0, 1] is (x + 1) / 2.
@@ -203,9 +212,13 @@ def export_diffusers(run_dir, out) -> dict:
                                "which the export does not write yet")
     unet = unet2d_config(run.network, config.fitted.shape, run_dir)
     scheduler = scheduler_config(config, run_dir)
+    pooled = bool(config.network.attention_keys)  # a custom component: UNet2DModel attends to every position
     index = {"_class_name": PIPELINES[scheduler["_class_name"]], "_diffusers_version": _diffusers_version(),
-             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", scheduler["_class_name"]]}
+             "unet": [POOLED_MODULE, POOLED_CLASS] if pooled else ["diffusers", "UNet2DModel"],
+             "scheduler": ["diffusers", scheduler["_class_name"]]}
     files = {"model_index.json": json.dumps(index, indent=2).encode(),
+             **({f"unet/{POOLED_MODULE}.py": (Path(__file__).parent / f"{POOLED_MODULE}.py").read_bytes()}
+                if pooled else {}),
              "unet/config.json": json.dumps(unet, indent=2).encode(),
              f"unet/{WEIGHTS}": safetensors_bytes({k: v.clone() for k, v in unet2d_weights(run.network).items()},
                                                        {"format": "pt"}),
