@@ -39,7 +39,8 @@ HEAVY = {"transformers", "fastapi", "uvicorn", "diffusers", "onnx", "onnxruntime
 HEAVY_AT_TOP = {"diffkit.lab.app", "diffkit.lab.explain", "diffkit.lab.job_routes", "diffkit.lab.requests",
                 "diffkit.lab.sampling_routes", "diffkit.lab.guard", "diffkit.lab.playground", "diffkit.lab.uploads",
                 # may import HEAVY at top level (they are only imported lazily)
-                "diffkit.runs.onnx_sample"}  # never imported: `diffkit export` copies it beside network.onnx
+                "diffkit.runs.onnx_sample",  # never imported: `diffkit export` copies it beside network.onnx
+                "diffkit.runs.diffusers_pooled_unet"}  # never imported: copied into an exported pipeline's unet/
 
 
 # --- the checker ---------------------------------------------------------------------------------------
