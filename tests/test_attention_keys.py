@@ -125,3 +125,18 @@ def test_a_pooled_run_exports_to_a_diffusers_folder_that_samples_its_images(tmp_
     noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(5))  # as diffusers' randn_tensor
     ours = sample_run(out, 4, "euler", 8, noise=noise.numpy(), spacing="diffusers-linspace", precision="fp32")
     assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4 and theirs.std() > 0.01
+
+
+def test_partial_windows_export_to_onnx(tmp_path):
+    import onnxruntime as ort
+
+    layer, x = attention(16, seed=2), torch.randn(2, 16, 7, 7)  # 7x7 pooled 2x2: windows of 4, 2 and 1 pixels
+    path = tmp_path / "attention.onnx"
+    torch.onnx.export(layer, (x,), str(path), input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}},
+                      dynamo=False)
+    session = ort.InferenceSession(str(path))
+    for batch in (2, 3):
+        x = torch.randn(batch, 16, 7, 7)
+        with torch.no_grad():
+            want = layer(x).numpy()
+        assert np.abs(session.run(None, {"x": x.numpy()})[0] - want).max() <= 1e-4

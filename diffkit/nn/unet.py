@@ -205,8 +205,9 @@ def window_bias(H: int, W: int, r: int, like: torch.Tensor) -> torch.Tensor | No
     means."""
     if not (H % r or W % r):
         return None
-    ones = torch.ones(1, 1, H, W, device=like.device)
-    return F.avg_pool2d(ones, r, ceil_mode=True, divisor_override=1).log().flatten(1).to(like.dtype)  # [1, windows]
+    rows, cols = ([r] * (n // r) + [n % r] * bool(n % r) for n in (H, W))  # the windows' heights and widths
+    counts = [a * b for a in rows for b in cols]  # row-major, as avg_pool2d's windows flatten
+    return torch.tensor(counts, dtype=torch.float32, device=like.device).log()[None].to(like.dtype)  # [1, windows]
 
 
 class Downsample(nn.Module):

@@ -49,9 +49,10 @@ class PooledAttnProcessor:
                 return F.avg_pool2d(a, r, ceil_mode=True).flatten(2).transpose(1, 2)
 
             key, value = pool(key), pool(value)
-            if height % r or width % r:
-                ones = torch.ones(1, 1, height, width, device=query.device)
-                bias = F.avg_pool2d(ones, r, ceil_mode=True, divisor_override=1).log().flatten(1).to(query.dtype)
+            if height % r or width % r:  # log of each window's pixel count, row-major as the pooled keys
+                rows, cols = ([r] * (n // r) + [n % r] * bool(n % r) for n in (height, width))
+                counts = [a * b for a in rows for b in cols]
+                bias = torch.tensor(counts, dtype=torch.float32, device=query.device).log()[None].to(query.dtype)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (a.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for a in (query, key, value))
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
