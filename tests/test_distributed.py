@@ -144,7 +144,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        if f"RANK={rank}".encode() in env and "TORCHELASTIC_RUN_ID".encode() in b"\0".join(env) \
+        if f"RANK={rank}".encode() in env and b"TORCHELASTIC_RUN_ID" in b"\0".join(env) \
                 and int(stat.rsplit(")", 1)[1].split()[1]) == launcher:
             return int(proc.name)
     return None

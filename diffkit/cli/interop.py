@@ -52,9 +52,6 @@ def cmd_import(a) -> None:
 
 
 def cmd_export(a) -> None:
-    import json
-    from pathlib import Path
-
     from ..errors import ConfigError
     from ..runs.export import export_onnx
 
@@ -64,10 +61,9 @@ def cmd_export(a) -> None:
         if a.sampler is not None or a.steps is not None or a.prompts:
             raise ConfigError("--sampler, --steps and --prompts belong to --format onnx; a diffusers pipeline takes "
                               "its steps when it is called (num_inference_steps)")
-        s = export_diffusers(a.run, a.out)
+        s, unet = export_diffusers(a.run, a.out)
         what = (f"{s['beta_schedule']} betas, {s['prediction_type']}, trailing timesteps" if "beta_schedule" in s
                 else "velocity, shift 1")
-        unet = json.loads((Path(a.out) / "unet" / "config.json").read_text())["_class_name"]
         custom = unet != "UNet2DModel"  # a pooled-attention U-Net ships as a custom component
         print(f"exported {a.run} -> {a.out}: a {PIPELINES[s['_class_name']]} folder (unet/: {unet}, scheduler/: "
               f"{s['_class_name']}, {what}; diffkit's same timesteps: --sampler {SPACINGS[s['_class_name']][0]} "

@@ -161,7 +161,7 @@ def scheduler_config(config, run_dir="the run") -> dict:
             "timestep_spacing": "trailing", "rescale_betas_zero_snr": bool(config.schedule.zero_terminal_snr)}
 
 
-def model_card(config, run_dir: Path, classes: int, scheduler: str) -> str:
+def model_card(config, run_dir: Path, classes: int, scheduler: str, unet_class: str) -> str:
     from huggingface_hub import ModelCard
 
     shape = "x".join(map(str, config.fitted.shape))
@@ -174,7 +174,7 @@ def model_card(config, run_dir: Path, classes: int, scheduler: str) -> str:
             "guidance uses)") if classes else "unconditional"
     sampler, spacing = SPACINGS[scheduler]
     unet = ("a UNet2DModel holding diffkit's U-Net weights, mapped one to one (no retraining, no approximation)."
-            if not config.network.attention_keys else
+            if unet_class != POOLED_CLASS else
             f"a {POOLED_CLASS}, UNet2DModel whose self-attention pools its keys and values to at most "
             f"{config.network.attention_keys} positions as diffkit's does ({POOLED_MODULE}.py, in the folder), "
             "holding diffkit's U-Net weights mapped one to one. Load the pipeline with "
@@ -197,8 +197,9 @@ A {cond} {shape} image model, `{config.data.spec}`, trained by diffkit ({config.
     return str(ModelCard(text))
 
 
-def export_diffusers(run_dir, out) -> dict:
-    """Write the pipeline folder `out` (new) for run `run_dir`; returns the scheduler config."""
+def export_diffusers(run_dir, out) -> tuple[dict, str]:
+    """Write the pipeline folder `out` (new) for run `run_dir`; returns the scheduler config and the U-Net's class
+    (UNet2DModel, or POOLED_CLASS: loaded with trust_remote_code=True)."""
     run_dir, out = Path(run_dir), Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists; export into a new folder")
@@ -212,9 +213,10 @@ def export_diffusers(run_dir, out) -> dict:
                                "which the export does not write yet")
     unet = unet2d_config(run.network, config.fitted.shape, run_dir)
     scheduler = scheduler_config(config, run_dir)
-    pooled = bool(config.network.attention_keys)  # a custom component: UNet2DModel attends to every position
+    unet_class = unet.get("_class_name", "UNet2DModel")  # POOLED_CLASS: a custom component, shipped in the folder
+    pooled = unet_class == POOLED_CLASS
     index = {"_class_name": PIPELINES[scheduler["_class_name"]], "_diffusers_version": _diffusers_version(),
-             "unet": [POOLED_MODULE, POOLED_CLASS] if pooled else ["diffusers", "UNet2DModel"],
+             "unet": [POOLED_MODULE if pooled else "diffusers", unet_class],
              "scheduler": ["diffusers", scheduler["_class_name"]]}
     files = {"model_index.json": json.dumps(index, indent=2).encode(),
              **({f"unet/{POOLED_MODULE}.py": (Path(__file__).parent / f"{POOLED_MODULE}.py").read_bytes()}
@@ -223,9 +225,10 @@ def export_diffusers(run_dir, out) -> dict:
              f"unet/{WEIGHTS}": safetensors_bytes({k: v.clone() for k, v in unet2d_weights(run.network).items()},
                                                        {"format": "pt"}),
              "scheduler/scheduler_config.json": json.dumps(scheduler, indent=2).encode(),
-             "README.md": model_card(config, run_dir.resolve(), config.network.num_classes, scheduler["_class_name"]).encode()}
+             "README.md": model_card(config, run_dir.resolve(), config.network.num_classes, scheduler["_class_name"],
+                                    unet_class).encode()}
     atomic_dir(out, files)
-    return scheduler
+    return scheduler, unet_class
 
 
 def _diffusers_version() -> str:
