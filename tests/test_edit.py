@@ -227,6 +227,23 @@ def test_cli_edit_writes_results_a_sidecar_and_a_grid(edit_digits_dir, digits_ru
     assert Image.open(grid).size[0] > Image.open(grid).size[1]  # 5 columns, 3 rows
 
 
+def test_cli_edit_sidecar_names_the_sampler_it_used(edit_digits_dir, digits, tmp_path, capsys):
+    """Without --sampler / --steps the sidecar records the run's own sampler and steps (not null), and giving
+    those back as flags draws the same images."""
+    x, _ = digits
+    np.save(tmp_path / "in.npy", x[:3])
+    code, _, err = run(["edit", "--run", edit_digits_dir, "--image", tmp_path / "in.npy", "--strength", 0.5,
+                        "--class", 2, "--seed", 4, "--out", tmp_path / "a.npy", "--quiet"], capsys)
+    assert code == 0, err
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert side["sampler"] is not None and side["steps"] is not None and isinstance(side["options"], dict)
+    code, _, err = run(["edit", "--run", edit_digits_dir, "--image", tmp_path / "in.npy", "--strength", 0.5,
+                        "--class", 2, "--seed", 4, "--sampler", side["sampler"], "--steps", side["steps"],
+                        "--out", tmp_path / "b.npy", "--quiet"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
 @pytest.mark.parametrize("make, flags, fragment", [
     (lambda p: np.save(p, np.zeros((2, 3, 8, 8), np.float32)), [], "this run makes images of shape [C, H, W] = [1, 8, 8]"),
     (lambda p: np.save(p, np.zeros((2, 1, 8, 8), np.float32)), ["--strength", "1.5"], "strength is a number in [0, 1]"),

@@ -48,7 +48,7 @@ SAMPLER_FLAGS = ("eta", "s_tmax", "variance", "snr", "corrector_steps", "sigma_m
 
 def sampler_options(a) -> dict:
     """The sampler-specific flags the user gave, as keyword options."""
-    return {k: getattr(a, k) for k in SAMPLER_FLAGS if getattr(a, k) is not None}
+    return {k: getattr(a, k) for k in SAMPLER_FLAGS if getattr(a, k, None) is not None}  # (interpolate has none)
 
 
 def write_samples(out: Path, sidecar: Path, x: np.ndarray, record: dict) -> None:

@@ -195,11 +195,21 @@ def _record(a, run, seed, **extra) -> dict:
             "prompt": a.prompt, "guidance": a.guidance, **extra, "diffkit": __version__}
 
 
+def _resolve_sampling(a, run) -> dict:
+    """Settle --sampler and --steps to what the call will use (the run's own unless asked) and return the options it
+    runs with, so the sidecar records them even where a flag was left out (as `sample`'s does)."""
+    from ..runs.pipeline import own_options, run_sampling
+
+    a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)
+    return {k: None if v == float("inf") else v for k, v in own_options(run.config, a.sampler, sampler_options(a)).items()}
+
+
 def cmd_edit(a) -> None:
     from ..runs.edit import edit_run
 
     files = _files(a)
     run = _load(a)
+    options = _resolve_sampling(a, run)
     _check_grid(files, run)
     inputs = read_inputs(a.image, run)
     mask = None if a.mask is None else read_mask(a.mask, run)
@@ -212,7 +222,7 @@ def cmd_edit(a) -> None:
     record = _record(a, run, seed, image=str(Path(a.image).resolve()), n=len(x), mask=a.mask and str(Path(a.mask)
                      .resolve() if Path(a.mask).exists() else a.mask), strength=a.strength, sampler=a.sampler,
                      steps=a.steps, spacing=a.spacing, negative=negative_of(a, run), resample=a.resample,
-                     options=sampler_options(a))
+                     options=options)
     write_samples(files["out"], files["sidecar"], x, record)
     print(f"wrote {len(x)} edited {'images' if x.ndim == 4 else 'points'} to {files['out']} (seed {seed}; settings "
           f"in {files['sidecar']})")
@@ -293,6 +303,7 @@ def cmd_interpolate(a) -> None:
 
     files = _files(a)
     run = _load(a)
+    options = _resolve_sampling(a, run)
     _check_grid(files, run)
     seed = a.seed if a.seed is not None else fresh_seed()
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",")]
@@ -303,7 +314,7 @@ def cmd_interpolate(a) -> None:
                         callback=bar.update)
     bar.close()
     record = _record(a, run, seed, n=a.n, seeds=a.seeds, classes=classes, prompts=a.prompts, sampler=a.sampler,
-                     steps=a.steps, spacing=a.spacing)
+                     steps=a.steps, spacing=a.spacing, options=options)
     write_samples(files["out"], files["sidecar"], x, record)
     print(f"wrote {len(x)} interpolated samples to {files['out']}")
     if files["grid"]:
