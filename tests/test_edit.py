@@ -236,12 +236,26 @@ def test_cli_edit_sidecar_names_the_sampler_it_used(edit_digits_dir, digits, tmp
                         "--class", 2, "--seed", 4, "--out", tmp_path / "a.npy", "--quiet"], capsys)
     assert code == 0, err
     side = json.loads((tmp_path / "a.json").read_text())
-    assert side["sampler"] is not None and side["steps"] is not None and isinstance(side["options"], dict)
+    assert side["sampler"] is not None and side["steps"] is not None
     code, _, err = run(["edit", "--run", edit_digits_dir, "--image", tmp_path / "in.npy", "--strength", 0.5,
                         "--class", 2, "--seed", 4, "--sampler", side["sampler"], "--steps", side["steps"],
                         "--out", tmp_path / "b.npy", "--quiet"], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_cli_edit_resampling_without_a_sampler_runs_ddim_and_says_so(edit_digits_dir, digits, tmp_path, capsys):
+    """--resample without --sampler: RePaint's loop on ddim's steps (whatever the run's own sampler), and the
+    sidecar names ddim and its default 50 steps."""
+    x, _ = digits
+    np.save(tmp_path / "in.npy", x[:2])
+    np.save(tmp_path / "mask.npy", bottom_half())
+    code, _, err = run(["edit", "--run", edit_digits_dir, "--image", tmp_path / "in.npy", "--mask",
+                        tmp_path / "mask.npy", "--resample", 1, "--seed", 2, "--out", tmp_path / "r.npy", "--quiet"],
+                       capsys)
+    assert code == 0, err
+    side = json.loads((tmp_path / "r.json").read_text())
+    assert (side["sampler"], side["steps"], side["resample"]) == ("ddim", 50, 1)
 
 
 @pytest.mark.parametrize("make, flags, fragment", [

@@ -17,6 +17,7 @@ from diffkit.errors import ConfigError
 from diffkit.runs import load_run, sample_run
 from diffkit.runs.interpolate import interpolate_run, slerp, start_noise
 from diffkit.runs.invert import invert_run
+from diffkit.runs.pipeline import deterministic_own
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +134,9 @@ def test_cli_interpolate_and_its_bad_input(edit_digits_dir, tmp_path, capsys):
                         "--n", 6, "--out", out, "--grid", grid, "--quiet"], capsys)
     assert code == 0, err
     assert np.load(out).shape == (6, 1, 8, 8) and grid.exists()
-    side = json.loads(out.with_suffix(".json").read_text())  # the sampler the run's own, recorded, not null
-    own = load_run(edit_digits_dir).config.sampling
-    assert (side["sampler"], side["steps"]) == (own.sampler or "ddim", own.steps) and side["sampler"] is not None
+    side = json.loads(out.with_suffix(".json").read_text())  # the run's own sampler kept deterministic, recorded
+    own = deterministic_own(load_run(edit_digits_dir).config)
+    assert (side["sampler"], side["steps"]) == own and None not in own
     code, _, err = run(["interpolate", "--run", edit_digits_dir, "--seeds", "1,2", "--classes", "1,7",
                         "--out", tmp_path / "j.npy"], capsys)
     assert_user_error(code, err, "exactly one of them")

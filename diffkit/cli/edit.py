@@ -195,21 +195,23 @@ def _record(a, run, seed, **extra) -> dict:
             "prompt": a.prompt, "guidance": a.guidance, **extra, "diffkit": __version__}
 
 
-def _resolve_sampling(a, run) -> dict:
-    """Settle --sampler and --steps to what the call will use (the run's own unless asked) and return the options it
-    runs with, so the sidecar records them even where a flag was left out (as `sample`'s does)."""
+def _sampling_record(a, run, sampler: str | None, steps: int | None) -> dict:
+    """The sampler, grid steps and options a call ran with, settled as the library settles them (the run's own
+    where no flag asked otherwise), for the sidecar, as `sample`'s records them."""
     from ..runs.pipeline import own_options, run_sampling
+    from ..sampling import default_steps
 
-    a.sampler, a.steps = run_sampling(run.config, a.sampler, a.steps, a.guidance)
-    return {k: None if v == float("inf") else v for k, v in own_options(run.config, a.sampler, sampler_options(a)).items()}
+    sampler, steps = run_sampling(run.config, sampler, steps, a.guidance)
+    options = own_options(run.config, sampler, sampler_options(a))
+    return {"sampler": sampler, "steps": default_steps(sampler, steps, run.denoiser.schedule.num_timesteps),
+            "options": {k: None if v == float("inf") else v for k, v in options.items()}}
 
 
 def cmd_edit(a) -> None:
-    from ..runs.edit import edit_run
+    from ..runs.edit import edit_run, edit_sampler
 
     files = _files(a)
     run = _load(a)
-    options = _resolve_sampling(a, run)
     _check_grid(files, run)
     inputs = read_inputs(a.image, run)
     mask = None if a.mask is None else read_mask(a.mask, run)
@@ -220,9 +222,9 @@ def cmd_edit(a) -> None:
                  resample=a.resample, callback=bar.update, **sampler_options(a))
     bar.close()
     record = _record(a, run, seed, image=str(Path(a.image).resolve()), n=len(x), mask=a.mask and str(Path(a.mask)
-                     .resolve() if Path(a.mask).exists() else a.mask), strength=a.strength, sampler=a.sampler,
-                     steps=a.steps, spacing=a.spacing, negative=negative_of(a, run), resample=a.resample,
-                     options=options)
+                     .resolve() if Path(a.mask).exists() else a.mask), strength=a.strength, spacing=a.spacing,
+                     negative=negative_of(a, run), resample=a.resample,
+                     **_sampling_record(a, run, edit_sampler(run, a.sampler, a.resample), a.steps))
     write_samples(files["out"], files["sidecar"], x, record)
     print(f"wrote {len(x)} edited {'images' if x.ndim == 4 else 'points'} to {files['out']} (seed {seed}; settings "
           f"in {files['sidecar']})")
@@ -299,11 +301,10 @@ def inverted_settings(a) -> None:
 
 
 def cmd_interpolate(a) -> None:
-    from ..runs.interpolate import interpolate_run
+    from ..runs.interpolate import interpolate_run, interpolation_sampler
 
     files = _files(a)
     run = _load(a)
-    options = _resolve_sampling(a, run)
     _check_grid(files, run)
     seed = a.seed if a.seed is not None else fresh_seed()
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",")]
@@ -313,8 +314,8 @@ def cmd_interpolate(a) -> None:
                         prompt=a.prompt, guidance=a.guidance, sampler=a.sampler, steps=a.steps, spacing=a.spacing,
                         callback=bar.update)
     bar.close()
-    record = _record(a, run, seed, n=a.n, seeds=a.seeds, classes=classes, prompts=a.prompts, sampler=a.sampler,
-                     steps=a.steps, spacing=a.spacing, options=options)
+    record = _record(a, run, seed, n=a.n, seeds=a.seeds, classes=classes, prompts=a.prompts, spacing=a.spacing,
+                     **_sampling_record(a, run, *interpolation_sampler(run, a.sampler, a.steps)))
     write_samples(files["out"], files["sidecar"], x, record)
     print(f"wrote {len(x)} interpolated samples to {files['out']}")
     if files["grid"]:

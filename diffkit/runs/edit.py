@@ -132,6 +132,13 @@ def resampled(denoiser, x, grid, *, hook, jumps: int, eta: float, generator, con
 RESAMPLERS = {"ddim": None, "ddpm": 1.0}  # the samplers --resample runs as (ddpm: ddim at eta 1)
 
 
+def edit_sampler(run: Run, sampler: str | None, resample: int) -> str | None:
+    """The sampler an edit asks for: the one given, else ddim where resampling jumps are asked (RePaint's loop is
+    one of ddim's or ddpm's steps, whatever the run's own sampler; a student's own steps are its training's: it is
+    refused by name unless one is given), else None (the run's own)."""
+    return "ddim" if resample and sampler is None and not run.config.distilled else sampler
+
+
 def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, sampler: str | None = None,
              steps: int | None = None, seed: int = 0, spacing: str | None = None, callback=None,
              clip: bool | None = None, cond=None, prompt: str | None = None, negative=None,
@@ -158,9 +165,7 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
         raise ConfigError("resampling jumps harmonize an inpainted region with the kept one; give a mask")
     inputs = check_inputs(run, inputs)
     keep_pixels = None if mask is None else 1.0 - check_mask(mask, len(inputs), data_shape(run))
-    if resample and sampler is None and not run.config.distilled:
-        sampler = "ddim"  # RePaint's loop is one of ddim's or ddpm's steps, whatever the run's own sampler (a
-        # student's own steps are its training's: it is refused below, by name, unless one is asked for)
+    sampler = edit_sampler(run, sampler, resample)
     job = prepare_sampling(run, len(inputs), sampler, steps, seed=seed, clip=clip, cond=cond, guidance=guidance,
                            guidance_interval=guidance_interval, prompt=prompt, negative=negative, options=options)
     options = dict(job.options)  # the run's own sampler's options and those given (grid options popped below)

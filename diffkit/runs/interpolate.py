@@ -41,6 +41,15 @@ def check_pair(pair, what: str) -> tuple:
     return tuple(pair)
 
 
+def interpolation_sampler(run: Run, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
+    """The sampler and steps an interpolation asks for: those given, else the run's own kept deterministic
+    (runs.pipeline.deterministic_own), so that nearby noises give nearby samples."""
+    if sampler is None:
+        sampler, own_steps = deterministic_own(run.config)
+        steps = own_steps if steps is None else steps
+    return sampler, steps
+
+
 def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=None, prompts=None, cond=None,
                     prompt: str | None = None, guidance: float | None = None, sampler: str | None = None,
                     steps: int | None = None, spacing: str | None = None, **options) -> np.ndarray:
@@ -62,9 +71,7 @@ def interpolate_run(run: Run, n: int = 8, *, seeds=None, seed: int = 0, classes=
         noise = start_noise(run, seed).expand(n, *run.config.fitted.shape).contiguous()
         cond, prompt = (check_pair(classes, "classes")[0], None) if classes is not None else \
             (None, check_pair(prompts, "prompts")[0])
-    if sampler is None:  # the run's own, kept deterministic so that nearby noises give nearby samples
-        sampler, own_steps = deterministic_own(run.config)
-        steps = own_steps if steps is None else steps
+    sampler, steps = interpolation_sampler(run, sampler, steps)
     job = prepare_sampling(run, n, sampler, steps, seed=seed, cond=cond, guidance=guidance, prompt=prompt,
                            noise=noise.numpy(), options=options)
     labels = job.cond

@@ -99,12 +99,18 @@ def sample(denoiser, x, name: str = "ddim", steps: int | None = None, spacing: s
     return fn(denoiser, x, grid, generator=generator, callback=callback, hook=hook, cond=cond, **options)
 
 
+def default_steps(name: str, steps: int | None, T: int) -> int:
+    """The grid steps sampler `name` runs: those asked for, else its default (every one of T training steps where
+    it has none)."""
+    return SAMPLER_TABLE[name].steps or T if steps is None else steps
+
+
 def sampler_grid(schedule, name: str = "ddim", steps: int | None = None, spacing: str | None = None, *,
                  sigma_min: float | None = None, sigma_max: float | None = None):
     """The grid (descending float times, before the final step to x_0) sampler `name` runs on by default."""
     spec = SAMPLER_TABLE[name]
     T = schedule.num_timesteps
-    steps = check_steps(spec.steps or T if steps is None else steps, T)
+    steps = check_steps(default_steps(name, steps, T), T)
     spacing, narrowed = narrowed_spacing(spacing or spec.spacing)  # "logsnr:S": its own sigma_min S
     sigma_min = narrowed if sigma_min is None else sigma_min
     own = diffusers_spacing(spacing)
