@@ -120,6 +120,8 @@ def test_resampling_needs_a_mask_and_a_one_step_sampler(digits_run, digits):
         edit_run(digits_run, digits[0], resample=1)
     with pytest.raises(ConfigError, match="RePaint's loop of ddim or ddpm steps"):
         edit_run(digits_run, digits[0], mask=bottom_half(), resample=1, sampler="dpmpp-2m")
+    with pytest.raises(ConfigError, match="takes no s_tmax; drop it or --resample"):  # not run, so not recorded
+        edit_run(digits_run, digits[0][:2], mask=bottom_half(), resample=1, sampler="ddpm", steps=4, s_tmax=3.0)
     # no sampler asked for: ddim's loop, though the run's own sampler is dpmpp-2m
     x, y = digits
     assert digits_run.config.sampling.sampler == "dpmpp-2m"

@@ -192,6 +192,10 @@ def edit_run(run: Run, inputs, *, strength: float | None = None, mask=None, samp
                 raise ConfigError(f"resampling jumps run RePaint's loop of ddim or ddpm steps; sample with one of them "
                                   f"(--sampler ddim or ddpm), not {job.sampler}")
             eta = RESAMPLERS[job.sampler] if RESAMPLERS[job.sampler] is not None else options.pop("eta", 0.0)
+            if options:  # RePaint's loop takes only ddim's eta: anything else would be recorded but not run
+                raise ConfigError(f"resampling jumps run RePaint's loop of {job.sampler} steps, which takes no "
+                                  f"{', '.join(sorted(options))}; drop {'it' if len(options) == 1 else 'them'} or "
+                                  "--resample")
             x = resampled(job.denoiser, x, grid, hook=hook, jumps=resample, eta=eta, generator=job.generator,
                           cond=job.cond, callback=callback)
         else:
