@@ -51,6 +51,14 @@ def sampler_options(a) -> dict:
     return {k: getattr(a, k) for k in SAMPLER_FLAGS if getattr(a, k, None) is not None}  # (interpolate has none)
 
 
+def recorded_options(config, sampler: str, a) -> dict:
+    """The options a call of `sampler` runs with (the run's own for its own sampler, then the flags given), as a
+    sidecar records them: inf (no limit) as null, strict JSON with the same meaning."""
+    from ..runs.pipeline import own_options
+
+    return {k: None if v == float("inf") else v for k, v in own_options(config, sampler, sampler_options(a)).items()}
+
+
 def write_samples(out: Path, sidecar: Path, x: np.ndarray, record: dict) -> None:
     """Samples as float32 .npy and the settings that drew them as a JSON sidecar, each written atomically."""
     import io

@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .common import check_new_file, fresh_seed, sampler_options, write_samples
+from .common import (
+    check_new_file,
+    fresh_seed,
+    recorded_options,
+    sampler_options,
+    write_samples,
+)
 from .flags import (
     device_arg,
     finite_float,
@@ -198,13 +204,12 @@ def _record(a, run, seed, **extra) -> dict:
 def _sampling_record(a, run, sampler: str | None, steps: int | None) -> dict:
     """The sampler, grid steps and options a call ran with, settled as the library settles them (the run's own
     where no flag asked otherwise), for the sidecar, as `sample`'s records them."""
-    from ..runs.pipeline import own_options, run_sampling
+    from ..runs.pipeline import run_sampling
     from ..sampling import default_steps
 
     sampler, steps = run_sampling(run.config, sampler, steps, a.guidance)
-    options = own_options(run.config, sampler, sampler_options(a))
     return {"sampler": sampler, "steps": default_steps(sampler, steps, run.denoiser.schedule.num_timesteps),
-            "options": {k: None if v == float("inf") else v for k, v in options.items()}}
+            "options": recorded_options(run.config, sampler, a)}
 
 
 def cmd_edit(a) -> None:

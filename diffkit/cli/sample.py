@@ -11,6 +11,7 @@ from .common import (
     check_new_file,
     clip_flag,
     fresh_seed,
+    recorded_options,
     sampler_options,
     write_samples,
 )
@@ -142,7 +143,6 @@ def _pictures(a, files: dict, x, frames, prompts) -> None:
 
 def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -> dict:
     """What the sidecar JSON of a sample file records: enough to draw the same samples again."""
-    from ..runs.pipeline import own_options
     from ..version import __version__
 
     return {"run": str(Path(a.run).resolve()), "run_step": run.step, "n": a.n, "sampler": a.sampler,
@@ -150,8 +150,7 @@ def sample_record(a, run, seed: int, interval, steps_taken: int, prompts=None) -
             "class": a.cls, "prompts": prompts, "guidance": a.guidance, "negative": negative_of(a, run),
             "guidance_interval": interval,
             "clip": run.config.sampling.clip_x0 if clip_flag(a) is None else clip_flag(a),
-            "options": {k: None if v == float("inf") else v  # inf (no limit) as null: strict JSON, the same meaning
-                        for k, v in own_options(run.config, a.sampler, sampler_options(a)).items()},
+            "options": recorded_options(run.config, a.sampler, a),
             "precision": run.precision,
             "noise": str(Path(a.noise).resolve()) if a.noise else None,
             "diffkit": __version__}
