@@ -156,8 +156,9 @@ def batch_shapes(value):
 
 
 # part of every probe's cache key: raised when a change to the code moves step times, so cached probes are taken
-# again (2: a distillation step's teacher calls sped up by nn/unet.py's GroupNorm on bf16 channels_last maps)
-PROBE_FORMAT = 2
+# again (2: a distillation step's teacher calls sped up by nn/unet.py's GroupNorm on bf16 channels_last maps;
+# 3: again, by GroupNorm.modulated's one pass)
+PROBE_FORMAT = 3
 
 
 class StepProbe:
