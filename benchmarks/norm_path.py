@@ -1,8 +1,8 @@
 """GroupNorm on the U-Net's bf16 sampling fast path, measured: one network call at the sampling chunk and whole
 sampling (the run's own sampler and steps, class runs guided at w = 3 in their interval), with each norm through
 torch's kernel in float32 (the path before: a copy up, the kernel, a copy down, then the adaptive scale and shift)
-and through `GroupNorm.modulated` (now: float32 statistics in two reductions, one pass x * a + b), in interleaved
-rounds, with the largest difference between their outputs.
+and through `GroupNorm.modulated` (now: float32 statistics per channel pooled per group, then x * a + b computed in
+float32 and written once in bf16), in interleaved rounds, with the largest difference between their outputs.
 
     .venv/bin/python benchmarks/norm_path.py RUN [RUN ...] [--rounds 3] [--n 1000]
 
@@ -92,10 +92,11 @@ def main() -> None:
         x, t = torch.randn(chunk, *run.config.fitted.shape), torch.full((chunk,), 500.0)
         c = torch.arange(chunk) % classes if classes else None
         with torch.inference_mode():
-            times, outs = rounds_of(lambda: net(x, t, c).float().numpy(), a.rounds, lambda f: fastest(f, 3)[0])
+            times, outs = rounds_of(lambda net=net, x=x, t=t, c=c: net(x, t, c).float().numpy(), a.rounds,
+                                    lambda f: fastest(f, 3)[0])
         print(row(path, "one network call (image-calls/s)", chunk, times, outs, chunk), flush=True)
         kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
-        times, outs = rounds_of(lambda: sample_run(run, a.n, seed=0, **kw), a.rounds, once)
+        times, outs = rounds_of(lambda run=run, kw=kw: sample_run(run, a.n, seed=0, **kw), a.rounds, once)
         sampler = f"{run.config.sampling.sampler} {run.config.sampling.steps}"
         print(row(path, f"sampling, {sampler} (samples/s)", chunk, times, outs, a.n), flush=True)
 

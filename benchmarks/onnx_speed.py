@@ -68,9 +68,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(path, Path(tmp) / "onnx", a.sampler, a.steps, prompts=a.prompts if text else None)
             exported = exported_sampler(Path(tmp) / "onnx")
-            t_torch, ours = fastest(lambda: sample_run(run, per if text else n, a.sampler, a.steps, noise=noise,
-                                                       **kwargs), a.repeats)
-            t_onnx, theirs = fastest(lambda: exported.sample(noise, labels, w), a.repeats)
+            count = per if text else n
+            t_torch, ours = fastest(lambda run=run, count=count, noise=noise, kwargs=kwargs: sample_run(
+                run, count, a.sampler, a.steps, noise=noise, **kwargs), a.repeats)
+            t_onnx, theirs = fastest(lambda exported=exported, noise=noise, labels=labels, w=w: exported.sample(
+                noise, labels, w), a.repeats)
         print(f"| {path} | {shape} | {w:g} | {n / t_torch:.0f} | {n / t_onnx:.0f} | {t_torch / t_onnx:.2f}x | "
               f"{np.abs(ours - theirs).max():.1e} |", flush=True)
 

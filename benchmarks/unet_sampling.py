@@ -42,8 +42,9 @@ def calls_table(a) -> None:
                                        ("channels_last, lean blocks", torch.channels_last, True)):
                 net = lean_blocks(net.to(memory_format=layout), lean)
                 xx = x.contiguous(memory_format=layout)
-                rates = [a.n / fastest(lambda: [net(xx[i:i + k], t[i:i + k], None if c is None else c[i:i + k])
-                                                for i in range(0, a.n, k)])[0] for k in CHUNKS]
+                rates = [a.n / fastest(lambda net=net, xx=xx, t=t, c=c, k=k: [
+                    net(xx[i:i + k], t[i:i + k], None if c is None else c[i:i + k]) for i in range(0, a.n, k)])[0]
+                    for k in CHUNKS]
                 print(f"| {path} | {name} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         plain, fast = load_run(path, fast=False, precision="fp32"), load_run(path, precision="fp32")
         classes = plain.config.network.num_classes
         kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
-        draws = [lambda r=r: sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw) for r in (plain, fast)]
+        draws = [lambda r=r, kw=kw: sample_run(r, a.n, "dpmpp-2m", 20, seed=0, **kw) for r in (plain, fast)]
         outs = [d() for d in draws]  # warm-up
         rounds = [[fastest(d, 1)[0] for d in draws] for _ in range(a.repeats)]
         best = [min(r[i] for r in rounds) for i in (0, 1)]

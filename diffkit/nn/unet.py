@@ -100,15 +100,13 @@ class UNetConfig:
 
 
 class GroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (Wu & He 2018), with a path of its own for the sampling fast path's channels_last maps.
+    """nn.GroupNorm (Wu & He 2018), with a path of its own for the sampling fast path's bf16 channels_last maps.
 
-    torch's CPU kernel for a channels_last map ran 6-14x slower than for NCHW at some shapes (2-core Zen 5 EPYC,
-    AVX-512, native bf16: True; 64 x 32 x 28 x 28 in float32: 3.4 ms against 0.24 NCHW; bf16 slower still).
-    Without autograd, a bf16 channels_last map (the fast path under bf16 autocast) is normalized by `modulated`:
-    per-channel means of x and x^2 in float32 (two reductions that keep the layout), pooled into each group's
-    mean and variance, then one pass x * a + b with per-(image, channel) a and b. With autograd it is normalized
-    through float32; NCHW and float32 maps (training, the fp32 fast path) take nn.GroupNorm's own path. Same
-    parameters, same state_dict."""
+    torch's CPU kernel for a channels_last map ran 3-25x slower than for NCHW at some shapes (2-core Zen 5 EPYC,
+    AVX-512, native bf16: True; 64 x 32 x 28 x 28 in float32: 3.4-6 ms against 0.24 NCHW; 32 x 32 maps were not
+    slow). Without autograd, a bf16 channels_last map (the fast path under bf16 autocast) is normalized by
+    `modulated`, which never calls that kernel. With autograd it is normalized through float32; NCHW and float32
+    maps (training, the fp32 fast path) take nn.GroupNorm's own path. Same parameters, same state_dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.bfloat16 and x.dim() == 4 and not x.is_contiguous():
@@ -117,25 +115,39 @@ class GroupNorm(nn.GroupNorm):
             return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
         return super().forward(x)
 
+    # the largest |group mean| / group std for which a bf16 map's mean is folded into the offset b: b's rounding then
+    # costs at most 2^-9 x this of the normalized values, about one bf16 step at unit scale (GroupNorm.modulated)
+    FOLD_MEAN = 2.0
+
     def modulated(self, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
-        """norm(x) * (1 + scale) + shift (scale, shift [B, C, 1, 1]: adaptive group norm; None: plain), in x's
-        dtype and memory layout. A bf16 map: in one pass over x, the statistics in float32 as E[x^2] - E[x]^2 per
-        group; others: torch's kernel, then one addcmul."""
-        if x.dtype != torch.bfloat16:
+        """norm(x) * (1 + scale) + shift, with scale and shift [B, C, 1, 1] (adaptive group norm, Dhariwal &
+        Nichol 2021) or None (plain), in x's dtype and memory layout.
+
+        A bf16 map on the CPU: per-channel means of x and x^2 in float32 (reductions that keep the layout; all
+        channels count H x W values, so a group's moments are its channels' averaged), the variance
+        E[x^2] - E[x]^2, then one pass y = x a + b with per-(image, channel) a and b. Where some group's mean is
+        far from zero next to its spread (> FOLD_MEAN), b's bf16 rounding would scale with the mean, so the mean
+        m (rounded to bf16) is taken off first, y = (x - m) a + b: x - m is exact for x near m (Sterbenz), at the
+        cost of one more pass. Others: torch's kernel, then one addcmul."""
+        if x.dtype != torch.bfloat16 or x.device.type != "cpu":
             h = super().forward(x)
             return h if scale is None else torch.addcmul(shift, h, 1 + scale)
         B, C = x.shape[:2]
         G = self.num_groups
         xf = x.float()  # a copy: squared in place below
-        mean = xf.mean((2, 3))  # [B, C]
-        square = xf.square_().mean((2, 3))
-        group_mean = mean.view(B, G, -1).mean(2, keepdim=True)
-        var = (square.view(B, G, -1).mean(2, keepdim=True) - group_mean.square()).clamp_min(0)
-        a = (torch.rsqrt(var + self.eps) * self.weight.view(G, -1)).view(B, C)
-        b = self.bias - (group_mean * a.view(B, G, -1)).view(B, C)
+        mean_c = xf.mean((2, 3))  # [B, C]
+        square_c = xf.square_().mean((2, 3))
+        mean = mean_c.view(B, G, -1).mean(2, keepdim=True)  # [B, G, 1]
+        rstd = torch.rsqrt((square_c.view(B, G, -1).mean(2, keepdim=True) - mean.square()).clamp_min(0) + self.eps)
+        a = (rstd * self.weight.view(G, -1)).view(B, C)
+        centre = bool((mean.abs() * rstd).amax() > self.FOLD_MEAN)  # a CPU tensor: no device sync
+        m = mean.to(x.dtype) if centre else torch.zeros_like(mean, dtype=x.dtype)
+        b = self.bias + ((m.float() - mean) * a.view(B, G, -1)).view(B, C)  # (x - mean) a + bias = (x - m) a + b
         if scale is not None:
             factor = 1 + scale.reshape(B, C).float()
             a, b = a * factor, b * factor + shift.reshape(B, C).float()
+        if centre:
+            x = x - m.expand(B, G, C // G).reshape(B, C, 1, 1)
         return torch.addcmul(b.to(x.dtype).view(B, C, 1, 1), x, a.to(x.dtype).view(B, C, 1, 1))
 
 
@@ -178,8 +190,8 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.drop(F.silu(h)))
 
     def _lean_forward(self, x, emb):
-        """forward's arithmetic with fewer passes over the feature maps: each norm in one pass with the scale and
-        shift folded in (GroupNorm.modulated), SiLU in place on tensors only it reads, the residual added in place
+        """forward's arithmetic with fewer passes over the feature maps: the adaptive norm's scale and shift applied
+        with the norm (GroupNorm.modulated), SiLU in place on tensors only it reads, the residual added in place
         (no dropout: eval mode)."""
         h = self.conv1(F.silu(self.norm1.modulated(x), inplace=True))
         scale, shift = self.embed(emb)[:, :, None, None].chunk(2, dim=1)

@@ -157,7 +157,7 @@ def batch_shapes(value):
 
 # part of every probe's cache key: raised when a change to the code moves step times, so cached probes are taken
 # again (2: a distillation step's teacher calls sped up by nn/unet.py's GroupNorm on bf16 channels_last maps;
-# 3: again, by GroupNorm.modulated's one pass)
+# 3: again, by GroupNorm.modulated)
 PROBE_FORMAT = 3
 
 
