@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 
+from diffkit import NoiseSchedule, rescale_zero_terminal_snr
 from diffkit.cli import main
 
 
@@ -77,3 +78,20 @@ def fp32_sampling(monkeypatch):
     compare samples computed in other batches or by another library, which agree to 1e-4 in fp32 but only to
     about 1e-3 in bf16 (its kernels round differently per batch shape)."""
     monkeypatch.setattr("diffkit.nn.precision.bf16_native", lambda device: False)
+
+
+# the 1000-step noise schedules the sampler tests share (test_fast_samplers.py, test_sampling_grids.py,
+# test_sampler_edges.py; read-only); a test module's own fixture of the same name takes precedence
+@pytest.fixture(scope="session")
+def linear():
+    return NoiseSchedule.from_name("linear", 1000)
+
+
+@pytest.fixture(scope="session")
+def cosine():
+    return NoiseSchedule.from_name("cosine", 1000)
+
+
+@pytest.fixture(scope="session")
+def zero_snr(linear):
+    return rescale_zero_terminal_snr(linear)

@@ -1,7 +1,7 @@
 """Sampling grids (sampling/grids.py): Karras's and the uniform log-SNR grid in closed form, every spacing descending
 within the schedule's range, the noise cap (sigma_ve <= SIGMA_MAX) and zero terminal SNR, the time <-> log-SNR
-inverse, and the sigma range a caller narrows a grid to. The Gaussian oracle and the schedules are
-tests/test_fast_samplers.py's.
+inverse, and the sigma range a caller narrows a grid to. The Gaussian oracle, the schedules and their
+fixtures (tests/conftest.py) are tests/test_fast_samplers.py's.
 """
 
 from __future__ import annotations
@@ -10,25 +10,18 @@ import math
 
 import pytest
 import torch
-from test_fast_samplers import F64, T, abar, marginal, oracle, schedule_named, sigma_ve
+from test_fast_samplers import (
+    F64,
+    T,
+    abar,
+    marginal,
+    oracle,
+    schedule_named,
+    sigma_ve,
+)
 
 from diffkit import DiffkitError, NoiseSchedule
 from diffkit.sampling import NARROWED, SIGMA_MAX, SPACINGS, make_grid, sample, timesteps
-
-
-@pytest.fixture(scope="module")
-def linear():
-    return schedule_named("linear")
-
-
-@pytest.fixture(scope="module")
-def cosine():
-    return schedule_named("cosine")
-
-
-@pytest.fixture(scope="module")
-def zero_snr():
-    return schedule_named("zero-snr")
 
 
 @pytest.mark.parametrize("sched", ["linear", "cosine"])
