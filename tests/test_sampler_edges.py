@@ -1,7 +1,7 @@
 """Samplers at their edges: zero terminal SNR (the first step from pure noise, x0 clipping), every error path
 (unknown names, steps out of range, options a sampler does not take or values it cannot use), and randomness
-(stochastic samplers follow their generator, ODE solvers ignore it). The Gaussian oracle, the schedules and their
-fixtures (tests/conftest.py) are tests/test_fast_samplers.py's.
+(stochastic samplers follow their generator, ODE solvers ignore it). The Gaussian oracle is tests/test_fast_samplers.py's,
+the schedule fixtures tests/conftest.py's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sampling grids (sampling/grids.py): Karras's and the uniform log-SNR grid in closed form, every spacing descending
 within the schedule's range, the noise cap (sigma_ve <= SIGMA_MAX) and zero terminal SNR, the time <-> log-SNR
-inverse, and the sigma range a caller narrows a grid to. The Gaussian oracle, the schedules and their
-fixtures (tests/conftest.py) are tests/test_fast_samplers.py's.
+inverse, and the sigma range a caller narrows a grid to. The Gaussian oracle is tests/test_fast_samplers.py's,
+the schedule fixtures tests/conftest.py's.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_cli import assert_user_error
 from test_cli import run as cli
-from test_fast_samplers import F64, linear, oracle  # noqa: F401  (linear: the fixture)
+from test_fast_samplers import F64, oracle
 
 from diffkit import DiffkitError, rescale_zero_terminal_snr
 from diffkit.config import RunConfig
@@ -38,7 +38,7 @@ def trajectory(schedule, x, **options):
     return xs
 
 
-def test_noise_only_from_the_levels_at_or_below_s_tmax(linear):  # noqa: F811
+def test_noise_only_from_the_levels_at_or_below_s_tmax(linear):
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     levels = [lv.sigma_ve for lv in grid_levels(linear, sampler_grid(linear, "dpmpp-2m-sde", 12))][:-1]
     s_tmax = levels[5]  # steps 0-4 start above it: deterministic, as dpmpp-2m's; step 5 on get fresh noise
@@ -54,7 +54,7 @@ def test_noise_only_from_the_levels_at_or_below_s_tmax(linear):  # noqa: F811
     assert torch.equal(above[-1], sde[-1])
 
 
-def test_an_infinite_first_level_and_eta_0(linear):  # noqa: F811
+def test_an_infinite_first_level_and_eta_0(linear):
     """On a zero-terminal-SNR grid the first level is sigma_ve = inf: s_tmax inf is None (noise on every step), a
     finite s_tmax makes that first step deterministic; eta 0 with any s_tmax is dpmpp-2m."""
     zero = rescale_zero_terminal_snr(linear)
@@ -68,7 +68,7 @@ def test_an_infinite_first_level_and_eta_0(linear):  # noqa: F811
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), True, "3"])
-def test_bad_s_tmax_is_refused_by_name(linear, bad):  # noqa: F811
+def test_bad_s_tmax_is_refused_by_name(linear, bad):
     with pytest.raises(DiffkitError, match="s_tmax"):
         sample(oracle(linear), torch.zeros(4, 2, dtype=F64), "dpmpp-2m-sde", 5, s_tmax=bad,
                generator=torch.Generator().manual_seed(0))

@@ -102,7 +102,7 @@ class UNetConfig:
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (Wu & He 2018), with a path of its own for the sampling fast path's bf16 channels_last maps.
 
-    torch's CPU kernel for a channels_last map ran 3-25x slower than for NCHW at some shapes (2-core Zen 5 EPYC,
+    torch's CPU kernel for a channels_last map ran up to 14-25x slower than for NCHW at some shapes (2-core Zen 5 EPYC,
     AVX-512, native bf16: True; 64 x 32 x 28 x 28 in float32: 3.4-6 ms against 0.24 NCHW; 32 x 32 maps were not
     slow). Without autograd, a bf16 channels_last map (the fast path under bf16 autocast) is normalized by
     `modulated`, which never calls that kernel. With autograd it is normalized through float32; NCHW and float32
@@ -116,7 +116,7 @@ class GroupNorm(nn.GroupNorm):
         return super().forward(x)
 
     # the largest |group mean| / group std for which a bf16 map's mean is folded into the offset b: b's rounding then
-    # costs at most 2^-9 x this of the normalized values, about one bf16 step at unit scale (GroupNorm.modulated)
+    # costs at most 2^-9 x this of the normalized values, half a bf16 step at unit scale (GroupNorm.modulated)
     FOLD_MEAN = 2.0
 
     def modulated(self, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
@@ -128,7 +128,8 @@ class GroupNorm(nn.GroupNorm):
         E[x^2] - E[x]^2, then one pass y = x a + b with per-(image, channel) a and b. Where some group's mean is
         far from zero next to its spread (> FOLD_MEAN), b's bf16 rounding would scale with the mean, so the mean
         m (rounded to bf16) is taken off first, y = (x - m) a + b: x - m is exact for x near m (Sterbenz), at the
-        cost of one more pass. Others: torch's kernel, then one addcmul."""
+        cost of one more pass; one such group switches the whole batch, so outputs can depend on the batch at bf16's
+        rounding. Other dtypes and devices: torch's kernel (its own dtype rules under autocast), then one addcmul."""
         if x.dtype != torch.bfloat16 or x.device.type != "cpu":
             h = super().forward(x)
             return h if scale is None else torch.addcmul(shift, h, 1 + scale)

@@ -7,8 +7,9 @@ channels_last (1.69x); 8x8 (digits) 3,716 at 256 in NCHW, 4,174 at 256 and 4,245
 (1.12-1.14x). Smaller images want larger calls: `sampling_chunk` aims at ~24,576 pixels per call.
 The residual blocks skip passes over their feature maps (in-place SiLU, the adaptive norm's scale and shift
 applied with the norm, the residual added in place): 1.1-1.3x on the 28x28 call at 64 images; under bf16 autocast
-each norm takes unet.GroupNorm.modulated, which avoids torch's slow channels_last kernel (benchmarks/norm_path.py). The arithmetic is the plain network's (fp32
-convolutions in another memory order, a fused multiply-add: equal up to rounding);
+each norm takes unet.GroupNorm.modulated, which avoids torch's slow channels_last kernel
+(benchmarks/norm_path.py). The arithmetic is the plain network's (fp32 convolutions in another memory order, a
+fused multiply-add: equal up to rounding);
 `diffkit.runs.load_run(..., fast=False)` samples the plain path.
 """
 
