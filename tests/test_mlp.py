@@ -88,3 +88,16 @@ def test_front_door_chunks_match_one_pass(same_time):
     with torch.no_grad():
         for a, b in zip(fast(x, t), plain(x, t)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_path_under_an_enclosing_bf16_autocast_stays_float32():
+    """A distillation step timed or trained in bf16 calls its MLP teacher's folded path inside torch.autocast: the
+    folded path keeps its float32 arithmetic (in-place matmuls would mix dtypes) and gives the float32 result."""
+    net = _random_mlp(MLPConfig())
+    folded = fold_for_sampling(net)
+    x, t = torch.randn(64, 2), torch.rand(64) * 999
+    with torch.no_grad():
+        plain = folded(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = folded(x, t)
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)

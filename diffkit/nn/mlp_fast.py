@@ -64,7 +64,10 @@ class FoldedMLP(nn.Module):
         if not self.foldable or torch.is_grad_enabled() or isinstance(cond, dict) \
                 or (cond is not None and cond.is_floating_point()):
             return self.mlp(x, t, cond)
-        return self._folded(x, t, cond)
+        # float32 arithmetic with in-place matmuls: an enclosing autocast (a distillation step timed or trained in
+        # bf16 calls its teacher here) must not turn some of them bf16
+        with torch.autocast(x.device.type, enabled=False):
+            return self._folded(x.float(), t, cond).to(x.dtype)
 
     def _row_embeddings(self, t, cond) -> torch.Tensor:
         """Every row's embedding [B, depth, H], each distinct (time, class) embedded once (1-D unique: ~100x
