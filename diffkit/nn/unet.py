@@ -141,13 +141,13 @@ class GroupNorm(nn.GroupNorm):
         mean = mean_c.view(B, G, -1).mean(2, keepdim=True)  # [B, G, 1]
         rstd = torch.rsqrt((square_c.view(B, G, -1).mean(2, keepdim=True) - mean.square()).clamp_min(0) + self.eps)
         a = (rstd * self.weight.view(G, -1)).view(B, C)
-        centre = bool((mean.abs() * rstd).amax() > self.FOLD_MEAN)  # a CPU tensor: no device sync
-        m = mean.to(x.dtype) if centre else torch.zeros_like(mean, dtype=x.dtype)
-        b = self.bias + ((m.float() - mean) * a.view(B, G, -1)).view(B, C)  # (x - mean) a + bias = (x - m) a + b
+        m = mean.to(x.dtype) if bool((mean.abs() * rstd).amax() > self.FOLD_MEAN) else None  # CPU: no device sync
+        # (x - mean) a + bias = (x - m) a + b, m = 0 where the mean is folded into b
+        b = self.bias + (((0.0 if m is None else m.float()) - mean) * a.view(B, G, -1)).view(B, C)
         if scale is not None:
             factor = 1 + scale.reshape(B, C).float()
             a, b = a * factor, b * factor + shift.reshape(B, C).float()
-        if centre:
+        if m is not None:
             x = x - m.expand(B, G, C // G).reshape(B, C, 1, 1)
         return torch.addcmul(b.to(x.dtype).view(B, C, 1, 1), x, a.to(x.dtype).view(B, C, 1, 1))
 

@@ -15,7 +15,7 @@ def plt():
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as pyplot
+        from matplotlib import pyplot
     except ImportError:
         raise DiffkitError("pictures need matplotlib; install it with `pip install 'diffkit[viz]'`") from None
     return pyplot
