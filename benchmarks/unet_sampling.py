@@ -3,7 +3,10 @@ in NCHW and channels_last, and whole sampling (dpmpp-2m 20, guided at w = 3 for 
 (`load_run(fast=False)`: NCHW, one call) and the fast one (channels_last, the lean residual blocks, the chunk
 `unet_fast.sampling_chunk` picks), in interleaved rounds, with the largest difference between their samples.
 
-    .venv/bin/python benchmarks/unet_sampling.py RUN [RUN ...] [--n 512] [--repeats 3] [--no-calls]
+    .venv/bin/python benchmarks/unet_sampling.py RUN [RUN ...] [--n 512] [--repeats 3] [--no-calls] [--chunks]
+
+--chunks: instead, whole sampling on the fast path in the run's own precision (bf16 on a CPU with native bf16) at
+the chunks `sampling_chunk` picks for float32 and for bf16 calls and at twice the latter, in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +52,43 @@ def calls_table(a) -> None:
                 print(f"| {path} | {name} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
 
 
+def chunks_table(a) -> None:
+    print("\n## Sampling by images per call: the run's own sampler, class runs guided at w = 3 in their interval, "
+          f"the run's precision; samples/s, the fastest of {a.repeats} interleaved rounds\n")
+    print("| run | precision | chunk: samples/s | the fp32 rule's chunk | the bf16 rule's chunk |\n"
+          "|---|---|---|---|---|")
+    for path in a.runs:
+        run = load_run(path)
+        shape, classes = run.config.fitted.shape, run.config.network.num_classes
+        rules = sampling_chunk(shape, "fp32"), sampling_chunk(shape, "bf16")
+        kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
+        sample_run(run, a.n, seed=0, **kw)  # warm-up
+        best = {}
+        for _ in range(a.repeats):
+            for k in sorted({*rules, 2 * rules[1]}):
+                run.denoiser.chunk = k
+                t0 = time.perf_counter()
+                sample_run(run, a.n, seed=0, **kw)
+                seconds = time.perf_counter() - t0
+                best[k] = max(best.get(k, 0.0), a.n / seconds)
+        cells = ", ".join(f"{k}: {v:.1f}" for k, v in best.items())
+        gain = best[rules[1]] / best[rules[0]]
+        print(f"| {path} | {run.precision} | {cells} | {rules[0]} | {rules[1]} ({gain:.2f}x) |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of plain-then-fast sampling")
+    ap.add_argument("--chunks", action="store_true", help="only the table of whole sampling by images per call")
     ap.add_argument("--calls", action=argparse.BooleanOptionalAction, default=True, help="the per-call table")
     a = ap.parse_args()
     torch.set_num_threads(machine.cores())
     print(machine.describe())
+    if a.chunks:
+        chunks_table(a)
+        return
     if a.calls:
         calls_table(a)
     print(f"\n## Sampling: dpmpp-2m 20 steps, class runs guided at w = 3 in their interval; {a.repeats} rounds, each "

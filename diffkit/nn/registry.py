@@ -84,11 +84,11 @@ def build_network(cfg) -> nn.Module:
 def for_sampling(network: nn.Module, fast: bool = True, precision: str = "fp32",
                  shape=None) -> tuple[nn.Module, int]:
     """(the network a sampler should call, its batch chunk): the kind's fast path where it has one and fast
-    (the U-Net's chunk then sized to the sample shape); precision bf16 wraps it in autocast
+    (the U-Net's chunk then sized to the sample shape and precision); precision bf16 wraps it in autocast
     (precision.sampling_precision decides what 'auto' means)."""
     name = kind_of(network.cfg)
     kind = NETWORKS[name]
     network.eval()
     net = kind.fast(network) if fast and kind.fast else network
-    chunk = sampling_chunk(shape) if fast and name == "unet" and shape is not None else kind.sampling_chunk
+    chunk = sampling_chunk(shape, precision) if fast and name == "unet" and shape is not None else kind.sampling_chunk
     return (Autocast(net) if precision == "bf16" else net), chunk
