@@ -11,6 +11,7 @@ from test_images_cli import TINY_FLAGS
 from diffkit.cli import main
 from diffkit.nn.unet_fast import ChannelsLast, sampling_chunk
 from diffkit.runs import load_run, sample_run
+from diffkit.runs.pipeline import with_precision
 
 
 @pytest.mark.parametrize("shape, chunk, chunk_bf16", [((1, 8, 8), 512, 512), ((1, 28, 28), 32, 64),
@@ -28,6 +29,11 @@ def test_a_bf16_run_samples_at_its_own_chunk(tmp_path):
     assert main(["train", "--data", "mnist5k", "--cond", "--out", str(out), "--steps", "2", *TINY_FLAGS]) == 0
     assert load_run(out, precision="bf16").denoiser.chunk == 64
     assert load_run(out, precision="fp32").denoiser.chunk == 32
+    assert with_precision(load_run(out, precision="fp32"), "bf16").denoiser.chunk == 64  # sample_run(precision=)
+    assert with_precision(load_run(out, precision="bf16"), "fp32").denoiser.chunk == 32
+    plain = with_precision(load_run(out, fast=False, precision="fp32"), "bf16")  # the plain path stays plain
+    assert plain.denoiser.chunk is None and not any(
+        getattr(m, "lean", False) for m in plain.network.modules())
 
 
 def test_fast_unet_sampling_equals_the_plain_path_up_to_rounding(tmp_path):

@@ -6,8 +6,8 @@ Measured on a 2-core AVX2 EPYC (Zen 3), fp32, image-calls per second of a class-
 channels_last (1.69x); 8x8 (digits) 3,716 at 256 in NCHW, 4,174 at 256 and 4,245 at 512 in channels_last
 (1.12-1.14x). Smaller images want larger calls: `sampling_chunk` aims at ~24,576 pixels per call, twice that
 where the calls run in bf16 (half the bytes per activation). Measured on a 2-core Zen 5 EPYC (AVX-512, native bf16),
-whole sampling under bf16 autocast (`benchmarks/unet_sampling.py RUN --chunks`): the default mnist5k run 1.15x at
-64 images per call against 32 (docs/speed.md); 8x8 digits stay at 512 (1,024 measured no faster).
+whole sampling under bf16 autocast (`benchmarks/unet_sampling.py RUN --chunks`): the default mnist5k run 1.13-1.15x at
+64 images per call against 32, shapes 1.12x (docs/speed.md); 8x8 digits stay at the cap of 512 (1,024 mixed).
 The residual blocks skip passes over their feature maps (in-place SiLU, the adaptive norm's scale and shift
 applied with the norm, the residual added in place): 1.1-1.3x on the 28x28 call at 64 images; under bf16 autocast
 each norm takes unet.GroupNorm.modulated, which avoids torch's slow channels_last kernel

@@ -267,13 +267,15 @@ def given_noise(noise, shape: tuple, device) -> torch.Tensor:
 
 
 def with_precision(run: Run, precision: str) -> Run:
-    """The run sampling at another precision (auto, fp32 or bf16): the same network, a new Denoiser."""
+    """The run sampling at another precision (auto, fp32 or bf16): the same network, a new Denoiser (on the same
+    path, fast or plain, with the fast path's chunk for that precision)."""
     precision, why = sampling_precision(precision, registry.kind_of(run.config.network), module_device(run.network))
     if precision == run.precision:
         return run
-    network = registry.for_sampling(run.network, True, precision, run.config.fitted.shape)[0]
-    return dataclasses.replace(run, denoiser=run.denoiser.replace(network=network), precision=precision,
-                               precision_why=why)
+    fast = run.denoiser.chunk is not None  # make_denoiser: the fast path, and only it, calls in chunks
+    network, chunk = registry.for_sampling(run.network, fast, precision, run.config.fitted.shape)
+    return dataclasses.replace(run, denoiser=run.denoiser.replace(network=network, chunk=chunk if fast else None),
+                               precision=precision, precision_why=why)
 
 
 def run_sampling(config: RunConfig, sampler: str | None, steps: int | None, guidance=None) -> tuple[str, int | None]:
