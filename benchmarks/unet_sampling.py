@@ -12,9 +12,9 @@ the chunks `sampling_chunk` picks for float32 and for bf16 calls and at twice th
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from diffkit.nn.unet_fast import lean_blocks, sampling_chunk
 from diffkit.runs import load_run, sample_run
 
 sys.path.insert(0, str(Path(__file__).parent))
+from distill import timed_repeats  # noqa: E402  (settings timed in turn within each round)
 from roofline import fastest  # noqa: E402  (the fastest of a few timed calls)
 
 CHUNKS = (16, 32, 64, 128, 256, 512)
@@ -63,14 +64,13 @@ def chunks_table(a) -> None:
         rules = sampling_chunk(shape, "fp32"), sampling_chunk(shape, "bf16")
         kw = {"cond": [i % classes for i in range(a.n)], "guidance": 3.0} if classes else {}
         sample_run(run, a.n, seed=0, **kw)  # warm-up
-        best = {}
-        for _ in range(a.repeats):
-            for k in sorted({*rules, 2 * rules[1]}):
-                run.denoiser.chunk = k
-                t0 = time.perf_counter()
-                sample_run(run, a.n, seed=0, **kw)
-                seconds = time.perf_counter() - t0
-                best[k] = max(best.get(k, 0.0), a.n / seconds)
+
+        def draw(seed, k, run=run, kw=kw):
+            run.denoiser.chunk = k
+            return sample_run(run, a.n, seed=seed, **kw)
+
+        times = timed_repeats({k: functools.partial(draw, k=k) for k in sorted({*rules, 2 * rules[1]})}, a.repeats)
+        best = {k: a.n / min(t) for k, t in times.items()}
         cells = ", ".join(f"{k}: {v:.1f}" for k, v in best.items())
         gain = best[rules[1]] / best[rules[0]]
         print(f"| {path} | {run.precision} | {cells} | {rules[0]} | {rules[1]} ({gain:.2f}x) |", flush=True)

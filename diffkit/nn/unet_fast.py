@@ -31,8 +31,8 @@ PIXELS_PER_CALL = 24_576  # images x H x W per float32 network call (x2 inside g
 def sampling_chunk(shape, precision: str = "fp32") -> int:
     """Images per sampling call for a sample shape [C, H, W] and the calls' precision ("fp32" or "bf16"): a power
     of two in [16, 512], aiming at twice as many pixels in bf16."""
-    pixels = shape[-1] * shape[-2] * (1 if precision == "bf16" else 2)
-    return int(min(512, max(16, 2 ** round(math.log2(2 * PIXELS_PER_CALL / pixels)))))
+    budget = PIXELS_PER_CALL * (2 if precision == "bf16" else 1)
+    return int(min(512, max(16, 2 ** round(math.log2(budget / (shape[-1] * shape[-2]))))))
 
 
 def lean_blocks(network: nn.Module, on: bool = True) -> nn.Module:

@@ -4,8 +4,8 @@ files under $DIFFKIT_CACHE (default ~/.cache/diffkit), each named by a hash of w
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
