@@ -18,8 +18,8 @@ from .schedule import NoiseSchedule
 from .version import __version__
 
 FORMAT = "diffkit-run"
-FORMAT_VERSION = 4  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto;
-# 4: the objective (ddpm, edm, flow)
+FORMAT_VERSION = 5  # 2: fitted statistics apart from the data request; tagged network config; 3: precision auto;
+# 4: the objective (ddpm, edm, flow); 5: the objective's foreground weight and band
 
 # what a run's samples are: 2-D (or N-D) points, images, or latents of images (through a VAE, data.latent)
 DataKind = Literal["points", "images", "latents"]
@@ -102,6 +102,10 @@ class ObjectiveConfig:
     time_scale: float | None = None   # and its std
     shift: float = 1.0                # flow: SD3's time shift s (training times and the sampling grid)
     sigma_data: float | None = None   # edm: the data's std (recipes: 1 for standardized points, latents; pixels measured)
+    # flow on pixels: extra loss weight on the pixels off the black background, at path times tau in the band
+    # (training/loss.py: foreground_weighted); 0: none
+    foreground_weight: float = 0.0
+    foreground_band: tuple[float, float] = (0.4, 0.8)
 
     def check(self) -> None:
         if self.name not in OBJECTIVES:
@@ -129,6 +133,16 @@ class ObjectiveConfig:
             raise ConfigError(f"--shift shifts a flow's times; the {self.name} objective has none")
         if self.sigma_data is not None and not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
             raise ConfigError(f"sigma_data is the data's std, a finite number > 0, got {self.sigma_data}")
+        w, band = self.foreground_weight, self.foreground_band
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and 0 <= w <= 100):
+            raise ConfigError(f"--foreground-weight is an extra loss weight in [0, 100] (0: none), got {w!r}")
+        if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in band) and 0 <= band[0] < band[1] <= 1):
+            raise ConfigError(f"--foreground-band is two flow times LO,HI with 0 <= LO < HI <= 1, got {band!r}")
+        self.foreground_band = (float(band[0]), float(band[1]))
+        if w > 0 and self.name != "flow":
+            raise ConfigError(f"--foreground-weight weighs a flow objective's loss; the {self.name} objective does "
+                              f"not take it (give --objective flow)")
 
     @property
     def path_name(self) -> str:

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import DiffkitError
 from .flags import (
+    band_arg,
     device_arg,
     finite_float,
     int_tuple,
@@ -93,6 +94,11 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--shift", type=finite_float("--shift"),
                    help="flow: SD3's time shift s, tau -> s tau / (1 + (s - 1) tau), in training and the sampling "
                         "grid (default 1: none)")
+    t.add_argument("--foreground-weight", type=finite_float("--foreground-weight", 0.0),
+                   help="flow on pixels: extra loss weight on the pixels off the black background, at the flow "
+                        "times of --foreground-band (1 + W there, per image normalized; default 0: none)")
+    t.add_argument("--foreground-band", type=band_arg, metavar="LO,HI",
+                   help="the flow times tau where --foreground-weight applies (default 0.4,0.8)")
     t.add_argument("--zero-terminal-snr", action="store_true",
                    help="rescale the schedule so alpha_bar at T-1 is 0 (needs v or x0 prediction)")
     t.add_argument("--cond", action="store_true",

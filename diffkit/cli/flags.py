@@ -87,6 +87,18 @@ def interval_arg(text):
                                          f"got {text!r}") from None
 
 
+def band_arg(text):
+    """--foreground-band: two flow times LO,HI with 0 <= LO < HI <= 1."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not 0 <= lo < hi <= 1:
+        raise argparse.ArgumentTypeError(f"--foreground-band takes two flow times LO,HI with 0 <= LO < HI <= 1 "
+                                         f"(e.g. 0.4,0.8), got {text!r}")
+    return lo, hi
+
+
 def port_arg(text):
     try:
         v = int(text)

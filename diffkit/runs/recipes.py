@@ -44,6 +44,7 @@ TRAIN_FLAGS = {
     "zero_terminal_snr": ("schedule.zero_terminal_snr",), "prediction": ("prediction",),
     "objective": ("objective.name",), "time_dist": ("objective.time_dist",), "time_loc": ("objective.time_loc",),
     "time_scale": ("objective.time_scale",), "shift": ("objective.shift",),
+    "foreground_weight": ("objective.foreground_weight",), "foreground_band": ("objective.foreground_band",),
     "steps": ("train.steps",), "batch_size": ("train.batch_size",), "lr": ("train.lr",), "seed": ("train.seed",),
     "p_uncond": ("train.p_uncond",), "checkpoint_every": ("train.checkpoint_every",),
     "keep_checkpoints": ("train.keep_checkpoints",),
@@ -215,6 +216,7 @@ def _apply_objective_flags(config: RunConfig, flags: dict) -> None:
     if flags.get("objective") is None and name != "ddpm" and prediction is not None and prediction not in allowed:
         raise ConfigError(f"--prediction {prediction} does not apply to the {name} objective, {config.data.spec}'s "
                           f"default; it takes {', '.join(allowed)} (or give --objective ddpm)")
+    _apply_foreground_flags(config, flags)
     if name == "ddpm":
         return
     o = config.objective
@@ -224,6 +226,21 @@ def _apply_objective_flags(config: RunConfig, flags: dict) -> None:
         if flags.get(key) is not None:
             setattr(o, key, flags[key])
     o.shift = 1.0 if flags.get("shift") is None else flags["shift"]
+
+
+def _apply_foreground_flags(config: RunConfig, flags: dict) -> None:
+    """--foreground-weight and --foreground-band: a flow objective on pixels only (ObjectiveConfig.check refuses
+    another objective)."""
+    o = config.objective
+    for key in ("foreground_weight", "foreground_band"):
+        if flags.get(key) is not None:
+            setattr(o, key, flags[key])
+    if flags.get("foreground_band") is not None and o.foreground_weight == 0:
+        raise ConfigError("--foreground-band places --foreground-weight's extra weight; give --foreground-weight "
+                          "W > 0 too")
+    if o.foreground_weight > 0 and (config.data.latent is not None or not is_image_spec(config.data.spec)):
+        what = "a VAE's latents" if config.data.latent is not None else "points"
+        raise ConfigError(f"--foreground-weight weighs the foreground pixels of images; this run trains on {what}")
 
 
 def _apply_network_flags(config: RunConfig, flags: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 from ..nn.vae import VAEConfig, vae_loss
 from ..path import shift_time
 from ..prediction import target_on_path
-from .loss import min_snr_weight, simple_loss
+from .loss import foreground_weighted, min_snr_weight, simple_loss
 
 F64 = torch.float64
 
@@ -53,6 +53,8 @@ class PathObjective:
         self.dist, self.loc, self.scale = config.objective.time_params()
         # reflow (Liu et al. 2023): the source draws (sample, noise) pairs as x0 [B, 2, ...]; no fresh eps
         self.paired = config.reflowed
+        o = config.objective
+        self.foreground = (o.foreground_weight, tuple(o.foreground_band)) if o.foreground_weight > 0 else None
 
     def draw(self, batch_size: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.dist == "uniform":
@@ -88,7 +90,10 @@ class PathObjective:
         t = t_net.to(x0.device, x0.dtype)
         out = model(col(c_in) * x, t) if cond is None else model(col(c_in) * x, t, cond)
         sd = getattr(self.path, "sigma_data", None)
-        return (out - target_on_path(self.prediction, x0, eps, x, col(sigma), sd)).float().square().flatten(1).mean(1)
+        err = (out - target_on_path(self.prediction, x0, eps, x, col(sigma), sd)).float().square()
+        if self.foreground is not None:  # flow on pixels: sigma is the path time tau
+            return foreground_weighted(err, x0, sigma, *self.foreground)
+        return err.flatten(1).mean(1)
 
 
 class VAEObjective:
