@@ -20,6 +20,7 @@ from ..text.encoder import DEFAULT_ENCODER, load_encoder
 from .presets import (
     TEXT_LATENT,
     default_objective,
+    default_foreground_weight,
     default_sampler,
     default_time_loc,
     image_config,
@@ -83,6 +84,7 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
         set_objective(config, name)
         if latent is None and text is None and name == default_objective(spec):  # the data's measured times
             config.objective.time_loc = default_time_loc(spec)
+            config.objective.foreground_weight = default_foreground_weight(spec)
             own = default_sampler(spec)  # and sampler, where it is not the image runs' reference
             if own is not None:
                 config.sampling.sampler, config.sampling.steps, options = own
