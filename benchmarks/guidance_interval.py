@@ -1,9 +1,11 @@
 """Where to guide: one trained class-conditional image run sampled with guidance w in several noise-level
-intervals, scored as the README's table is (1,000 samples, classes cycled, dpmpp-2m 20; the judge's FD over its
-floor, class accuracy, precision and recall, and colour purity for shapes), over several sampling seeds. Also
-prints the noise levels sigma_ve = sigma / alpha of the sampler's steps, so an interval can be read as steps.
+intervals, scored as the README's table is (1,000 samples, classes cycled, dpmpp-2m 20 or, with --sampler run,
+the run's own sampler; the judge's FD over its floor, class accuracy, precision and recall, and colour purity for
+shapes), over several sampling seeds. Also prints the noise levels sigma_ve = sigma / alpha of the sampler's steps,
+so an interval can be read as steps.
 
     .venv/bin/python benchmarks/guidance_interval.py RUN DATA [--intervals run all 0.2,1 4,80] [--w 3] [--seeds 3]
+        [--first-seed 0] [--sampler run]
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def main() -> None:
                     help="LO,HI noise levels, 'run' (the run's own) or 'all'")
     ap.add_argument("--w", type=float, default=3.0)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--sampler", default="dpmpp-2m",
+                    help="dpmpp-2m (at 20 steps, the images' reference) or 'run': the run's own sampler and steps")
     ap.add_argument("--n", type=int, default=1000)
     a = ap.parse_args()
     print(machine.describe(peaks=False))
@@ -63,8 +68,10 @@ def main() -> None:
     judge = load_or_train_judge(data, progress=False)
     run = load_run(a.run)
     labels = np.arange(a.n) % data.num_classes
-    levels = step_levels(run, "dpmpp-2m", 20)
-    print(f"# {a.run}: dpmpp-2m 20 calls at sigma_ve {', '.join(f'{s:.3g}' for s in levels)}; the run's interval "
+    sampler, steps = (None, None) if a.sampler == "run" else (a.sampler, 20)
+    shown_sampler = f"{run.config.sampling.sampler} {run.config.sampling.steps}" if sampler is None else f"{sampler} 20"
+    levels = step_levels(run, sampler, steps)
+    print(f"# {a.run}: {shown_sampler} calls at sigma_ve {', '.join(f'{s:.3g}' for s in levels)}; the run's interval "
           f"{run.config.sampling.guidance_interval}\n")
     print("| interval | guided calls | seed | FD / floor | accuracy | precision | recall | purity |")
     print("|---|---|---|---|---|---|---|---|")
@@ -72,8 +79,8 @@ def main() -> None:
         shown = interval(text)
         bounds = run.config.sampling.guidance_interval if shown is RUN_DEFAULT else shown
         guided = len(levels) if bounds is None else sum(bounds[0] < s <= bounds[1] for s in levels)
-        for seed in range(a.seeds):
-            x = sample_run(run, a.n, "dpmpp-2m", 20, seed=seed, cond=labels, guidance=a.w, guidance_interval=shown)
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
+            x = sample_run(run, a.n, sampler, steps, seed=seed, cond=labels, guidance=a.w, guidance_interval=shown)
             m = evaluate_images(x, data, judge, labels=labels)
             purity = f"{colour_purity(x):.3f}" if a.data == "shapes" else "-"
             print(f"| {text} | {guided} | {seed} | {m['fd'] / m['fd_floor']:.2f} | {m['class_accuracy']:.1%} | "

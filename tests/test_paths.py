@@ -211,13 +211,14 @@ def test_each_image_set_gets_its_measured_objective():
 
 def test_shapes_default_is_flow_with_its_measured_times_on_the_four_level_unet():
     """shapes' default run: flow with logit-normal times centred at 0.25 (presets.IMAGE_TIME_LOC) and the loss's
-    foreground weight 4 at tau in [0.4, 0.8], the same with --objective flow (edm: neither); a time flag changes
-    only what it names, another distribution drops the preset's centre; the
-    32x32 U-Net has four levels with attention at 16, 8 and 4 px, and 28x28 keeps three."""
+    foreground weight 4 at tau in [0.4, 0.8], guided in (0.2, 3], the same with --objective flow (edm: none of
+    them); a time flag changes only what it names, another distribution drops the preset's centre; the 32x32 U-Net
+    has four levels with attention at 16, 8 and 4 px, and 28x28 keeps three."""
     shapes = train_config({"data": "shapes", "cond": True})
     o = shapes.objective
     assert (o.name, o.time_dist, o.time_loc, o.time_scale) == ("flow", "logit-normal", 0.25, None)
     assert (o.foreground_weight, o.foreground_band) == (4.0, (0.4, 0.8))  # presets.IMAGE_FOREGROUND_WEIGHT
+    assert shapes.sampling.guidance_interval == (0.2, 3.0)  # presets.OWN_GUIDANCE_INTERVAL
     assert shapes.to_dict() == train_config({"data": "shapes", "cond": True, "objective": "flow"}).to_dict()
     assert (shapes.network.channel_mult, shapes.network.attention_levels) == ((1, 1, 2, 2), (1, 2, 3))
     assert shapes.train.steps == 750
@@ -228,6 +229,7 @@ def test_shapes_default_is_flow_with_its_measured_times_on_the_four_level_unet()
     assert (uniform.time_dist, uniform.time_loc) == ("uniform", None)
     edm = train_config({"data": "shapes", "cond": True, "objective": "edm"}).objective
     assert edm.time_loc is None and edm.foreground_weight == 0.0
+    assert train_config({"data": "shapes", "cond": True, "objective": "edm"}).sampling.guidance_interval == (0.2, 1.0)
     off = train_config({"data": "shapes", "cond": True, "foreground_weight": 0.0}).objective
     assert (off.foreground_weight, off.time_loc) == (0.0, 0.25)
     assert train_config({"data": "shapes", "cond": True, "foreground_band": (0.3, 0.8)}).objective.foreground_band \

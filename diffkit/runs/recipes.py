@@ -24,6 +24,7 @@ from .presets import (
     default_sampler,
     default_time_loc,
     image_config,
+    own_guidance_interval,
     points_config,
     vae_config,
 )
@@ -85,6 +86,9 @@ def default_config(spec: str, *, cond: bool = False, net: str | None = None, dit
         if latent is None and text is None and name == default_objective(spec):  # the data's measured times
             config.objective.time_loc = default_time_loc(spec)
             config.objective.foreground_weight = default_foreground_weight(spec)
+            interval = own_guidance_interval(spec)
+            if interval is not None:
+                config.sampling.guidance_interval = interval
             own = default_sampler(spec)  # and sampler, where it is not the image runs' reference
             if own is not None:
                 config.sampling.sampler, config.sampling.steps, options = own
