@@ -19,8 +19,8 @@ from ..prediction import PATH_PREDICTIONS
 from ..text.encoder import DEFAULT_ENCODER, load_encoder
 from .presets import (
     TEXT_LATENT,
-    default_objective,
     default_foreground_weight,
+    default_objective,
     default_sampler,
     default_time_loc,
     image_config,
