@@ -114,7 +114,7 @@ HIGH_NOISE_GUIDANCE = {"digits": [4.0, 80.0], "mnist5k": [4.0, 80.0]}
 # colour settles or fades to an empty image. benchmarks/guidance_interval.py RUN shapes --sampler run on the three
 # default runs of benchmarks/time_to_quality.py shapes --seeds 3 (w = 3, 1,000 samples, sampling seeds 0-2; a 2-core
 # EPYC, AVX-512, native bf16: True): judged right 100% on all nine draws against 99.7-100% in (0.2, 1], FD
-# 8.5-11.4x the floor against 10.1-13.0x, colour purity 96.7-99.0% against 97.6-98.5%. The runs without the
+# 8.5-11.4x the floor against 10.1-13.0x, colour purity 96.7-99.0% against 97.1-98.3%. The runs without the
 # foreground weight still missed 0-0.3% there.
 OWN_GUIDANCE_INTERVAL = {"shapes": [0.2, 3.0]}
 

@@ -46,7 +46,7 @@ def foreground_weighted(err: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor, 
     """Per-sample mean of the squared error `err` [B, C, H, W] under a per-pixel weight of 1 + `weight` on x0's
     foreground pixels at path times tau [B] inside `band` (lo <= tau <= hi), 1 elsewhere; each image's loss is
     divided by its mean weight, so the weight moves emphasis between pixels, not the loss's scale between times.
-    diffkit's own measured recipe (docs/speed.md, "Empty images"): on shapes, a weight of 4 at tau in [0.4, 0.8]
+    diffkit's own measured recipe (docs/speed.md, "Time to quality"): on shapes, a weight of 4 at tau in [0.4, 0.8]
     (where a small shape's colour settles) cut the samples that fade to an empty image about fivefold; applied at
     every time it leans the network towards large shapes."""
     fg = (x0.float() > FOREGROUND_ABOVE).any(1, keepdim=True).float()
