@@ -281,7 +281,7 @@ class RunConfig:
         """The bound x0_hat is clipped to when sampling: the fitted x0 bound if clip (None: sampling.clip_x0)."""
         return self.fitted.x0_bound if (self.sampling.clip_x0 if clip is None else clip) else None
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         check_prediction(self.prediction)
         self.objective.check()
         check_prediction_on(self.objective.path_name, self.prediction, self.objective.name)
@@ -347,7 +347,7 @@ class RunConfig:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "diffkit_version": __version__, **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise CheckpointError("config.json is not a diffkit run config; expected one written by `diffkit train`")
         if d.get("format_version", 0) > FORMAT_VERSION:

@@ -95,7 +95,7 @@ class Denoiser:
                 "guidance_interval": self.guidance_interval, "clip_x0": self.clip_x0, "chunk": self.chunk,
                 "boundary": self.boundary, "guidance_input": self.guidance_input}
 
-    def replace(self, **changes) -> "Denoiser":
+    def replace(self, **changes) -> Denoiser:
         """A copy with some constructor arguments changed (and checked), e.g. replace(guidance_scale=3.0)."""
         return Denoiser(**{**self._arguments(), **changes})
 

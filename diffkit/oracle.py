@@ -111,7 +111,7 @@ class OracleDenoiser(Denoiser):
         super().__init__(network, schedule, "v", conditioning=conditioning, **options)
         self.mixture, self.on_path = mixture, False  # exact in the VP view of any path (path.py)
 
-    def replace(self, **changes) -> "OracleDenoiser":
+    def replace(self, **changes) -> OracleDenoiser:
         new = copy.copy(self)
         Denoiser.__init__(new, **{**self._arguments(), **changes})
         new.on_path = False
@@ -128,7 +128,7 @@ class OracleDenoiser(Denoiser):
         return self.network.exact(x_t, torch.as_tensor(t, dtype=F64).reshape(-1), cond)["log_prob"]
 
     @classmethod
-    def for_run(cls, mixture: GaussianMixture, run, **options) -> "OracleDenoiser":
+    def for_run(cls, mixture: GaussianMixture, run, **options) -> OracleDenoiser:
         """The oracle in a trained run's normalized coordinates and schedule (to compare the two like for like)."""
         norm = run.normalizer
         return cls(mixture.affine(np.asarray(norm.mean), np.asarray(norm.std)), run.denoiser.schedule, **options)

@@ -86,7 +86,7 @@ class NoiseSchedule:
 
     # construction ---------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str, num_timesteps: int = 1000) -> "NoiseSchedule":
+    def from_name(cls, name: str, num_timesteps: int = 1000) -> NoiseSchedule:
         if name not in _BUILDERS:
             raise choice_error("schedule", name, SCHEDULE_NAMES)
         if not isinstance(num_timesteps, int) or num_timesteps < 2:
@@ -206,7 +206,7 @@ class NoiseSchedule:
         return {**cfg, "zero_terminal_snr": self.zero_terminal_snr}
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "NoiseSchedule":
+    def from_config(cls, cfg: dict) -> NoiseSchedule:
         if cfg.get("name") == "custom":
             sched = cls(cfg["betas"], name="custom")
         else:

@@ -45,7 +45,7 @@ class GaussianMixture:
     labels: np.ndarray | None = None  # int [K], classes 0..C-1 (every class used)
 
     @classmethod
-    def from_dict(cls, spec, where: str = "the mixture") -> "GaussianMixture":
+    def from_dict(cls, spec, where: str = "the mixture") -> GaussianMixture:
         """Checked construction from {"weights": [K], "means": [K][D], "covariances": [K][D][D], "labels"?: [K]}."""
         if not isinstance(spec, dict) or not {"weights", "means", "covariances"} <= set(spec):
             raise DataError(f'{where} must be a JSON object with "weights" [K], "means" [K][D] and "covariances" '
@@ -86,7 +86,7 @@ class GaussianMixture:
         return cls(w, mu, cov, labels)
 
     @classmethod
-    def from_json(cls, path) -> "GaussianMixture":
+    def from_json(cls, path) -> GaussianMixture:
         path = Path(path)
         try:
             spec = json.loads(path.read_text())
@@ -115,13 +115,13 @@ class GaussianMixture:
         second = self.weights @ (np.diagonal(self.covariances, axis1=1, axis2=2) + self.means**2)
         return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
 
-    def affine(self, shift, scale) -> "GaussianMixture":
+    def affine(self, shift, scale) -> GaussianMixture:
         """The mixture of (x - shift) / scale (per dimension), e.g. in a run's normalized coordinates."""
         shift, scale = np.broadcast_to(shift, (self.dim,)), np.broadcast_to(scale, (self.dim,))
         return GaussianMixture(self.weights, (self.means - shift) / scale,
                                self.covariances / np.outer(scale, scale), self.labels)
 
-    def for_class(self, c: int) -> "GaussianMixture":
+    def for_class(self, c: int) -> GaussianMixture:
         """The mixture of class c's components, weights renormalized."""
         keep = self.labels == c
         w = self.weights[keep]
@@ -137,7 +137,7 @@ class GaussianMixture:
     def class_of(self, components: np.ndarray) -> np.ndarray | None:
         return None if self.labels is None else self.labels[components]
 
-    def noised(self, alpha_bar: float) -> "GaussianMixture":
+    def noised(self, alpha_bar: float) -> GaussianMixture:
         """q(x_t) at this alpha_bar: means a mu_k, covariances a^2 S_k + (1 - a^2) I."""
         eye = np.eye(self.dim)
         return GaussianMixture(self.weights, math.sqrt(alpha_bar) * self.means,

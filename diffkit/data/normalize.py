@@ -13,7 +13,7 @@ class Normalizer:
     std: list[float]
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Normalizer":
+    def fit(cls, x: np.ndarray) -> Normalizer:
         """Standardise each dimension; a constant dimension keeps scale 1."""
         x = np.asarray(x, dtype=np.float64)
         std = x.std(0)

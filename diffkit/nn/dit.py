@@ -41,7 +41,7 @@ class DiTConfig:
     num_timesteps: int = 1000       # training T (sets the time-embedding scale)
     guidance_embed: bool = False    # reads the guidance scale w from the cond (a guidance-distilled student)
 
-    def check(self) -> "DiTConfig":
+    def check(self) -> DiTConfig:
         if min(self.in_channels, self.patch_size, self.width, self.depth, self.heads) <= 0 or self.mlp_ratio <= 0 \
                 or self.context_dim < 0:
             raise ConfigError("DiT channels, patch size, width, depth, heads and mlp ratio must be positive")

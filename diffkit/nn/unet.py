@@ -72,7 +72,7 @@ class UNetConfig:
             notice(f"{shape[1]}x{shape[2]} images are zero-padded to {padded[0]}x{padded[1]} inside the U-Net "
                    f"(its {self.levels} levels need sides divisible by {m}) and cropped back")
 
-    def check(self) -> "UNetConfig":
+    def check(self) -> UNetConfig:
         """Raise a ConfigError naming the first value out of range."""
         if self.in_channels <= 0:
             raise ConfigError(f"the U-Net takes a positive number of channels (1 grayscale, 3 RGB, a VAE's latent "

@@ -41,7 +41,7 @@ class VAEConfig:
         _, H, W = shape
         return self.latent_channels, H // self.factor, W // self.factor
 
-    def check(self) -> "VAEConfig":
+    def check(self) -> VAEConfig:
         if self.factor not in FACTORS:
             raise ConfigError(f"the VAE's downsampling factor must be one of {', '.join(map(str, FACTORS))}, "
                               f"got {self.factor}")

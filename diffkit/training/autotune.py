@@ -59,7 +59,7 @@ class Settled:
     threads_why: str
 
     @staticmethod
-    def encode(settled: "Settled | None", device: torch.device) -> torch.Tensor:
+    def encode(settled: Settled | None, device: torch.device) -> torch.Tensor:
         """[precision index, threads] for the ranks' all-reduce; zeros for a rank that decided nothing."""
         code = torch.zeros(2, dtype=torch.float64, device=device)
         if settled is not None:
@@ -67,7 +67,7 @@ class Settled:
         return code
 
     @staticmethod
-    def decode(code: torch.Tensor) -> "Settled":
+    def decode(code: torch.Tensor) -> Settled:
         precision, threads = code.tolist()
         return Settled(PRECISIONS[int(precision)], int(threads), "rank 0's choice", "rank 0's choice")
 
