@@ -89,6 +89,15 @@ OBJECTIVE_TABLE = {
 }
 
 
+def check_foreground_band(band) -> tuple[float, float]:
+    """Two flow times (lo, hi) with 0 <= lo < hi <= 1, as floats; a ConfigError in one sentence otherwise."""
+    if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in band) and 0 <= band[0] < band[1] <= 1):
+        raise ConfigError(f"--foreground-band takes two flow times LO,HI with 0 <= LO < HI <= 1 (e.g. 0.4,0.8), "
+                          f"got {band!r}")
+    return float(band[0]), float(band[1])
+
+
 @dataclass
 class ObjectiveConfig:
     """What a training step minimises, on which Gaussian path (Kingma & Gao 2023): "ddpm" (the discrete VP schedule
@@ -136,10 +145,7 @@ class ObjectiveConfig:
         w, band = self.foreground_weight, self.foreground_band
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and 0 <= w <= 100):
             raise ConfigError(f"--foreground-weight is an extra loss weight in [0, 100] (0: none), got {w!r}")
-        if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in band) and 0 <= band[0] < band[1] <= 1):
-            raise ConfigError(f"--foreground-band is two flow times LO,HI with 0 <= LO < HI <= 1, got {band!r}")
-        self.foreground_band = (float(band[0]), float(band[1]))
+        self.foreground_band = check_foreground_band(band)
         if w > 0 and self.name != "flow":
             raise ConfigError(f"--foreground-weight weighs a flow objective's loss; the {self.name} objective does "
                               f"not take it (give --objective flow)")

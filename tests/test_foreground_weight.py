@@ -31,10 +31,10 @@ def test_the_weight_by_hand():
 
 
 def _flow_loss(config, model, x0):
-    """The objective's per-image loss on one fixed draw of times and noise; the drawn times tau."""
+    """The objective's per-image loss on one fixed draw of times and noise; the drawn times tau and noise eps."""
     objective = objective_for(config, path_for("flow"))
     draws = objective.draw(x0.shape[0], x0.shape[1:], torch.Generator().manual_seed(0))
-    return objective.loss(model, x0, draws, None), draws[1]
+    return objective.loss(model, x0, draws, None), draws[1], draws[-1]
 
 
 def test_the_objective_weighs_only_when_asked():
@@ -48,26 +48,16 @@ def test_the_objective_weighs_only_when_asked():
     def model(x, t):
         return x * 0.3  # any fixed function: its error differs between pixels
 
-    a, tau = _flow_loss(plain, model, x0)
-    b, _ = _flow_loss(weighted, model, x0)
-    x = (1 - tau.float()).reshape(-1, 1, 1, 1) * x0 + tau.float().reshape(-1, 1, 1, 1) * torch.randn(
-        x0.shape, generator=_after_times(64))
-    mse = (model(x, None) - (_noise(64, x0.shape) - x0)).square().flatten(1).mean(1)
+    a, tau, eps = _flow_loss(plain, model, x0)
+    b, _, _ = _flow_loss(weighted, model, x0)
+    col = tau.float().reshape(-1, 1, 1, 1)
+    x = (1 - col) * x0 + col * eps
+    mse = (model(x, None) - (eps - x0)).square().flatten(1).mean(1)
     assert torch.allclose(a, mse, atol=1e-5)   # weight 0: the plain flow-matching MSE
     in_band = (tau >= 0.3) & (tau <= 0.7)
     moved = ~torch.isclose(a, b)
     assert in_band.any() and (~in_band).any()
     assert (moved == (in_band & (torch.arange(64) < 32))).all()
-
-
-def _after_times(n):
-    g = torch.Generator().manual_seed(0)
-    torch.randn(n, generator=g, dtype=torch.float64)  # the logit-normal's draw comes first (PathObjective.draw)
-    return g
-
-
-def _noise(n, shape):
-    return torch.randn(shape, generator=_after_times(n))
 
 
 def test_the_flags_round_trip_through_config_json():

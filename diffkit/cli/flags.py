@@ -88,15 +88,14 @@ def interval_arg(text):
 
 
 def band_arg(text):
-    """--foreground-band: two flow times LO,HI with 0 <= LO < HI <= 1."""
+    """--foreground-band: LO,HI, checked as config.json's is (config.check_foreground_band)."""
+    from ..config import check_foreground_band
+
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        lo = hi = math.nan
-    if not 0 <= lo < hi <= 1:
+        return check_foreground_band(tuple(float(v) for v in text.split(",")))
+    except (ValueError, ConfigError):
         raise argparse.ArgumentTypeError(f"--foreground-band takes two flow times LO,HI with 0 <= LO < HI <= 1 "
-                                         f"(e.g. 0.4,0.8), got {text!r}")
-    return lo, hi
+                                         f"(e.g. 0.4,0.8), got {text!r}") from None
 
 
 def port_arg(text):
