@@ -35,6 +35,29 @@ def cpu_name() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
+# AMD cores by (cpu family, model range) as /proc/cpuinfo gives them (AMD's Processor Programming Reference for each
+# family): two EPYCs that both call themselves "AMD EPYC" in a virtual machine can be a Zen 4 (bf16 at half width,
+# a bf16 matmul about 2.2x fp32) or a Zen 5 (full-width AVX-512, about 4x), and their bf16 steps differ ~1.7x
+_AMD_CORES = (
+    (23, range(0x00, 0x30), "Zen / Zen+"), (23, range(0x30, 0x100), "Zen 2"),
+    (25, range(0x00, 0x10), "Zen 3"), (25, range(0x10, 0x20), "Zen 4"), (25, range(0x20, 0x60), "Zen 3"),
+    (25, range(0x60, 0x80), "Zen 4"), (25, range(0xA0, 0xB0), "Zen 4"), (26, range(0x00, 0x100), "Zen 5"),
+)
+
+
+def cpu_core() -> str:
+    """The CPU's family and model as /proc/cpuinfo numbers them, after the core's name where it is known (AMD):
+    'Zen 4, family 25 model 17'; '' where /proc/cpuinfo does not say."""
+    info = _cpuinfo()
+    try:
+        family, model = int(info["cpu family"]), int(info["model"])
+    except (KeyError, ValueError):
+        return ""
+    name = next((core for fam, models, core in _AMD_CORES
+                 if info.get("vendor_id") == "AuthenticAMD" and fam == family and model in models), "")
+    return (f"{name}, " if name else "") + f"family {family} model {model}"
+
+
 def cores() -> int:
     return os.cpu_count() or 1
 
@@ -72,8 +95,10 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def machine_key() -> str:
-    """A short hash of what makes timings on this machine comparable: CPU model, cores, capability, torch."""
-    text = "|".join([cpu_name(), str(cores()), cpu_capability(), str(cpu_bf16_native()), torch.__version__])
+    """A short hash of what makes timings on this machine comparable: CPU model, its family and model numbers,
+    cores, capability, torch."""
+    text = "|".join([cpu_name(), cpu_core(), str(cores()), cpu_capability(), str(cpu_bf16_native()),
+                     torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -111,7 +136,8 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 0.25) -> 
 
 def describe(peaks: bool = True) -> str:
     """The machine in a few '# ' lines, for the head of every benchmark table."""
-    lines = [(f"# machine: {cpu_name()}, {cores()} cores, torch {torch.__version__} CPU capability "
+    core = f" ({cpu_core()})" if cpu_core() else ""
+    lines = [(f"# machine: {cpu_name()}{core}, {cores()} cores, torch {torch.__version__} CPU capability "
               f"{cpu_capability()}, bf16 units {cpu_bf16_units()} (native bf16: {'yes' if cpu_bf16_native() else 'no'})")]
     if torch.cuda.is_available():
         lines.append(f"# GPU: {torch.cuda.get_device_name()} (bf16: {'yes' if torch.cuda.is_bf16_supported() else 'no'})")

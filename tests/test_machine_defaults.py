@@ -304,6 +304,28 @@ def test_the_machine_is_described_with_measured_peaks():
     assert fp32 > 1  # any CPU that runs this suite does more than a GFLOP/s of fp32 matmul
 
 
+@pytest.mark.parametrize("vendor, family, model, core", [
+    ("AuthenticAMD", 25, 17, "Zen 4, family 25 model 17"),    # EPYC 9004 (Genoa)
+    ("AuthenticAMD", 26, 2, "Zen 5, family 26 model 2"),      # EPYC 9005 (Turin)
+    ("AuthenticAMD", 25, 1, "Zen 3, family 25 model 1"),      # EPYC 7003 (Milan)
+    ("AuthenticAMD", 23, 49, "Zen 2, family 23 model 49"),    # EPYC 7002 (Rome)
+    ("GenuineIntel", 6, 143, "family 6 model 143"),           # Sapphire Rapids: numbers only
+])
+def test_the_cpu_core_is_named_and_keys_the_timings(monkeypatch, vendor, family, model, core):
+    """Two hosts that both call themselves "AMD EPYC" are told apart by family and model, in every benchmark's
+    header and in the key under which the trainer caches its probe timings."""
+    def fake(fam, mod):
+        monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "AMD EPYC", "vendor_id": vendor,
+                                                          "cpu family": str(fam), "model": str(mod)})
+    fake(family, model)
+    assert machine.cpu_core() == core and f"({core})" in machine.describe(peaks=False)
+    key = machine.machine_key()
+    fake(family, model + 1)
+    assert machine.machine_key() != key
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "AMD EPYC"})
+    assert machine.cpu_core() == "" and "AMD EPYC, " in machine.describe(peaks=False)
+
+
 def test_every_benchmark_prints_the_machine_first():
     scripts = [p for p in sorted(Path(__file__).parents[1].glob("benchmarks/*.py"))
                if "__main__" in p.read_text()]  # not the helper modules (the peer's U-Net)
