@@ -47,7 +47,7 @@ def _module():
     spec = importlib.util.find_spec("denoising_diffusion_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("denoising-diffusion-pytorch is not installed: make bench-peers")
-    path = f"{list(spec.submodule_search_locations)[0]}/classifier_free_guidance.py"
+    path = f"{next(iter(spec.submodule_search_locations))}/classifier_free_guidance.py"
     module_spec = importlib.util.spec_from_file_location("ddp_cfg", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

@@ -38,10 +38,10 @@ def cpu_name() -> str:
 # AMD cores by (cpu family, model range) as /proc/cpuinfo gives them (AMD's Processor Programming Reference for each
 # family): two EPYCs that both call themselves "AMD EPYC" in a virtual machine can be a Zen 4 (bf16 at half width,
 # a bf16 matmul about 2.2x fp32) or a Zen 5 (full-width AVX-512, about 4x), and their bf16 steps differ ~1.7x
-_AMD_CORES = (
-    (23, range(0x00, 0x30), "Zen / Zen+"), (23, range(0x30, 0x100), "Zen 2"),
-    (25, range(0x00, 0x10), "Zen 3"), (25, range(0x10, 0x20), "Zen 4"), (25, range(0x20, 0x60), "Zen 3"),
-    (25, range(0x60, 0x80), "Zen 4"), (25, range(0xA0, 0xB0), "Zen 4"), (26, range(0x00, 0x100), "Zen 5"),
+_AMD_CORES = (  # (family, first model, last model, core)
+    (23, 0x00, 0x2F, "Zen / Zen+"), (23, 0x30, 0xFF, "Zen 2"),
+    (25, 0x00, 0x0F, "Zen 3"), (25, 0x10, 0x1F, "Zen 4"), (25, 0x20, 0x5F, "Zen 3"),
+    (25, 0x60, 0x7F, "Zen 4"), (25, 0xA0, 0xAF, "Zen 4"), (26, 0x00, 0xFF, "Zen 5"),
 )
 
 
@@ -53,8 +53,8 @@ def cpu_core() -> str:
         family, model = int(info["cpu family"]), int(info["model"])
     except (KeyError, ValueError):
         return ""
-    name = next((core for fam, models, core in _AMD_CORES
-                 if info.get("vendor_id") == "AuthenticAMD" and fam == family and model in models), "")
+    name = next((core for fam, first, last, core in _AMD_CORES
+                 if info.get("vendor_id") == "AuthenticAMD" and fam == family and first <= model <= last), "")
     return (f"{name}, " if name else "") + f"family {family} model {model}"
 
 

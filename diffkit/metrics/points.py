@@ -142,7 +142,7 @@ def evaluate_points(samples, reference, floor_references, circle: bool = False) 
         out[f"{name}_floor_std"] = float(np.std(floors, ddof=1)) if len(floors) > 1 else 0.0
     if circle:
         out.update(radius_stats(samples))
-    out["n_samples"] = int(len(samples))
-    out["n_reference"] = int(len(reference))
+    out["n_samples"] = len(samples)
+    out["n_reference"] = len(reference)
     out["floor_draws"] = len(floor_references)
     return out

@@ -75,7 +75,7 @@ class TextEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_folder), local_files_only=True)
         model = AutoModel.from_pretrained(str(self.folder), local_files_only=True)
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False)  # a CLIP model: its text tower
-        self.dim = int(getattr(self.model.config, "hidden_size"))
+        self.dim = int(self.model.config.hidden_size)
         self.max_tokens = int(self.tokenizer.model_max_length) if self.pipeline else \
             _length_limit(self.folder, self.model.config)
 
