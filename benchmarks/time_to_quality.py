@@ -103,14 +103,15 @@ def main() -> None:
     print(machine.describe(peaks=False))
     torch.set_num_threads(machine.cores())
     target_s, what = TARGETS[a.data]
-    target = Target(target_s)
-    print(f"# fp32 matmul peak {target.last:.0f} GFLOP/s now, native bf16: {machine.cpu_bf16_native()}: targets x "
-          f"{target.seconds(target.last) / target_s:.2f}")
-    print(f"# target: {what} in <= {target_s} s on the Xeon = {target.seconds(target.last):.0f} s here now; each row: "
-          f"its target (the fp32 peak before / after its training, GFLOP/s)\n")
+    scale = Target(target_s)
+    now = scale.seconds(scale.last)
+    print(f"# fp32 matmul peak {scale.last:.0f} GFLOP/s now, native bf16: {machine.cpu_bf16_native()}: targets x "
+          f"{now / target_s:.2f}")
+    print(f"# target: {what} in <= {target_s} s on the Xeon = {now:.0f} s here now; each row: its target (the fp32 "
+          f"peak before / after its training, GFLOP/s)\n")
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
     bench = text_to_image if a.data == "t2i" else images if a.data in IMAGE_TARGETS else points
-    bench(a, root, target)
+    bench(a, root, scale)
 
 
 def train(a, out: Path, seed: int, cond: bool) -> float:
