@@ -5,9 +5,8 @@ checkpoints), then scored. Images as the README's table is: 1,000 samples (class
 for shapes). Points: the excess energy distance over the data floor of 20,000 samples at dpmpp-2m 20, mean and
 standard error over 3 sampling seeds (circle: its mean radius and radius spread too). Prints the target of the
 speed issue, scaled to this machine: x 230 / its fp32 matmul peak, and x 1.4 more where the CPU has no native bf16.
-The peak is read (the best of three 0.35 s readings) before the first training and again after each; a row's target
-takes the higher reading at its training's two ends, so a slow spell at one instant does not loosen it (the row
-prints both readings).
+The peak (the best of three 0.35 s readings) is read just before each training and just after it; a row's target
+takes the higher reading, so a slow spell at one instant does not loosen it (the row prints both readings).
 
     .venv/bin/python benchmarks/time_to_quality.py digits [--seeds 1] [--flags "--steps 900 --objective flow"]
     .venv/bin/python benchmarks/time_to_quality.py spiral --seeds 4 [--flags "--steps 3000 --lr 2e-3"]
@@ -64,17 +63,21 @@ class Target:
     """The speed target in seconds on this machine, from fp32 matmul peak readings taken around each training."""
 
     def __init__(self, xeon_s: float):
-        self.xeon_s, self.last = xeon_s, read_peak()
+        self.xeon_s, self.before = xeon_s, read_peak()
 
     def seconds(self, peak: float) -> float:
         return self.xeon_s * XEON_FP32 / peak * (1.0 if machine.cpu_bf16_native() else NO_BF16)
 
-    def after_training(self) -> tuple[float, str]:
-        """(the target for the training just ended: from the higher of the readings at its two ends; a table
-        cell 'target (peak before / after)')."""
-        before, self.last = self.last, read_peak()
-        target = self.seconds(max(before, self.last))
-        return target, f"{target:.{1 if target < 20 else 0}f} ({before:.0f} / {self.last:.0f})"
+    def start(self) -> None:
+        """Read the peak just before a training."""
+        self.before = read_peak()
+
+    def end(self) -> tuple[float, str]:
+        """Read it just after: (the training's target, from the higher of the two readings; a table cell
+        'target (peak before / after)')."""
+        after = read_peak()
+        target = self.seconds(max(self.before, after))
+        return target, f"{target:.{1 if target < 20 else 0}f} ({self.before:.0f} / {after:.0f})"
 
 
 def read_peak(dtype: torch.dtype = torch.float32) -> float:
@@ -106,9 +109,9 @@ def main() -> None:
     torch.set_num_threads(machine.cores())
     target_s, what = TARGETS[a.data]
     scale = Target(target_s)
-    now = scale.seconds(scale.last)
+    now = scale.seconds(scale.before)
     bf16 = read_peak(torch.bfloat16) if machine.cpu_bf16_native() else float("nan")
-    print(f"# fp32 matmul peak {scale.last:.0f} GFLOP/s now (bf16 {bf16:.0f}: the targets do not scale by it), native "
+    print(f"# fp32 matmul peak {scale.before:.0f} GFLOP/s now (bf16 {bf16:.0f}: the targets do not scale by it), native "
           f"bf16: {machine.cpu_bf16_native()}: targets x {now / target_s:.2f}")
     print(f"# target: {what} in <= {target_s} s on the Xeon = {now:.0f} s here now; each row: its target (the fp32 "
           f"peak before / after its training, GFLOP/s)\n")
@@ -117,14 +120,17 @@ def main() -> None:
     bench(a, root, scale)
 
 
-def train(a, out: Path, seed: int, cond: bool) -> float:
-    """Wall seconds of `diffkit train` from a fresh run directory (the whole command)."""
+def train(a, out: Path, seed: int, cond: bool, scale: Target) -> tuple[float, float, str]:
+    """Wall seconds of `diffkit train` from a fresh run directory (the whole command), with its target and the
+    target's table cell (Target.end), the peak read just before and just after the command."""
     data = ["--data", "shapes", "--text"] if a.data == "t2i" else ["--data", a.data, *(["--cond"] if cond else [])]
     cmd = [sys.executable, "-m", "diffkit", "train", *data, "--out", str(out),
            "--quiet", "--seed", str(seed), *shlex.split(a.flags)]
+    scale.start()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return (wall, *scale.end())
 
 
 def images(a, root: Path, scale: Target) -> None:
@@ -135,8 +141,7 @@ def images(a, root: Path, scale: Target) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         out = root / f"{a.data}-{seed}"
-        wall = train(a, out, seed, cond=True)
-        target, cell = scale.after_training()
+        wall, target, cell = train(a, out, seed, True, scale)
         run = load_run(out)
         x = sample_run(run, a.n, seed=seed, cond=labels, guidance=3.0)  # its own sampler (presets.py)
         m = evaluate_images(x, data, judge, labels=labels)
@@ -155,8 +160,7 @@ def text_to_image(a, root: Path, scale: Target) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         out = root / f"t2i-{seed}"
-        wall = train(a, out, seed, cond=False)
-        target, cell = scale.after_training()
+        wall, target, cell = train(a, out, seed, False, scale)
         o = prompt_adherence(sample_prompts(load_run(out), prompts, 4, 5.0), prompts, "shapes")["overall"]
         ok = o["all"] >= 0.95 and wall <= target
         print(f"| t2i | {a.flags or '(default)'} | {seed} | {wall:.0f} | {cell} | {o['shape']:.1%} | "
@@ -173,8 +177,7 @@ def points(a, root: Path, scale: Target) -> None:
     walls, all_excess, targets = [], [], []
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         out = root / f"{a.data}-{seed}"
-        wall = train(a, out, seed, cond=False)
-        target, cell = scale.after_training()
+        wall, target, cell = train(a, out, seed, False, scale)
         targets.append(target)
         run = load_run(out)
         xs = [sample_run(run, POINTS_N, "dpmpp-2m", 20, seed=s) for s in range(POINTS_SEEDS)]

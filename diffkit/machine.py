@@ -35,13 +35,16 @@ def cpu_name() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
-# AMD cores by (cpu family, model range) as /proc/cpuinfo gives them (AMD's Processor Programming Reference for each
-# family): two EPYCs that both call themselves "AMD EPYC" in a virtual machine can be a Zen 4 (bf16 at half width,
-# a bf16 matmul about 2.2x fp32) or a Zen 5 (full-width AVX-512, about 4x), and their bf16 steps differ ~1.7x
+# AMD cores by (cpu family, model range) as /proc/cpuinfo gives them (the ranges the Linux kernel's
+# arch/x86/kernel/cpu/amd.c assigns to Zen 1-6): two EPYCs that both call themselves "AMD EPYC" in a virtual machine
+# can be a Zen 4 (bf16 at half width, a bf16 matmul about 2.2x fp32) or a Zen 5 (full-width AVX-512, about 4x),
+# and their bf16 training steps differ 1.6-1.9x
 _AMD_CORES = (  # (family, first model, last model, core)
-    (23, 0x00, 0x2F, "Zen / Zen+"), (23, 0x30, 0xFF, "Zen 2"),
-    (25, 0x00, 0x0F, "Zen 3"), (25, 0x10, 0x1F, "Zen 4"), (25, 0x20, 0x5F, "Zen 3"),
-    (25, 0x60, 0x7F, "Zen 4"), (25, 0xA0, 0xAF, "Zen 4"), (26, 0x00, 0xFF, "Zen 5"),
+    (23, 0x00, 0x2F, "Zen / Zen+"), (23, 0x50, 0x5F, "Zen / Zen+"), (23, 0x30, 0x4F, "Zen 2"),
+    (23, 0x60, 0x7F, "Zen 2"), (23, 0x90, 0x91, "Zen 2"), (23, 0xA0, 0xAF, "Zen 2"),
+    (25, 0x00, 0x0F, "Zen 3"), (25, 0x20, 0x5F, "Zen 3"), (25, 0x10, 0x1F, "Zen 4"), (25, 0x60, 0xAF, "Zen 4"),
+    (26, 0x00, 0x2F, "Zen 5"), (26, 0x40, 0x4F, "Zen 5"), (26, 0x60, 0x7F, "Zen 5"),
+    (26, 0x50, 0x5F, "Zen 6"), (26, 0x80, 0xAF, "Zen 6"), (26, 0xC0, 0xCF, "Zen 6"),
 )
 
 
@@ -136,7 +139,8 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 0.25) -> 
 
 def describe(peaks: bool = True) -> str:
     """The machine in a few '# ' lines, for the head of every benchmark table."""
-    core = f" ({cpu_core()})" if cpu_core() else ""
+    core = cpu_core()
+    core = f" ({core})" if core else ""
     lines = [(f"# machine: {cpu_name()}{core}, {cores()} cores, torch {torch.__version__} CPU capability "
               f"{cpu_capability()}, bf16 units {cpu_bf16_units()} (native bf16: {'yes' if cpu_bf16_native() else 'no'})")]
     if torch.cuda.is_available():

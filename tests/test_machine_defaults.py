@@ -310,6 +310,12 @@ def test_the_machine_is_described_with_measured_peaks():
     ("AuthenticAMD", 25, 1, "Zen 3, family 25 model 1"),      # EPYC 7003 (Milan)
     ("AuthenticAMD", 23, 49, "Zen 2, family 23 model 49"),    # EPYC 7002 (Rome)
     ("GenuineIntel", 6, 143, "family 6 model 143"),           # Sapphire Rapids: numbers only
+    # the ranges' edges
+    ("AuthenticAMD", 25, 0x0F, "Zen 3, family 25 model 15"), ("AuthenticAMD", 25, 0x20, "Zen 3, family 25 model 32"),
+    ("AuthenticAMD", 25, 0x5F, "Zen 3, family 25 model 95"), ("AuthenticAMD", 25, 0x60, "Zen 4, family 25 model 96"),
+    ("AuthenticAMD", 25, 0xAF, "Zen 4, family 25 model 175"), ("AuthenticAMD", 25, 0xB0, "family 25 model 176"),
+    ("AuthenticAMD", 26, 0x4F, "Zen 5, family 26 model 79"), ("AuthenticAMD", 26, 0x50, "Zen 6, family 26 model 80"),
+    ("AuthenticAMD", 23, 0x2F, "Zen / Zen+, family 23 model 47"), ("AuthenticAMD", 23, 0x30, "Zen 2, family 23 model 48"),
 ])
 def test_the_cpu_core_is_named_and_keys_the_timings(monkeypatch, vendor, family, model, core):
     """Two hosts that both call themselves "AMD EPYC" are told apart by family and model, in every benchmark's
@@ -320,7 +326,7 @@ def test_the_cpu_core_is_named_and_keys_the_timings(monkeypatch, vendor, family,
     fake(family, model)
     assert machine.cpu_core() == core and f"({core})" in machine.describe(peaks=False)
     key = machine.machine_key()
-    fake(family, model + 1)
+    fake(family + 1, model)  # another family, the same model name and everything else: another key
     assert machine.machine_key() != key
     monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "AMD EPYC"})
     assert machine.cpu_core() == "" and "AMD EPYC, " in machine.describe(peaks=False)
