@@ -12,7 +12,8 @@ Every module stands on one floor (FLOORS below, top to bottom):
 Imports go down the floors or sideways, never up and never in a circle. Every import counts, a function-local one
 too: an import inside a function is allowed only for a heavy optional dependency (HEAVY), never to dodge a circle.
 A heavy dependency is imported at module top level only by the modules in HEAVY_AT_TOP (those that are themselves
-imported lazily), so `import diffkit` stays light. The checker (import_graph, circles, floor_problems) takes a
+imported lazily), so `import diffkit` stays light. A name read from one of the package's own modules
+(`plots.limits`) must be one that module defines (missing_attributes: a renamed function's readers). The checker (import_graph, circles, floor_problems) takes a
 root folder, a package name and a floors table; the last tests run it on tiny packages built in tmp_path.
 """
 
@@ -187,6 +188,54 @@ def test_every_import_of_the_package_names_a_module_that_exists():
     assert not missing, "\n".join(missing)
 
 
+def missing_attributes(root: Path, package: str) -> list[str]:
+    """`module.name` read in the package where `module` is one of its own modules, bound by an import, and `name`
+    is neither defined there nor a submodule (a function renamed, a reader not updated): the names each module
+    defines are read from its source (top-level defs, classes, assignments, imports), so nothing is imported."""
+    modules = _modules(root, package)
+
+    def defined(module: str) -> set[str]:
+        names = {m.rpartition(".")[2] for m in modules if m.rpartition(".")[0] == module}  # submodules
+        for node in ast.parse(modules[module].read_text()).body if modules[module] else ():
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.If, ast.Try)):
+                names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        return names
+
+    out = []
+    for module, path in sorted(modules.items()):
+        if not path:
+            continue
+        tree = ast.parse(path.read_text())
+        here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        bound = {}  # local name -> package module
+        for node, _ in _walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join((here[:len(here) - node.level + 1] if node.level else [])
+                                + ([node.module] if node.module else []))
+                bound |= {a.asname or a.name: f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules}
+            else:
+                bound |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound \
+                    and node.attr not in defined(bound[node.value.id]):
+                text = (f"{path.relative_to(root).as_posix()}:{node.lineno} reads {node.value.id}.{node.attr}, "
+                        f"which {bound[node.value.id]} does not define")
+                out.append((path, node.lineno, text))
+    return [text for *_, text in sorted(out)]
+
+
+def test_every_name_read_from_a_module_of_the_package_exists():
+    missing = missing_attributes(ROOT, PACKAGE)
+    assert not missing, "\n".join(missing)
+
+
 LAZY_OK = ("diffkit.cli", "diffkit.lab", "diffkit.demo")  # faces: `diffkit --help` and a parse error stay fast
 
 
@@ -234,7 +283,10 @@ def test_an_import_from_a_floor_above_and_an_unplaced_module_are_reported(tmp_pa
                                "top/__init__.py": "", "top/high.py": "from ..low import f\nfrom tiny import low\n",
                                "stray.py": "from . import low\n"})
     floors = {"tiny": 1, "tiny.low": 0, "tiny.top": 1}
-    assert missing_modules(root, "tiny") == []
+    assert missing_modules(root, "tiny") == [] and missing_attributes(root, "tiny") == []
+    (root / "tiny" / "stray.py").write_text("from . import low\nfrom .top import high as h\nlow.f()\nlow._f()\nh.g\n")
+    assert missing_attributes(root, "tiny") == ["tiny/stray.py:4 reads low._f, which tiny.low does not define",
+                                                "tiny/stray.py:5 reads h.g, which tiny.top.high does not define"]
     (root / "tiny" / "stray.py").write_text("from .gone import x\n")
     assert missing_modules(root, "tiny") == ["tiny/stray.py:1 imports tiny.gone, which does not exist"]
     (root / "tiny" / "stray.py").write_text("from . import low\n")

@@ -85,15 +85,15 @@ def run_demo(out="demo_out", data: str = "spiral", steps: int | None = None, n: 
     forward = [(c, run.normalizer.invert(x)) for c, x in forward_frames(x0, run.denoiser.schedule)]
     written = [
         plots.strip(forward, pics / "forward.png", "forward process q(x_t | x_0): the spiral dissolves",
-                    lims=plots._limits(forward[-1][1])),
+                    lims=plots.limits(forward[-1][1])),
         plots.strip(reverse, pics / "reverse.png", "reverse process (DDPM): a new spiral emerges",
-                    lims=plots._limits(forward[-1][1])),
+                    lims=plots.limits(forward[-1][1])),
         plots.schedules({"linear": NoiseSchedule.from_name("linear", T), "cosine": NoiseSchedule.from_name("cosine", T)},
                         pics / "schedules.png"),
         plots.loss_curve(read_log(run_dir / LOG), pics / "loss.png"),
         plots.samples_over_data(results["ddpm"], data_pts, pics / "samples_ddpm.png", "DDPM 1000 steps"),
         plots.samples_over_data(results["ddim"], data_pts, pics / "samples_ddim.png", "DDIM 50 steps"),
-        animate.gif(gif_frames, pics / "reverse.gif", lims=plots._limits(data_pts, pad=0.6)),
+        animate.gif(gif_frames, pics / "reverse.gif", lims=plots.limits(data_pts, pad=0.6)),
     ]
     np.save(out / "samples_ddpm.npy", results["ddpm"])
     np.save(out / "samples_ddim.npy", results["ddim"])
