@@ -105,6 +105,25 @@ def test_mmd_single_kernel_closed_form():
     assert got == pytest.approx(2 - 2 * math.exp(-0.5), rel=1e-12)
 
 
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 40, 301])
+def test_mmd_matches_the_plain_formula_and_remembers_its_reference(m):
+    """The lean MMD (squared distances once, the reference's terms kept) equals the textbook computation: the
+    median of the upper triangle's distances, a fresh kernel matrix per bandwidth; a second call against the same
+    reference (served from the cache) gives the same number, another reference its own."""
+    import torch
+
+    x, y = gauss(57, seed=m), gauss(m, mu=(0.3, 0.0), seed=100 + m)
+    tx, ty = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    dyy, dxx, dxy = torch.cdist(ty, ty), torch.cdist(tx, tx), torch.cdist(tx, ty)
+    h = float(dyy[torch.triu_indices(m, m, 1).unbind()].median())
+    scales = (0.1, 0.2, 0.5, 1.0, 2.0)
+    k = lambda d: sum(torch.exp(-(d**2) / (2 * (s * h) ** 2)) for s in scales)  # noqa: E731
+    plain = float((k(dxx).sum() - 57 * 5) / (57 * 56) + (k(dyy).sum() - m * 5) / (m * (m - 1)) - 2 * k(dxy).mean())
+    assert mmd_rbf(x, y) == pytest.approx(plain, rel=1e-9, abs=1e-15)
+    assert mmd_rbf(x, y) == mmd_rbf(x, y.copy())  # the cache, keyed by the reference's values
+    assert mmd_rbf(x, y + 1.0) != mmd_rbf(x, y)
+
+
 def test_sliced_wasserstein_shifted_gaussians():
     """W1 of the projections of N(0, I) and N(mu, I) on u is |mu . u|; the mean over directions is |mu| 2 / pi."""
     mu = np.array([1.2, -0.9])  # |mu| = 1.5
