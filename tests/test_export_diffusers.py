@@ -138,3 +138,38 @@ def test_points_text_runs_and_an_existing_folder_are_refused(tiny_run, digits_te
                         tmp_path / "o2"], capsys)
     assert_user_error(code, err, "belong to --format onnx")
     assert load_run(tiny_run) is not None
+
+
+def test_a_class_run_comes_back_from_its_export_guiding_as_it_did(tmp_path, capsys, fp32_sampling):
+    """diffkit.json carries what diffusers' configs cannot: imported again, the run has its 10 classes (not the 11
+    class embeddings), their names, its trained null class and its guidance interval, and guides as the original."""
+    r = _train(tmp_path, "cond", "--cond")
+    original = load_run(r).config
+    assert run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)[0] == 0
+    record = json.loads((tmp_path / "pipe" / "diffkit.json").read_text())
+    assert record["num_classes"] == record["null_class"] == 10 and record["p_uncond"] == original.train.p_uncond > 0
+    assert run(["import", "--diffusers", tmp_path / "pipe", "--out", tmp_path / "back"], capsys)[0] == 0
+    back = load_run(tmp_path / "back").config
+    assert back.network.num_classes == 10 and back.fitted.class_names == original.fitted.class_names
+    assert back.train.p_uncond == original.train.p_uncond
+    assert back.sampling.guidance_interval == original.sampling.guidance_interval is not None
+    noise, labels = noise_of(5, (6, 1, 8, 8)).numpy(), [0, 1, 2, 7, 8, 9]
+    ours, theirs = (sample_run(run_dir, 6, "ddim", 8, noise=noise, cond=labels, guidance=3.0,
+                               spacing="diffusers-trailing") for run_dir in (r, tmp_path / "back"))
+    assert np.abs(ours - theirs).max() <= 1e-4 and ours.std() > 0.01
+    assert np.isfinite(sample_run(tmp_path / "back", 4, "ddim", 8, seed=0)).all()  # unconditional: the null class
+
+
+def test_an_export_record_that_does_not_fit_its_folder_is_refused(tmp_path, capsys):
+    r = _train(tmp_path, "cond", "--cond")
+    assert run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)[0] == 0
+    path = tmp_path / "pipe" / "diffkit.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "null_class": 3}))
+    code, _, err = run(["import", "--diffusers", tmp_path / "pipe", "--out", tmp_path / "back"], capsys)
+    assert_user_error(code, err, "does not fit this folder", "11 class embeddings")
+    assert not (tmp_path / "back").exists()
+    path.unlink()  # no record: the U-Net's 11 class embeddings are 11 classes, no null class trained
+    assert run(["import", "--diffusers", tmp_path / "pipe", "--out", tmp_path / "plain"], capsys)[0] == 0
+    plain = load_run(tmp_path / "plain").config
+    assert plain.network.num_classes == 11 and plain.train.p_uncond == 0.0

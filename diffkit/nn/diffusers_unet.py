@@ -75,6 +75,9 @@ class DiffusersUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         labels = cond if self.cfg.num_classes else None
+        if self.cfg.num_classes and cond is None:  # unconditional: the null class (the last embedding of a diffkit
+            # export; a run whose null class was never trained refuses this before it gets here)
+            labels = torch.full((x.shape[0],), self.cfg.num_classes, dtype=torch.long, device=x.device)
         return self.unet(x, t, class_labels=labels).sample
 
 

@@ -16,6 +16,7 @@ from ..errors import ConfigError, notice
 from ..store.folder import file_sha256
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
+EXPORT_RECORD = "diffkit.json"  # beside model_index.json in a folder diffkit exported: what its configs cannot say
 PICKLED = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
 # diffusers' beta schedules with diffkit's name for them, at the beta range diffkit builds them with
 BETAS = {("linear", 0.0001, 0.02): "linear", ("scaled_linear", 0.00085, 0.012): "scaled_linear",
@@ -121,3 +122,27 @@ def load_checked(module: torch.nn.Module, weights: dict[str, torch.Tensor], wher
     except RuntimeError as e:
         first = str(e).split("\n")[1].strip() if "\n" in str(e) else str(e)
         raise ConfigError(f"{where}: the weights do not match their config.json ({first})") from None
+
+
+def read_export_record(folder: Path, class_embeds: int) -> dict | None:
+    """The conditioning diffkit recorded when it exported `folder` (runs/export_diffusers.py: export_record), checked
+    against the U-Net's num_class_embeds: {num_classes, p_uncond, class_names, guidance_interval}; None where there is
+    no record or the U-Net has no class embeddings. A record that does not fit the folder is refused in one sentence."""
+    path = folder / EXPORT_RECORD
+    if not path.is_file() or not class_embeds:
+        return None
+    r = read_json(path, "diffkit export record")
+    k, names, interval, p = r.get("num_classes"), r.get("class_names"), r.get("guidance_interval"), r.get("p_uncond")
+    fits = (isinstance(k, int) and not isinstance(k, bool) and k + 1 == class_embeds and r.get("null_class") == k
+            and isinstance(p, (int, float)) and 0 <= p < 1
+            and isinstance(names, list) and len(names) == k and all(isinstance(n, str) for n in names)
+            and (interval is None or (isinstance(interval, list) and len(interval) == 2
+                                      and all(isinstance(v, (int, float)) for v in interval)
+                                      and interval[0] < interval[1])))
+    if not fits:
+        raise ConfigError(f"{path} does not fit this folder (its U-Net has {class_embeds} class embeddings: the record "
+                          f"needs num_classes {class_embeds - 1}, null_class the same, p_uncond in [0, 1), that many "
+                          f"class names and a guidance interval LO < HI or null); remove it to import the U-Net's "
+                          f"{class_embeds} classes without a null class")
+    return {"num_classes": k, "p_uncond": float(p), "class_names": names,
+            "guidance_interval": tuple(interval) if interval else None}

@@ -13,7 +13,9 @@ step). Anything that does not map is refused by name: EDM runs, shifted flow run
 guidance-embedding student, a training length other than 1000 steps, widths whose GroupNorm groups or attention
 head widths differ between levels. A run whose self-attention pools its keys (`--attention-keys`, the 32 px
 preset's default) is a UNet2DModel subclass shipped in the folder (runs/diffusers_pooled_unet.py), loaded with
-`trust_remote_code=True`. A model card (README.md, huggingface_hub's ModelCard) says what the run is.
+`trust_remote_code=True`. A model card (README.md, huggingface_hub's ModelCard) says what the run is, and
+diffkit.json what diffusers' configs cannot (export_record: the classes' names, the trained null class, the guidance
+interval), so `diffkit import` brings back a class run that guides as the original did.
 
 A class-conditional run's folder is a DDIMPipeline too: diffusers has no class-conditional pixel pipeline, so its
 UNet2DModel is called with `class_labels` (the null class `num_classes` for the unconditional half of guidance);
@@ -33,7 +35,7 @@ from ..nn.registry import kind_of
 from ..nn.unet import UNet, heads
 from ..store.manifest import atomic_dir
 from ..store.trainlog import read_log
-from .diffusers_folder import BETAS, PREDICTIONS, WEIGHTS
+from .diffusers_folder import BETAS, EXPORT_RECORD, PREDICTIONS, WEIGHTS
 from .pipeline import load_run
 
 DIFFUSERS_BETAS = {name: (kind, start, end) for (kind, start, end), name in BETAS.items()}
@@ -226,9 +228,23 @@ def export_diffusers(run_dir, out) -> tuple[dict, str]:
                                                        {"format": "pt"}),
              "scheduler/scheduler_config.json": json.dumps(scheduler, indent=2).encode(),
              "README.md": model_card(config, run_dir.resolve(), config.network.num_classes, scheduler["_class_name"],
-                                    unet_class).encode()}
+                                    unet_class).encode(),
+             EXPORT_RECORD: json.dumps(export_record(config), indent=2).encode()}
     atomic_dir(out, files)
     return scheduler, unet_class
+
+
+def export_record(config) -> dict:
+    """The run's conditioning as diffkit reads it: its classes and their names, that the last class embedding is the
+    null class guidance needs and was trained (p_uncond), and the noise levels where the run guides. Without it an
+    imported class U-Net has num_class_embeds classes and no trained null class (guidance refused)."""
+    classes = config.network.num_classes
+    return {"about": "diffkit's reading of this pipeline, for `diffkit import --diffusers`; diffusers ignores it",
+            "num_classes": classes, "null_class": classes if classes else None,
+            "p_uncond": config.train.p_uncond if classes else 0.0,
+            "class_names": config.fitted.class_names if classes else None,
+            "guidance_interval": list(config.sampling.guidance_interval)
+            if classes and config.sampling.guidance_interval else None}
 
 
 def _diffusers_version() -> str:

@@ -6,7 +6,9 @@ The run is self-contained: config.json holds the UNet's own config and diffkit's
 config; model.safetensors the UNet's weights (under "unet."); `parent` the folder's path and the checksum of its
 weights, as provenance. Deleting or changing the folder afterwards does not touch the run. Weights are read from
 safetensors only: a pickle `.bin` is refused, never unpickled. Anything of the scheduler config that diffkit
-cannot represent exactly is refused by name, so an imported run samples what diffusers would.
+cannot represent exactly is refused by name, so an imported run samples what diffusers would. A folder diffkit
+exported carries diffkit.json (its classes' names, the trained null class, the guidance interval): read back, the
+imported run guides as the exported one did.
 
 A StableDiffusionPipeline folder goes to runs/interop_sd.py (a latent text run that reads its VAE and text encoder
 from the folder); `verify_import` is `diffkit import --verify RUN`, the full check of such a folder.
@@ -36,6 +38,7 @@ from ..store.rundir import CONFIG, MODEL, read_config, tensor_bytes
 from .diffusers_folder import (
     load_checked,
     model_config,
+    read_export_record,
     read_json,
     read_scheduler,
     read_weights,
@@ -80,7 +83,11 @@ def import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
     unet_dir, scheduler = locate(folder)
     unet, weights, digest = read_unet(unet_dir)
     s = read_scheduler(scheduler, unet)
-    classes = int(unet.get("num_class_embeds") or 0)
+    embeds = int(unet.get("num_class_embeds") or 0)
+    # a folder diffkit exported says which class embedding is its trained null class; any other UNet2DModel's
+    # embeddings are all classes, with no null class trained (guidance and unconditional sampling refused)
+    record = read_export_record(folder, embeds) if unet_dir != folder else None
+    classes = record["num_classes"] if record else embeds
     C, size = int(unet.get("in_channels", 3)), unet.get("sample_size")
     if not isinstance(size, int):
         raise ConfigError(f"{unet_dir}/config.json: sample_size {size!r} is not one side length; diffkit imports "
@@ -89,10 +96,12 @@ def import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
         data=DataConfig(spec=f"diffusers:{folder}", cond=classes > 0),
         schedule=s["schedule"], prediction=s["prediction"],
         network=DiffusersUNetConfig(unet=unet, num_classes=classes),
-        train=TrainConfig(p_uncond=0.0),  # no null class was trained: guidance and unconditional sampling refused
+        train=TrainConfig(p_uncond=record["p_uncond"] if record else 0.0),
         fitted=FittedStats(kind="images", shape=[C, size, size], normalizer={"mean": [0.5], "std": [0.5]},
-                           x0_bound=1.0, class_names=[str(c) for c in range(classes)] or None),
-        sampling=SamplingConfig(guidance_interval=None, clip_x0=s["clip"], spacing=s["spacing"]),
+                           x0_bound=1.0,
+                           class_names=record["class_names"] if record else [str(c) for c in range(classes)] or None),
+        sampling=SamplingConfig(guidance_interval=record["guidance_interval"] if record else None, clip_x0=s["clip"],
+                                spacing=s["spacing"]),
         parent=ParentConfig(kind="import", path=str(folder), sha256=digest)).validate()
     network = build_network(config.network)
     load_checked(network.unet, weights, unet_dir)
