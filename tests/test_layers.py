@@ -13,13 +13,15 @@ Imports go down the floors or sideways, never up and never in a circle. Every im
 too: an import inside a function is allowed only for a heavy optional dependency (HEAVY), never to dodge a circle.
 A heavy dependency is imported at module top level only by the modules in HEAVY_AT_TOP (those that are themselves
 imported lazily), so `import diffkit` stays light. A name read from one of the package's own modules
-(`plots.limits`) must be one that module defines (missing_attributes: a renamed function's readers). The checker (import_graph, circles, floor_problems) takes a
+(`plots.limits`, `from .plots import limits`) must be one that module defines (missing_attributes: a renamed
+function's readers, however lazily they import it). The checker (import_graph, circles, floor_problems) takes a
 root folder, a package name and a floors table; the last tests run it on tiny packages built in tmp_path.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +196,7 @@ def missing_attributes(root: Path, package: str) -> list[str]:
     defines are read from its source (top-level defs, classes, assignments, imports), so nothing is imported."""
     modules = _modules(root, package)
 
+    @functools.cache
     def defined(module: str) -> set[str]:
         names = {m.rpartition(".")[2] for m in modules if m.rpartition(".")[0] == module}  # submodules
         for node in ast.parse(modules[module].read_text()).body if modules[module] else ():
@@ -220,6 +223,9 @@ def missing_attributes(root: Path, package: str) -> list[str]:
                 base = ".".join((here[:len(here) - node.level + 1] if node.level else [])
                                 + ([node.module] if node.module else []))
                 bound |= {a.asname or a.name: f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules}
+                out += [(path, node.lineno, (f"{path.relative_to(root).as_posix()}:{node.lineno} imports {a.name} "
+                                             f"from {base}, which does not define it"))
+                        for a in node.names if base in modules and a.name != "*" and a.name not in defined(base)]
             else:
                 bound |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
         for node in ast.walk(tree):
@@ -280,13 +286,16 @@ def test_a_circle_through_a_function_local_import_is_found(tmp_path):
 
 def test_an_import_from_a_floor_above_and_an_unplaced_module_are_reported(tmp_path):
     root = _package(tmp_path, {"__init__.py": "", "low.py": "import os\n\ndef f():\n    from .top.high import h\n",
-                               "top/__init__.py": "", "top/high.py": "from ..low import f\nfrom tiny import low\n",
+                               "top/__init__.py": "",
+                               "top/high.py": "from ..low import f\nfrom tiny import low\n\ndef h():\n    return f()\n",
                                "stray.py": "from . import low\n"})
     floors = {"tiny": 1, "tiny.low": 0, "tiny.top": 1}
     assert missing_modules(root, "tiny") == [] and missing_attributes(root, "tiny") == []
-    (root / "tiny" / "stray.py").write_text("from . import low\nfrom .top import high as h\nlow.f()\nlow._f()\nh.g\n")
+    (root / "tiny" / "stray.py").write_text("from . import low\nfrom .top import high as h\nlow.f()\nlow._f()\nh.g\n"
+                                            "def k():\n    from .low import _g\n")
     assert missing_attributes(root, "tiny") == ["tiny/stray.py:4 reads low._f, which tiny.low does not define",
-                                                "tiny/stray.py:5 reads h.g, which tiny.top.high does not define"]
+                                                "tiny/stray.py:5 reads h.g, which tiny.top.high does not define",
+                                                "tiny/stray.py:7 imports _g from tiny.low, which does not define it"]
     (root / "tiny" / "stray.py").write_text("from .gone import x\n")
     assert missing_modules(root, "tiny") == ["tiny/stray.py:1 imports tiny.gone, which does not exist"]
     (root / "tiny" / "stray.py").write_text("from . import low\n")
