@@ -117,7 +117,10 @@ def test_mmd_matches_the_plain_formula_and_remembers_its_reference(m):
     dyy, dxx, dxy = torch.cdist(ty, ty), torch.cdist(tx, tx), torch.cdist(tx, ty)
     h = float(dyy[torch.triu_indices(m, m, 1).unbind()].median())
     scales = (0.1, 0.2, 0.5, 1.0, 2.0)
-    k = lambda d: sum(torch.exp(-(d**2) / (2 * (s * h) ** 2)) for s in scales)  # noqa: E731
+
+    def k(d):
+        return sum(torch.exp(-(d**2) / (2 * (s * h) ** 2)) for s in scales)
+
     plain = float((k(dxx).sum() - 57 * 5) / (57 * 56) + (k(dyy).sum() - m * 5) / (m * (m - 1)) - 2 * k(dxy).mean())
     assert mmd_rbf(x, y) == pytest.approx(plain, rel=1e-9, abs=1e-15)
     assert mmd_rbf(x, y) == mmd_rbf(x, y.copy())  # the cache, keyed by the reference's values
