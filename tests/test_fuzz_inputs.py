@@ -12,11 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_bad_inputs import TINY_UNET
 
 from diffkit.cli import main
 from diffkit.errors import DiffkitError
-
-TINY_UNET = ["--channels", "8", "--channel-mult", "1,2", "--attention", ""]
 
 
 @pytest.fixture(scope="module")

@@ -67,15 +67,25 @@ def _walk(node, top=True):
         yield from _walk(child, top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
 
+def _package_of(path: Path, module: str) -> list[str]:
+    """The package a module's relative imports start from (itself for an __init__.py), as name parts."""
+    return module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+
+
+def _from_base(node: ast.ImportFrom, here: list[str]) -> str:
+    """The module a `from X import ...` statement names, its dots resolved against the package `here`."""
+    base = here[:len(here) - node.level + 1] if node.level else []
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def raw_imports(path: Path, module: str):
     """(candidate module names, most precise first; line; top level?) for every import in the file."""
-    here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    here = _package_of(path, module)
     for node, top in _walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             yield from (([alias.name], node.lineno, top) for alias in node.names)
             continue
-        base = here[:len(here) - node.level + 1] if node.level else []
-        base = ".".join(base + ([node.module] if node.module else []))
+        base = _from_base(node, here)
         for alias in node.names:
             yield [f"{base}.{alias.name}", base], node.lineno, top
 
@@ -215,13 +225,11 @@ def missing_attributes(root: Path, package: str) -> list[str]:
     for module, path in sorted(modules.items()):
         if not path:
             continue
-        tree = ast.parse(path.read_text())
-        here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        tree, here = ast.parse(path.read_text()), _package_of(path, module)
         bound = {}  # local name -> package module
         for node, _ in _walk(tree):
             if isinstance(node, ast.ImportFrom):
-                base = ".".join((here[:len(here) - node.level + 1] if node.level else [])
-                                + ([node.module] if node.module else []))
+                base = _from_base(node, here)
                 bound |= {a.asname or a.name: f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules}
                 out += [(path, node.lineno, (f"{path.relative_to(root).as_posix()}:{node.lineno} imports {a.name} "
                                              f"from {base}, which does not define it"))
