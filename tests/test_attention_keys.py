@@ -125,6 +125,19 @@ def test_a_pooled_run_exports_to_a_diffusers_folder_that_samples_its_images(tmp_
     noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(5))  # as diffusers' randn_tensor
     ours = sample_run(out, 4, "euler", 8, noise=noise.numpy(), spacing="diffusers-linspace", precision="fp32")
     assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4 and theirs.std() > 0.01
+    # and back: `diffkit import` builds the pooled U-Net from diffkit's own module, never the folder's copy
+    (folder / "unet" / "diffusers_pooled_unet.py").write_text("raise SystemExit('the folder code ran')\n")
+    code, _, err = run(["import", "--diffusers", folder, "--out", tmp_path / "back"], capsys)
+    assert code == 0, err
+    back = sample_run(tmp_path / "back", 4, "euler", 8, noise=noise.numpy(), spacing="diffusers-linspace",
+                      precision="fp32")
+    assert np.abs(back - ours).max() <= 1e-4
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    for keys, fragment in ((0, "attention_keys is a whole number >= 1"), (None, "attention_keys is a whole number")):
+        (folder / "unet" / "config.json").write_text(json.dumps({**config, "attention_keys": keys}))
+        code, _, err = run(["import", "--diffusers", folder, "--out", tmp_path / f"bad{keys}"], capsys)
+        assert_user_error(code, err, fragment)
+        assert not (tmp_path / f"bad{keys}").exists()
 
 
 def test_partial_windows_export_to_onnx(tmp_path):

@@ -14,9 +14,9 @@ import torch
 from test_cli import run
 from test_images_cli import TINY_FLAGS, assert_user_error
 
+from diffkit.nn.diffusers_pooled_unet import PooledUNet2DModel
 from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.runs import load_run, sample_run
-from diffkit.runs.diffusers_pooled_unet import PooledUNet2DModel
 from diffkit.runs.export_diffusers import unet2d_config, unet2d_weights
 
 SHAPES = {  # the digits, 28x28 and 32x32 presets (attention at the lowest level; at 16, 8 and 4 px, its keys pooled to
@@ -113,6 +113,30 @@ def test_an_exported_flow_run_samples_diffkits_images_in_ddpm_pipeline(tmp_path,
     ours = sample_run(r, 4, "euler", 8, noise=noise_of(5, (4, 1, 8, 8)).numpy(), spacing="diffusers-linspace")
     assert np.abs(ours.transpose(0, 2, 3, 1) - theirs).max() <= 1e-4
     assert theirs.std() > 0.01
+    # and back: `diffkit import` reads the flow scheduler as the flow objective; the run samples the same images
+    assert run(["import", "--diffusers", tmp_path / "pipe", "--out", tmp_path / "back"], capsys)[0] == 0
+    back = load_run(tmp_path / "back").config
+    assert (back.objective.name, back.prediction, back.sampling.spacing) == ("flow", "flow", "diffusers-linspace")
+    again = sample_run(tmp_path / "back", 4, "euler", 8, noise=noise_of(5, (4, 1, 8, 8)).numpy())
+    assert np.abs(again - ours).max() <= 1e-4
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"shift": 3.0}, "shift = 3.0 is not representable"),
+    ({"use_dynamic_shifting": True}, "use_dynamic_shifting = true is not representable"),
+    ({"use_karras_sigmas": True}, "use_karras_sigmas = true"),
+    ({"shift_terminal": 0.1}, "shift_terminal = 0.1"),
+    ({"num_train_timesteps": 0}, "num_train_timesteps 0 is not a whole number"),
+    ({"sigma_schedule": "x"}, "cannot represent sigma_schedule"),
+])
+def test_a_flow_scheduler_that_does_not_map_is_refused_on_import(tmp_path, capsys, change, fragment):
+    r = _train(tmp_path, "flow", "--objective", "flow")
+    assert run(["export", "--run", r, "--format", "diffusers", "--out", tmp_path / "pipe"], capsys)[0] == 0
+    path = tmp_path / "pipe" / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    code, _, err = run(["import", "--diffusers", tmp_path / "pipe", "--out", tmp_path / "back"], capsys)
+    assert_user_error(code, err, fragment)
+    assert not (tmp_path / "back").exists()
 
 
 @pytest.mark.parametrize("flags, fragment", [

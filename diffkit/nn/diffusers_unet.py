@@ -29,9 +29,17 @@ class _Imported:
     def in_channels(self) -> int:
         return int(self.unet.get("in_channels", self.CHANNELS))
 
+    POOLED = None  # a subclass of CLASS whose self-attention pools its keys (diffkit's export of --attention-keys)
+
     def check(self) -> None:
-        if self.unet.get("_class_name", self.CLASS) != self.CLASS:
-            raise ConfigError(f"a {self.KIND} network is a {self.CLASS}, not {self.unet.get('_class_name')}")
+        name = self.unet.get("_class_name", self.CLASS)
+        if name not in (self.CLASS, self.POOLED):
+            raise ConfigError(f"a {self.KIND} network is a {self.CLASS}" + (f" or a {self.POOLED}" if self.POOLED
+                              else "") + f", not {name}")
+        keys = self.unet.get("attention_keys")
+        if name == self.POOLED and (isinstance(keys, bool) or not isinstance(keys, int) or keys < 1):
+            raise ConfigError(f"a {self.POOLED}'s attention_keys is a whole number >= 1 (the keys and values each "
+                              f"self-attention pools to), got {keys!r}")
 
     def check_input(self, shape, what: str = "the data") -> None:
         size = self.unet.get("sample_size")
@@ -50,6 +58,7 @@ class _Imported:
 
 @dataclass
 class DiffusersUNetConfig(_Imported):
+    POOLED = "PooledUNet2DModel"  # nn/diffusers_pooled_unet.py
     unet: dict = field(default_factory=dict)  # UNet2DModel's config.json, as diffusers wrote it
     num_classes: int = 0                      # > 0: class-conditional (its num_class_embeds)
     num_timesteps: int = 1000                 # training T (set from the schedule)
@@ -71,7 +80,12 @@ class DiffusersUNet(nn.Module):
     def __init__(self, cfg: DiffusersUNetConfig):
         super().__init__()
         self.cfg = cfg
-        self.unet = diffusers_class("UNet2DModel").from_config(cfg.unet)
+        if cfg.unet.get("_class_name") == cfg.POOLED:  # diffkit's own module: a folder's copy of it is never run
+            diffusers_class()  # (says how to install diffusers where it is missing)
+            from .diffusers_pooled_unet import PooledUNet2DModel
+            self.unet = PooledUNet2DModel.from_config(cfg.unet)
+        else:
+            self.unet = diffusers_class("UNet2DModel").from_config(cfg.unet)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         labels = cond if self.cfg.num_classes else None

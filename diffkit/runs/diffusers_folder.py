@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..config import ScheduleConfig
+from ..config import ObjectiveConfig, ScheduleConfig
 from ..errors import ConfigError, notice
 from ..store.folder import file_sha256
 
@@ -63,21 +63,35 @@ def read_weights(folder: Path, name: str = WEIGHTS) -> tuple[dict[str, torch.Ten
     return weights, file_sha256(path)  # streamed: a multi-GB U-Net is not held twice in memory
 
 
-def model_config(folder: Path, expected: str, what: str) -> dict:
-    """A model folder's config.json, refused unless it is the diffusers class `expected`."""
+def model_config(folder: Path, expected: str | tuple[str, ...], what: str) -> dict:
+    """A model folder's config.json, refused unless it is the diffusers class `expected` (or one of them)."""
     config = read_json(folder / "config.json", "model config")
     name = config.get("_class_name")
-    if name != expected:
-        raise ConfigError(f"{folder} holds a {name}; diffkit imports a {expected} ({what})")
+    expected = (expected,) if isinstance(expected, str) else expected
+    if name not in expected:
+        raise ConfigError(f"{folder} holds a {name}; diffkit imports a {' or a '.join(expected)} ({what})")
     return config
 
 
-def read_scheduler(path: Path, unet: dict) -> dict:
-    """diffkit's schedule, prediction and sampling defaults for a diffusers scheduler config, or a refusal that
-    names the setting it cannot represent."""
+# FlowMatchEulerDiscreteScheduler: the keys read (each at the one value diffkit's flow takes), and those that act
+# only through a key read (dynamic shifting's)
+FLOW = "FlowMatchEulerDiscreteScheduler"
+FLOW_FIXED = {"shift": 1.0, "use_dynamic_shifting": False, "invert_sigmas": False, "shift_terminal": None,
+              "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+              "stochastic_sampling": False}
+FLOW_NEUTRAL = {"base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "time_shift_type"}
+
+
+def read_scheduler(path: Path, unet: dict, flow: bool = True) -> dict:
+    """diffkit's schedule, prediction, sampling defaults (and objective) for a diffusers scheduler config, or a
+    refusal that names the setting it cannot represent. flow: a FlowMatchEulerDiscreteScheduler is read too."""
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; a model folder needs its scheduler_config.json beside config.json")
     cfg = read_json(path, "scheduler config")
+    if cfg.get("_class_name") == FLOW:
+        if not flow:
+            raise ConfigError(f"{path}: a {FLOW} is read for UNet2DModel folders; this pipeline's is not imported")
+        return read_flow_scheduler(path, cfg)
     unknown = sorted(k for k in cfg if not k.startswith("_") and k not in READ | NEUTRAL)
     if unknown:
         raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
@@ -113,6 +127,25 @@ def read_scheduler(path: Path, unet: dict) -> dict:
                               zero_terminal_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
     own = f"diffusers-{spacing}" + (f"+{offset}" if offset and spacing == "leading" else "")  # (as diffusers)
     return {"schedule": schedule, "prediction": PREDICTIONS[prediction], "clip": clip, "spacing": own}
+
+
+def read_flow_scheduler(path: Path, cfg: dict) -> dict:
+    """A FlowMatchEulerDiscreteScheduler as diffkit's flow objective (the linear path; the network predicts the
+    velocity eps - x0 at training time 1000 tau, as diffkit's export writes it): shift 1 and its plain sigmas only."""
+    unknown = sorted(k for k in cfg if not k.startswith("_") and k not in {"num_train_timesteps", *FLOW_FIXED,
+                                                                          *FLOW_NEUTRAL})
+    if unknown:
+        raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
+    for key, ok in FLOW_FIXED.items():
+        v = cfg.get(key, ok)
+        if not (v is ok if ok is None or isinstance(ok, bool) else not isinstance(v, bool) and v == ok):
+            raise ConfigError(f"{path}: {key} = {json.dumps(v)} is not representable in diffkit yet (it takes "
+                              f"{json.dumps(ok)})")
+    steps = cfg.get("num_train_timesteps", 1000)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
+        raise ConfigError(f"{path}: num_train_timesteps {steps!r} is not a whole number in 1..100000")
+    return {"schedule": ScheduleConfig(name="linear", num_timesteps=steps), "prediction": "flow", "clip": False,
+            "spacing": "diffusers-linspace", "objective": ObjectiveConfig(name="flow")}
 
 
 def load_checked(module: torch.nn.Module, weights: dict[str, torch.Tensor], where) -> None:

@@ -12,7 +12,7 @@ euler --spacing diffusers-linspace`: tau = linspace(1, 1/T, K), and Euler in tau
 step). Anything that does not map is refused by name: EDM runs, shifted flow runs, text and latent runs, a
 guidance-embedding student, a training length other than 1000 steps, widths whose GroupNorm groups or attention
 head widths differ between levels. A run whose self-attention pools its keys (`--attention-keys`, the 32 px
-preset's default) is a UNet2DModel subclass shipped in the folder (runs/diffusers_pooled_unet.py), loaded with
+preset's default) is a UNet2DModel subclass shipped in the folder (nn/diffusers_pooled_unet.py), loaded with
 `trust_remote_code=True`. A model card (README.md, huggingface_hub's ModelCard) says what the run is, and
 diffkit.json what diffusers' configs cannot (export_record: the classes' names, the trained null class, the guidance
 interval), so `diffkit import` brings back a class run that guides as the original did.
@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from ..errors import ConfigError
+from ..nn.diffusers_unet import DiffusersUNetConfig
 from ..nn.registry import kind_of
 from ..nn.unet import UNet, heads
 from ..store.manifest import atomic_dir
@@ -47,7 +48,7 @@ SPACINGS = {"DDIMScheduler": ("ddim", "diffusers-trailing"), "FlowMatchEulerDisc
                                                                                                    "diffusers-linspace")}
 # a run whose self-attention pools its keys (--attention-keys) ships its U-Net as a custom component: this module's
 # file, copied into unet/, defines UNet2DModel with a pooling attention processor (load with trust_remote_code=True)
-POOLED_MODULE, POOLED_CLASS = "diffusers_pooled_unet", "PooledUNet2DModel"
+POOLED_MODULE, POOLED_CLASS = "diffusers_pooled_unet", DiffusersUNetConfig.POOLED
 
 
 def _refuse(run_dir, why: str) -> ConfigError:
@@ -221,7 +222,7 @@ def export_diffusers(run_dir, out) -> tuple[dict, str]:
              "unet": [POOLED_MODULE if pooled else "diffusers", unet_class],
              "scheduler": ["diffusers", scheduler["_class_name"]]}
     files = {"model_index.json": json.dumps(index, indent=2).encode(),
-             **({f"unet/{POOLED_MODULE}.py": (Path(__file__).parent / f"{POOLED_MODULE}.py").read_bytes()}
+             **({f"unet/{POOLED_MODULE}.py": (Path(__file__).parents[1] / "nn" / f"{POOLED_MODULE}.py").read_bytes()}
                 if pooled else {}),
              "unet/config.json": json.dumps(unet, indent=2).encode(),
              f"unet/{WEIGHTS}": safetensors_bytes({k: v.clone() for k, v in unet2d_weights(run.network).items()},

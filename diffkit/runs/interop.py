@@ -24,6 +24,7 @@ import torch
 from ..config import (
     DataConfig,
     FittedStats,
+    ObjectiveConfig,
     ParentConfig,
     RunConfig,
     SamplingConfig,
@@ -46,6 +47,9 @@ from .diffusers_folder import (
 from .interop_sd import SD_PIPELINES, sd_import_config
 
 PIPELINES = ("DDPMPipeline", "DDIMPipeline")  # pixel pipelines: a UNet2DModel and a scheduler
+# the U-Nets they may hold: UNet2DModel, or diffkit's export of a U-Net that pools its attention keys (built from
+# diffkit's own nn/diffusers_pooled_unet.py, never from the copy in the folder)
+UNETS = ("UNet2DModel", DiffusersUNetConfig.POOLED)
 
 
 def locate(folder: Path) -> tuple[Path, Path]:
@@ -57,7 +61,7 @@ def locate(folder: Path) -> tuple[Path, Path]:
         name = pipeline.get("_class_name")
         unet = pipeline.get("unet")
         unet_class = unet[1] if isinstance(unet, list) and len(unet) == 2 else None
-        if name not in PIPELINES or unet_class != "UNet2DModel":
+        if name not in PIPELINES or unet_class not in UNETS:
             raise ConfigError(f"{folder} is a {name} (its unet a {unet_class}); diffkit imports "
                               f"{', '.join(PIPELINES + SD_PIPELINES)} folders and UNet2DModel model folders")
         return folder / "unet", folder / "scheduler" / "scheduler_config.json"
@@ -69,7 +73,7 @@ def locate(folder: Path) -> tuple[Path, Path]:
 
 def read_unet(unet_dir: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     """(its config, its weights, the weights' sha256), checked against each other; safetensors only."""
-    config = model_config(unet_dir, "UNet2DModel", "pixels, optionally class-conditional")
+    config = model_config(unet_dir, UNETS, "pixels, optionally class-conditional")
     weights, digest = read_weights(unet_dir)
     for key, ok, why in (("class_embed_type", None, "diffkit passes class labels through num_class_embeds"),
                          ("time_embedding_type", "positional", "diffkit passes discrete training timesteps")):
@@ -94,7 +98,7 @@ def import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
                           "square UNet2DModels")
     config = RunConfig(
         data=DataConfig(spec=f"diffusers:{folder}", cond=classes > 0),
-        schedule=s["schedule"], prediction=s["prediction"],
+        schedule=s["schedule"], prediction=s["prediction"], objective=s.get("objective", ObjectiveConfig()),
         network=DiffusersUNetConfig(unet=unet, num_classes=classes),
         train=TrainConfig(p_uncond=record["p_uncond"] if record else 0.0),
         fitted=FittedStats(kind="images", shape=[C, size, size], normalizer={"mean": [0.5], "std": [0.5]},

@@ -121,7 +121,7 @@ def sd_import_config(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
     channels, size = int(unet.get("in_channels", 4)), int(unet["sample_size"])
     vae = read_vae(folder / "vae", channels)
     width = read_text_encoder(folder, unet.get("cross_attention_dim"))
-    s = read_scheduler(folder / "scheduler" / "scheduler_config.json", unet)
+    s = read_scheduler(folder / "scheduler" / "scheduler_config.json", unet, flow=False)
     factor = 2 ** (len(vae.get("block_out_channels", (64,))) - 1)
     scale = float(vae.get("scaling_factor", 0.18215))
     ref = f"diffusers:{folder}"
