@@ -373,3 +373,23 @@ def test_every_rank_takes_rank_0s_choice(native, fake_probe, monkeypatch, tmp_pa
     assert (chosen[0].precision, chosen[1].precision, chosen[1].threads) == ("bf16", "bf16", 2)
     assert sent[0][1].tolist() == [PRECISIONS.index("bf16"), 1.0]
     assert sent[1][1].tolist() == [0.0, 0.0]  # rank 1 decided nothing itself
+
+
+def test_one_slow_product_does_not_stop_the_peak_probe_at_a_small_size():
+    """matmul_gflops grows the square until a product takes >= 5 ms; the fastest of three products decides, so one
+    hiccup at 128 (10 ms) does not leave the probe timing a size where bf16 runs at a few percent of its peak. With
+    a clock that makes 128, 256 and 512 fast and 1024 take 20 ms, the probe times 12 products at 1024."""
+    from unittest import mock
+
+    durations = iter([0.010, 1e-4, 1e-4, 3e-4, 3e-4, 3e-4, 3e-3, 3e-3, 3e-3, 0.02, 0.02, 0.02, 0.24])
+    clock = {"now": 0.0, "started": False}
+
+    def fake_clock():  # every second reading is one timed stretch later
+        if clock["started"]:
+            clock["now"] += next(durations)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
+    with mock.patch.object(machine.time, "perf_counter", fake_clock):
+        gflops = machine.matmul_gflops(torch.float32)
+    assert gflops == pytest.approx(2 * 1024 ** 3 * 12 / 0.24 / 1e9) and next(durations, None) is None
