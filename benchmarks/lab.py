@@ -36,10 +36,19 @@ def serve(runs: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    srv.thread = thread  # stop() waits for it
     while not srv.started:
         time.sleep(0.05)
     return srv, f"http://127.0.0.1:{port}"
+
+
+def stop(srv) -> None:
+    """Shut the server down and wait for its thread, so no request's torch work is still running when the
+    interpreter exits (a daemon thread cut off inside torch ended the process with 'terminate called')."""
+    srv.should_exit = True
+    srv.thread.join(timeout=60)
 
 
 def move(page, value, event="input"):
@@ -88,7 +97,7 @@ def main() -> None:
             page.wait_for_function("window.lab && window.lab.ready")
             {"score": score_shot, "prompt": prompt_shot, "paths": paths_shot}[a.only](page, Path(a.shots))
             browser.close()
-            srv.should_exit = True
+            stop(srv)
             return
         firsts = []
         for _ in range(a.loads):
@@ -113,7 +122,7 @@ def main() -> None:
         if out is not None:
             layout_shots(browser, url, out)
         browser.close()
-    srv.should_exit = True
+    stop(srv)
 
 
 # per section: what a reader does first there (None: nothing, the section draws on arrival) and what says its

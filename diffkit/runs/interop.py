@@ -8,7 +8,9 @@ weights, as provenance. Deleting or changing the folder afterwards does not touc
 safetensors only: a pickle `.bin` is refused, never unpickled. Anything of the scheduler config that diffkit
 cannot represent exactly is refused by name, so an imported run samples what diffusers would. A folder diffkit
 exported carries diffkit.json (its classes' names, the trained null class, the guidance interval): read back, the
-imported run guides as the exported one did.
+imported run guides as the exported one did. Every pixel U-Net run diffkit exports comes back: a flow run's
+FlowMatchEulerDiscreteScheduler (shift 1) reads as the flow objective, and a PooledUNet2DModel (a U-Net whose
+self-attention pools its keys) is built from diffkit's own module, never from the copy of it in the folder.
 
 A StableDiffusionPipeline folder goes to runs/interop_sd.py (a latent text run that reads its VAE and text encoder
 from the folder); `verify_import` is `diffkit import --verify RUN`, the full check of such a folder.
