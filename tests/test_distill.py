@@ -362,6 +362,12 @@ def test_distill_refuses_what_it_cannot_use(spiral, tmp_path, capsys):
         assert not (tmp_path / "new").exists()
     code = main(["distill", "--out", str(tmp_path / "new"), "--resume", "--teacher", str(teacher)])
     assert code == 2 and "drop --teacher" in capsys.readouterr().err
+    # a student's length is `--train-steps` (its `--steps` are its sampling steps): the resume refusals say so
+    for extra, fragment in (([], "start a new run with more --train-steps"),
+                            (["--train-steps", "99999"], "--train-steps 99999 would make it a different run")):
+        code = main(["distill", "--out", str(student), "--resume", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and fragment in err and " --steps" not in err, err
 
 
 def test_the_consistency_function_is_the_identity_at_the_boundary_and_a_ddim_jump_above_it():

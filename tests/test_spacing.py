@@ -37,10 +37,13 @@ def _sigma_ve(sched, grid):
 @pytest.mark.parametrize("sched_name", ["linear", "cosine"])
 def test_the_renoise_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sched_name):
     """Consistency sampling's default grid: one call from the top, then K - 1 levels log-SNR uniform from
-    sigma = 0.7 down to 0.1 (grids.RENOISE_SIGMAS)."""
+    sigma = 0.7 down to 0.1 (grids.RENOISE_SIGMAS) up to 4 calls; with more, the levels keep 4 calls' log-SNR step
+    (sigma x sqrt(7) per level) and the extra ones go above 0.7 (grids.RENOISE_SPAN)."""
     sched = NoiseSchedule.from_name(sched_name, 1000)
     assert torch.equal(sampler_grid(sched, "consistency", 4), make_grid(sched, 4, "renoise"))
-    for k, expected in ((1, []), (2, [0.7]), (3, [0.7, 0.1]), (4, [0.7, (0.7 * 0.1) ** 0.5, 0.1])):
+    above = [0.1 * 7 ** (j / 2) for j in (6, 5, 4, 3)]  # 34.3, 13.0, 4.9, 1.85
+    for k, expected in ((1, []), (2, [0.7]), (3, [0.7, 0.1]), (4, [0.7, (0.7 * 0.1) ** 0.5, 0.1]),
+                        (6, [*above[2:], 0.7, 0.07 ** 0.5, 0.1]), (8, [*above, 0.7, 0.07 ** 0.5, 0.1])):
         grid = make_grid(sched, k, "renoise")
         s = _sigma_ve(sched, grid)
         assert len(grid) == k and math.isclose(float(grid[0]), float(make_grid(sched, 1, "trailing")[0]))

@@ -33,7 +33,7 @@ class _Imported:
 
     def check(self) -> None:
         name = self.unet.get("_class_name", self.CLASS)
-        if name not in (self.CLASS, self.POOLED):
+        if name not in (self.CLASS, *([self.POOLED] if self.POOLED else [])):
             raise ConfigError(f"a {self.KIND} network is a {self.CLASS}" + (f" or a {self.POOLED}" if self.POOLED
                               else "") + f", not {name}")
         keys = self.unet.get("attention_keys")

@@ -79,19 +79,21 @@ def _resume(out: Path, steps, progress, callback, runtime: Runtime) -> dict:
         config = read_config(out)
         trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         trainer.lock_held = True
-        return _continue(trainer, out, steps)
+        derived = config.parent is not None and config.parent.kind != "import"  # trained from a teacher or a base
+        return _continue(trainer, out, steps, derived)
 
 
-def _continue(trainer: Trainer, out: Path, steps) -> dict:
+def _continue(trainer: Trainer, out: Path, steps, derived: bool = False) -> dict:
     total = trainer.cfg.steps
+    flag = "--train-steps" if derived else "--steps"  # a derived run's length: `diffkit distill / reflow / finetune`
     if not trainer.load_state():
         notice(f"{out} stopped before its first checkpoint; training starts again from step 0")
     if steps is not None and steps != total:
         raise ConfigError(f"--resume continues this run to its {total} steps (its learning-rate schedule ends "
-                          f"there; it has done {trainer.step}); --steps {steps} would make it a different run, so "
-                          "start a new run with --steps instead")
+                          f"there; it has done {trainer.step}); {flag} {steps} would make it a different run, so "
+                          f"start a new run with {flag} instead")
     if trainer.step >= total:
-        raise ConfigError(f"{out} already finished its {total} steps; sample it, or start a new run with more --steps")
+        raise ConfigError(f"{out} already finished its {total} steps; sample it, or start a new run with more {flag}")
     return {**trainer.train(), "run_dir": str(out), "final_step": trainer.step}
 
 
