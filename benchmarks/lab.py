@@ -16,8 +16,10 @@ Run it alone: two torch processes on 2 cores slow each other many times over.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -31,24 +33,26 @@ from diffkit.cli import main as cli
 from diffkit.lab.app import create_app
 
 
-def serve(runs: Path):
+@contextlib.contextmanager
+def serving(runs: Path):
+    """The lab on a free local port, for the with-block (its URL); then shut down, its thread waited for, so no
+    request's torch work is still running when the interpreter exits (a daemon thread cut off inside torch ended the
+    process with 'terminate called'), whether the block ends or raises."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(create_app(runs), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    srv.thread = thread  # stop() waits for it
-    while not srv.started:
-        time.sleep(0.05)
-    return srv, f"http://127.0.0.1:{port}"
-
-
-def stop(srv) -> None:
-    """Shut the server down and wait for its thread, so no request's torch work is still running when the
-    interpreter exits (a daemon thread cut off inside torch ended the process with 'terminate called')."""
-    srv.should_exit = True
-    srv.thread.join(timeout=60)
+    try:
+        while not srv.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=60)
+        if thread.is_alive():
+            print("warning: the lab server did not stop within 60 s", file=sys.stderr)
 
 
 def move(page, value, event="input"):
@@ -88,8 +92,7 @@ def main() -> None:
     if not (runs / "gaussians8-2step").exists():
         cli(["distill", "--teacher", str(runs / "gaussians8"), "--out", str(runs / "gaussians8-2step"), "--steps", "2",
              "--quiet"])
-    srv, url = serve(runs)
-    with sync_playwright() as pw:
+    with serving(runs) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         if a.only and a.shots:
@@ -97,7 +100,6 @@ def main() -> None:
             page.wait_for_function("window.lab && window.lab.ready")
             {"score": score_shot, "prompt": prompt_shot, "paths": paths_shot}[a.only](page, Path(a.shots))
             browser.close()
-            stop(srv)
             return
         firsts = []
         for _ in range(a.loads):
@@ -122,7 +124,6 @@ def main() -> None:
         if out is not None:
             layout_shots(browser, url, out)
         browser.close()
-    stop(srv)
 
 
 # per section: what a reader does first there (None: nothing, the section draws on arrival) and what says its

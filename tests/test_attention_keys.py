@@ -133,7 +133,7 @@ def test_a_pooled_run_exports_to_a_diffusers_folder_that_samples_its_images(tmp_
                       precision="fp32")
     assert np.abs(back - ours).max() <= 1e-4
     config = json.loads((folder / "unet" / "config.json").read_text())
-    for keys, fragment in ((0, "attention_keys is a whole number >= 1"), (None, "attention_keys is a whole number")):
+    for keys, fragment in ((0, "a whole number >= 1"), (None, "got None"), (True, "got True")):
         (folder / "unet" / "config.json").write_text(json.dumps({**config, "attention_keys": keys}))
         code, _, err = run(["import", "--diffusers", folder, "--out", tmp_path / f"bad{keys}"], capsys)
         assert_user_error(code, err, fragment)

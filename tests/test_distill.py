@@ -368,6 +368,8 @@ def test_distill_refuses_what_it_cannot_use(spiral, tmp_path, capsys):
         code = main(["distill", "--out", str(student), "--resume", *extra])
         err = capsys.readouterr().err
         assert code == 2 and fragment in err and " --steps" not in err, err
+    code = main(["train", "--out", str(student), "--resume", "--steps", "99999"])  # the command's own flag
+    assert code == 2 and "--steps 99999 would make it a different run" in capsys.readouterr().err
 
 
 def test_the_consistency_function_is_the_identity_at_the_boundary_and_a_ddim_jump_above_it():

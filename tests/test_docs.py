@@ -3,6 +3,7 @@ and every measured table beside the machine and the benchmark command that produ
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -96,7 +97,11 @@ def test_every_concrete_command_in_the_docs_parses():
     parser, checked, stale = build_parser(), 0, []
     for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         for command in doc_commands(path.read_text()):
-            argv = shlex.split(command)[1:]
+            try:
+                argv = shlex.split(command)[1:]
+            except ValueError as e:  # an unbalanced quote
+                stale.append(f"{path.relative_to(ROOT)}: `{command}`: {e}")
+                continue
             if any(re.search(r"[\[\]|]|^[A-Z][A-Z0-9_.]*$", a) for a in argv):
                 continue  # a synopsis: placeholders, optional parts, choices
             checked += 1
@@ -109,6 +114,9 @@ def test_every_concrete_command_in_the_docs_parses():
                     if missing:
                         argv += [missing[0], "x"]
                         continue
+                    supplied = [f"argument {a}:" for a, v in itertools.pairwise(argv) if v == "x"]
+                    if any(s in str(e) for s in supplied):
+                        break  # the placeholder value of a flag the command left out does not fit its type
                     if f"argument {argv[-1]}: expected one argument" not in str(e):
                         stale.append(f"{path.relative_to(ROOT)}: `{command}`: {e}")
                     break

@@ -127,6 +127,7 @@ def test_an_exported_flow_run_samples_diffkits_images_in_ddpm_pipeline(tmp_path,
     ({"use_karras_sigmas": True}, "use_karras_sigmas = true"),
     ({"shift_terminal": 0.1}, "shift_terminal = 0.1"),
     ({"num_train_timesteps": 0}, "num_train_timesteps 0 is not a whole number"),
+    ({"num_train_timesteps": 500}, "num_train_timesteps 500 is not representable for a flow"),
     ({"sigma_schedule": "x"}, "cannot represent sigma_schedule"),
 ])
 def test_a_flow_scheduler_that_does_not_map_is_refused_on_import(tmp_path, capsys, change, fragment):

@@ -10,7 +10,8 @@ Every module stands on one floor (FLOORS below, top to bottom):
     0 ground      diffkit.nn, diffkit.data, diffkit.viz, diffkit.text, errors, devices, memory, machine, version
 
 Imports go down the floors or sideways, never up and never in a circle. Every import counts, a function-local one
-too: an import inside a function is allowed only for a heavy optional dependency (HEAVY), never to dodge a circle.
+too: an import inside a function is allowed only for a heavy optional dependency (HEAVY) or one of the package's
+modules that imports one at its top (HEAVY_AT_TOP), never to dodge a circle.
 A heavy dependency is imported at module top level only by the modules in HEAVY_AT_TOP (those that are themselves
 imported lazily), so `import diffkit` stays light. A name read from one of the package's own modules
 (`plots.limits`, `from .plots import limits`) must be one that module defines (missing_attributes: a renamed

@@ -49,6 +49,11 @@ def test_the_renoise_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sch
         assert len(grid) == k and math.isclose(float(grid[0]), float(make_grid(sched, 1, "trailing")[0]))
         assert float(s[0]) <= SIGMA_MAX * (1 + 1e-9) and float(s[0]) > 100  # the top, at the noise cap
         torch.testing.assert_close(s[1:], torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
+    for k in (9, 10, 16, 50):  # from 10 calls the step would pass the top: the levels spread below it instead
+        grid = make_grid(sched, k, "renoise")
+        s = _sigma_ve(sched, grid)
+        assert len(grid) == k and (s[1:-1] > s[2:]).all() and math.isclose(float(s[-1]), 0.1, rel_tol=1e-6)
+        assert float(s[1]) < float(s[0])
 
 
 def test_consistency_sampling_visits_the_renoise_levels():

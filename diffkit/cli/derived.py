@@ -58,7 +58,8 @@ def _train(a, command: str, runtime) -> dict:
         if given:
             raise ConfigError(f"--resume continues the student as its config.json records it; drop "
                               f"{', '.join(given)} (only --train-steps must agree, and how it runs may change)")
-        return train_run(None, a.out, resume=True, steps=a.train_steps, progress=not a.quiet, runtime=runtime)
+        return train_run(None, a.out, resume=True, steps=a.train_steps, progress=not a.quiet, runtime=runtime,
+                         steps_flag="--train-steps")  # (a student's --steps are its sampling steps)
     parent = getattr(a, PARENT[command])
     if parent is None:
         what = {"reflow": "the run whose ODE gives the pairs", "distill": "the run to distill",

@@ -4,8 +4,8 @@ diffkit's U-Net does with --attention-keys (diffkit/nn/unet.py: SelfAttention, k
 `diffkit export --format diffusers` copies this file, unchanged, into an exported pipeline's unet/ folder as a
 custom component (model_index.json names it), so that `DiffusionPipeline.from_pretrained(DIR,
 trust_remote_code=True)` loads the run with nothing but torch and diffusers: it imports no diffkit code. Coming
-back (`diffkit import`), such a folder's U-Net is built from diffkit's own copy of this module (nn/diffusers_unet.py):
-the folder's copy is never run.
+back (`diffkit import`), such a folder's U-Net is built from this module as diffkit installed it (by
+nn/diffusers_unet.py): the copy in the folder is never run.
 """
 
 from __future__ import annotations

@@ -23,13 +23,12 @@ class _Imported:
     """What the two imported U-Net configs share: their diffusers class, what they take, no training."""
 
     CLASS, KIND, TAKES, CHANNELS = "UNet2DModel", "diffusers-unet2d", "images", 3
+    POOLED = None  # a subclass of CLASS whose self-attention pools its keys (diffkit's export of --attention-keys)
     unet: dict
 
     @property
     def in_channels(self) -> int:
         return int(self.unet.get("in_channels", self.CHANNELS))
-
-    POOLED = None  # a subclass of CLASS whose self-attention pools its keys (diffkit's export of --attention-keys)
 
     def check(self) -> None:
         name = self.unet.get("_class_name", self.CLASS)
@@ -38,8 +37,8 @@ class _Imported:
                               else "") + f", not {name}")
         keys = self.unet.get("attention_keys")
         if name == self.POOLED and (isinstance(keys, bool) or not isinstance(keys, int) or keys < 1):
-            raise ConfigError(f"a {self.POOLED}'s attention_keys is a whole number >= 1 (the keys and values each "
-                              f"self-attention pools to), got {keys!r}")
+            raise ConfigError(f"a {self.POOLED}'s config.json names its attention_keys, a whole number >= 1 (the "
+                              f"keys and values each self-attention pools to), got {keys!r}")
 
     def check_input(self, shape, what: str = "the data") -> None:
         size = self.unet.get("sample_size")

@@ -92,9 +92,7 @@ def read_scheduler(path: Path, unet: dict, flow: bool = True) -> dict:
         if not flow:
             raise ConfigError(f"{path}: a {FLOW} is read for UNet2DModel folders; this pipeline's is not imported")
         return read_flow_scheduler(path, cfg)
-    unknown = sorted(k for k in cfg if not k.startswith("_") and k not in READ | NEUTRAL)
-    if unknown:
-        raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
+    refuse_unknown(path, cfg, READ | NEUTRAL)
     for key, ok in (("trained_betas", None), ("thresholding", False)):
         if cfg.get(key, ok) not in (ok,):
             raise ConfigError(f"{path}: {key} = {cfg[key]!r} is not representable in diffkit yet (it takes {ok!r})")
@@ -123,7 +121,7 @@ def read_scheduler(path: Path, unet: dict, flow: bool = True) -> dict:
     if spacing not in ("leading", "trailing", "linspace"):
         raise ConfigError(f"{path}: timestep_spacing {spacing!r} is not one of leading, trailing, linspace")
     schedule = ScheduleConfig(name=BETAS[(kind, start, end)],
-                              num_timesteps=int(cfg.get("num_train_timesteps", 1000)),
+                              num_timesteps=train_timesteps(path, cfg),
                               zero_terminal_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
     own = f"diffusers-{spacing}" + (f"+{offset}" if offset and spacing == "leading" else "")  # (as diffusers)
     return {"schedule": schedule, "prediction": PREDICTIONS[prediction], "clip": clip, "spacing": own}
@@ -132,20 +130,34 @@ def read_scheduler(path: Path, unet: dict, flow: bool = True) -> dict:
 def read_flow_scheduler(path: Path, cfg: dict) -> dict:
     """A FlowMatchEulerDiscreteScheduler as diffkit's flow objective (the linear path; the network predicts the
     velocity eps - x0 at training time 1000 tau, as diffkit's export writes it): shift 1 and its plain sigmas only."""
-    unknown = sorted(k for k in cfg if not k.startswith("_") and k not in {"num_train_timesteps", *FLOW_FIXED,
-                                                                          *FLOW_NEUTRAL})
-    if unknown:
-        raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
+    refuse_unknown(path, cfg, {"num_train_timesteps", *FLOW_FIXED, *FLOW_NEUTRAL})
     for key, ok in FLOW_FIXED.items():
         v = cfg.get(key, ok)
-        if not (v is ok if ok is None or isinstance(ok, bool) else not isinstance(v, bool) and v == ok):
+        off = key == "shift_terminal" and v in (0, None) and not isinstance(v, bool)  # diffusers: any falsy is off
+        if not (off or (v is ok if ok is None or isinstance(ok, bool) else not isinstance(v, bool) and v == ok)):
             raise ConfigError(f"{path}: {key} = {json.dumps(v)} is not representable in diffkit yet (it takes "
                               f"{json.dumps(ok)})")
+    steps = train_timesteps(path, cfg)
+    if steps != 1000:  # the U-Net sees num_train_timesteps x sigma there, 1000 tau in diffkit (path.FlowPath)
+        raise ConfigError(f"{path}: num_train_timesteps {steps} is not representable for a flow: diffkit's flow "
+                          "network sees timestep 1000 tau (it takes 1000)")
+    return {"schedule": ScheduleConfig(name="linear", num_timesteps=steps), "prediction": "flow", "clip": False,
+            "spacing": "diffusers-linspace", "objective": ObjectiveConfig(name="flow")}
+
+
+def refuse_unknown(path: Path, cfg: dict, known) -> None:
+    """Refuse a scheduler config with keys diffkit does not read (nor knows to be neutral), naming them."""
+    unknown = sorted(k for k in cfg if not k.startswith("_") and k not in known)
+    if unknown:
+        raise ConfigError(f"{path}: diffkit cannot represent {', '.join(unknown)}")
+
+
+def train_timesteps(path: Path, cfg: dict) -> int:
+    """A scheduler config's num_train_timesteps (default 1000), a whole number in 1..100000 or refused."""
     steps = cfg.get("num_train_timesteps", 1000)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
         raise ConfigError(f"{path}: num_train_timesteps {steps!r} is not a whole number in 1..100000")
-    return {"schedule": ScheduleConfig(name="linear", num_timesteps=steps), "prediction": "flow", "clip": False,
-            "spacing": "diffusers-linspace", "objective": ObjectiveConfig(name="flow")}
+    return steps
 
 
 def load_checked(module: torch.nn.Module, weights: dict[str, torch.Tensor], where) -> None:

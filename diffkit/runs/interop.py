@@ -65,7 +65,8 @@ def locate(folder: Path) -> tuple[Path, Path]:
         unet_class = unet[1] if isinstance(unet, list) and len(unet) == 2 else None
         if name not in PIPELINES or unet_class not in UNETS:
             raise ConfigError(f"{folder} is a {name} (its unet a {unet_class}); diffkit imports "
-                              f"{', '.join(PIPELINES + SD_PIPELINES)} folders and UNet2DModel model folders")
+                              f"{', '.join(PIPELINES + SD_PIPELINES)} folders (their unet a {' or '.join(UNETS)}) and "
+                              "UNet2DModel model folders")
         return folder / "unet", folder / "scheduler" / "scheduler_config.json"
     if (folder / "config.json").is_file():
         return folder, folder / "scheduler_config.json"

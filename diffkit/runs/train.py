@@ -49,9 +49,10 @@ def refuse_existing(out: Path) -> None:
 
 
 def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite: bool = False,
-              steps: int | None = None, progress: bool = True, callback=None, runtime: Runtime | None = None) -> dict:
+              steps: int | None = None, progress: bool = True, callback=None, runtime: Runtime | None = None,
+              steps_flag: str = "--steps") -> dict:
     """Train into `out`. resume: continue `out` from its newest checkpoint, to the steps its config.json set
-    (`steps`, when given, must agree). overwrite: train into a new folder beside `out` and swap it in at its
+    (`steps`, when given, must agree; steps_flag: how the caller's command names them, for its refusals). overwrite: train into a new folder beside `out` and swap it in at its
     first checkpoint (the old run survives an interruption before that). Never silently replaces a run.
     runtime: device, micro-batching, compile and this process's rank (training.distributed.start); only rank 0
     writes, the other ranks train alongside it."""
@@ -59,7 +60,7 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
     if out.exists() and not out.is_dir():
         raise StorageError(f"{out} is a file, not a folder; give --out a folder name (new, or a run to resume)")
     if resume:
-        return _resume(out, steps, progress, callback, runtime)
+        return _resume(out, steps, progress, callback, runtime, steps_flag)
     config = (config or RunConfig()).validate()
     config.data.spec = absolute_spec(config.data.spec, BUILTIN)
     if not is_run_dir(out):
@@ -73,19 +74,17 @@ def train_run(config: RunConfig | None, out, *, resume: bool = False, overwrite:
     return _overwrite(config, out, progress, callback, runtime)
 
 
-def _resume(out: Path, steps, progress, callback, runtime: Runtime) -> dict:
+def _resume(out: Path, steps, progress, callback, runtime: Runtime, steps_flag: str) -> dict:
     # read_config says what is wrong with a missing run; only rank 0 locks (and writes)
     with RunLock(out) if out.is_dir() and runtime.is_main else nullcontext():
         config = read_config(out)
         trainer = make_trainer(config, out, progress=progress, callback=callback, runtime=runtime)
         trainer.lock_held = True
-        derived = config.parent is not None and config.parent.kind != "import"  # trained from a teacher or a base
-        return _continue(trainer, out, steps, derived)
+        return _continue(trainer, out, steps, steps_flag)
 
 
-def _continue(trainer: Trainer, out: Path, steps, derived: bool = False) -> dict:
+def _continue(trainer: Trainer, out: Path, steps, flag: str = "--steps") -> dict:
     total = trainer.cfg.steps
-    flag = "--train-steps" if derived else "--steps"  # a derived run's length: `diffkit distill / reflow / finetune`
     if not trainer.load_state():
         notice(f"{out} stopped before its first checkpoint; training starts again from step 0")
     if steps is not None and steps != total:

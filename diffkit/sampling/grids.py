@@ -11,7 +11,8 @@ Continuous grids place K noise levels and map them back to t through the schedul
   logsnr:   log-SNR uniform between its values at t = T-1 and t = 0 (Lu et al. 2022, sec. 3.3)
   renoise:  the first level at the top, the other K - 1 log-SNR uniform from sigma = 0.7 down to 0.1: where
             multistep consistency sampling (Song et al. 2023, Algorithm 1) re-noises its x0_hat (RENOISE_SIGMAS);
-            beyond 4 calls the levels keep that log-SNR step and the extra ones go above 0.7 (RENOISE_SPAN)
+            beyond 4 calls the levels keep that log-SNR step and the extra ones go above 0.7 (RENOISE_SPAN); from
+            10 calls, where that would pass the top, the K - 1 levels are log-SNR uniform from the top down to 0.1
 A continuous spacing may name its lowest level: "logsnr:0.3" ("karras:0.3") is logsnr (karras) narrowed to
 sigma_min = 0.3 (narrowed_spacing); a distilled student of points records one (runs/distill.py: STUDENT_SPACING).
 A sampler always ends with a final step from the last grid time to x_0 (t = -1).
@@ -201,6 +202,8 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         if n > RENOISE_SPAN:
             step = (lam_bottom - lam_top) / (RENOISE_SPAN - 1)
             lam = lam_bottom - step * torch.arange(n - 1, -1, -1, dtype=torch.float64)
+            if float(lam[0]) <= lam_floor:  # past the top (10 calls and more): n levels evenly below the first call
+                lam = torch.linspace(lam_floor, lam_bottom, n + 1, dtype=torch.float64)[1:]
         body = schedule.t_at_log_snr(lam.clamp(lam_floor, lam_max))
     elif spacing not in CONTINUOUS_SPACINGS:
         ts = timesteps(T, steps, spacing)
