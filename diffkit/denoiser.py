@@ -9,7 +9,6 @@ Any callable `network(x_t, t)` or `network(x_t, t, cond)` returning its predicti
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -26,7 +25,7 @@ from .schedule import NoiseSchedule
 
 # the noise levels (sigma_lo, sigma_hi] where guidance applies, None for every level: the one form this setting
 # has from the parser to the Denoiser (Kynkaanniemi et al. 2024)
-Interval = Optional[tuple[float, float]]
+Interval = tuple[float, float] | None
 
 
 def check_guidance_interval(value, name: str = "the guidance interval") -> Interval:

@@ -13,6 +13,7 @@ second time in set_timesteps), so a pipeline gets the same images from either.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from .schedulers import SchedulerOutput, scheduler_config
 
 
 class _PathScheduler:
-    defaults: dict = {}
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, **kwargs):
         self.config = scheduler_config(type(self).__name__, self.defaults, kwargs)
@@ -67,7 +68,7 @@ class _PathScheduler:
 class FlowMatchEulerDiscreteScheduler(_PathScheduler):
     """Rectified flow's Euler sampler with SD3's shift: sigmas from 1 down, x' = x + (sigma' - sigma) u."""
 
-    defaults = {"num_train_timesteps": 1000, "shift": 1.0}
+    defaults: ClassVar[dict] = {"num_train_timesteps": 1000, "shift": 1.0}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -108,7 +109,7 @@ class FlowMatchEulerDiscreteScheduler(_PathScheduler):
 class EDMEulerScheduler(_PathScheduler):
     """EDM's Euler sampler on Karras sigmas (rho = 7), preconditioned inputs and outputs (Table 1)."""
 
-    defaults = {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "sigma_schedule": "karras",
+    defaults: ClassVar[dict] = {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "sigma_schedule": "karras",
                 "num_train_timesteps": 1000, "prediction_type": "epsilon", "rho": 7.0, "final_sigmas_type": "zero"}
 
     def __init__(self, **kwargs):

@@ -17,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ class SchedulerOutput:
 
 
 class _Scheduler:
-    defaults: dict = {}
+    defaults: ClassVar[dict] = {}
     order = 1  # model calls per timestep, as diffusers' schedulers declare it (pipelines' progress bars read it)
 
     def __init__(self, **kwargs):
@@ -222,7 +223,7 @@ _COMMON = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, 
 class DDPMScheduler(_Scheduler):
     """Ancestral DDPM steps (diffusers.DDPMScheduler conventions): previous timestep = next in the list."""
 
-    defaults = {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0,
+    defaults: ClassVar[dict] = {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0,
                 "timestep_spacing": "leading"}
 
     def __init__(self, **kwargs):
@@ -257,7 +258,7 @@ class DDPMScheduler(_Scheduler):
 class DDIMScheduler(_Scheduler):
     """DDIM steps (diffusers.DDIMScheduler conventions): previous timestep = t - T // K."""
 
-    defaults = {**_COMMON, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True,
+    defaults: ClassVar[dict] = {**_COMMON, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True,
                 "timestep_spacing": "leading"}
 
     def set_timesteps(self, num_inference_steps: int, device=None):
@@ -282,7 +283,7 @@ class DDIMScheduler(_Scheduler):
 class DPMSolverMultistepScheduler(_Scheduler):
     """DPM-Solver++ multistep (diffusers.DPMSolverMultistepScheduler with algorithm_type="dpmsolver++")."""
 
-    defaults = {**_COMMON, "solver_order": 2, "lower_order_final": True, "timestep_spacing": "linspace"}
+    defaults: ClassVar[dict] = {**_COMMON, "solver_order": 2, "lower_order_final": True, "timestep_spacing": "linspace"}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -322,7 +323,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
 class EulerDiscreteScheduler(_Scheduler):
     """Euler on the probability-flow ODE in VE coordinates (diffusers.EulerDiscreteScheduler, s_churn = 0)."""
 
-    defaults = {**_COMMON, "timestep_spacing": "linspace"}
+    defaults: ClassVar[dict] = {**_COMMON, "timestep_spacing": "linspace"}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

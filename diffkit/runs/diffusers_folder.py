@@ -133,8 +133,9 @@ def read_flow_scheduler(path: Path, cfg: dict) -> dict:
     refuse_unknown(path, cfg, {"num_train_timesteps", *FLOW_FIXED, *FLOW_NEUTRAL})
     for key, ok in FLOW_FIXED.items():
         v = cfg.get(key, ok)
-        off = key == "shift_terminal" and v in (0, None) and not isinstance(v, bool)  # diffusers: any falsy is off
-        if not (off or (v is ok if ok is None or isinstance(ok, bool) else not isinstance(v, bool) and v == ok)):
+        if key == "shift_terminal" and not isinstance(v, bool) and v == 0:
+            v = None  # diffusers: a shift_terminal of 0 is off, as None is
+        if not _takes(v, ok):
             raise ConfigError(f"{path}: {key} = {json.dumps(v)} is not representable in diffkit yet (it takes "
                               f"{json.dumps(ok)})")
     steps = train_timesteps(path, cfg)
@@ -143,6 +144,13 @@ def read_flow_scheduler(path: Path, cfg: dict) -> dict:
                           "network sees timestep 1000 tau (it takes 1000)")
     return {"schedule": ScheduleConfig(name="linear", num_timesteps=steps), "prediction": "flow", "clip": False,
             "spacing": "diffusers-linspace", "objective": ObjectiveConfig(name="flow")}
+
+
+def _takes(v, ok) -> bool:
+    """v is the value diffkit takes: the same bool or None, or an equal number (a bool is no number here)."""
+    if ok is None or isinstance(ok, bool):
+        return v is ok
+    return not isinstance(v, bool) and v == ok
 
 
 def refuse_unknown(path: Path, cfg: dict, known) -> None:

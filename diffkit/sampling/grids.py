@@ -198,8 +198,9 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         head = torch.tensor([float(T - 1) if zero_terminal else t_cap], dtype=torch.float64)
         lam_top, lam_bottom = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)  # sigma 0.7 (lower log-SNR), then 0.1
         n = steps - 1  # re-noise levels: up to RENOISE_SPAN across the range; more continue above it, a step apart
-        lam = torch.linspace(lam_top, lam_bottom, n, dtype=torch.float64)
-        if n > RENOISE_SPAN:
+        if n <= RENOISE_SPAN:
+            lam = torch.linspace(lam_top, lam_bottom, n, dtype=torch.float64)
+        else:
             step = (lam_bottom - lam_top) / (RENOISE_SPAN - 1)
             lam = lam_bottom - step * torch.arange(n - 1, -1, -1, dtype=torch.float64)
             if float(lam[0]) <= lam_floor:  # past the top (10 calls and more): n levels evenly below the first call
