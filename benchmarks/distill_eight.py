@@ -1,0 +1,98 @@
+"""Eight calls on an image set: where a guided teacher's few-step sampler sits against the guided ODE it
+approximates, and a consistency student's re-noising levels against it (paired over sampling seeds).
+
+    .venv/bin/python benchmarks/distill_eight.py --teacher T --student S [--teacher-steps 6 8 12 20 50 100]
+        [--levels 0.7,0.26,0.1 ...] [--n 2000] [--seeds 3]
+
+T: a class-conditional run, sampled by dpmpp-2m at w = 3 in its own guidance interval (benchmarks/distill.py's
+reference); its rows at 50 and 100 steps are the guided ODE's own answer, which a deterministic student (progressive
+distillation learns that ODE) approaches at best. S: a consistency student of T; each --levels value is one grid of
+re-noising levels (data standard deviations, highest first) below the first call at the top, so K levels make K + 1
+calls. Every row is compared with the teacher's first --teacher-steps row: the paired difference of FD over the
+floor, seed by seed, in standard errors (positive: the row is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distill import GUIDANCE, Scorer, calls_per_sample, draw_fn  # noqa: E402  (the distillation benchmark's draws)
+
+import diffkit.sampling as sampling  # noqa: E402
+from diffkit import machine  # noqa: E402
+from diffkit.runs import load_run  # noqa: E402
+
+
+class FixedLevels:
+    """The renoise spacing with the levels given (the library's grid keeps its first call at the top and places
+    the rest by its own rule; this benchmark tries other places). Used as a context manager around a draw."""
+
+    def __init__(self, sigmas: list[float]):
+        self.sigmas, self.plain = sigmas, sampling.make_grid
+
+    def grid(self, schedule, steps, spacing, **kw):
+        plain = self.plain(schedule, steps, spacing, **kw)
+        if spacing != "renoise":
+            return plain
+        lam = torch.tensor([-2.0 * math.log(s) for s in self.sigmas], dtype=torch.float64)
+        return torch.cat([plain[:1], schedule.t_at_log_snr(lam)])
+
+    def __enter__(self):
+        sampling.make_grid = self.grid
+
+    def __exit__(self, *exc):
+        sampling.make_grid = self.plain
+
+
+def paired(base: np.ndarray, row: np.ndarray) -> float:
+    """(base - row) mean over its standard error, seed by seed (positive: the row scores lower, better)."""
+    d = base - row
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean() / se) if se > 0 else math.inf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--student", help="a consistency student of the teacher")
+    ap.add_argument("--teacher-steps", type=int, nargs="+", default=[6, 8, 12, 20, 50, 100])
+    ap.add_argument("--levels", nargs="*", default=["0.7,0.26,0.1", "34,13,4.9,1.85,0.7,0.26,0.1",
+                                                    "1.4,1,0.7,0.5,0.35,0.2,0.1", "0.7,0.26,0.1,0.1,0.1,0.1,0.1"])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, default=3)
+    a = ap.parse_args()
+    print(machine.describe(), flush=True)
+    torch.set_num_threads(machine.cores())
+    teacher = load_run(a.teacher)
+    data = teacher.config.data.spec
+    score = Scorer(data, a)
+    print(f"\n{data}, {a.seeds} seeds of {a.n}; FD over the floor (mean +- se), guided accuracy; 'vs first': the paired "
+          f"difference with the first teacher row in standard errors (positive: better)\n")
+    print("| row | calls | FD / floor | accuracy | vs first |\n|---|---|---|---|---|")
+    base = None
+    for k in a.teacher_steps:
+        r = score(draw_fn(teacher, "dpmpp-2m", k, True, a.n, True))
+        v = np.array(r["v"])
+        base = v if base is None else base
+        vs = "-" if v is base else f"{paired(base, v):+.1f}"
+        print(f"| teacher dpmpp-2m {k}, w = {GUIDANCE:g} | {calls_per_sample(teacher, 'dpmpp-2m', k, True):g} | "
+              f"{r['q'][0]:.3f} +- {r['q'][1]:.3f} | {r['acc']:.1%} | {vs} |", flush=True)
+    if a.student:
+        student = load_run(a.student)
+        for spec in a.levels:
+            sigmas = [float(s) for s in spec.split(",")]
+            with FixedLevels(sigmas):
+                r = score(draw_fn(student, "consistency", len(sigmas) + 1, True, a.n, False))
+            print(f"| consistency student, levels {spec} | {len(sigmas) + 1} | {r['q'][0]:.3f} +- {r['q'][1]:.3f} | "
+                  f"{r['acc']:.1%} | {paired(base, np.array(r['v'])):+.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
