@@ -34,7 +34,7 @@ from diffkit.runs import (
     train_run,
 )
 from diffkit.runs.distill import STUDENT_SPACING
-from diffkit.sampling import sampler_grid
+from diffkit.sampling import make_grid, sampler_grid
 from diffkit.schedule import NoiseSchedule
 from diffkit.store.rundir import load_weights
 from diffkit.training.distill import ProgressiveObjective, ladder
@@ -322,6 +322,12 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
     assert x.shape == (6, 1, 8, 8) and calls == [6, 6]  # 2 steps, one unguided call each: w = 3 is folded in
     with pytest.raises(DiffkitError, match="folded in"):
         sample_run(run, 6, cond=3, guidance=2.0)
+    if method == "consistency":  # its own grid, renoise; renoise-low one flag away (calls beyond four below 0.1)
+        for spacing in (None, "renoise-low"):
+            seen = []
+            sample_run(run, 2, steps=6, cond=3, seed=0, spacing=spacing, callback=lambda rec, seen=seen: seen.append(rec.t))
+            assert torch.equal(torch.tensor(seen, dtype=torch.float64),
+                               make_grid(run.denoiser.schedule, 6, spacing or "renoise"))
 
 
 def test_a_latent_student_and_a_vae_teacher_refused(digits_vae, tmp_path, capsys):
@@ -397,7 +403,7 @@ def test_a_consistency_student_samples_in_one_call_and_resumes_to_the_same_bits(
     assert cd_1 * 20 < best_1 - floor, (cd_1, best_1)
     cfg = json.loads((tmp_path / "cd" / "config.json").read_text())
     assert cfg["parent"]["kind"] == "consistency" and 0 < cfg["parent"]["boundary"] < 0.05
-    assert cfg["sampling"] == {**cfg["sampling"], "sampler": "consistency", "steps": 2}
+    assert cfg["sampling"] == {**cfg["sampling"], "sampler": "consistency", "steps": 2, "spacing": None}  # renoise
     config = distill_config(teacher, method="consistency", train_steps=40)
     config.train.checkpoint_every, config.train.threads, config.train.precision = 10, 1, "fp32"
     quiet(train_run, config, tmp_path / "whole", progress=False)

@@ -56,6 +56,23 @@ def test_the_renoise_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sch
         assert float(s[1]) < float(s[0])
 
 
+@pytest.mark.parametrize("sched_name", ["linear", "cosine"])
+def test_the_renoise_low_grid_puts_the_calls_beyond_four_below_0_1(sched_name):
+    """renoise-low (a consistency student of images): renoise's levels up to 4 calls; beyond, the extra levels are
+    log-SNR uniform below 0.1 down to 0.015 (grids.RENOISE_LOW), and K calls stay K calls however many."""
+    sched = NoiseSchedule.from_name(sched_name, 1000)
+    for k in (1, 2, 3, 4):
+        assert torch.equal(make_grid(sched, k, "renoise-low"), make_grid(sched, k, "renoise"))
+    four = [0.7, 0.07 ** 0.5, 0.1]
+    for k, extra in ((5, [0.015]), (6, [0.15 ** 0.5 / 10, 0.015]), (8, [0.1 * 0.15 ** (j / 4) for j in (1, 2, 3, 4)])):
+        s = _sigma_ve(sched, make_grid(sched, k, "renoise-low"))
+        assert len(s) == k and float(s[0]) > 100  # the first call at the top, as renoise's
+        torch.testing.assert_close(s[1:], torch.tensor(four + extra, dtype=torch.float64), rtol=1e-6, atol=0)
+    for k in (9, 16, 50):
+        s = _sigma_ve(sched, make_grid(sched, k, "renoise-low"))
+        assert len(s) == k and (s[1:-1] > s[2:]).all() and math.isclose(float(s[-1]), 0.015, rel_tol=1e-6)
+
+
 def test_consistency_sampling_visits_the_renoise_levels():
     sched = NoiseSchedule.from_name("cosine", 1000)
     seen = []

@@ -46,7 +46,11 @@ STUDENT_SPACING = {"points": "logsnr:0.3", "images": None}
 # consistency: the noise levels of the teacher's Heun steps, per space (Song et al. 2023: N = 18, CIFAR-10). Points
 # take more: on spiral (one teacher, 8 seeds of 50,000, benchmarks/distill.py's scorer) the 4 / 8-call excess was
 # 2.4e-4 / 1.7e-4 at 18 levels, 1.7e-4 / 1.3e-4 at 36 (1 call: 1.7e-4) and 1.8e-4 / 1.4e-4 at 72 (1 call: 9.8e-4),
-# for the same training steps. Images: measured at 18.
+# for the same training steps. Images: 18. Digits' student gains from fewer (a short distillation carries the
+# boundary condition up one level pair at a time; benchmarks/distill_eight.py, one default teacher, 3 seeds of
+# 2,000, FD over the floor at 1 / 4 calls): 1.62x / 1.23x at 18 levels, 1.45x / 1.20x at 14, 1.42x / 1.21x at 12,
+# 1.60x / 1.20x at 10, 2.3x / 1.34x at 8, 36 did not learn; mnist5k's loses (5 seeds of 1,000): 7.5x / 2.66x at 18,
+# 8.5x / 3.69x at 12.
 LEVELS = {"points": 36, "images": 18}
 # consistency: the target network's EMA rate (Song et al. 2023: 0.95 for CD). Measured on spiral (750 steps from the
 # default 1500-step teacher): 1-step energy distance 0.0018 at 0.95 against 0.013-0.055 with the stop-gradient
@@ -69,7 +73,10 @@ TRAIN_SHARE = {"points": 0.5, "images": 0.3}
 # faster at more (benchmarks/distill.py's paired figures, 8 seeds of 50,000 points): progressive, spiral's 4-step
 # excess over its teacher's reference 1.66x at 0.5, 1.31x at 1, 1.22x at 3, 1.21x at 5; gaussians8's 2.75x at 0.5,
 # 1.54x at 3, 1.68x at 8. Consistency, gaussians8 at 8 steps: 6.5e-4 at 6, 5.4e-4 at 12, 5.0e-4 at 24 (4 steps:
-# 6.9e-3 at 0.5, 1.0e-3 at 3); spiral at 8 steps: 2.3e-4 at 6, 1.7e-4 at 12, 2.1e-4 at 24. Images: measured at 0.5.
+# 6.9e-3 at 0.5, 1.0e-3 at 3); spiral at 8 steps: 2.3e-4 at 6, 1.7e-4 at 12, 2.1e-4 at 24. Images: 0.5. Digits'
+# consistency student at 12 levels learns better at more (4 calls: 1.21x the floor at 0.5, 1.14-1.16x at 1 over two
+# seeds, 1.15x at 1.5; benchmarks/distill_eight.py), mnist5k's far worse (12 levels at 1: 4.00x at 4 calls, 8.5x at
+# 1, against 2.66x and 7.5x at the defaults; 5 seeds of 1,000), so images stay at 0.5.
 LR_SHARE = {"progressive": {"points": 3.0, "images": 0.5}, "consistency": {"points": 12.0, "images": 0.5}}
 
 

@@ -13,6 +13,8 @@ Continuous grids place K noise levels and map them back to t through the schedul
             multistep consistency sampling (Song et al. 2023, Algorithm 1) re-noises its x0_hat (RENOISE_SIGMAS);
             beyond 4 calls the levels keep that log-SNR step and the extra ones go above 0.7 (RENOISE_SPAN); from
             10 calls, where that would pass the top, the K - 1 levels are log-SNR uniform from the top down to 0.1
+  renoise-low: renoise's levels up to 4 calls; beyond, the extra levels go below 0.1, log-SNR uniform down to
+            0.015 (RENOISE_LOW), for students that gain from more calls at low noise (digits', not mnist5k's)
 A continuous spacing may name its lowest level: "logsnr:0.3" ("karras:0.3") is logsnr (karras) narrowed to
 sigma_min = 0.3 (narrowed_spacing); a distilled student of points records one (runs/distill.py: STUDENT_SPACING).
 A sampler always ends with a final step from the last grid time to x_0 (t = -1).
@@ -34,7 +36,7 @@ import torch
 
 from ..errors import ConfigError, choice_error
 
-Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr", "renoise"]
+Spacing = Literal["leading", "trailing", "linspace", "karras", "logsnr", "renoise", "renoise-low"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 # the timesteps diffusers' scheduler for the sampler would take (sampler_grid; an imported run's own spacing)
 DIFFUSERS_SPACINGS = ("diffusers-leading", "diffusers-trailing", "diffusers-linspace")
@@ -93,6 +95,14 @@ RENOISE_SIGMAS = (0.7, 0.1)
 # its teacher's best 8-call sampler (2.6e-4 against 2.0e-4; 8 seeds of 50,000); 4 calls' step with the extra levels
 # above 0.7 (up to 34): 1.5e-4 (gaussians8: 4.1e-4 against 2.4e-4, both far below its teacher's 1.0e-3). docs/distill.md
 RENOISE_SPAN = 3  # levels spread over RENOISE_SIGMAS (4 calls); with more calls the extra levels go above 0.7
+# renoise-low: with more than 4 calls the extra levels go below 0.1 instead, log-SNR uniform down to this level.
+# Digits' consistency students (12 levels, 1x the teacher's learning rate; benchmarks/distill_eight.py's grids, 3
+# seeds of 2,000, FD over the floor; three students) at 8 calls: 1.15-1.16x with the extras at 0.06 .. 0.015, 1.15x
+# continuing the 4-call step (0.038 .. 0.002, below the student's boundary), 1.20-1.21x spread between 0.7 and 0.04,
+# 1.25x above 0.7 (one student); at 4 calls 1.14-1.16x. Others lose: mnist5k's default student 3.17x below against
+# 2.72x above (5 seeds of 1,000), spiral 2.2e-4 against 1.5e-4; gaussians8 gains (2.8e-4 against 4.2e-4; 8 seeds of
+# 50,000). So renoise stays the consistency sampler's default, and this grid is one flag away.
+RENOISE_LOW = 0.015
 RHO = 7.0
 SIGMA_MAX = 160.0
 # DPM-Solver++'s default noise range in data standard deviations (see `ode_sigma_range`)
@@ -194,12 +204,15 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
         raise ConfigError(f"the noise range sigma {sigma_min}..{sigma_max} misses this schedule's "
                           f"{math.exp(-lam[0] / 2):.3g}..{math.exp(-lam_floor / 2):.3g}")
     t_cap, t_min = float(schedule.t_at_log_snr(lam_floor)), float(schedule.t_at_log_snr(lam_max))
-    if spacing == "renoise":
+    if spacing in ("renoise", "renoise-low"):
         head = torch.tensor([float(T - 1) if zero_terminal else t_cap], dtype=torch.float64)
         lam_top, lam_bottom = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)  # sigma 0.7 (lower log-SNR), then 0.1
         n = steps - 1  # re-noise levels: up to RENOISE_SPAN across the range; more continue above it, a step apart
         if n <= RENOISE_SPAN:
             lam = torch.linspace(lam_top, lam_bottom, n, dtype=torch.float64)
+        elif spacing == "renoise-low":  # the extra levels below 0.1, down to RENOISE_LOW
+            low = torch.linspace(lam_bottom, -2.0 * math.log(RENOISE_LOW), n - RENOISE_SPAN + 1, dtype=torch.float64)
+            lam = torch.cat([torch.linspace(lam_top, lam_bottom, RENOISE_SPAN, dtype=torch.float64), low[1:]])
         else:
             step = (lam_bottom - lam_top) / (RENOISE_SPAN - 1)
             lam = lam_bottom - step * torch.arange(n - 1, -1, -1, dtype=torch.float64)
