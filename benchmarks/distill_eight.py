@@ -82,8 +82,8 @@ def main() -> None:
     teacher = load_run(a.teacher)
     data = teacher.config.data.spec
     score = Scorer(data, a)
-    print(f"\n{data}, {a.seeds} seeds of {a.n}; FD over the floor (mean +- se), guided accuracy; 'vs first': the paired "
-          f"difference with the first teacher row in standard errors (positive: better)\n")
+    print(f"\n{data}, {a.seeds} seeds of {a.n}; FD over the floor (mean +- se), guided accuracy; 'vs first': the "
+          "paired difference with the first teacher row in standard errors (positive: better)\n")
     print("| row | calls | FD / floor | accuracy | vs first |\n|---|---|---|---|---|")
     base = None
     for k in a.teacher_steps:

@@ -325,7 +325,8 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
     if method == "consistency":  # its own grid, renoise; renoise-low one flag away (calls beyond four below 0.1)
         for spacing in (None, "renoise-low"):
             seen = []
-            sample_run(run, 2, steps=6, cond=3, seed=0, spacing=spacing, callback=lambda rec, seen=seen: seen.append(rec.t))
+            sample_run(run, 2, steps=6, cond=3, seed=0, spacing=spacing,
+                       callback=lambda rec, seen=seen: seen.append(rec.t))
             assert torch.equal(torch.tensor(seen, dtype=torch.float64),
                                make_grid(run.denoiser.schedule, 6, spacing or "renoise"))
 
