@@ -58,8 +58,8 @@ def test_the_renoise_grid_starts_at_the_top_and_renoises_between_0_7_and_0_1(sch
 
 @pytest.mark.parametrize("sched_name", ["linear", "cosine"])
 def test_the_renoise_low_grid_puts_the_calls_beyond_four_below_0_1(sched_name):
-    """renoise-low (a consistency student of images): renoise's levels up to 4 calls; beyond, the extra levels are
-    log-SNR uniform below 0.1 down to 0.015 (grids.RENOISE_LOW), and K calls stay K calls however many."""
+    """renoise-low (`--spacing renoise-low`, for consistency students): renoise's levels up to 4 calls; beyond, the
+    extra levels are log-SNR uniform below 0.1 down to 0.015 (grids.RENOISE_LOW), and K calls stay K calls."""
     sched = NoiseSchedule.from_name(sched_name, 1000)
     for k in (1, 2, 3, 4):
         assert torch.equal(make_grid(sched, k, "renoise-low"), make_grid(sched, k, "renoise"))

@@ -207,7 +207,7 @@ def make_grid(schedule, steps: int, spacing: str = "trailing", sigma_max: float 
     if spacing in ("renoise", "renoise-low"):
         head = torch.tensor([float(T - 1) if zero_terminal else t_cap], dtype=torch.float64)
         lam_top, lam_bottom = (-2.0 * math.log(s) for s in RENOISE_SIGMAS)  # sigma 0.7 (lower log-SNR), then 0.1
-        n = steps - 1  # re-noise levels: up to RENOISE_SPAN across the range; more continue above it, a step apart
+        n = steps - 1  # re-noise levels: up to RENOISE_SPAN across the range; more above it, a step apart (or below)
         if n <= RENOISE_SPAN:
             lam = torch.linspace(lam_top, lam_bottom, n, dtype=torch.float64)
         elif spacing == "renoise-low":  # the extra levels below 0.1, down to RENOISE_LOW
