@@ -312,10 +312,13 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     assert main(["train", "--data", "digits", "--cond", "--out", str(teacher), "--steps", "16", "--batch-size", "16",
                  *tiny, "--quiet"]) == 0
+    own = ["--levels", "6", "--lr", "0.003"] if method == "consistency" else []  # its levels and learning rate
     assert main(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2", "--guidance", "3",
-                 "--method", method, "--train-steps", "8", "--quiet"]) == 0
+                 "--method", method, "--train-steps", "8", *own, "--quiet"]) == 0
     assert "sample it with" in capsys.readouterr().out
     run = load_run(student)
+    if own:
+        assert run.config.parent.levels == 6 and run.config.train.lr == 0.003
     calls, network = [], run.denoiser.network
     run.denoiser.network = lambda x, *rest: calls.append(len(x)) or network(x, *rest)
     x = sample_run(run, 6, cond=3, seed=0)
@@ -361,6 +364,10 @@ def test_distill_refuses_what_it_cannot_use(spiral, tmp_path, capsys):
              (["--teacher", teacher, "--guidance", "2"], "unconditional"),
              (["--teacher", student], "already a distilled student"),
              (["--teacher", teacher, "--steps", "1", "--train-steps", "3"], "fewer than the 5 halving rounds"),
+             (["--teacher", teacher, "--levels", "12"], "--levels sets a consistency student's noise levels"),
+             (["--teacher", teacher, "--method", "consistency", "--levels", "1"], "an integer from 2 to 1000"),
+             (["--teacher", teacher, "--method", "consistency", "--lr", "0"], "learning rate is a number above 0"),
+             (["--teacher", teacher, "--lr", "-1"], "--lr must be a finite number >= 0.0"),
              ([], "needs --teacher")]
     for extra, fragment in cases:
         code = main(["distill", "--out", str(tmp_path / "new"), *map(str, extra)])

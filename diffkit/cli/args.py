@@ -236,6 +236,12 @@ def _distill_parser(sub) -> None:
                    help="the student's optimizer steps (default: progressive, per halving round a seventh of an "
                         "image teacher's steps, a ninth of a points teacher's; consistency, 0.3 of an image "
                         "teacher's, half a points teacher's)")
+    d.add_argument("--levels", type=positive_int("--levels"),
+                   help="consistency: the noise levels of the teacher's ODE steps (default 36 for points, 18 for "
+                        "images; a digits student measured better at 12, mnist5k's worse: docs/distill.md)")
+    d.add_argument("--lr", type=finite_float("--lr", 0.0),
+                   help="the student's peak learning rate (default: a share of the teacher's, measured per method "
+                        "and space: diffkit/runs/distill.py LR_SHARE)")
     d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
     _derived_run_args(d, "student")
 

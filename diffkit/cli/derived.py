@@ -8,7 +8,7 @@ from ..errors import ConfigError
 
 # each command's settings (flags that make a new student; --resume takes none of them)
 SETTINGS = {"reflow": ("pairs", "sampler", "steps", "guidance", "train_steps", "seed"),
-            "distill": ("method", "steps", "guidance", "guidance_range", "train_steps", "seed"),
+            "distill": ("method", "steps", "guidance", "guidance_range", "train_steps", "levels", "lr", "seed"),
             "finetune": ("data", "rank", "targets", "full", "train_steps", "lr", "seed")}
 PARENT = {"reflow": "teacher", "distill": "teacher", "finetune": "run"}  # the flag naming the parent run
 

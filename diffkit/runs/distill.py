@@ -127,11 +127,13 @@ def check_guidance_range(value, method: str, guidance) -> list[float] | None:
 
 def distill_config(teacher, *, method: str = "progressive", steps: int | None = None, guidance: float | None = None,
                    guidance_range=None, train_steps: int | None = None, seed: int = 0, levels: int | None = None,
-                   target_ema: float = TARGET_EMA) -> RunConfig:
+                   target_ema: float = TARGET_EMA, lr: float | None = None) -> RunConfig:
     """The student's whole config: the teacher's data, network, fitted statistics and path; the teacher recorded
     as its parent; its own sampler and steps (progressive: ddim at K, the training split into halving rounds;
     consistency: multistep consistency sampling at K). guidance_range (lo, hi): a progressive student that reads
-    w (its network's guidance embedding), after a first stage as long as one round (training/guided.py)."""
+    w (its network's guidance embedding), after a first stage as long as one round (training/guided.py). levels:
+    a consistency student's (default LEVELS); lr: the student's peak learning rate (default LR_SHARE of the
+    teacher's)."""
     if method not in METHODS:
         raise ConfigError(f"unknown distillation method {method!r}; use one of: {', '.join(METHODS)}")
     steps = DEFAULT_STEPS[method] if steps is None else steps
@@ -142,6 +144,11 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
                           f"8, ...), got {steps}")
     if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 1000):
         raise ConfigError(f"the consistency levels are an integer from 2 to 1000, got {levels!r}")
+    if levels is not None and method != "consistency":
+        raise ConfigError("--levels sets a consistency student's noise levels; a progressive student has halving "
+                          "rounds instead (drop --levels or add --method consistency)")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+        raise ConfigError(f"the student's learning rate is a number above 0, got {lr!r}")
     if not 0 <= target_ema < 1:
         raise ConfigError(f"the target network's EMA rate is in [0, 1) (0: stop-gradient), got {target_ema!r}")
     guidance_range = check_guidance_range(guidance_range, method, guidance)
@@ -160,7 +167,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
         raise ConfigError(f"--train-steps {total} is fewer than the {stages} {what} down to {steps} steps")
     per_round = total // stages
-    config.train = replace(t, steps=total, lr=t.lr * LR_SHARE[method][space], lr_cycles=stages, seed=seed,
+    config.train = replace(t, steps=total, lr=lr or t.lr * LR_SHARE[method][space], lr_cycles=stages, seed=seed,
                            ema_halflife=0.0,
                            warmup_steps=min(t.warmup_steps, max(1, per_round // 10)),
                            checkpoint_every=min(t.checkpoint_every, per_round))
