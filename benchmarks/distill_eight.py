@@ -18,7 +18,6 @@ share of the teacher's learning rate, into DIR, and score each as S (its wall an
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import resource
 import sys
@@ -98,8 +97,7 @@ def main() -> None:
         levels, share = pair.split(",")
         out = Path(a.keep) / f"levels{levels}-lr{share}-seed{a.student_seed}"
         config = distill_config(a.teacher, method="consistency", guidance=GUIDANCE, levels=int(levels),
-                                seed=a.student_seed)
-        config.train = dataclasses.replace(config.train, lr=teacher.config.train.lr * float(share))
+                                lr=teacher.config.train.lr * float(share), seed=a.student_seed)
         wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         train_run(config, out, overwrite=True, progress=False)
         used = resource.getrusage(resource.RUSAGE_SELF)
