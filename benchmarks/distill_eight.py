@@ -21,14 +21,14 @@ import argparse
 import math
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distill import GUIDANCE, Scorer, calls_per_sample, draw_fn  # noqa: E402  (the distillation benchmark's draws)
+from distill import GUIDANCE, Scorer, calls_per_sample, draw_fn, paired  # noqa: E402  (the distillation benchmark's)
 
 from diffkit import machine, sampling  # noqa: E402
 from diffkit.runs import distill_config, load_run, train_run  # noqa: E402
@@ -55,11 +55,11 @@ class FixedLevels:
         sampling.make_grid = self.plain
 
 
-def paired(base: np.ndarray, row: np.ndarray) -> float:
-    """(base - row) mean over its standard error, seed by seed (positive: the row scores lower, better)."""
-    d = base - row
-    se = d.std(ddof=1) / math.sqrt(len(d))
-    return float(d.mean() / se) if se > 0 else math.inf
+def better_by(base: dict, row: dict) -> float:
+    """How far the row's score is below the base's, in standard errors of their paired difference over the seeds
+    (distill.paired; positive: the row is better)."""
+    m, se = paired(base, row)
+    return m / se if se > 0 else math.copysign(math.inf, m)
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--train", nargs="*", default=[], metavar="LEVELS,LR_SHARE",
                     help="distill a consistency student per pair (levels, share of the teacher's learning rate)")
     ap.add_argument("--student-seed", type=int, default=0)
-    ap.add_argument("--keep", default="distill_eight_students", help="where --train puts its students")
+    ap.add_argument("--keep", help="where --train puts its students (default: a temporary folder)")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=3)
     a = ap.parse_args()
@@ -87,15 +87,15 @@ def main() -> None:
     base = None
     for k in a.teacher_steps:
         r = score(draw_fn(teacher, "dpmpp-2m", k, True, a.n, True))
-        v = np.array(r["v"])
-        base = v if base is None else base
-        vs = "-" if v is base else f"{paired(base, v):+.1f}"
+        base = base or r
+        vs = "-" if r is base else f"{better_by(base, r):+.1f}"
         print(f"| teacher dpmpp-2m {k}, w = {GUIDANCE:g} | {calls_per_sample(teacher, 'dpmpp-2m', k, True):g} | "
               f"{r['q'][0]:.3f} +- {r['q'][1]:.3f} | {r['acc']:.1%} | {vs} |", flush=True)
     students = [("consistency student", a.student)] if a.student else []
+    keep = Path(a.keep or tempfile.mkdtemp(prefix="distill_eight_"))
     for pair in a.train:
         levels, share = pair.split(",")
-        out = Path(a.keep) / f"levels{levels}-lr{share}-seed{a.student_seed}"
+        out = keep / f"levels{levels}-lr{share}-seed{a.student_seed}"
         config = distill_config(a.teacher, method="consistency", guidance=GUIDANCE, levels=int(levels),
                                 lr=teacher.config.train.lr * float(share), seed=a.student_seed)
         wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -113,7 +113,7 @@ def main() -> None:
             with FixedLevels(sigmas):
                 r = score(draw_fn(student, "consistency", len(sigmas) + 1, True, a.n, False))
             print(f"| {name}, levels {spec} | {len(sigmas) + 1} | {r['q'][0]:.3f} +- {r['q'][1]:.3f} | "
-                  f"{r['acc']:.1%} | {paired(base, np.array(r['v'])):+.1f} |", flush=True)
+                  f"{r['acc']:.1%} | {better_by(base, r):+.1f} |", flush=True)
 
 
 if __name__ == "__main__":
