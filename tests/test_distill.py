@@ -33,7 +33,7 @@ from diffkit.runs import (
     train_config,
     train_run,
 )
-from diffkit.runs.distill import STUDENT_SPACING
+from diffkit.runs.distill import LEVELS, STUDENT_SPACING
 from diffkit.sampling import make_grid, sampler_grid
 from diffkit.schedule import NoiseSchedule
 from diffkit.store.rundir import load_weights
@@ -313,6 +313,9 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
     assert main(["train", "--data", "digits", "--cond", "--out", str(teacher), "--steps", "16", "--batch-size", "16",
                  *tiny, "--quiet"]) == 0
     own = ["--levels", "6", "--lr", "0.003"] if method == "consistency" else []  # its levels and learning rate
+    if own:  # without them, digits' own (CONSISTENCY_OWN): 12 levels, 1.5x the teacher's rate, renoise-low
+        cfg, t_lr = distill_config(teacher, method=method, guidance=3.0), load_run(teacher).config.train.lr
+        assert (cfg.parent.levels, cfg.train.lr, cfg.sampling.spacing) == (12, 1.5 * t_lr, "renoise-low")
     assert main(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2", "--guidance", "3",
                  "--method", method, "--train-steps", "8", *own, "--quiet"]) == 0
     assert "sample it with" in capsys.readouterr().out
@@ -325,13 +328,13 @@ def test_image_students_fold_guidance_in_and_sample_in_one_call_per_step(tmp_pat
     assert x.shape == (6, 1, 8, 8) and calls == [6, 6]  # 2 steps, one unguided call each: w = 3 is folded in
     with pytest.raises(DiffkitError, match="folded in"):
         sample_run(run, 6, cond=3, guidance=2.0)
-    if method == "consistency":  # its own grid, renoise; renoise-low one flag away (calls beyond four below 0.1)
-        for spacing in (None, "renoise-low"):
+    if method == "consistency":  # digits' own grid, renoise-low (calls beyond four below 0.1); renoise one flag away
+        for spacing in (None, "renoise"):
             seen = []
             sample_run(run, 2, steps=6, cond=3, seed=0, spacing=spacing,
                        callback=lambda rec, seen=seen: seen.append(rec.t))
             assert torch.equal(torch.tensor(seen, dtype=torch.float64),
-                               make_grid(run.denoiser.schedule, 6, spacing or "renoise"))
+                               make_grid(run.denoiser.schedule, 6, spacing or "renoise-low"))
 
 
 def test_a_latent_student_and_a_vae_teacher_refused(digits_vae, tmp_path, capsys):
@@ -411,6 +414,7 @@ def test_a_consistency_student_samples_in_one_call_and_resumes_to_the_same_bits(
     assert cd_1 * 20 < best_1 - floor, (cd_1, best_1)
     cfg = json.loads((tmp_path / "cd" / "config.json").read_text())
     assert cfg["parent"]["kind"] == "consistency" and 0 < cfg["parent"]["boundary"] < 0.05
+    assert cfg["parent"]["levels"] == LEVELS["points"]  # its space's (spiral has no CONSISTENCY_OWN entry)
     assert cfg["sampling"] == {**cfg["sampling"], "sampler": "consistency", "steps": 2, "spacing": None}  # renoise
     config = distill_config(teacher, method="consistency", train_steps=40)
     config.train.checkpoint_every, config.train.threads, config.train.precision = 10, 1, "fp32"

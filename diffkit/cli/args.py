@@ -238,10 +238,10 @@ def _distill_parser(sub) -> None:
                         "teacher's, half a points teacher's)")
     d.add_argument("--levels", type=positive_int("--levels"),
                    help="consistency: the noise levels of the teacher's ODE steps (default 36 for points, 18 for "
-                        "images; a digits student measured better at 12, mnist5k's worse: docs/distill.md)")
+                        "images, 12 for digits: measured, docs/distill.md)")
     d.add_argument("--lr", type=finite_float("--lr", 0.0),
                    help="the student's peak learning rate (default: a share of the teacher's, measured per method "
-                        "and space: diffkit/runs/distill.py LR_SHARE)")
+                        "and space, diffkit/runs/distill.py LR_SHARE; a digits consistency student 1.5x)")
     d.add_argument("--seed", type=int, help="seed of the student's training (default 0)")
     _derived_run_args(d, "student")
 

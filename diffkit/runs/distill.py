@@ -78,6 +78,15 @@ TRAIN_SHARE = {"points": 0.5, "images": 0.3}
 # seeds, 1.15x at 1.5; benchmarks/distill_eight.py), mnist5k's far worse (12 levels at 1: 4.00x at 4 calls, 8.5x at
 # 1, against 2.66x and 7.5x at the defaults; 5 seeds of 1,000), so images stay at 0.5.
 LR_SHARE = {"progressive": {"points": 3.0, "images": 0.5}, "consistency": {"points": 12.0, "images": 0.5}}
+# consistency, per built-in data set where its own measured best differs from its space's (the teacher's data ->
+# levels, learning-rate share, sampling spacing). digits (its default teacher, 390 steps, 3 seeds of 2,000, FD over the
+# floor, two student seeds; benchmarks/distill_eight.py): 12 levels at 1.5x the teacher's rate score 1.33-1.39x at 1
+# call, 1.13-1.15x at 4 and on renoise-low at 8 (+3.1 / +6.4 standard errors better than the teacher's best within 8
+# calls, dpmpp-2m 6), at 1x 1.33-1.39x, 1.14-1.16x, 1.16x (+2.2 / +3.6), against 1.62x / 1.23x / 1.25x at the space's
+# 18 levels and 0.5x; a curriculum from 9 or 12 levels to 18 (halfway) at 0.5x did not reach it (4 calls 1.25x /
+# 1.23x, 8 calls 1.25x / 1.24x). Not mnist5k: 12 levels at 1x scored 4.00x at 4 calls against 2.66x, and renoise-low
+# 3.17x at 8 against 2.72x (5 seeds of 1,000).
+CONSISTENCY_OWN = {"digits": {"levels": 12, "lr_share": 1.5, "spacing": "renoise-low"}}
 
 
 # Measured on mnist5k's default teacher (guided in (4, 80] at w = 3; FD over the floor, accuracy; 5 seeds of 1,000):
@@ -133,7 +142,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     consistency: multistep consistency sampling at K). guidance_range (lo, hi): a progressive student that reads
     w (its network's guidance embedding), after a first stage as long as one round (training/guided.py). levels:
     a consistency student's (default LEVELS); lr: the student's peak learning rate (default LR_SHARE of the
-    teacher's)."""
+    teacher's). A consistency student of a data set in CONSISTENCY_OWN takes that set's levels, rate and spacing."""
     if method not in METHODS:
         raise ConfigError(f"unknown distillation method {method!r}; use one of: {', '.join(METHODS)}")
     steps = DEFAULT_STEPS[method] if steps is None else steps
@@ -167,12 +176,14 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
         raise ConfigError(f"--train-steps {total} is fewer than the {stages} {what} down to {steps} steps")
     per_round = total // stages
-    config.train = replace(t, steps=total, lr=lr or t.lr * LR_SHARE[method][space], lr_cycles=stages, seed=seed,
+    own_cd = CONSISTENCY_OWN.get(config.data.spec, {}) if method == "consistency" else {}
+    lr_share = own_cd.get("lr_share", LR_SHARE[method][space])
+    config.train = replace(t, steps=total, lr=lr or t.lr * lr_share, lr_cycles=stages, seed=seed,
                            ema_halflife=0.0,
                            warmup_steps=min(t.warmup_steps, max(1, per_round // 10)),
                            checkpoint_every=min(t.checkpoint_every, per_round))
     own = "ddim" if method == "progressive" else "consistency"
-    spacing = (STUDENT_SPACING[space] if method == "progressive" else None) or config.sampling.spacing
+    spacing = (STUDENT_SPACING[space] if method == "progressive" else own_cd.get("spacing")) or config.sampling.spacing
     config.sampling = replace(config.sampling, sampler=own, steps=steps, spacing=spacing, options={})
     config.parent = ParentConfig(kind=method, path=str(Path(teacher).resolve()), sha256=teacher_sha256(teacher),
                                  steps=steps, guidance=guidance, seed=seed, sampler=own)
@@ -186,7 +197,7 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         config.parent.rounds = rounds
         config.parent.substeps, config.parent.spacing = SUBSTEPS[space], SPACING[space]
     else:
-        config.parent.levels, config.parent.target_ema = levels or LEVELS[space], target_ema
+        config.parent.levels, config.parent.target_ema = levels or own_cd.get("levels", LEVELS[space]), target_ema
         config.parent.boundary = boundary_sigma(config.path(), config.parent.levels)
     return config.validate()
 
