@@ -220,10 +220,15 @@ def grid(teacher, root: Path, path: str) -> None:
     labels = [c for c in classes for _ in range(per)]
     shown = [(f"teacher, dpmpp-2m {steps} steps ({calls_per_sample(teacher, 'dpmpp-2m', steps, True):g} calls)",
               sample_run(teacher, len(labels), "dpmpp-2m", steps, seed=0, cond=labels, guidance=GUIDANCE))]
-    for k in (4, 2, 1):
-        student = load_run(root / f"progressive K={k}")
-        shown.append((f"progressive student, {k} call{'s' if k > 1 else ''}", sample_run(student, len(labels), seed=0,
-                                                                                   cond=labels)))
+    for k in (4, 2, 1):  # the progressive students that were distilled, then the consistency student at 4, 2, 1
+        if (root / f"progressive K={k}").exists():
+            student = load_run(root / f"progressive K={k}")
+            shown.append((f"progressive student, {k} call{'s' if k > 1 else ''}",
+                          sample_run(student, len(labels), seed=0, cond=labels)))
+    if (root / "consistency").exists():
+        student = load_run(root / "consistency")
+        shown += [(f"consistency student, {k} call{'s' if k > 1 else ''}",
+                   sample_run(student, len(labels), steps=k, seed=0, cond=labels)) for k in (4, 2, 1)]
     fig, axes = plt.subplots(len(shown), 1, figsize=(5, 1.45 * len(shown)))
     for ax, (title, x) in zip(axes, shown):
         ax.imshow(grid_array(x.reshape(10, per, *x.shape[1:]).transpose(1, 0, 2, 3, 4).reshape(-1, *x.shape[1:]),
@@ -316,6 +321,12 @@ def print_checks(data: str, r: dict, images: bool) -> None:
         print(f"- cost of {name}: {r['costs'][name]['cpu'] / t:.2f}x the teacher's training (target <= {limit})")
 
 
+# one colour per row on every data set's panel (points add the oracle's row; colours by order would shift)
+ROW_COLOURS = {"teacher, dpmpp-2m 20 (reference)": "C0", "teacher, its best sampler": "C1",
+               "progressive students (one per K)": "C2", "consistency student": "C3",
+               "exact denoiser (oracle), best sampler": "C7"}
+
+
 def plot(results: dict, path: str) -> None:
     import matplotlib
 
@@ -327,7 +338,7 @@ def plot(results: dict, path: str) -> None:
         images = data in IMAGE_DATASETS
         for name, cells in r["rows"].items():
             ks = sorted(cells)
-            ax.plot(ks, [max(cells[k]["q"][0], 1e-6) for k in ks], marker="o", label=name)
+            ax.plot(ks, [max(cells[k]["q"][0], 1e-6) for k in ks], marker="o", label=name, color=ROW_COLOURS.get(name))
         ax.set(xscale="log", yscale="log", xlabel="network calls per sample",
                ylabel="FD / floor" if images else "excess energy distance", title=data)
         ax.legend(fontsize=7)
@@ -343,7 +354,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000, help="samples per seed (images: 2000 is plenty)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--plot")
-    ap.add_argument("--grid", help="images: a PNG of the teacher at about 40 calls against the students at 4, 2, 1")
+    ap.add_argument("--grid", help="images: a PNG of the teacher at about 40 calls against the students at 4, 2, 1 "
+                    "calls (the progressive ones distilled, then the consistency student)")
     ap.add_argument("--ks", type=int, nargs="+", default=list(KS), help="the progressive students' K (default 1 2 4 8)")
     ap.add_argument("--nfes", type=int, nargs="+", default=list(NFES), help="the budgets of the table (default 1 2 4 8)")
     ap.add_argument("--teacher-objective", choices=["ddpm", "edm", "flow"],
