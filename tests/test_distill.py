@@ -272,6 +272,9 @@ def test_the_student_records_its_teacher_and_refuses_what_it_did_not_learn(spira
     assert cfg["parent"]["steps"] == 4 and cfg["parent"]["rounds"] == 3 and len(cfg["parent"]["sha256"]) == 64
     assert cfg["sampling"]["sampler"] == "ddim" and cfg["sampling"]["steps"] == 4 and cfg["train"]["lr_cycles"] == 3
     assert cfg["sampling"]["spacing"] == STUDENT_SPACING["points"] == "logsnr:0.3"
+    # training length: ROUND_SHARE of the teacher's 1500 steps per round, and ONE_STEP_SHARE for a 1-step student
+    assert [distill_config(teacher, steps=k).train.steps for k in (4, 1)] == [500, 1100]
+    assert distill_config(teacher, steps=1, train_steps=60).train.steps == 60
     moved = shutil.copytree(student, tmp_path / "alone")
     shutil.move(str(teacher), str(tmp_path / "teacher-away"))
     try:

@@ -64,6 +64,12 @@ TARGET_EMA = 0.95
 # Images, digits' 4-step student (FD over its teacher's reference FD, CPU-seconds over the teacher's, one teacher,
 # 3 seeds of 2,000): 1/6 of the steps per round 1.15x at 1.03x, 0.15 1.11x at 0.98x, 0.133 1.17x at 0.77x
 ROUND_SHARE = {"points": 1 / 9, "images": 1 / 7}
+# progressive, K = 1: this share of the teacher's steps in all, where it differs from ROUND_SHARE x its rounds (the
+# 1-step student's budget is twice the 4-step one's). Points, 5 rounds: 2,200 steps of a 3000-step teacher (11/15)
+# against 1,667 (5/9): gaussians8's 1-call excess 3.5e-04 +- 5e-05, 1.42x its teacher's reference, at 1.08x the
+# teacher's CPU-seconds, against 5.3e-04, 2.15x (target <= 2x) at 1.19x; spiral's 1.1e-04, 1.12x, at 1.58x
+# (before: 1.16-1.18x at 1.08-1.36x). benchmarks/distill.py --ks 1 --nfes 1 --no-consistency, 8 seeds of 50,000
+ONE_STEP_SHARE = {"points": 11 / 15}
 # Consistency, digits (one default teacher: 1300 steps, guided in (4, 80], its reference 1.36x the floor in 23
 # calls; 3 seeds of 2,000, w = 3 folded in): at 0.5 the 2-step student scored 1.29x the floor, 99.3%, for 1.42x the
 # teacher's CPU-seconds (4 steps: 1.21x, 98.6%); at 0.3 2 steps 1.35x, 99.2%, 0.97x (1 step 1.82x, 99.6%; 4 steps
@@ -171,6 +177,8 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     rounds = rounds_for(steps, FINEST[space]) if method == "progressive" else 1
     stages = rounds + (guidance_range is not None)  # the guidance stage lasts one round
     share = ROUND_SHARE[space] * stages if method == "progressive" else TRAIN_SHARE[space]
+    if method == "progressive" and steps == 1:
+        share = ONE_STEP_SHARE.get(space, share)
     total = train_steps or max(stages, round(t.steps * share))
     if total < stages:
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
