@@ -348,6 +348,8 @@ def test_a_latent_student_and_a_vae_teacher_refused(digits_vae, tmp_path, capsys
                  "4", "--quiet"]) == 0
     x = sample_run(tmp_path / "s", 3, seed=0)
     assert x.shape == (3, 1, 8, 8) and 0 <= x.min() and x.max() <= 1  # latents decoded by the teacher's VAE
+    latent_cd = distill_config(teacher, method="consistency")  # digits' own settings are for its pixel runs
+    assert latent_cd.parent.levels == LEVELS["images"] and latent_cd.sampling.spacing is None
     assert main(["distill", "--teacher", str(digits_vae), "--out", str(tmp_path / "v")]) == 2
     assert "is a VAE run" in capsys.readouterr().err and not (tmp_path / "v").exists()
 

@@ -50,7 +50,7 @@ STUDENT_SPACING = {"points": "logsnr:0.3", "images": None}
 # boundary condition up one level pair at a time; benchmarks/distill_eight.py, one default teacher, 3 seeds of
 # 2,000, FD over the floor at 1 / 4 calls): 1.62x / 1.23x at 18 levels, 1.45x / 1.20x at 14, 1.42x / 1.21x at 12,
 # 1.60x / 1.20x at 10, 2.3x / 1.34x at 8, 36 did not learn; mnist5k's loses (5 seeds of 1,000): 7.5x / 2.66x at 18,
-# 8.5x / 3.69x at 12.
+# 8.5x / 3.69x at 12 (digits' own: CONSISTENCY_OWN).
 LEVELS = {"points": 36, "images": 18}
 # consistency: the target network's EMA rate (Song et al. 2023: 0.95 for CD). Measured on spiral (750 steps from the
 # default 1500-step teacher): 1-step energy distance 0.0018 at 0.95 against 0.013-0.055 with the stop-gradient
@@ -82,16 +82,16 @@ TRAIN_SHARE = {"points": 0.5, "images": 0.3}
 # 6.9e-3 at 0.5, 1.0e-3 at 3); spiral at 8 steps: 2.3e-4 at 6, 1.7e-4 at 12, 2.1e-4 at 24. Images: 0.5. Digits'
 # consistency student at 12 levels learns better at more (4 calls: 1.21x the floor at 0.5, 1.14-1.16x at 1 over two
 # seeds, 1.15x at 1.5; benchmarks/distill_eight.py), mnist5k's far worse (12 levels at 1: 4.00x at 4 calls, 8.5x at
-# 1, against 2.66x and 7.5x at the defaults; 5 seeds of 1,000), so images stay at 0.5.
+# 1, against 2.66x and 7.5x at the defaults; 5 seeds of 1,000), so images stay at 0.5 (digits: CONSISTENCY_OWN).
 LR_SHARE = {"progressive": {"points": 3.0, "images": 0.5}, "consistency": {"points": 12.0, "images": 0.5}}
-# consistency, per built-in data set where its own measured best differs from its space's (the teacher's data ->
-# levels, learning-rate share, sampling spacing). digits (its default teacher, 390 steps, 3 seeds of 2,000, FD over the
-# floor, two student seeds; benchmarks/distill_eight.py): 12 levels at 1.5x the teacher's rate score 1.33-1.39x at 1
-# call, 1.13-1.15x at 4 and on renoise-low at 8 (+3.1 / +6.4 standard errors better than the teacher's best within 8
-# calls, dpmpp-2m 6), at 1x 1.33-1.39x, 1.14-1.16x, 1.16x (+2.2 / +3.6), against 1.62x / 1.23x / 1.25x at the space's
-# 18 levels and 0.5x; a curriculum from 9 or 12 levels to 18 (halfway) at 0.5x did not reach it (4 calls 1.25x /
-# 1.23x, 8 calls 1.25x / 1.24x). Not mnist5k: 12 levels at 1x scored 4.00x at 4 calls against 2.66x, and renoise-low
-# 3.17x at 8 against 2.72x (5 seeds of 1,000).
+# consistency, per built-in data set where its own measured best differs from its space's (the teacher's data, a pixel
+# run of it -> levels, learning-rate share, sampling spacing). digits (its default teacher, 390 steps, 3 seeds of
+# 2,000, FD over the floor, two student seeds; benchmarks/distill_eight.py): 12 levels at 1.5x the teacher's rate
+# score 1.33-1.39x at 1 call, 1.13-1.15x at 4 and on renoise-low at 8 (+3.1 / +6.4 standard errors better than the
+# teacher's best within 8 calls, dpmpp-2m 6), at 1x 1.33-1.39x, 1.14-1.16x, 1.16x (+2.2 / +3.6), against 1.62x / 1.23x
+# / 1.25x at the space's 18 levels and 0.5x; a curriculum from 9 or 12 levels to 18 (halfway) at 0.5x did not reach it
+# (4 calls 1.25x / 1.23x, 8 calls 1.25x / 1.24x). Not mnist5k: 12 levels at 1x scored 4.00x at 4 calls against 2.66x,
+# and renoise-low 3.17x at 8 against 2.72x (5 seeds of 1,000).
 CONSISTENCY_OWN = {"digits": {"levels": 12, "lr_share": 1.5, "spacing": "renoise-low"}}
 
 
@@ -148,7 +148,8 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
     consistency: multistep consistency sampling at K). guidance_range (lo, hi): a progressive student that reads
     w (its network's guidance embedding), after a first stage as long as one round (training/guided.py). levels:
     a consistency student's (default LEVELS); lr: the student's peak learning rate (default LR_SHARE of the
-    teacher's). A consistency student of a data set in CONSISTENCY_OWN takes that set's levels, rate and spacing."""
+    teacher's). A consistency student of a pixel run of a data set in CONSISTENCY_OWN takes that set's levels, rate
+    and spacing."""
     if method not in METHODS:
         raise ConfigError(f"unknown distillation method {method!r}; use one of: {', '.join(METHODS)}")
     steps = DEFAULT_STEPS[method] if steps is None else steps
@@ -184,7 +185,8 @@ def distill_config(teacher, *, method: str = "progressive", steps: int | None = 
         what = "halving rounds" if guidance_range is None else "stages (the guidance stage and the halving rounds)"
         raise ConfigError(f"--train-steps {total} is fewer than the {stages} {what} down to {steps} steps")
     per_round = total // stages
-    own_cd = CONSISTENCY_OWN.get(config.data.spec, {}) if method == "consistency" else {}
+    pixels = config.data.latent is None and config.data.text is None  # where CONSISTENCY_OWN was measured
+    own_cd = CONSISTENCY_OWN.get(config.data.spec, {}) if method == "consistency" and pixels else {}
     lr_share = own_cd.get("lr_share", LR_SHARE[method][space])
     config.train = replace(t, steps=total, lr=lr or t.lr * lr_share, lr_cycles=stages, seed=seed,
                            ema_halflife=0.0,
