@@ -101,7 +101,8 @@ RENOISE_SPAN = 3  # levels spread over RENOISE_SIGMAS (4 calls); with more calls
 # continuing the 4-call step (0.038 .. 0.002, below the student's boundary), 1.20-1.21x spread between 0.7 and 0.04,
 # 1.25x above 0.7 (one student); at 4 calls 1.14-1.16x. Others lose: mnist5k's default student 3.17x below against
 # 2.72x above (5 seeds of 1,000), spiral 2.2e-4 against 1.5e-4; gaussians8 gains (2.8e-4 against 4.2e-4; 8 seeds of
-# 50,000). So renoise stays the consistency sampler's default, and this grid is one flag away.
+# 50,000). So renoise stays the consistency sampler's default; digits' students record this grid as their own
+# (runs/distill.py: CONSISTENCY_OWN), and it is one flag away for any other.
 RENOISE_LOW = 0.015
 RHO = 7.0
 SIGMA_MAX = 160.0
