@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import tiny
 
+from diffkit import machine
+from diffkit.cli.args import build_parser
+from diffkit.cli.train import _compile
 from diffkit.nn.registry import build_network
 from diffkit.nn.unet import UNet, UNetConfig
-from diffkit.runs import train_run
+from diffkit.runs import train_config, train_run
+from diffkit.training.autotune import auto_compile
 from diffkit.training.distributed import Runtime
 
 
@@ -67,3 +72,36 @@ def test_compiled_unet_gradients_under_bf16_reach_every_level(tmp_path, monkeypa
     assert any(n.startswith("mid.") for n in eager)
     squared = sum(((compiled[n] - eager[n]) ** 2).sum() for n in eager) / sum((g ** 2).sum() for g in eager.values())
     assert squared.sqrt() < 0.05  # bf16 rounding in fused kernels: ~1% measured; the lost levels: ~100%
+
+
+@pytest.mark.parametrize(("kind", "steps", "precision", "device", "units", "expected"), [
+    ("unet", 1300, "auto", "cpu", "AMX-BF16 + AVX512-BF16", True),   # digits' default run on a Xeon with AMX
+    ("unet", 1000, "bf16", "cpu", "AMX-BF16 + AVX512-BF16", True),
+    ("unet", 999, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # too short to repay a first compile
+    ("unet", 1300, "fp32", "cpu", "AMX-BF16 + AVX512-BF16", False),  # measured in bf16 only
+    ("mlp", 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # the 2-D step is slower compiled
+    ("dit", 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # not measured
+    ("unet", 1300, "auto", "cpu", "AVX512-BF16", False),             # Zen 4: 1.06x on shapes
+    ("unet", 1300, "auto", "meta", "AMX-BF16 + AVX512-BF16", False),  # not a CPU
+])
+def test_train_compiles_by_default_only_where_it_was_measured_to_pay(monkeypatch, kind, steps, precision, device,
+                                                                    units, expected):
+    monkeypatch.setattr(machine, "cpu_bf16_units", lambda: units)
+    monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
+    why = auto_compile(kind, steps, precision, torch.device(device))
+    assert (why is not None) is expected
+    if expected:
+        assert "--no-compile" in why and str(steps) in why
+
+
+def test_compile_flags_override_the_machine_default(monkeypatch, tmp_path):
+    monkeypatch.setattr(machine, "cpu_bf16_units", lambda: "AMX-BF16 + AVX512-BF16")
+    monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
+    config = train_config({"data": "digits", "cond": True})
+    parser = build_parser()
+    out = str(tmp_path / "run")
+    chosen = {flags: _compile(parser.parse_args(["train", "--data", "digits", "--cond", "--out", out, *flags]),
+                              config, torch.device("cpu"))
+              for flags in ((), ("--compile",), ("--no-compile",), ("--steps", "500"), ("--steps", "500", "--compile"))}
+    assert chosen == {(): True, ("--compile",): True, ("--no-compile",): False, ("--steps", "500"): False,
+                      ("--steps", "500", "--compile"): True}

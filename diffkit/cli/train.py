@@ -25,7 +25,8 @@ def cmd_train(a) -> None:
         runtime.micro_batches((config or read_config(a.out)).train.batch_size)  # refused here, not in N processes
         launch(a.nproc, _without_nproc(a.argv), a.out)
         return
-    runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=a.compile,
+    compile = _compile(a, config or read_config(a.out), device)
+    runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=compile,
                                 precision=a.precision if a.resume else None, threads=a.threads if a.resume else None)
     try:
         summary = _train(a, config, runtime)
@@ -41,6 +42,24 @@ def cmd_train(a) -> None:
         distributed.stop()
     if runtime.is_main:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
+
+
+def _compile(a, config, device) -> bool:
+    """--compile / --no-compile as given; neither: compile where autotune.auto_compile's measurements say it pays
+    (said on stderr by rank 0)."""
+    import os
+    import sys
+
+    from ..nn import registry
+    from ..training.autotune import auto_compile
+
+    if a.compile is not None:
+        return a.compile
+    precision = a.precision if a.resume and a.precision else config.train.precision
+    why = auto_compile(registry.kind_of(config.network), a.steps or config.train.steps, precision, device)
+    if why and os.environ.get("RANK", "0") == "0":
+        print(f"compile: on ({why})", file=sys.stderr, flush=True)
+    return why is not None
 
 
 def _train(a, config, runtime) -> dict:
