@@ -7,7 +7,8 @@
    mnist5k, the VAE as `diffkit train-vae --data mnist5k`): the FLOPs of one training step and of one sampling call
    per sample, counted by torch.utils.flop_counter.FlopCounterMode (matmuls, convolutions and attention, forward and
    backward; elementwise work is not counted), the step's time on the trainer's own settled precision and threads
-   (the real Trainer.train_step: data draw, loss, backward, optimizer, EMA), and the achieved FLOP/s.
+   (the real Trainer.train_step: data draw, loss, backward, optimizer, EMA; under torch.compile where `diffkit
+   train` compiles by default on this machine, training.autotune.auto_compile), and the achieved FLOP/s.
 3. The op that dominates each step, timed alone at the step's own shapes and precision: for the U-Nets the 3x3
    convolution with the most FLOPs (forward and backward); for the MLP, DiT and VAE the matmul / convolution peak.
    The share of that peak is what the step reaches.
@@ -35,6 +36,8 @@ from diffkit.devices import autocast
 from diffkit.nn import registry
 from diffkit.runs import load_run, sample_run, train_config, train_run, vae_train_config
 from diffkit.runs.train import make_trainer
+from diffkit.training.autotune import auto_compile
+from diffkit.training.distributed import Runtime
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill import calls_per_sample  # noqa: E402  (network calls per sample, counted)
@@ -128,11 +131,19 @@ def step_row(name: str, seconds: float, root: Path) -> dict:
     with contextlib.redirect_stderr(io.StringIO()):
         settled = trainer.settle()
     batch = config.train.batch_size
+    compiled = not vae and auto_compile(config, config.train.steps, config.train.precision, trainer.device)
     with machine.intra_op_threads(settled.threads):
-        flops = count_flops(trainer.train_step)
-        step = timed(trainer.train_step, seconds)
+        flops = count_flops(trainer.train_step)  # eager: the compiled step does the same arithmetic
+        if compiled:  # the step as `diffkit train` runs it here (autotune.auto_compile); its first calls compile
+            fast = make_trainer(config, root / f"{name}-compiled", progress=False, runtime=Runtime(compile=True))
+            with contextlib.redirect_stderr(io.StringIO()):
+                fast.settle()
+            step = timed(fast.train_step, seconds)
+        else:
+            step = timed(trainer.train_step, seconds)
         row = {"what": what, "batch": batch, "precision": settled.precision, "threads": settled.threads,
-               "step_ms": step * 1e3, "gflop_step": flops / 1e9, "gflops": flops / step / 1e9}
+               "compiled": bool(compiled), "step_ms": step * 1e3, "gflop_step": flops / 1e9,
+               "gflops": flops / step / 1e9}
         x0, draws, cond = trainer._draw_batch(torch.Generator().manual_seed(1))
         net = trainer.network
         inputs = (x0,) if vae else (x0, draws[0], cond)
@@ -189,7 +200,8 @@ def main() -> None:
             print(f"# {name} ...", file=sys.stderr, flush=True)
             rows[name] = step_row(name, a.seconds, Path(tmp))
             sampling[name] = sampling_row(name, Path(tmp), a.samples * (20 if name == "mlp" else 1))
-    print("\n## Training steps (the trainer's own precision and threads)\n")
+    print("\n## Training steps (the trainer's own precision and threads; compiled where `diffkit train` compiles by "
+          "default here)\n")
     print("| network | batch | precision, threads | step ms | GFLOP per step | achieved GFLOP/s | dominant op, "
           "alone | its GFLOP/s | share of it | share of the matmul peak |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -197,7 +209,8 @@ def main() -> None:
         mm = pk[("bfloat16" if r["precision"] == "bf16" else "float32", r["threads"])]
         op = r.get("op", "matmul (the peak above)")
         op_peak = r.get("op_peak", mm)
-        print(f"| {r['what']} | {r['batch']} | {r['precision']}, {r['threads']} | {r['step_ms']:.1f} | "
+        how = f"{r['precision']}, {r['threads']}" + (", compiled" if r["compiled"] else "")
+        print(f"| {r['what']} | {r['batch']} | {how} | {r['step_ms']:.1f} | "
               f"{r['gflop_step']:.3f} | {r['gflops']:.1f} | {op} | {op_peak:.0f} | {r['gflops'] / op_peak:.0%} | "
               f"{r['gflops'] / mm:.0%} |")
     print("\n## Sampling (all cores)\n\n| network | sampler, calls per sample | samples/s | GFLOP per call per sample "

@@ -4,6 +4,7 @@ network shape once (benchmarks/compile.py measures the cold and warm starts)."""
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -74,24 +75,35 @@ def test_compiled_unet_gradients_under_bf16_reach_every_level(tmp_path, monkeypa
     assert squared.sqrt() < 0.05  # bf16 rounding in fused kernels: ~1% measured; the lost levels: ~100%
 
 
-@pytest.mark.parametrize(("kind", "steps", "precision", "device", "units", "expected"), [
-    ("unet", 1300, "auto", "cpu", "AMX-BF16 + AVX512-BF16", True),   # digits' default run on a Xeon with AMX
-    ("unet", 1000, "bf16", "cpu", "AMX-BF16 + AVX512-BF16", True),
-    ("unet", 999, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # too short to repay a first compile
-    ("unet", 1300, "fp32", "cpu", "AMX-BF16 + AVX512-BF16", False),  # measured in bf16 only
-    ("mlp", 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # the 2-D step is slower compiled
-    ("dit", 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),   # not measured
-    ("unet", 1300, "auto", "cpu", "AVX512-BF16", False),             # Zen 4: 1.06x on shapes
-    ("unet", 1300, "auto", "meta", "AMX-BF16 + AVX512-BF16", False),  # not a CPU
+@pytest.mark.parametrize(("flags", "steps", "precision", "device", "units", "expected"), [
+    ({"data": "digits", "cond": True}, 1300, "auto", "cpu", "AMX-BF16 + AVX512-BF16", True),  # a Xeon with AMX
+    ({"data": "mnist5k"}, 1000, "bf16", "cpu", "AMX-BF16 + AVX512-BF16", True),
+    ({"data": "digits", "cond": True}, 999, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),  # too short to repay
+    ({"data": "digits", "cond": True}, 1300, "fp32", "cpu", "AMX-BF16 + AVX512-BF16", False),  # measured in bf16
+    ({"data": "spiral"}, 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),  # the 2-D step: slower compiled
+    ({"data": "digits", "net": "dit"}, 3000, "auto", "cpu", "AMX-BF16 + AVX512-BF16", False),  # not measured
+    ({"data": "digits", "cond": True}, 1300, "auto", "cpu", "AVX512-BF16", False),  # Zen 4: shapes 1.06x
+    ({"data": "digits", "cond": True}, 1300, "auto", "meta", "AMX-BF16 + AVX512-BF16", False),  # not a CPU
 ])
-def test_train_compiles_by_default_only_where_it_was_measured_to_pay(monkeypatch, kind, steps, precision, device,
+def test_train_compiles_by_default_only_where_it_was_measured_to_pay(monkeypatch, flags, steps, precision, device,
                                                                     units, expected):
     monkeypatch.setattr(machine, "cpu_bf16_units", lambda: units)
     monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
-    why = auto_compile(kind, steps, precision, torch.device(device))
+    why = auto_compile(train_config(flags), steps, precision, torch.device(device))
     assert (why is not None) is expected
     if expected:
         assert "--no-compile" in why and str(steps) in why
+
+
+def test_latent_and_text_unets_are_not_compiled_by_default(monkeypatch):
+    monkeypatch.setattr(machine, "cpu_bf16_units", lambda: "AMX-BF16 + AVX512-BF16")
+    monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
+    config = train_config({"data": "digits", "cond": True})
+    assert auto_compile(config, 2000, "auto", torch.device("cpu"))
+    for field, value in (("latent", "/runs/vae"), ("text", "minilm")):
+        other = copy.deepcopy(config)
+        setattr(other.data, field, value)
+        assert auto_compile(other, 2000, "auto", torch.device("cpu")) is None
 
 
 def test_compile_flags_override_the_machine_default(monkeypatch, tmp_path):

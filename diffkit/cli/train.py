@@ -50,13 +50,12 @@ def _compile(a, config, device) -> bool:
     import os
     import sys
 
-    from ..nn import registry
     from ..training.autotune import auto_compile
 
     if a.compile is not None:
         return a.compile
     precision = a.precision if a.resume and a.precision else config.train.precision
-    why = auto_compile(registry.kind_of(config.network), a.steps or config.train.steps, precision, device)
+    why = auto_compile(config, a.steps or config.train.steps, precision, device)
     if why and os.environ.get("RANK", "0") == "0":
         print(f"compile: on ({why})", file=sys.stderr, flush=True)
     return why is not None

@@ -136,7 +136,9 @@ class Trainer:
 
         if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):  # not the user's
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
-        return torch.compile(model)
+        # static shapes: a second network shape in one process (a library user training digits, then mnist5k)
+        # compiles anew instead of turning dynamic, where inductor failed on the U-Net's attention (torch 2.13)
+        return torch.compile(model, dynamic=False)
 
     # precision and threads ----------------------------------------------------
     def settle(self) -> Settled:
