@@ -49,12 +49,13 @@ SMALL_STEP_S = 0.02
 ROUNDS = 3             # timing rounds, candidates interleaved; each keeps its fastest round's median
 # `diffkit train` compiles the network (torch.compile, Runtime.compile) unless told, where it was measured to pay:
 # a U-Net on pixels (no text encoder) trained in bf16 on a CPU with AMX-BF16, for at least COMPILE_MIN_STEPS
-# steps. On a 2-core Xeon with AMX (benchmarks/compile.py, bf16): digits' step 72.3 -> 54.8 ms (1.32x), mnist5k's 208 -> 176 ms (1.18x); compiling
-# costs 49-65 s the first time a machine meets a network shape and 2.6-3.3 s after (inductor's cache), so a
-# 1300-step digits run gains from its second run on and a 2000-step mnist5k run from its first. Elsewhere it was
-# measured not to pay (fp32 on an AVX2 EPYC: 0.78-1.11x; bf16 on a Zen 4 EPYC: shapes 1.06x) or not measured
-# (latent and text U-Nets, the DiT).
-COMPILE_MIN_STEPS = 1000
+# steps. On a 2-core Xeon with AMX (benchmarks/compile.py, bf16): digits' step 72.3 -> 54.8 ms (1.32x), mnist5k's
+# 208 -> 176 ms (1.18x), shapes' 316 -> 271 ms (1.17x); compiling costs 49-101 s the first time a machine meets a
+# network shape and 2.6-4.0 s after (inductor's cache), repaid within 81-143 steps: the default runs (750-2000
+# steps) gain from their second run on (mnist5k from its first). COMPILE_MIN_STEPS is 3x the slowest repayment.
+# Elsewhere it was measured not to pay (fp32 on an AVX2 EPYC: 0.92-1.11x; the 2-D MLP 1.11x here, repaid after
+# 5,800 steps) or not measured (latent and text U-Nets, the DiT).
+COMPILE_MIN_STEPS = 500
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def auto_compile(config, steps: int, asked_precision: str, device: torch.device)
             and steps >= COMPILE_MIN_STEPS and "AMX-BF16" in machine.cpu_bf16_units() and machine.cpu_bf16_native()):
         return None
     return (f"auto: a pixel U-Net in bf16 on AMX-BF16, {steps} steps >= {COMPILE_MIN_STEPS}, where it measured "
-            "1.18-1.32x a step; --no-compile runs eager")
+            "1.17-1.32x a step; --no-compile runs eager")
 
 
 def _threads(asked: int, device: torch.device, share: int, timer, probe_bf16: bool) -> tuple[int, str]:
