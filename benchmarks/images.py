@@ -46,6 +46,8 @@ from diffkit.nn.registry import build_network
 from diffkit.runs import RUN_DEFAULT, default_config, load_run, make_trainer, sample_run
 from diffkit.store.rundir import save_config, save_model
 from diffkit.store.trainlog import LOG, read_log
+from diffkit.training.autotune import auto_compile
+from diffkit.training.distributed import Runtime
 from diffkit.training.ema import EMA
 from diffkit.training.loss import simple_loss
 
@@ -81,7 +83,9 @@ def train_diffkit(spec: str, seconds: float, threads: int, root: Path, checkpoin
         clock["paused"] += time.perf_counter() - t0
         return progress >= 1
 
-    trainer = make_trainer(cfg, root / "run", progress=False, callback=callback)
+    # compiled where `diffkit train` compiles by default on this machine (the compile counts in the training time)
+    compiled = bool(auto_compile(cfg, cfg.train.steps, cfg.train.precision, torch.device("cpu")))
+    trainer = make_trainer(cfg, root / "run", progress=False, callback=callback, runtime=Runtime(compile=compiled))
     clock["start"] = time.perf_counter()
     out = trainer.train()
     secs = out["seconds"] - clock["paused"]
@@ -89,7 +93,7 @@ def train_diffkit(spec: str, seconds: float, threads: int, root: Path, checkpoin
         s["run"] = load_run(s["run"])
     stats = {"steps": out["steps"], "seconds": secs, "images_per_second": out["steps"] * cfg.train.batch_size / secs,
              "params": sum(p.numel() for p in trainer.network.parameters()), "snapshots": snapshots,
-             "stopped": "steps" if trainer.step >= cfg.train.steps else "budget",
+             "stopped": "steps" if trainer.step >= cfg.train.steps else "budget", "compiled": compiled,
              "loss": read_log(root / "run" / LOG)["loss"][-1]}
     return stats
 
@@ -203,7 +207,8 @@ def print_table(rows, target: float) -> None:
         pr = [f"{x['precision']:.2f}/{x['recall']:.2f}" for x in m]
         purity = "/".join(f"{x['purity']:.2f}" for x in m) + f" ({r['purity_data']:.2f})" if r["purity_data"] else "-"
         t = f"{r['t_target']:.0f} s" if r["t_target"] is not None else f"> {r['seconds']:.0f} s"
-        cells = [r["data"], r["model"], f"{r['params'] / 1e6:.2f}M", r["stopped"], r["steps"], f"{r['seconds']:.0f}",
+        cells = [r["data"], r["model"], f"{r['params'] / 1e6:.2f}M",
+                 r["stopped"] + (", compiled" if r.get("compiled") else ""), r["steps"], f"{r['seconds']:.0f}",
                  f"{r['images_per_second']:.0f}", f"{r['sample_ips']:.0f}",
                  "/".join(f"{x['fd']:.2f}" for x in m) + f" ({m[0]['fd_floor']:.2f})", pr[0], pr[1],
                  f"{pr[2]} ({m[2]['precision_floor']:.2f}/{m[2]['recall_floor']:.2f})",
