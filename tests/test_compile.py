@@ -15,6 +15,7 @@ from test_training import tiny
 from diffkit import machine
 from diffkit.cli.args import build_parser
 from diffkit.cli.train import _compile
+from diffkit.config import ParentConfig
 from diffkit.nn.registry import build_network
 from diffkit.nn.unet import UNet, UNetConfig
 from diffkit.runs import train_config, train_run
@@ -95,7 +96,7 @@ def test_train_compiles_by_default_only_where_it_was_measured_to_pay(monkeypatch
         assert "--no-compile" in why and str(steps) in why
 
 
-def test_latent_and_text_unets_are_not_compiled_by_default(monkeypatch):
+def test_latent_text_and_derived_unets_are_not_compiled_by_default(monkeypatch):
     monkeypatch.setattr(machine, "cpu_bf16_units", lambda: "AMX-BF16 + AVX512-BF16")
     monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
     config = train_config({"data": "digits", "cond": True})
@@ -104,6 +105,9 @@ def test_latent_and_text_unets_are_not_compiled_by_default(monkeypatch):
         other = copy.deepcopy(config)
         setattr(other.data, field, value)
         assert auto_compile(other, 2000, "auto", torch.device("cpu")) is None
+    student = copy.deepcopy(config)  # `diffkit train --resume` of a distilled student: eager, as it started
+    student.parent = ParentConfig(path="/runs/teacher", sha256="0" * 64, kind="progressive")
+    assert auto_compile(student, 2000, "auto", torch.device("cpu")) is None
 
 
 def test_compile_flags_override_the_machine_default(monkeypatch, tmp_path):
@@ -115,5 +119,7 @@ def test_compile_flags_override_the_machine_default(monkeypatch, tmp_path):
     chosen = {flags: _compile(parser.parse_args(["train", "--data", "digits", "--cond", "--out", out, *flags]),
                               config, torch.device("cpu"))
               for flags in ((), ("--compile",), ("--no-compile",), ("--steps", "400"), ("--steps", "400", "--compile"))}
-    assert chosen == {(): True, ("--compile",): True, ("--no-compile",): False, ("--steps", "400"): False,
-                      ("--steps", "400", "--compile"): True}
+    assert {flags: why is not None for flags, why in chosen.items()} == {
+        (): True, ("--compile",): True, ("--no-compile",): False, ("--steps", "400"): False,
+        ("--steps", "400", "--compile"): True}
+    assert chosen[()].startswith("auto: ") and chosen[("--compile",)] == "--compile"

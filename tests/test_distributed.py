@@ -97,7 +97,9 @@ def test_distill_under_torchrun_matches_one_process(tmp_path):
     ok(torchrun("-m", "diffkit", "distill", "--out", str(tmp_path / "two"), *args))
     ok(one_process("-m", "diffkit", "distill", "--out", str(tmp_path / "one"), *args))
     one, two = (load_file(tmp_path / k / "model.safetensors") for k in ("one", "two"))
-    assert set(one) == set(two) and rel_diff(one, two) < 1e-5
+    # two ranks' averaged gradients round differently from one process's, and a halving round's frozen teacher
+    # carries that into every later target: 3.1e-5 on a Xeon with AVX-512 (below 1e-5 on an EPYC)
+    assert set(one) == set(two) and rel_diff(one, two) < 1e-4
     assert rel_diff(one, load_file(tmp_path / "teacher" / "model.safetensors")) > 1e-3  # the student trained
     assert run_files(tmp_path / "two") == run_files(tmp_path / "one")
 

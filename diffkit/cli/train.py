@@ -9,6 +9,7 @@ from ..errors import ConfigError, RankFailed
 
 
 def cmd_train(a) -> None:
+    import dataclasses
     import os
 
     from ..devices import resolve_device
@@ -25,9 +26,10 @@ def cmd_train(a) -> None:
         runtime.micro_batches((config or read_config(a.out)).train.batch_size)  # refused here, not in N processes
         launch(a.nproc, _without_nproc(a.argv), a.out)
         return
-    compile = _compile(a, config or read_config(a.out), device)
-    runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=compile,
+    why = _compile(a, config or read_config(a.out), device)
+    runtime = distributed.start(device, batch_per_device=a.batch_per_device, compile=why is not None,
                                 precision=a.precision if a.resume else None, threads=a.threads if a.resume else None)
+    runtime = dataclasses.replace(runtime, compile_why=why if a.compile is None else None)
     try:
         summary = _train(a, config, runtime)
         distributed.barrier(runtime)  # every rank done before any leaves the group (a rank leaving early can abort
@@ -44,21 +46,15 @@ def cmd_train(a) -> None:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s -> {a.out} (step {summary['final_step']})")
 
 
-def _compile(a, config, device) -> bool:
-    """--compile / --no-compile as given; neither: compile where autotune.auto_compile's measurements say it pays
-    (said on stderr by rank 0)."""
-    import os
-    import sys
-
+def _compile(a, config, device) -> str | None:
+    """Why this run compiles, or None: --compile / --no-compile as given; neither: where autotune.auto_compile's
+    measurements say it pays (the trainer says so with its precision and threads)."""
     from ..training.autotune import auto_compile
 
     if a.compile is not None:
-        return a.compile
+        return "--compile" if a.compile else None
     precision = a.precision if a.resume and a.precision else config.train.precision
-    why = auto_compile(config, a.steps or config.train.steps, precision, device)
-    if why and os.environ.get("RANK", "0") == "0":
-        print(f"compile: on ({why})", file=sys.stderr, flush=True)
-    return why is not None
+    return auto_compile(config, a.steps or config.train.steps, precision, device)
 
 
 def _train(a, config, runtime) -> dict:

@@ -35,6 +35,7 @@ from .. import machine
 from ..devices import PRECISIONS, autocast
 from ..errors import notice
 from ..machine import intra_op_threads
+from ..nn import registry
 from ..store.cache import cache_root
 from ..store.manifest import atomic_write
 from .adamw import adamw
@@ -97,11 +98,10 @@ def settle(asked_precision: str, asked_threads: int, device: torch.device, share
 
 def auto_compile(config, steps: int, asked_precision: str, device: torch.device) -> str | None:
     """Why `diffkit train` compiles this run by default (COMPILE_MIN_STEPS' measurements: a pixel U-Net, no text
-    encoder), or None: it runs eager."""
-    from ..nn import registry
-
+    encoder, not a derived run: distill, reflow and finetune train eager, and so does `train --resume` of one), or
+    None: it runs eager."""
     pixel_unet = (registry.kind_of(config.network) == "unet" and config.data.latent is None
-                  and config.data.text is None)
+                  and config.data.text is None and config.parent is None)  # derived runs: their own commands
     if not (pixel_unet and device.type == "cpu" and asked_precision in ("auto", "bf16")
             and steps >= COMPILE_MIN_STEPS and "AMX-BF16" in machine.cpu_bf16_units() and machine.cpu_bf16_native()):
         return None

@@ -39,6 +39,7 @@ class Runtime:
     local_rank: int = 0
     batch_per_device: int | None = None  # micro-batch per forward pass (gradient accumulation below the rank batch)
     compile: bool = False                # torch.compile the network for training
+    compile_why: str | None = None       # why it compiles when nobody asked (autotune.auto_compile); printed at start
     precision: str | None = None         # auto / fp32 / bf16 / fp16 instead of the config's (e.g. resuming on a GPU)
     threads: int | None = None           # intra-op threads instead of the config's (0: decided on this machine)
 

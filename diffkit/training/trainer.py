@@ -150,7 +150,8 @@ class Trainer:
         if self.runtime.is_main:
             settled = settle(self.asked_precision, self.asked_threads, self.device, core_share(self.runtime),
                              self._time_step)
-            print("\n".join(settled.lines()), file=sys.stderr, flush=True)
+            why = [f"compile: on ({self.runtime.compile_why})"] if self.runtime.compile_why else []
+            print("\n".join(why + settled.lines()), file=sys.stderr, flush=True)
         if self.runtime.distributed:  # one collective: rank 0 sends its choice, the others add zeros
             code = all_reduce_sum(Settled.encode(settled, self.device), self.runtime)
             settled = settled or Settled.decode(code)
