@@ -1,4 +1,5 @@
-"""Precision and threads decided on the machine a run starts on, at every start (resume included).
+"""Precision and threads decided on the machine a run starts on, at every start (resume included); and whether
+`diffkit train` compiles the network where nobody said (auto_compile: a rule from measurements, no probe).
 
 A run's config records what was asked: `precision` auto / fp32 / bf16 / fp16 and `threads` (0: auto, N: N
 intra-op threads). What actually runs is settled here when training starts, and written to the log:
