@@ -34,7 +34,7 @@ from diffkit.runs import train_config  # noqa: E402
 from diffkit.runs.train import make_trainer  # noqa: E402
 from diffkit.training.distributed import Runtime  # noqa: E402
 
-DEFAULT_STEPS = {"mlp": 3000, "digits": 1300, "mnist5k": 2000, "shapes": 750}  # the default runs' lengths (presets.py)
+DEFAULT_STEPS = {"mlp": 1200, "digits": 1300, "mnist5k": 2000, "shapes": 750}  # the default runs' lengths (presets.py)
 
 
 def child(name: str, compiled: bool, steps: int) -> dict:
