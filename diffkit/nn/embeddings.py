@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,12 @@ def embed_classes(table: nn.Embedding, cond: torch.Tensor) -> torch.Tensor:
     blend between classes: interpolation, cond.ClassConditioning)."""
     if cond.is_floating_point():
         return cond.to(table.weight.dtype) @ table.weight
+    if torch.is_grad_enabled() and table.weight.requires_grad:
+        # training: the rows picked by a one-hot product in float32, outside autocast (the same values as the
+        # lookup). Its gradient is a matmul, summed in a fixed order; compiled (torch 2.13's inductor) the lookup's
+        # gradient scattered the rows in a varying order, and the same seed trained different weights run to run.
+        with torch.autocast(cond.device.type, enabled=False):
+            return F.one_hot(cond, table.num_embeddings).to(table.weight.dtype) @ table.weight
     return table(cond)
 
 
