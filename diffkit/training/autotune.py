@@ -110,6 +110,18 @@ def auto_compile(config, steps: int, asked_precision: str, device: torch.device)
             "1.17-1.32x a step; --no-compile runs eager")
 
 
+def compile_network(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile(model) with inductor's kernels under diffkit's cache, not /tmp (unless the user named a cache):
+    compiling costs once per machine and network shape (17-101 s cold, 1.6-4 s warm on 2 cores: docs/speed.md).
+    Static shapes: a second network shape in one process (a library user training digits, then mnist5k) compiles
+    anew instead of turning dynamic, where inductor failed on the U-Net's attention (torch 2.13)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):  # not the user's
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
+    return torch.compile(model, dynamic=False)
+
+
 def _threads(asked: int, device: torch.device, share: int, timer, probe_bf16: bool) -> tuple[int, str]:
     if asked > 0:
         n = min(asked, share)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -30,12 +29,11 @@ from ..machine import intra_op_threads
 from ..memory import require_memory
 from ..nn import lora
 from ..nn.registry import build_network
-from ..store.cache import cache_root
 from ..store.lock import RunLock
 from ..store.rundir import load_weights, read_state, save_checkpoint, save_config
 from ..store.trainlog import LOG, last_seconds, truncate_log
 from .adamw import adamw
-from .autotune import Settled, StepProbe, core_share, settle
+from .autotune import Settled, StepProbe, compile_network, core_share, settle
 from .distributed import Runtime, all_reduce_sum, barrier
 from .ema import EMA
 from .objectives import objective_for
@@ -128,17 +126,7 @@ class Trainer:
             # broadcast of them before every forward pass
             model = DistributedDataParallel(network, device_ids=[self.device] if self.device.type == "cuda" else None,
                                             forward_sync_buffers=False)
-        if not self.runtime.compile:
-            return model
-        # inductor's compiled kernels kept under diffkit's cache, not /tmp: compiling costs once per machine and
-        # network shape (17-80 s cold, 1.6-3.6 s warm on 2 cores: benchmarks/compile.py, docs/speed.md)
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):  # not the user's
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
-        # static shapes: a second network shape in one process (a library user training digits, then mnist5k)
-        # compiles anew instead of turning dynamic, where inductor failed on the U-Net's attention (torch 2.13)
-        return torch.compile(model, dynamic=False)
+        return compile_network(model) if self.runtime.compile else model
 
     # precision and threads ----------------------------------------------------
     def settle(self) -> Settled:
