@@ -50,7 +50,10 @@ def test_compiled_unet_gradients_under_bf16_reach_every_level_and_repeat(tmp_pat
     every parameter below the first upsampling learned nothing while the step ran 1.33x faster (nn/unet.py's
     `double`). The compiled gradients must reach every level, agree with eager's up to bf16 rounding, and repeat
     bitwise: the class embedding's lookup scattered its gradient in a varying order when compiled, so one seed
-    trained different weights run to run (nn/embeddings.py's embed_classes)."""
+    trained different weights run to run (nn/embeddings.py's embed_classes). And the compiled network must be one
+    AOTAutograd can cache: an autocast region inside it made every compiled run trace it again (~5 s)."""
+    from torch._dynamo.utils import counters
+
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_channels=1, channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10))
@@ -71,7 +74,9 @@ def test_compiled_unet_gradients_under_bf16_reach_every_level_and_repeat(tmp_pat
     torch.set_num_threads(2)  # the scatter's order varied across threads (the suite runs on one)
     try:
         compiled = torch.compile(net, dynamic=False)
+        counters.clear()
         runs = [grads(compiled) for _ in range(4)]
+        bypassed = counters["aot_autograd"]["autograd_cache_bypass"]
     finally:
         torch.set_num_threads(threads)
         torch._dynamo.reset()
@@ -83,6 +88,7 @@ def test_compiled_unet_gradients_under_bf16_reach_every_level_and_repeat(tmp_pat
     assert squared.sqrt() < 0.05  # bf16 rounding in fused kernels: ~1% measured; the lost levels: ~100%
     varied = [n for run in runs[1:] for n in first if not torch.equal(run[n], first[n])]
     assert not varied, f"compiled gradients varied between identical calls: {sorted(set(varied))}"
+    assert bypassed == 0, "AOTAutograd's cache refused the compiled U-Net (an autocast region inside it?)"
 
 
 @pytest.mark.parametrize(("flags", "steps", "precision", "device", "units", "expected"), [

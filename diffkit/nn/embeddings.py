@@ -38,11 +38,13 @@ def embed_classes(table: nn.Embedding, cond: torch.Tensor) -> torch.Tensor:
     if cond.is_floating_point():
         return cond.to(table.weight.dtype) @ table.weight
     if torch.is_grad_enabled() and table.weight.requires_grad:
-        # training: the rows picked by a one-hot product in float32, outside autocast (the same values as the
-        # lookup). Its gradient is a matmul, summed in a fixed order; compiled (torch 2.13's inductor) the lookup's
-        # gradient scattered the rows in a varying order, and the same seed trained different weights run to run.
-        with torch.autocast(cond.device.type, enabled=False):
-            return F.one_hot(cond, table.num_embeddings).to(table.weight.dtype) @ table.weight
+        # training: the rows picked by a one-hot mask, multiplied and summed in the weights' dtype (elementwise, so
+        # autocast leaves it in float32: the same values as the lookup). Its gradient is a sum over the batch in a
+        # fixed order; compiled (torch 2.13's inductor) the lookup's gradient scattered the rows in a varying order,
+        # and the same seed trained different weights run to run. No autocast region here: one inside a compiled
+        # network keeps AOTAutograd's cache from storing it, and every compiled run traced it again (~5 s).
+        mask = F.one_hot(cond, table.num_embeddings).to(table.weight.dtype)  # [B, rows]
+        return (mask[:, :, None] * table.weight[None]).sum(1)
     return table(cond)
 
 
