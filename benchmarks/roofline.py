@@ -9,9 +9,11 @@
    backward; elementwise work is not counted), the step's time on the trainer's own settled precision and threads
    (the real Trainer.train_step: data draw, loss, backward, optimizer, EMA; under torch.compile where `diffkit
    train` compiles by default on this machine, training.autotune.auto_compile), and the achieved FLOP/s.
-3. The op that dominates each step, timed alone at the step's own shapes and precision: for the U-Nets the 3x3
-   convolution with the most FLOPs (forward and backward); for the MLP, DiT and VAE the matmul / convolution peak.
-   The share of that peak is what the step reaches.
+3. The op that dominates each step, timed alone at the step's own shapes and precision: for the U-Nets and the
+   VAE their 3x3 convolutions, every shape the step calls (forward and backward), weighted by the FLOPs the step
+   spends at each (the step's 3x3 FLOPs over the time they take alone); beside it the biggest single one (the
+   most FLOPs in one call: this benchmark's reading before 2026-12-07). For the MLP and DiT the matmul peak. The
+   share of that peak is what the step reaches.
 4. Sampling: samples per second at the reference setting, dpmpp-2m at 20 steps (images guided at w = 3 in the
    run's interval; calls counted), and the FLOP/s that is.
 
@@ -88,40 +90,67 @@ def peaks(seconds: float) -> dict:
     return out
 
 
-def biggest_conv(network: torch.nn.Module, inputs) -> tuple[torch.nn.Conv2d, tuple] | None:
-    """The Conv2d of the network with the most FLOPs in one forward pass, and the input shape it saw."""
+def step_convs(network: torch.nn.Module, inputs) -> list[tuple[torch.nn.Conv2d, tuple, bool]]:
+    """Every 3x3 Conv2d call of one forward pass: (the conv, the input shape it saw, whether that input needs a
+    gradient in a training step: the first conv's input, the noisy image, does not)."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, a, out: seen.append((m, tuple(a[0].shape), out[0].numel())))
-             for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, a, out: seen.append((m, tuple(a[0].shape), a[0].requires_grad)))
+             for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     try:
-        with torch.no_grad():
-            network(*inputs)
+        network(*inputs)  # with autograd on, so that requires_grad says what the step differentiates
     finally:
         for h in hooks:
             h.remove()
-    if not seen:
-        return None
-    # FLOPs of a conv: 2 x output elements x in_channels / groups x kernel area
-    def flops(item):
-        m, shape, out_per_row = item
-        return 2 * shape[0] * out_per_row * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-    conv, shape, _ = max(seen, key=flops)
-    return conv, shape
+    return seen
 
 
-def conv_peak(conv: torch.nn.Conv2d, shape: tuple, precision: str, seconds: float) -> float:
-    """GFLOP/s of this convolution alone, forward and backward (input and weight gradients), at `shape`."""
-    layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            groups=conv.groups)
-    x = torch.randn(shape, requires_grad=True)
+def conv_flops(conv: torch.nn.Conv2d, shape: tuple) -> float:
+    """Forward FLOPs of a conv: 2 x output elements x in_channels / groups x kernel area (stride-1, same padding
+    as the U-Nets' and the VAE's 3x3 convolutions; strided ones counted at their output size)."""
+    out_h = (shape[2] + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+    out_w = (shape[3] + 2 * conv.padding[1] - conv.kernel_size[1]) // conv.stride[1] + 1
+    return 2.0 * shape[0] * conv.out_channels * out_h * out_w * conv.in_channels // conv.groups * 9
+
+
+def conv_peak(conv: torch.nn.Conv2d, shape: tuple, precision: str, seconds: float, input_grad: bool = True) -> float:
+    """GFLOP/s of this convolution alone at `shape`: the op itself, forward and backward (the weight gradient, and
+    the input's where the step needs it), on tensors already in the step's precision (no casts, no loss around it:
+    at 4x4 those cost as much as the convolution)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(conv.weight.shape, dtype=dtype)
+    b = torch.randn(conv.out_channels, dtype=dtype)
+    how = (conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
+    g = torch.randn_like(torch.ops.aten.convolution(x, w, b, *how))
 
     def step():
-        with autocast(torch.device("cpu"), precision):
-            y = layer(x)
-        y.float().sum().backward()
+        torch.ops.aten.convolution(x, w, b, *how)
+        torch.ops.aten.convolution_backward(g, x, w, [conv.out_channels], *how, [input_grad, True, True])
 
     flops = count_flops(step)
     return flops / timed(step, seconds) / 1e9
+
+
+def conv_roofline(calls, precision: str, seconds: float) -> dict:
+    """The 3x3 convolutions of a step at their own shapes, each timed alone (forward and backward): their FLOP-
+    weighted speed, i.e. the step's 3x3 FLOPs over the time they take alone, each shape as often as the step calls
+    it; and the biggest single one (the most FLOPs in one call) with its own speed."""
+    groups: dict[tuple, list] = {}
+    for conv, shape, grad in calls:
+        key = (conv.in_channels, conv.out_channels, conv.stride, conv.padding, conv.groups, shape, grad)
+        groups.setdefault(key, [conv, shape, grad, 0])[3] += 1
+    flops = time_s = 0.0
+    biggest = max(groups.values(), key=lambda g: conv_flops(g[0], g[1]))
+    for conv, shape, grad, count in groups.values():
+        rate = conv_peak(conv, shape, precision, seconds, grad)
+        work = count * conv_flops(conv, shape) * (3 if grad else 2)  # forward, weight and input gradients
+        flops, time_s = flops + work, time_s + work / rate
+        if (conv, shape) == (biggest[0], biggest[1]):
+            biggest_rate = rate
+    conv, shape = biggest[0], biggest[1]
+    return {"convs": f"{len(calls)} calls at {len(groups)} shapes", "conv_peak": flops / time_s,
+            "op": f"conv {conv.in_channels}->{conv.out_channels} 3x3 at {'x'.join(map(str, shape))}",
+            "op_peak": biggest_rate}
 
 
 def step_row(name: str, seconds: float, root: Path) -> dict:
@@ -150,12 +179,9 @@ def step_row(name: str, seconds: float, root: Path) -> dict:
         if not vae:
             with torch.no_grad(), autocast(trainer.device, settled.precision):
                 row["gflop_call"] = count_flops(lambda: net(*inputs)) / batch / 1e9  # one sampling call, per sample
-        found = None if registry.kind_of(config.network) == "dit" else biggest_conv(net, inputs)
-        if found is not None:  # the DiT's one conv (its patch embedding) is small: its step is matmuls
-            conv, shape = found
-            row["op"] = (f"conv {conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x"
-                         f"{conv.kernel_size[1]} at {'x'.join(map(str, shape))}")
-            row["op_peak"] = conv_peak(conv, shape, settled.precision, seconds / 2)
+        calls = [] if registry.kind_of(config.network) == "dit" else step_convs(net, inputs)
+        if calls:  # the DiT's one conv (its patch embedding, not 3x3) is small: its step is matmuls
+            row.update(conv_roofline(calls, settled.precision, seconds / 4))
     return row
 
 
@@ -202,16 +228,18 @@ def main() -> None:
             sampling[name] = sampling_row(name, Path(tmp), a.samples * (20 if name == "mlp" else 1))
     print("\n## Training steps (the trainer's own precision and threads; compiled where `diffkit train` compiles by "
           "default here)\n")
-    print("| network | batch | precision, threads | step ms | GFLOP per step | achieved GFLOP/s | dominant op, "
-          "alone | its GFLOP/s | share of it | share of the matmul peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| network | batch | precision, threads | step ms | GFLOP per step | achieved GFLOP/s | dominant op: "
+          "its 3x3 convolutions alone | their GFLOP/s | share of it | the biggest one alone | its GFLOP/s | share "
+          "of it | share of the matmul peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         mm = pk[("bfloat16" if r["precision"] == "bf16" else "float32", r["threads"])]
-        op = r.get("op", "matmul (the peak above)")
-        op_peak = r.get("op_peak", mm)
+        convs, conv_peak_ = (r["convs"], r["conv_peak"]) if "convs" in r else ("matmul (the peak above)", mm)
+        op, op_peak = r.get("op", "-"), r.get("op_peak")
         how = f"{r['precision']}, {r['threads']}" + (", compiled" if r["compiled"] else "")
-        print(f"| {r['what']} | {r['batch']} | {how} | {r['step_ms']:.1f} | "
-              f"{r['gflop_step']:.3f} | {r['gflops']:.1f} | {op} | {op_peak:.0f} | {r['gflops'] / op_peak:.0%} | "
+        biggest = f"{op_peak:.0f} | {r['gflops'] / op_peak:.0%}" if op_peak else "- | -"
+        print(f"| {r['what']} | {r['batch']} | {how} | {r['step_ms']:.1f} | {r['gflop_step']:.3f} | "
+              f"{r['gflops']:.1f} | {convs} | {conv_peak_:.0f} | {r['gflops'] / conv_peak_:.1%} | {op} | {biggest} | "
               f"{r['gflops'] / mm:.0%} |")
     print("\n## Sampling (all cores)\n\n| network | sampler, calls per sample | samples/s | GFLOP per call per sample "
           "| achieved GFLOP/s |")
