@@ -55,11 +55,11 @@ def unet_preset(shape, num_classes: int = 0) -> UNetConfig:
     (PRESET_ATTENTION_KEYS).
 
     Measured on 2 cores, bf16, batch 128: the 8x8 preset (then 64 channels at 4x4) ran a training step in 65 ms (a
-    64-wide one: 150 ms); at 28x28 widths (1, 1, 2) ran 374 ms per step against 542 ms for (1, 2, 2). On shapes (32x32, flow, 1000
-    steps of 64, w = 3; benchmarks/time_to_quality.py shapes --flags ...) the three-level preset's samples were
-    a pure palette colour 84.5% of the time, a fourth level (8x8 and 4x4 attended) 89.6%, and attention at 16x16
-    too 97.3%: the colour of a large shape is one decision across the whole shape, which 3x3 convolutions at
-    16 and 32 px make piecewise (two-coloured shapes)."""
+    64-wide one: 150 ms); at 28x28 widths (1, 1, 2) ran 374 ms per step against 542 ms for (1, 2, 2). On shapes
+    (32x32, flow, 1000 steps of 64, w = 3; benchmarks/time_to_quality.py shapes --flags ...) the three-level
+    preset's samples were a pure palette colour 84.5% of the time, a fourth level (8x8 and 4x4 attended) 89.6%,
+    and attention at 16x16 too 97.3%: the colour of a large shape is one decision across the whole shape, which
+    3x3 convolutions at 16 and 32 px make piecewise (two-coloured shapes)."""
     C, H, W = shape
     side = min(H, W)
     if side <= 16:  # digits (8x8): 32 channels at 8x8 and at 4x4 (64 there before 2026-12-07; DIGITS_CHANNEL_MULT)
