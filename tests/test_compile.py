@@ -111,15 +111,20 @@ def test_train_compiles_by_default_only_where_it_was_measured_to_pay(monkeypatch
         assert "--no-compile" in why and str(steps) in why
 
 
-def test_latent_text_and_derived_unets_are_not_compiled_by_default(monkeypatch):
+def test_only_the_measured_latent_and_text_unets_compile_by_default(monkeypatch):
+    """Measured to pay: pixel U-Nets without text (bf16), and the text-to-image U-Net on latents (fp32 or bf16);
+    a latent U-Net without text and a pixel one with text were not measured, and stay eager."""
     monkeypatch.setattr(machine, "cpu_bf16_units", lambda: "AMX-BF16 + AVX512-BF16")
     monkeypatch.setattr(machine, "cpu_bf16_native", lambda: True)
     config = train_config({"data": "digits", "cond": True})
     assert auto_compile(config, 2000, "auto", torch.device("cpu"))
-    for field, value in (("latent", "/runs/vae"), ("text", "minilm")):
+    for fields, expected in ((("latent",), False), (("text",), False), (("latent", "text"), True)):
         other = copy.deepcopy(config)
-        setattr(other.data, field, value)
-        assert auto_compile(other, 2000, "auto", torch.device("cpu")) is None
+        for field in fields:
+            setattr(other.data, field, {"latent": "/runs/vae", "text": "minilm"}[field])
+        for precision in ("auto", "fp32", "bf16"):  # the pixel rule asks for bf16; the text-to-image one either
+            assert bool(auto_compile(other, 2000, precision, torch.device("cpu"))) == expected, (fields, precision)
+    assert "text-to-image" in auto_compile(other, 2000, "fp32", torch.device("cpu"))
     student = copy.deepcopy(config)  # `diffkit train --resume` of a distilled student: eager, as it started
     student.parent = ParentConfig(path="/runs/teacher", sha256="0" * 64, kind="progressive")
     assert auto_compile(student, 2000, "auto", torch.device("cpu")) is None

@@ -159,9 +159,9 @@ def _train_run_args(t) -> None:
     device_arg(t)
     _how_it_trains_args(t)
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the network for training (default: a pixel U-Net in bf16 on a CPU with "
-                        "AMX-BF16, 500 steps or more: 1.17-1.32x a step there; the first compile of a shape "
-                        "17-101 s, later runs 2-4 s)")
+                   help="torch.compile the network for training (default: on a CPU with AMX-BF16, 500 steps or "
+                        "more, a pixel U-Net in bf16 or a text-to-image U-Net on latents: 1.15-1.42x a step there; "
+                        "the first compile of a shape 17-101 s, later runs 2-4 s)")
     t.add_argument("--nproc", type=positive_int("--nproc"),
                    help="train in N processes on this machine with DistributedDataParallel (torch's launcher; "
                         "for several machines run torchrun ... -m diffkit train)")
