@@ -55,10 +55,11 @@ ROUNDS = 3             # timing rounds, candidates interleaved; each keeps its f
 # 208 -> 176 ms (1.18x), shapes' 316 -> 271 ms (1.17x); compiling costs 49-101 s the first time a machine meets a
 # network shape and 2.6-4.0 s after (inductor's cache), repaid within 81-143 steps: the default runs (750-2000
 # steps) gain from their second run on (mnist5k from its first). COMPILE_MIN_STEPS is 3x the slowest repayment.
-# Later that day, at the narrower digits preset and with AOTAutograd's cache working: digits 54.4 -> 39.5 ms (1.38x),
-# mnist5k 233.8 -> 164.1 ms (1.42x), 2.8-3.1 s warm. The text-to-image U-Net on latents (shapes' default, 64 wide, batch 128) too, in either precision: eager 244 ms
-# a step in fp32 or bf16, compiled 198-210 ms in fp32 (1.16-1.23x), 213 in bf16; 52 s cold, 3.4 s warm
-# (2026-12-07, the same Xeon; compiled gradients within 7e-7 of eager's in fp32). Elsewhere it was measured not to
+# Later that day, at the narrower digits preset and with AOTAutograd's cache working: digits 54.4 -> 39.5 ms
+# (1.38x), mnist5k 233.8 -> 164.1 ms (1.42x), 2.8-3.1 s warm. The text-to-image U-Net on latents (shapes' default,
+# 64 wide, batch 128) too, in either precision: eager 244 ms a step in fp32 or bf16, compiled 198-210 ms in fp32
+# (1.16-1.23x), 213 in bf16; 52 s cold, 3.4 s warm (2026-12-07, the same Xeon; compiled gradients within 7e-7 of
+# eager's in fp32). Elsewhere it was measured not to
 # pay (fp32 on an AVX2 EPYC: 0.92-1.11x; the 2-D MLP 1.11x here, repaid after 5,800 steps) or not measured
 # (class-conditional latent U-Nets, pixel text U-Nets, the DiT).
 COMPILE_MIN_STEPS = 500
