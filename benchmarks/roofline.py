@@ -140,18 +140,15 @@ def conv_roofline(calls, precision: str, seconds: float) -> dict:
     for conv, shape, grad in calls:
         key = (conv.in_channels, conv.out_channels, conv.stride, conv.padding, conv.groups, shape, grad)
         groups.setdefault(key, [conv, shape, grad, 0])[3] += 1
-    flops = time_s = 0.0
-    biggest = max(groups.values(), key=lambda g: conv_flops(g[0], g[1]))
-    for conv, shape, grad, count in groups.values():
-        rate = conv_peak(conv, shape, precision, seconds, grad)
-        work = count * conv_flops(conv, shape) * (3 if grad else 2)  # forward, weight and input gradients
-        flops, time_s = flops + work, time_s + work / rate
-        if (conv, shape) == (biggest[0], biggest[1]):
-            biggest_rate = rate
-    conv, shape = biggest[0], biggest[1]
-    return {"convs": f"{len(calls)} calls at {len(groups)} shapes", "conv_peak": flops / time_s,
+    rates = {key: conv_peak(conv, shape, precision, seconds, grad) for key, (conv, shape, grad, _) in groups.items()}
+    work = {key: count * conv_flops(conv, shape) * (3 if grad else 2)  # forward, weight and input gradients
+            for key, (conv, shape, grad, count) in groups.items()}
+    biggest = max(groups, key=lambda key: conv_flops(groups[key][0], groups[key][1]))
+    conv, shape = groups[biggest][:2]
+    return {"convs": f"{len(calls)} calls at {len(groups)} shapes",
+            "conv_peak": sum(work.values()) / sum(work[key] / rates[key] for key in groups),
             "op": f"conv {conv.in_channels}->{conv.out_channels} 3x3 at {'x'.join(map(str, shape))}",
-            "op_peak": biggest_rate}
+            "op_peak": rates[biggest]}
 
 
 def step_row(name: str, seconds: float, root: Path) -> dict:

@@ -59,9 +59,8 @@ ROUNDS = 3             # timing rounds, candidates interleaved; each keeps its f
 # (1.38x), mnist5k 233.8 -> 164.1 ms (1.42x), 2.8-3.1 s warm. The text-to-image U-Net on latents (shapes' default,
 # 64 wide, batch 128) too, in either precision: eager 244 ms a step in fp32 or bf16, compiled 198-210 ms in fp32
 # (1.16-1.23x), 213 in bf16; 52 s cold, 3.4 s warm (2026-12-07, the same Xeon; compiled gradients within 7e-7 of
-# eager's in fp32). Elsewhere it was measured not to
-# pay (fp32 on an AVX2 EPYC: 0.92-1.11x; the 2-D MLP 1.11x here, repaid after 5,800 steps) or not measured
-# (class-conditional latent U-Nets, pixel text U-Nets, the DiT).
+# eager's in fp32). Elsewhere it was measured not to pay (fp32 on an AVX2 EPYC: 0.92-1.11x; the 2-D MLP 1.11x
+# here, repaid after 5,800 steps) or not measured (class-conditional latent U-Nets, pixel text U-Nets, the DiT).
 COMPILE_MIN_STEPS = 500
 
 
